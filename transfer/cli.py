@@ -1,0 +1,271 @@
+"""The `transfer` command: parses options and calls the package. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .console import console, err_console
+from .errors import UserError
+from .paths import default_cache_dir, default_data_dir
+
+
+class _App(typer.Typer):
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except UserError as error:
+            err_console.print(f"[red]error:[/red] {error}")
+            raise SystemExit(2) from None
+
+
+app = _App(
+    help="Transfer learning with pretrained CNN features and classical classifiers.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(help="Inspect or fetch datasets.", no_args_is_help=True)
+cache_app = typer.Typer(help="List or remove cached features.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(cache_app, name="cache")
+
+# Options shared by every command that selects an extraction (extract, svm, ...).
+DataOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data", help="Dataset folder: DIR/{train,test}/<class>/* or DIR/<class>/*. [default: $TRANSFER_DATA or data/15scene]"),
+]
+TrainPerClassOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: training images per class.")]
+SplitSeedOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: seed of the train/test draw.")]
+BackboneOpt = Annotated[str, typer.Option(help="Network: vgg16 or efficientnet_lite0 (`transfer layers`).")]
+WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
+LayerOpt = Annotated[str, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7.")]
+SpatialOpt = Annotated[str, typer.Option(help="How spatial outputs become vectors: flatten, avg or max.")]
+PoolingOpt = Annotated[str, typer.Option(help="VGG16 pooling variant: max, avg, sum (LP p=1) or l2 (LP p=2).")]
+PrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 where the hardware has it), fp32 or bf16.")]
+ColorOpt = Annotated[bool, typer.Option("--color", help="Keep colour (default: read grayscale, replicate to 3 channels).")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Centre-crop size fed to the network [default: the backbone's, 224].")]
+CacheDirOpt = Annotated[
+    Optional[Path], typer.Option("--cache-dir", help="Feature cache folder. [default: $TRANSFER_CACHE or cache/]")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="List ignored non-image files.")]
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _load_dataset(data: Optional[Path], train_per_class: int, split_seed: int, verbose: bool = False):
+    from .datasets import SplitPolicy, load_dataset
+
+    dataset = load_dataset(data or default_data_dir(), SplitPolicy(train_per_class, split_seed))
+    if dataset.ignored_files:
+        console.print(f"ignored {len(dataset.ignored_files)} non-image file(s)" + ("" if verbose else " (-v lists them)"))
+        if verbose:
+            for relpath in dataset.ignored_files:
+                console.print(f"  {relpath}")
+    return dataset
+
+
+@app.command()
+def extract(
+    data: DataOpt = None,
+    layer: LayerOpt = "relu7",
+    backbone: BackboneOpt = "vgg16",
+    weights: WeightsOpt = "imagenet",
+    spatial: SpatialOpt = "flatten",
+    pooling: PoolingOpt = "max",
+    precision: PrecisionOpt = "auto",
+    color: ColorOpt = False,
+    image_size: ImageSizeOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    workers: Annotated[Optional[int], typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    split_seed: SplitSeedOpt = 0,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Pass the images through a network once and cache the chosen layers' features (HDF5).
+
+    Re-running is instant when the features are cached; an interrupted run resumes where it stopped.
+    """
+    from .extraction import FeatureSpec, RunOptions, extract as run_extraction
+    from .display import print_extraction
+
+    dataset = _load_dataset(data, train_per_class, split_seed, verbose)
+    features = FeatureSpec(backbone, weights, _split_list(layer), spatial, pooling, precision, color, image_size)
+    options = RunOptions(device, batch_size, workers, strict)
+    try:
+        outcome = run_extraction(dataset, features, cache_dir or default_cache_dir(), options)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]: finished batches are saved; run the same command to resume.")
+        raise SystemExit(130) from None
+    print_extraction(outcome)
+
+
+@app.command()
+def svm(
+    data: DataOpt = None,
+    layer: LayerOpt = "relu7",
+    c_grid: Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")] = "0.001,0.01,0.1,1,10",
+    norm: Annotated[str, typer.Option(help="Feature normalisation before the SVM: l2, standard or none.")] = "l2",
+    cv: Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")] = 5,
+    splits: Annotated[int, typer.Option(help="Also re-draw K random training splits (same size per class) from all images; report mean ± std.")] = 1,
+    jobs: Annotated[int, typer.Option(help="Parallel fits (-1: all cores).")] = -1,
+    seed: Annotated[int, typer.Option(help="Seed of the CV folds and re-drawn splits.")] = 0,
+    backbone: BackboneOpt = "vgg16",
+    weights: WeightsOpt = "imagenet",
+    spatial: SpatialOpt = "flatten",
+    pooling: PoolingOpt = "max",
+    precision: PrecisionOpt = "auto",
+    color: ColorOpt = False,
+    image_size: ImageSizeOpt = None,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    split_seed: SplitSeedOpt = 0,
+) -> None:
+    """Linear SVM on cached features: C chosen by CV on the training split, test accuracy per C.
+
+    Each layer is its own result in the results store; the fitted model is saved (joblib).
+    """
+    from .classifiers import GridConfig, parse_c_grid
+    from .display import print_grid
+    from .extraction import FeatureSpec
+    from .runs import run_svm
+
+    if splits < 1:
+        raise UserError(f"--splits must be at least 1, got {splits}")
+    dataset = _load_dataset(data, train_per_class, split_seed)
+    features = FeatureSpec(backbone, weights, _split_list(layer), spatial, pooling, precision, color, image_size)
+    grid = GridConfig(parse_c_grid(c_grid), cv, jobs, seed)
+    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norm, splits):
+        print_grid(outcome)
+
+
+@app.command()
+def bow(
+    data: DataOpt = None,
+    step: Annotated[int, typer.Option(help="Dense grid spacing in pixels.")] = 8,
+    sizes: Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma-separated; a descriptor spans about 6× size (2.7 ≈ 16 px patch).")] = "2.7",
+    words: Annotated[int, typer.Option(help="Visual vocabulary size (MiniBatchKMeans).")] = 1000,
+    sample: Annotated[int, typer.Option(help="Training descriptors sampled for k-means.")] = 100_000,
+    pyramid: Annotated[int, typer.Option(help="Spatial pyramid levels: 0 (plain BoW), 1, 2 (Lazebnik) or 3.")] = 0,
+    sqrt: Annotated[bool, typer.Option("--sqrt", help="Square-root the L1 histograms before the χ² map.")] = False,
+    c_grid: Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")] = "0.01,0.1,1,10,100",
+    cv: Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")] = 5,
+    splits: Annotated[int, typer.Option(help="Also re-draw K random training splits; report mean ± std.")] = 1,
+    jobs: Annotated[int, typer.Option(help="Parallel processes (-1: all cores).")] = -1,
+    seed: Annotated[int, typer.Option(help="Seed of k-means sampling, CV folds and re-drawn splits.")] = 0,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    split_seed: SplitSeedOpt = 0,
+) -> None:
+    """Bag-of-words baseline: dense SIFT, k-means vocabulary, (pyramid) histograms, χ² linear SVM.
+
+    Descriptors, vocabulary and word assignments are cached: changing only C or --pyramid reuses them.
+    """
+    from .bow import BowConfig, SiftConfig, VocabularyConfig
+    from .classifiers import GridConfig, parse_c_grid
+    from .display import print_grid
+    from .runs import run_bow
+
+    if splits < 1:
+        raise UserError(f"--splits must be at least 1, got {splits}")
+    try:
+        size_values = tuple(float(v) for v in _split_list(sizes))
+    except ValueError:
+        raise UserError(f"--sizes {sizes!r}: expected comma-separated numbers, e.g. 2.7,4") from None
+    dataset = _load_dataset(data, train_per_class, split_seed)
+    config = BowConfig(SiftConfig(step, size_values), VocabularyConfig(words, sample, seed=seed), pyramid, sqrt)
+    grid = GridConfig(parse_c_grid(c_grid), cv, jobs, seed)
+    print_grid(run_bow(dataset, config, cache_dir or default_cache_dir(), grid, splits))
+
+
+@app.command()
+def results(
+    data: Annotated[Optional[str], typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="Only this method: svm, bow, head, ...")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
+    layer: Annotated[Optional[str], typer.Option(help="Only this layer.")] = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """List the runs in the results store (cache/results.sqlite)."""
+    from .display import print_results
+    from .results import ResultsStore
+
+    path = (cache_dir or default_cache_dir()) / "results.sqlite"
+    if not path.exists():
+        raise UserError(f"no results store at {path} yet: run `transfer svm` or `transfer bow` first")
+    print_results(ResultsStore(path).runs(dataset=data, method=method, backbone=backbone, layer=layer))
+
+
+@app.command()
+def layers(
+    backbone: BackboneOpt = "vgg16",
+    image_size: ImageSizeOpt = None,
+) -> None:
+    """List a backbone's layer names with output shapes (one image) and parameter counts."""
+    from .backbones import describe_layers, get_backbone
+    from .display import print_layers
+
+    infos, total = describe_layers(get_backbone(backbone), image_size)
+    print_layers(backbone, infos, total)
+
+
+@data_app.command("info")
+def data_info(
+    data: Annotated[Optional[Path], typer.Argument(help="Dataset folder. [default: $TRANSFER_DATA or data/15scene]")] = None,
+    train_per_class: TrainPerClassOpt = 100,
+    split_seed: SplitSeedOpt = 0,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Images per class and split, image sizes and modes, unreadable files, and byte-identical duplicates."""
+    from .datasets import summarize
+    from .display import print_data_info
+
+    dataset = _load_dataset(data, train_per_class, split_seed, verbose)
+    print_data_info(dataset, summarize(dataset))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name: 15scene.")] = "15scene",
+    dest: Annotated[Optional[Path], typer.Option(help="Where to lay it out. [default: data/<name>]")] = None,
+) -> None:
+    """Download a public dataset, check it, and lay it out as DEST/{train,test}/<class>/."""
+    from .fetch import fetch
+
+    fetch(name, dest or Path("data") / name)
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: CacheDirOpt = None) -> None:
+    """What is cached: one line per extraction with its layers, shapes and size."""
+    from .cache import FeatureCache
+    from .display import print_cache
+
+    root = cache_dir or default_cache_dir()
+    print_cache(root, FeatureCache(root).entries())
+
+
+@cache_app.command("rm")
+def cache_rm(
+    pattern: Annotated[str, typer.Argument(help="Remove cache files whose name contains this text; 'all' for every one.")],
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Remove cached extractions."""
+    from .cache import FeatureCache
+
+    removed = FeatureCache(cache_dir or default_cache_dir()).remove(pattern)
+    if not removed:
+        raise UserError(f"no cache file matches {pattern!r}; `transfer cache ls` lists them")
+    for path in removed:
+        console.print(f"removed {path}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,137 @@
+"""Terminal tables for the commands' results (rich)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from .backbones import LayerInfo
+from .cache import CacheEntry
+from .console import console
+from .datasets import SPLITS, DatasetSummary, ImageDataset
+from .extraction import ExtractionOutcome
+from .results import RunRecord
+from .runs import GridOutcome
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def print_extraction(outcome: ExtractionOutcome) -> None:
+    table = Table(title=str(outcome.path), title_justify="left")
+    table.add_column("split")
+    table.add_column("layer")
+    table.add_column("features", justify="right")
+    for split, layers in outcome.shapes.items():
+        for layer, (rows, dims) in layers.items():
+            table.add_row(split, layer, f"{rows}×{dims}")
+    console.print(table)
+    if outcome.cached:
+        console.print("cached: nothing to compute (delete with `transfer cache rm`)")
+    else:
+        console.print(
+            f"extracted {outcome.images} images in {outcome.seconds:.1f} s: {outcome.images_per_s:.1f} images/s, "
+            f"data loader wait {outcome.loader_wait_seconds:.1f} s "
+            f"({100 * outcome.loader_wait_seconds / max(outcome.seconds, 1e-9):.0f}%), "
+            f"peak RSS {outcome.peak_rss_mb:,.0f} MB"
+        )
+    if outcome.skipped:
+        console.print(f"[yellow]{len(outcome.skipped)} unreadable image(s) skipped[/yellow] (listed in the cache file):")
+        for relpath in outcome.skipped:
+            console.print(f"  {relpath}")
+
+
+def print_layers(backbone: str, infos: list[LayerInfo], total: int) -> None:
+    table = Table(title=f"{backbone} layers", title_justify="left")
+    for column, justify in (("layer", "left"), ("node", "left"), ("output", "right"), ("dims", "right"), ("parameters", "right")):
+        table.add_column(column, justify=justify)
+    for info in infos:
+        dims = 1
+        for d in info.shape:
+            dims *= d
+        table.add_row(info.name, info.node, "×".join(map(str, info.shape)), f"{dims:,}", f"{info.parameters:,}")
+    console.print(table)
+    console.print(f"total parameters: {total:,}")
+
+
+def print_data_info(dataset: ImageDataset, summary: DatasetSummary) -> None:
+    table = Table(title=f"{dataset.root} ({dataset.layout})", title_justify="left")
+    table.add_column("class")
+    for split in SPLITS:
+        table.add_column(split, justify="right")
+    for name in dataset.classes:
+        table.add_row(name, *(str(summary.counts[split][name]) for split in SPLITS))
+    table.add_row("total", *(str(sum(summary.counts[split].values())) for split in SPLITS), style="bold")
+    console.print(table)
+    sizes = ", ".join(f"{w}×{h}: {n}" for (w, h), n in summary.sizes.most_common(5))
+    more = f" (+{len(summary.sizes) - 5} other sizes)" if len(summary.sizes) > 5 else ""
+    console.print(f"sizes: {sizes}{more}")
+    console.print("modes: " + ", ".join(f"{mode}: {n}" for mode, n in summary.modes.most_common()))
+    if summary.unreadable:
+        console.print(f"[yellow]{len(summary.unreadable)} unreadable image(s):[/yellow] " + ", ".join(summary.unreadable))
+    groups = summary.duplicates
+    across = [g for g in groups if len({split for split, _ in g}) > 1]
+    console.print(f"byte-identical duplicates: {len(groups)} group(s), {len(across)} across train and test")
+    for group in groups:
+        mark = "  [red]across splits[/red]" if group in across else ""
+        console.print("  " + "  =  ".join(relpath for _, relpath in group) + mark)
+
+
+def print_cache(root: Path, entries: list[CacheEntry]) -> None:
+    if not entries:
+        console.print(f"no cached features in {root}")
+        return
+    table = Table(title=str(root), title_justify="left")
+    for column in ("file", "backbone", "weights", "pooling", "precision", "layers (train / test)", "size"):
+        table.add_column(column)
+    for entry in entries:
+        if entry.key is None:
+            table.add_row(entry.path.name, "[red]unreadable[/red]", "", "", "", "", _mib(entry.size_bytes))
+            continue
+        layers = "\n".join(f"{name}: {shape}" for name, shape in entry.layers.items()) or "(none yet)"
+        if entry.skipped:
+            layers += f"\n{len(entry.skipped)} image(s) skipped"
+        key = entry.key
+        table.add_row(entry.path.name, key["backbone"], key["weights"], key["pooling"], key["precision"], layers, _mib(entry.size_bytes))
+    console.print(table)
+    console.print(f"total {_mib(sum(e.size_bytes for e in entries))}")
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.2f}"
+
+
+def print_grid(outcome: GridOutcome) -> None:
+    result = outcome.result
+    table = Table(title=f"{outcome.name}: linear SVM, C chosen by cross-validation on the training split", title_justify="left")
+    for column in ("C", "CV accuracy %", "test accuracy %", ""):
+        table.add_column(column, justify="right")
+    for c, mean, std, test in zip(result.c_grid, result.cv_mean, result.cv_std, result.test_accuracy_per_c):
+        chosen = c == result.chosen_c
+        table.add_row(f"{c:g}", f"{100 * mean:.2f} ± {100 * std:.2f}", _pct(test), "← chosen by CV" if chosen else "",
+                      style="bold" if chosen else None)
+    console.print(table)
+    console.print(f"test accuracy at the CV-chosen C={result.chosen_c:g}: [bold]{_pct(result.test_accuracy)}%[/bold]"
+                  f"  (fit {result.fit_seconds:.1f} s)")
+    if outcome.split_accuracies:
+        mean, std = outcome.mean_std
+        console.print(f"over {len(outcome.split_accuracies)} re-drawn splits: [bold]{_pct(mean)} ± {_pct(std)}%[/bold]"
+                      f" ({', '.join(_pct(a) for a in outcome.split_accuracies)})")
+    console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
+
+
+def print_results(runs: list[RunRecord]) -> None:
+    if not runs:
+        console.print("no runs match")
+        return
+    table = Table(title="results", title_justify="left")
+    for column in ("#", "date", "method", "backbone", "weights", "pooling", "layer", "chosen", "CV %", "test %", "data"):
+        table.add_column(column, justify="right" if column in ("#", "CV %", "test %") else "left")
+    for run in runs:
+        test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)} ({run.splits} splits)" if run.test_std is not None else "")
+        chosen = f"C={run.chosen:g}" if isinstance(run.chosen, (int, float)) else str(run.chosen or "")
+        table.add_row(str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "",
+                      run.pooling or "", run.layer or "", chosen, _pct(run.cv_best), test, run.dataset)
+    console.print(table)

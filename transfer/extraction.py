@@ -1,0 +1,307 @@
+"""Images through a backbone into the feature cache: batched, resumable, CPU or CUDA, fp32 or bf16."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .backbones import (
+    SPATIAL_REDUCTIONS,
+    BackboneSpec,
+    Preprocessing,
+    Weights,
+    build_model,
+    check_layers,
+    check_pooling,
+    feature_extractor,
+    get_backbone,
+    weights_id,
+)
+from .cache import ExtractionKey, FeatureCache, FeatureFile, complete_layers, layer_key
+from .console import console, progress_bar, warn
+from .datasets import SPLITS, ImageDataset, read_image
+from .errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features: the part of a command line that selects an extraction and its layers."""
+
+    backbone: str = "vgg16"
+    weights: str = "imagenet"
+    layers: tuple[str, ...] = ("relu7",)
+    spatial: str = "flatten"
+    pooling: str = "max"
+    precision: str = "auto"
+    color: bool = False
+    image_size: int | None = None  # centre-crop size; None: the backbone's own (224)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run an extraction; none of this changes the features."""
+
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int | None = None  # None: a default that suits the device and core count
+    strict: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: BackboneSpec
+    weights: Weights
+    key: ExtractionKey
+    layer_keys: dict[str, str]  # layer key -> FX node
+    device: str
+    path: Path
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    return "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` is bf16 where the hardware computes it natively (CUDA, or CPUs with AVX512-BF16/AMX)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
+def resolve(dataset: ImageDataset, features: FeatureSpec, cache_dir: Path, device: str = "auto") -> Resolved:
+    spec = get_backbone(features.backbone)
+    check_layers(spec, list(features.layers))
+    check_pooling(spec, features.pooling)
+    if features.spatial not in SPATIAL_REDUCTIONS:
+        raise UserError(f"unknown --spatial {features.spatial!r}; choose one of: {', '.join(SPATIAL_REDUCTIONS)}")
+    weights = Weights.parse(features.weights)
+    preprocessing = replace(spec.preprocessing, color=features.color)
+    if features.image_size is not None:
+        if features.image_size < 32:
+            raise UserError(f"--image-size must be at least 32, got {features.image_size}")
+        ratio = spec.preprocessing.resize / spec.preprocessing.crop
+        preprocessing = replace(preprocessing, crop=features.image_size, resize=round(features.image_size * ratio))
+    device = resolve_device(device)
+    key = ExtractionKey(
+        dataset=dataset.fingerprint,
+        backbone=spec.name,
+        weights=weights_id(spec, weights),
+        pooling=features.pooling,
+        precision=resolve_precision(features.precision, device),
+        preprocessing=preprocessing,
+    )
+    layer_keys = {
+        layer_key(name, features.spatial, spec.layers[name].spatial): spec.layers[name].node
+        for name in features.layers
+    }
+    return Resolved(spec, weights, key, layer_keys, device, FeatureCache(cache_dir).path_for(key))
+
+
+@dataclass
+class ExtractionOutcome:
+    path: Path
+    shapes: dict[str, dict[str, tuple[int, int]]]  # split -> layer key -> (rows, dims)
+    images: int = 0  # images passed through the network by this call
+    seconds: float = 0.0
+    loader_wait_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def cached(self) -> bool:
+        return self.images == 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def _default_workers(device: str) -> int:
+    cores = os.cpu_count() or 1
+    # On a CPU the network wants every core; one loader process keeps JPEG decoding overlapped.
+    return min(8, cores) if device == "cuda" else (1 if cores <= 4 else 2)
+
+
+def _reduce(output, spatial: str):
+    if output.dim() == 2:
+        return output
+    if spatial == "avg":
+        return output.mean(dim=(2, 3))
+    if spatial == "max":
+        return output.amax(dim=(2, 3))
+    return output.flatten(1)
+
+
+class _ImageFiles:
+    """Map-style dataset over image paths; an unreadable image yields zeros and ok=False."""
+
+    def __init__(self, paths: list[Path], preprocessing: Preprocessing) -> None:
+        self.paths = paths
+        self.preprocessing = preprocessing
+        self.transform = preprocessing.transform()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        try:
+            return self.transform(read_image(self.paths[index], self.preprocessing.color)), True
+        except (OSError, ValueError, SyntaxError):  # PIL raises all three for broken files
+            size = self.preprocessing.crop
+            return torch.zeros(3, size, size), False
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # loader workers, once joined
+    return max(own, children) / 1024
+
+
+def extract(
+    dataset: ImageDataset,
+    features: FeatureSpec,
+    cache_dir: Path,
+    options: RunOptions = RunOptions(),
+    on_batch=None,
+) -> ExtractionOutcome:
+    """Extract the requested layers of every image not yet in the cache; a no-op when all are there.
+
+    ``on_batch(rows_written)`` is called after each batch is safely on disk (tests use it to
+    interrupt a run midway).
+    """
+    import torch
+
+    resolved = resolve(dataset, features, cache_dir, options.device)
+    if options.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {options.batch_size}")
+    outcome = ExtractionOutcome(resolved.path, {})
+    with FeatureFile(resolved.path, resolved.key, dataset) as store:
+        todo = {
+            split: [lk for lk in resolved.layer_keys if store.rows_done(split, lk) < store.rows(split)]
+            for split in SPLITS
+        }
+        if any(todo.values()):
+            model = build_model(resolved.spec, resolved.weights, features.pooling)
+            extractor = feature_extractor(model, list(resolved.layer_keys.values()))
+            extractor = extractor.to(resolved.device, memory_format=torch.channels_last)
+            for split in SPLITS:
+                if todo[split]:
+                    _extract_split(dataset, split, todo[split], resolved, features, options, store, extractor, outcome, on_batch)
+        for split in SPLITS:
+            outcome.shapes[split] = {
+                lk: (store.rows(split), store.h5[split][lk].shape[1]) for lk in resolved.layer_keys
+            }
+            valid = store.h5[split]["valid"][:]
+            outcome.skipped += [p.decode() for p, ok in zip(store.h5[split]["paths"][:], valid) if not ok]
+    outcome.peak_rss_mb = _peak_rss_mb()
+    return outcome
+
+
+def _extract_split(dataset, split, layer_keys, resolved, features, options, store, extractor, outcome, on_batch):
+    import torch
+    from torch.utils.data import DataLoader
+
+    samples = dataset.samples(split)
+    start = min(store.rows_done(split, lk) for lk in layer_keys)
+    paths = [dataset.path(s) for s in samples[start:]]
+    workers = _default_workers(resolved.device) if options.workers is None else options.workers
+    loader = DataLoader(
+        _ImageFiles(paths, resolved.key.preprocessing),
+        batch_size=options.batch_size,
+        num_workers=workers,
+        pin_memory=resolved.device == "cuda",
+    )
+    autocast = torch.autocast(resolved.device, dtype=torch.bfloat16, enabled=resolved.key.precision == "bf16")
+    row = start
+    begun = time.perf_counter()
+    waited = 0.0
+    description = f"{resolved.spec.name} {split}"
+    if start:
+        console.print(f"{split}: resuming at image {start} of {len(samples)}")
+    try:
+        with progress_bar(len(paths), description, enabled=options.progress) as advance, torch.inference_mode(), autocast:
+            batches = iter(loader)
+            while True:
+                tick = time.perf_counter()
+                batch = next(batches, None)
+                waited += time.perf_counter() - tick
+                if batch is None:
+                    break
+                images, ok = batch
+                ok = ok.numpy().astype(bool)
+                if not ok.all():
+                    bad = [samples[row + i].relpath for i in np.flatnonzero(~ok)]
+                    if options.strict:
+                        raise UserError(f"unreadable image(s) (--strict): {', '.join(bad)}")
+                    for relpath in bad:
+                        warn(f"skipping unreadable image {relpath}")
+                images = images.to(resolved.device, non_blocking=True, memory_format=torch.channels_last)
+                outputs = extractor(images)
+                arrays = {
+                    lk: _reduce(outputs[node], features.spatial).float().cpu().numpy()
+                    for lk, node in resolved.layer_keys.items()
+                    if lk in layer_keys
+                }
+                store.write_batch(split, row, arrays, ok)
+                row += len(ok)
+                advance(len(ok))
+                if on_batch is not None:
+                    on_batch(row)
+    finally:
+        seconds = time.perf_counter() - begun
+        store.add_timing(split, row - start, seconds, waited)
+        outcome.images += row - start
+        outcome.seconds += seconds
+        outcome.loader_wait_seconds += waited
+
+
+def extract_command(dataset: ImageDataset, features: FeatureSpec, layers: list[str]) -> str:
+    """The `transfer extract` command line that produces these features."""
+    defaults = FeatureSpec()
+    parts = ["transfer extract", f"--data {dataset.root}", f"--layer {','.join(layers)}"]
+    for name in ("backbone", "weights", "spatial", "pooling", "precision", "image_size"):
+        value = getattr(features, name)
+        if value != getattr(defaults, name):
+            parts.append(f"--{name.replace('_', '-')} {value}")
+    if features.color:
+        parts.append("--color")
+    return " ".join(parts)
+
+
+def cached_features(dataset: ImageDataset, features: FeatureSpec, cache_dir: Path) -> tuple[Resolved, dict[str, Path]]:
+    """Cache file of each requested layer; a layer not (completely) extracted is an error naming the command."""
+    resolved = resolve(dataset, features, cache_dir)
+    done = complete_layers(resolved.path) if resolved.path.exists() else []
+    missing = [name for name, lk in zip(features.layers, resolved.layer_keys) if lk not in done]
+    if missing:
+        raise UserError(
+            f"no cached features for {', '.join(missing)} of this selection (looked for {resolved.path}). "
+            f"Make them with:\n  {extract_command(dataset, features, missing)}"
+        )
+    return resolved, {lk: resolved.path for lk in resolved.layer_keys}

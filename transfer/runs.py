@@ -1,0 +1,151 @@
+"""Study steps that join the pieces: features → classifier → saved model → results store."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import joblib
+import numpy as np
+
+from .bow import BowConfig, bow_features, chi2_svm, digest_of
+from .cache import read_features
+from .classifiers import GridConfig, GridResult, grid_search, linear_svm, redraw_splits
+from .datasets import ImageDataset
+from .extraction import FeatureSpec, cached_features
+from .results import ResultsStore, RunRecord, library_versions
+
+MODEL_FORMAT = 1
+
+
+@dataclass
+class GridOutcome:
+    name: str  # layer, or the BoW variant
+    result: GridResult  # on the dataset's own split
+    run_id: int
+    model_path: Path
+    split_accuracies: list[float] | None = None  # with --splits K > 1
+    timings: dict | None = None
+
+    @property
+    def mean_std(self) -> tuple[float, float | None]:
+        """Test accuracy over the re-drawn splits, or the single split's (std None)."""
+        if not self.split_accuracies:
+            return self.result.test_accuracy, None
+        return float(np.mean(self.split_accuracies)), float(np.std(self.split_accuracies))
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def save_model(path: Path, payload: dict) -> Path:
+    """joblib file with everything `transfer predict` needs; written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    joblib.dump({"format": MODEL_FORMAT, **payload}, partial)
+    partial.replace(path)
+    return path
+
+
+def _fit_and_record(
+    make_model: Callable,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    classes: list[str],
+    grid: GridConfig,
+    redraws: int,
+    model_path: Path,
+    model_payload: dict,
+    record: RunRecord,
+    store: ResultsStore,
+    name: str,
+) -> GridOutcome:
+    """Grid search on the dataset's split, optional re-drawn splits, model file, one store row."""
+    (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
+    result = grid_search(make_model, (x_train, y_train), (x_test, y_test), grid, len(classes))
+    split_accuracies = None
+    if redraws > 1:
+        x, y = np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
+        per_class = int(np.bincount(y_train).max())
+        split_accuracies = [
+            grid_search(make_model, (x[tr], y[tr]), (x[te], y[te]), grid, len(classes)).test_accuracy
+            for tr, te in redraw_splits(y, per_class, redraws, grid.seed)
+        ]
+    save_model(model_path, {**model_payload, "model": result.model, "classes": classes, "chosen_c": result.chosen_c})
+    outcome = GridOutcome(name, result, 0, model_path, split_accuracies, record.timings)
+    mean, std = outcome.mean_std
+    record = replace(
+        record,
+        config={**record.config, "cv": grid.cv, "seed": grid.seed, "split_accuracies": split_accuracies},
+        test_accuracy=mean,
+        test_std=std,
+        splits=redraws,
+        classes=classes,
+        c_grid=result.c_grid,
+        cv_accuracy=result.cv_mean,
+        test_accuracy_per_c=result.test_accuracy_per_c,
+        chosen=result.chosen_c,
+        cv_best=max(result.cv_mean),
+        per_class_accuracy=result.per_class_accuracy,
+        confusion=result.confusion,
+        timings={**record.timings, "fit_seconds": result.fit_seconds},
+        model_path=str(model_path),
+        versions=library_versions(),
+    )
+    outcome.run_id = store.add(record)
+    return outcome
+
+
+def run_svm(
+    dataset: ImageDataset,
+    features: FeatureSpec,
+    cache_dir: Path,
+    grid: GridConfig,
+    norm: str = "l2",
+    redraws: int = 1,
+    store: ResultsStore | None = None,
+) -> list[GridOutcome]:
+    """One linear-SVM grid search per cached layer."""
+    resolved, paths = cached_features(dataset, features, cache_dir)
+    store = store or ResultsStore(cache_dir / "results.sqlite")
+    make_model = linear_svm(norm)
+    outcomes = []
+    for layer, path in paths.items():
+        data = read_features(path, layer)
+        one_layer = replace(features, layers=(layer.split(":")[0],))
+        record = RunRecord(
+            method="svm", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
+            config={"norm": norm, "features": asdict(one_layer)}, test_accuracy=0.0, classes=data.classes,
+            backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling,
+            layer=layer, precision=resolved.key.precision,
+        )
+        model_path = cache_dir / "models" / _safe(f"svm-{resolved.key.backbone}-{layer}-{resolved.key.digest}-{norm}.joblib")
+        payload = {"kind": "svm", "features": asdict(one_layer), "layer_key": layer, "extraction_key": resolved.key.as_dict()}
+        splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
+        outcomes.append(_fit_and_record(make_model, splits, data.classes, grid, redraws, model_path, payload, record, store, layer))
+    return outcomes
+
+
+def run_bow(
+    dataset: ImageDataset,
+    config: BowConfig,
+    cache_dir: Path,
+    grid: GridConfig,
+    redraws: int = 1,
+    store: ResultsStore | None = None,
+) -> GridOutcome:
+    """Dense SIFT → vocabulary → (pyramid) histograms → additive-χ² map → linear SVM."""
+    features = bow_features(dataset, config, cache_dir, grid.jobs)
+    store = store or ResultsStore(cache_dir / "results.sqlite")
+    name = f"bow-pyramid{config.pyramid}" if config.pyramid else "bow"
+    record = RunRecord(
+        method="bow", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
+        config=asdict(config), test_accuracy=0.0, classes=dataset.classes,
+        layer=f"sift-L{config.pyramid}", timings=features.timings,
+    )
+    digest = digest_of({"dataset": dataset.fingerprint, **asdict(config)})
+    payload = {"kind": "bow", "vocabulary": features.kmeans, "bow_config": asdict(config)}
+    return _fit_and_record(chi2_svm, features.splits, dataset.classes, grid, redraws,
+                           cache_dir / "models" / f"{name}-{digest}.joblib", payload, record, store, name)
