@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+os.environ["COLUMNS"] = "200"  # rich tables in captured output are not squeezed to 80 columns
 
 
 def make_image(path: Path, label: int, index: int, size: int = 48) -> None:

@@ -21,19 +21,21 @@ from pathlib import Path
 import h5py
 import joblib
 import numpy as np
+from scipy import sparse
+from sklearn.kernel_approximation import AdditiveChi2Sampler
 
 from .console import console, progress_bar, warn
 from .datasets import SPLITS, ImageDataset
 from .errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 IMAGES_PER_TASK = 32
 
 
 @dataclass(frozen=True)
 class SiftConfig:
-    step: int = 8  # grid spacing in pixels
-    sizes: tuple[float, ...] = (2.7,)  # OpenCV keypoint sizes; a descriptor spans ~6× size (2.7 ≈ 16 px)
+    step: int = 4  # grid spacing in pixels
+    sizes: tuple[float, ...] = (2.7, 4.5)  # OpenCV keypoint sizes; a descriptor spans ~6× size (2.7 ≈ 16 px)
     max_side: int = 300  # larger images are downscaled first
 
     def check(self) -> None:
@@ -104,6 +106,8 @@ def compute_descriptors(dataset: ImageDataset, config: SiftConfig, cache_dir: Pa
     config.check()
     path = cache_dir / "bow" / f"sift-{digest_of({'dataset': dataset.fingerprint, **asdict(config)})}.h5"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if _finished(path, "images_done"):
+        return path
     with h5py.File(path, "a") as h5:
         for split in SPLITS:
             samples = dataset.samples(split)
@@ -115,6 +119,7 @@ def compute_descriptors(dataset: ImageDataset, config: SiftConfig, cache_dir: Pa
                 group.create_dataset("valid", (0,), bool, maxshape=(None,), chunks=(4096,))
                 group["labels"] = np.array([s.label for s in samples], np.int32)
                 group.attrs["images_done"] = 0
+                group.attrs["images"] = len(samples)
             done = int(group.attrs["images_done"])
             if done == len(samples):
                 continue
@@ -130,6 +135,15 @@ def compute_descriptors(dataset: ImageDataset, config: SiftConfig, cache_dir: Pa
                     h5.flush()
                     advance(len(batch))
     return path
+
+
+def _finished(path: Path, counter: str) -> bool:
+    """True when every split of a stage file reached its total (read-only: a cached file stays untouched)."""
+    if not path.exists():
+        return False
+    with h5py.File(path, "r") as h5:
+        totals = {"images_done": "images", "rows_done": "rows"}
+        return all(split in h5 and h5[split].attrs[counter] == h5[split].attrs[totals[counter]] for split in SPLITS)
 
 
 def _trim(group: h5py.Group, images: int) -> None:
@@ -194,6 +208,8 @@ ENCODE_ROWS = 100_000
 def encode(sift_path: Path, kmeans, vocab_path: Path, cache_dir: Path) -> Path:
     """Stage 3, resumable by chunk: the nearest word of every descriptor."""
     path = cache_dir / "bow" / f"words-{digest_of({'sift': sift_path.name, 'vocab': vocab_path.name})}.h5"
+    if _finished(path, "rows_done"):
+        return path
     with h5py.File(sift_path, "r") as sift, h5py.File(path, "a") as h5:
         for split in SPLITS:
             descriptors = sift[split]["descriptors"]
@@ -201,6 +217,7 @@ def encode(sift_path: Path, kmeans, vocab_path: Path, cache_dir: Path) -> Path:
             if split not in h5:
                 h5.create_dataset(split, (total,), np.uint16, chunks=(min(max(total, 1), ENCODE_ROWS),))
                 h5[split].attrs["rows_done"] = 0
+                h5[split].attrs["rows"] = total
             done = int(h5[split].attrs["rows_done"])
             with progress_bar(total - done, f"encode {split}", unit="desc") as advance:
                 for start in range(done, total, ENCODE_ROWS):
@@ -258,18 +275,11 @@ class BowConfig:
             raise UserError(f"--pyramid must be 0, 1, 2 or 3, got {self.pyramid}")
 
 
-def chi2_svm(c: float):
-    from sklearn.kernel_approximation import AdditiveChi2Sampler
-    from sklearn.pipeline import Pipeline
-    from sklearn.svm import LinearSVC
-
-    return Pipeline([("chi2", AdditiveChi2Sampler(sample_steps=2)), ("svm", LinearSVC(C=c, max_iter=10_000))])
-
-
 @dataclass
 class BowFeatures:
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    splits: dict[str, tuple[object, np.ndarray]]  # χ²-mapped histograms (sparse), labels
     kmeans: object
+    feature_map: object  # the fitted, stateless AdditiveChi2Sampler
     timings: dict[str, float]
 
 
@@ -287,7 +297,11 @@ def bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, jobs
     words_path = encode(sift_path, kmeans, vocab_path, cache_dir)
     timings["encoding"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    splits = load_histograms(sift_path, words_path, config.vocabulary.words, config.pyramid, config.sqrt)
+    histograms = load_histograms(sift_path, words_path, config.vocabulary.words, config.pyramid, config.sqrt)
+    # The additive χ² map is data-independent, so it is applied once here rather than inside every
+    # CV fit; on sparse histograms that makes the pyramid's grid search several times faster.
+    feature_map = AdditiveChi2Sampler(sample_steps=2).fit(histograms["train"][0])
+    splits = {split: (feature_map.transform(sparse.csr_matrix(x)), y) for split, (x, y) in histograms.items()}
     timings["histograms"] = time.perf_counter() - tick
     console.print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    return BowFeatures(splits, kmeans, timings)
+    return BowFeatures(splits, kmeans, feature_map, timings)

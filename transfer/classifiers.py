@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.metrics import confusion_matrix
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import LinearSVC
@@ -53,9 +54,14 @@ def linear_svm(norm: str = "l2") -> Callable[[float], Pipeline]:
 
     def make(c: float) -> Pipeline:
         return Pipeline([("norm", clone(scaler) if scaler != "passthrough" else scaler),
-                         ("svm", LinearSVC(C=c, max_iter=10_000))])
+                         ("svm", plain_svm(c))])
 
     return make
+
+
+def plain_svm(c: float) -> LinearSVC:
+    """LinearSVC on features that are already mapped and scaled (BoW's χ² map)."""
+    return LinearSVC(C=c, max_iter=10_000)
 
 
 @dataclass
@@ -74,7 +80,7 @@ class GridResult:
 
 
 def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> None:
-    if features.ndim != 2 or len(features) != len(labels):
+    if features.ndim != 2 or features.shape[0] != len(labels):
         raise UserError(f"features {features.shape} and labels {labels.shape} do not match")
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2:
@@ -83,8 +89,15 @@ def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> No
         raise UserError(f"--cv must be at least 2, got {cv}")
     if counts.min() < cv:
         raise UserError(f"--cv {cv}: the smallest class has only {counts.min()} training images; lower --cv")
-    if not np.isfinite(features).all():
+    values = features.data if sparse.issparse(features) else features
+    if not np.isfinite(values).all():
         raise UserError("the features contain NaN or infinite values")
+
+
+def _fit(model, x, y, fit: np.ndarray, held_out: np.ndarray | None):
+    """Fit on rows `fit`; return the held-out accuracy, or the model itself when nothing is held out."""
+    model.fit(x[fit], y[fit])
+    return model if held_out is None else model.score(x[held_out], y[held_out])
 
 
 def grid_search(
@@ -101,13 +114,18 @@ def grid_search(
     x_test, y_test = test
     check_training_data(x_train, y_train, config.cv)
     begun = time.perf_counter()
-    folds = StratifiedKFold(config.cv, shuffle=True, random_state=config.seed)
-    cv_scores = [
-        cross_val_score(make_model(c), x_train, y_train, cv=folds, n_jobs=config.jobs) for c in config.c_grid
-    ]
+    folds = list(StratifiedKFold(config.cv, shuffle=True, random_state=config.seed).split(x_train, y_train))
+    everything = np.arange(len(y_train))
+    # One flat pool of (C, fold) fits plus the final fit of each C keeps every core busy.
+    tasks = [(c, fit, held_out) for c in config.c_grid for fit, held_out in folds] + [(c, everything, None) for c in config.c_grid]
+    fitted = Parallel(n_jobs=config.jobs)(
+        delayed(_fit)(make_model(c), x_train, y_train, fit, held_out) for c, fit, held_out in tasks
+    )
+    n_cv = len(config.c_grid) * config.cv
+    cv_scores = [np.array(fitted[i * config.cv : (i + 1) * config.cv]) for i in range(len(config.c_grid))]
     cv_mean = [float(s.mean()) for s in cv_scores]
     chosen = int(np.argmax(cv_mean))  # first maximum: the smallest C among ties
-    models = Parallel(n_jobs=config.jobs)(delayed(make_model(c).fit)(x_train, y_train) for c in config.c_grid)
+    models = fitted[n_cv:]
     fit_seconds = time.perf_counter() - begun
     test_per_c = [float(model.score(x_test, y_test)) for model in models]
     predictions = models[chosen].predict(x_test)

@@ -17,14 +17,14 @@ class _App(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except UserError as error:
-            err_console.print(f"[red]error:[/red] {error}")
+            err_console.print(f"[red]error:[/red] {error}", soft_wrap=True)
             raise SystemExit(2) from None
 
 
 app = _App(
     help="Transfer learning with pretrained CNN features and classical classifiers.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 data_app = typer.Typer(help="Inspect or fetch datasets.", no_args_is_help=True)
@@ -149,13 +149,13 @@ def svm(
 @app.command()
 def bow(
     data: DataOpt = None,
-    step: Annotated[int, typer.Option(help="Dense grid spacing in pixels.")] = 8,
-    sizes: Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma-separated; a descriptor spans about 6× size (2.7 ≈ 16 px patch).")] = "2.7",
+    step: Annotated[int, typer.Option(help="Dense grid spacing in pixels.")] = 4,
+    sizes: Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma-separated; a descriptor spans about 6× size (2.7 ≈ 16 px patch).")] = "2.7,4.5",
     words: Annotated[int, typer.Option(help="Visual vocabulary size (MiniBatchKMeans).")] = 1000,
     sample: Annotated[int, typer.Option(help="Training descriptors sampled for k-means.")] = 100_000,
     pyramid: Annotated[int, typer.Option(help="Spatial pyramid levels: 0 (plain BoW), 1, 2 (Lazebnik) or 3.")] = 0,
     sqrt: Annotated[bool, typer.Option("--sqrt", help="Square-root the L1 histograms before the χ² map.")] = False,
-    c_grid: Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")] = "0.01,0.1,1,10,100",
+    c_grid: Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")] = "0.1,0.3,1,3,10",
     cv: Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")] = 5,
     splits: Annotated[int, typer.Option(help="Also re-draw K random training splits; report mean ± std.")] = 1,
     jobs: Annotated[int, typer.Option(help="Parallel processes (-1: all cores).")] = -1,

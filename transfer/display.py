@@ -83,20 +83,20 @@ def print_cache(root: Path, entries: list[CacheEntry]) -> None:
     if not entries:
         console.print(f"no cached features in {root}")
         return
-    table = Table(title=str(root), title_justify="left")
-    for column in ("file", "backbone", "weights", "pooling", "precision", "layers (train / test)", "size"):
-        table.add_column(column)
     for entry in entries:
+        console.print(f"[bold]{entry.path.name}[/bold]  {_mib(entry.size_bytes)}")
         if entry.key is None:
-            table.add_row(entry.path.name, "[red]unreadable[/red]", "", "", "", "", _mib(entry.size_bytes))
+            console.print("  [red]unreadable[/red] (an interrupted write; the next extraction redoes it)")
             continue
-        layers = "\n".join(f"{name}: {shape}" for name, shape in entry.layers.items()) or "(none yet)"
-        if entry.skipped:
-            layers += f"\n{len(entry.skipped)} image(s) skipped"
         key = entry.key
-        table.add_row(entry.path.name, key["backbone"], key["weights"], key["pooling"], key["precision"], layers, _mib(entry.size_bytes))
-    console.print(table)
-    console.print(f"total {_mib(sum(e.size_bytes for e in entries))}")
+        crop = key["preprocessing"]["crop"]
+        console.print(f"  {key['backbone']}, weights {key['weights']}, pooling {key['pooling']}, {key['precision']}, "
+                      f"{crop}×{crop} crops, dataset {key['dataset']}")
+        for name, shape in entry.layers.items():
+            console.print(f"  {name}: {shape}")
+        if entry.skipped:
+            console.print(f"  {len(entry.skipped)} unreadable image(s) skipped: {', '.join(entry.skipped)}")
+    console.print(f"{len(entries)} file(s), {_mib(sum(e.size_bytes for e in entries))} in {root}")
 
 
 def _pct(x: float | None) -> str:

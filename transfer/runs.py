@@ -9,10 +9,12 @@ from typing import Callable
 
 import joblib
 import numpy as np
+from scipy import sparse
+from sklearn.pipeline import Pipeline
 
-from .bow import BowConfig, bow_features, chi2_svm, digest_of
+from .bow import BowConfig, bow_features, digest_of
 from .cache import read_features
-from .classifiers import GridConfig, GridResult, grid_search, linear_svm, redraw_splits
+from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
 from .extraction import FeatureSpec, cached_features
 from .results import ResultsStore, RunRecord, library_versions
@@ -61,19 +63,21 @@ def _fit_and_record(
     record: RunRecord,
     store: ResultsStore,
     name: str,
+    finalize: Callable = lambda model: model,
 ) -> GridOutcome:
     """Grid search on the dataset's split, optional re-drawn splits, model file, one store row."""
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     result = grid_search(make_model, (x_train, y_train), (x_test, y_test), grid, len(classes))
     split_accuracies = None
     if redraws > 1:
-        x, y = np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
+        x = sparse.vstack([x_train, x_test]).tocsr() if sparse.issparse(x_train) else np.concatenate([x_train, x_test])
+        y = np.concatenate([y_train, y_test])
         per_class = int(np.bincount(y_train).max())
         split_accuracies = [
             grid_search(make_model, (x[tr], y[tr]), (x[te], y[te]), grid, len(classes)).test_accuracy
             for tr, te in redraw_splits(y, per_class, redraws, grid.seed)
         ]
-    save_model(model_path, {**model_payload, "model": result.model, "classes": classes, "chosen_c": result.chosen_c})
+    save_model(model_path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
     outcome = GridOutcome(name, result, 0, model_path, split_accuracies, record.timings)
     mean, std = outcome.mean_std
     record = replace(
@@ -147,5 +151,7 @@ def run_bow(
     )
     digest = digest_of({"dataset": dataset.fingerprint, **asdict(config)})
     payload = {"kind": "bow", "vocabulary": features.kmeans, "bow_config": asdict(config)}
-    return _fit_and_record(chi2_svm, features.splits, dataset.classes, grid, redraws,
-                           cache_dir / "models" / f"{name}-{digest}.joblib", payload, record, store, name)
+    return _fit_and_record(
+        plain_svm, features.splits, dataset.classes, grid, redraws, cache_dir / "models" / f"{name}-{digest}.joblib",
+        payload, record, store, name, finalize=lambda svm: Pipeline([("chi2", features.feature_map), ("svm", svm)]),
+    )

@@ -1,0 +1,109 @@
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from transfer.classifiers import GridConfig, grid_search, linear_svm, parse_c_grid, redraw_splits
+from transfer.datasets import load_dataset
+from transfer.errors import UserError
+from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.results import ResultsStore, RunRecord
+from transfer.runs import run_svm
+
+
+def _blobs(n_per_class=20, classes=3, dims=10, seed=0, spread=1.5):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (classes, dims))
+    x = np.concatenate([centres[c] + spread * rng.normal(0, 1, (n_per_class, dims)) for c in range(classes)])
+    return x, np.repeat(np.arange(classes), n_per_class)
+
+
+def test_the_test_split_never_influences_the_chosen_c():
+    train = _blobs(seed=0)
+    x_test, y_test = _blobs(seed=1)
+    config = GridConfig(c_grid=(0.001, 0.01, 0.1, 1, 10), cv=4, jobs=1)
+    honest = grid_search(linear_svm("l2"), train, (x_test, y_test), config, 3)
+    rng = np.random.default_rng(5)
+    for tampered in (rng.permutation(y_test), np.zeros_like(y_test), (y_test + 1) % 3):
+        other = grid_search(linear_svm("l2"), train, (x_test, tampered), config, 3)
+        assert other.chosen_c == honest.chosen_c
+        assert other.cv_mean == honest.cv_mean
+    assert honest.test_accuracy == honest.test_accuracy_per_c[honest.c_grid.index(honest.chosen_c)]
+    assert honest.chosen_c == honest.c_grid[int(np.argmax(honest.cv_mean))]
+    assert np.array(honest.confusion).sum() == len(y_test)
+
+
+def test_c_grid_and_training_data_errors_are_clear():
+    assert parse_c_grid("0.1, 0.01,0.1") == (0.01, 0.1)
+    for bad, message in (("", "empty"), ("0.1,-1", "positive"), ("0,1", "positive"), ("a,b", "comma-separated")):
+        with pytest.raises(UserError, match=message):
+            parse_c_grid(bad)
+    x, y = _blobs()
+    with pytest.raises(UserError, match="only one class"):
+        grid_search(linear_svm(), (x, np.zeros_like(y)), (x, y), GridConfig(cv=3, jobs=1), 3)
+    with pytest.raises(UserError, match="lower --cv"):
+        grid_search(linear_svm(), (x, y), (x, y), GridConfig(cv=25, jobs=1), 3)
+    with pytest.raises(UserError, match="unknown --norm"):
+        linear_svm("max")
+
+
+def test_redrawn_splits_are_stratified_and_reproducible():
+    labels = np.repeat(np.arange(3), [10, 12, 15])
+    splits = redraw_splits(labels, 4, 3, seed=7)
+    assert len(splits) == 3
+    for train, test in splits:
+        assert np.bincount(labels[train]).tolist() == [4, 4, 4]
+        assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == len(labels)
+    again = redraw_splits(labels, 4, 3, seed=7)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(splits, again))
+    assert not np.array_equal(splits[0][0], splits[1][0])
+
+
+def test_svm_without_cached_features_names_the_extract_command(small_data, cache_dir):
+    spec = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
+    with pytest.raises(UserError, match=r"transfer extract --data .* --layer relu7 --weights random .*--image-size 32"):
+        run_svm(load_dataset(small_data), spec, cache_dir, GridConfig(cv=2, jobs=1))
+
+
+def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, cache_dir):
+    import joblib
+
+    dataset = load_dataset(small_data)
+    spec = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
+    extract(dataset, spec, cache_dir, RunOptions(device="cpu", batch_size=8, workers=0, progress=False))
+    outcomes = run_svm(dataset, spec, cache_dir, GridConfig(c_grid=(0.1, 10), cv=2, jobs=1), redraws=3)
+    assert [o.name for o in outcomes] == ["relu7", "pool5"]
+    runs = ResultsStore(cache_dir / "results.sqlite").runs(method="svm")
+    assert [r.layer for r in runs] == ["relu7", "pool5"]
+    run = runs[0]
+    assert run.c_grid == [0.1, 10.0] and len(run.cv_accuracy) == 2 and len(run.test_accuracy_per_c) == 2
+    assert run.splits == 3 and run.test_std is not None and len(run.config["split_accuracies"]) == 3
+    assert run.test_accuracy == pytest.approx(np.mean(run.config["split_accuracies"]))
+    assert run.weights == "random:seed0" and run.classes == ["alpha", "beta", "gamma"]
+    assert np.array(run.confusion).shape == (3, 3)
+    saved = joblib.load(run.model_path)
+    assert saved["kind"] == "svm" and saved["layer_key"] == "relu7" and saved["classes"] == run.classes
+    assert saved["model"].predict(np.zeros((1, 4096))).shape == (1,)
+
+
+def _write_rows(path, worker, count):
+    store = ResultsStore(path)
+    for i in range(count):
+        store.add(RunRecord(method="svm", dataset=f"w{worker}", dataset_fingerprint="x", config={"i": i},
+                            test_accuracy=i / count, classes=["a", "b"]))
+
+
+def test_concurrent_writers_lose_no_row(tmp_path):
+    path = tmp_path / "results.sqlite"
+    ResultsStore(path)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_rows, args=(path, w, 40)) for w in range(3)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+        assert p.exitcode == 0
+    runs = ResultsStore(path).runs()
+    assert len(runs) == 120 and len({r.id for r in runs}) == 120
+    assert sorted(r.config["i"] for r in runs if r.dataset == "w1") == list(range(40))
+    assert len(ResultsStore(path).runs(dataset="w2")) == 40
