@@ -80,6 +80,7 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
     assert run.splits == 3 and run.test_std is not None and len(run.config["split_accuracies"]) == 3
     assert run.test_accuracy == pytest.approx(np.mean(run.config["split_accuracies"]))
     assert run.weights == "random:seed0" and run.classes == ["alpha", "beta", "gamma"]
+    assert run.timings["extract_images"] == 21 and run.timings["extract_images_per_s"] > 0
     assert np.array(run.confusion).shape == (3, 3)
     saved = joblib.load(run.model_path)
     assert saved["kind"] == "svm" and saved["layer_key"] == "relu7" and saved["classes"] == run.classes

@@ -189,6 +189,16 @@ def read_features(path: Path, layer: str) -> LayerFeatures:
         return LayerFeatures(layer, json.loads(h5.attrs["classes"]), splits, path)
 
 
+def extraction_timing(path: Path) -> dict[str, float]:
+    """Seconds and images/s of the network passes that filled this file (all splits, all passes)."""
+    with _open(path, "r") as h5:
+        seconds = sum(float(h5[s].attrs.get("seconds", 0)) for s in SPLITS)
+        images = sum(int(h5[s].attrs.get("images_timed", 0)) for s in SPLITS)
+        wait = sum(float(h5[s].attrs.get("loader_wait_seconds", 0)) for s in SPLITS)
+    return {"extract_seconds": seconds, "extract_images": images,
+            "extract_images_per_s": images / seconds if seconds else 0.0, "loader_wait_seconds": wait}
+
+
 def complete_layers(path: Path) -> list[str]:
     with _open(path, "r") as h5:
         layers = [k for k in h5["train"] if k not in ("labels", "paths", "valid")]

@@ -204,6 +204,33 @@ def results(
 
 
 @app.command()
+def report(
+    data: Annotated[Optional[str], typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="Only this method: svm, bow, head, ...")] = None,
+    best_only: Annotated[bool, typer.Option("--best-only", help="Only the best configuration.")] = False,
+    name: Annotated[str, typer.Option(help="Report folder name under reports/.")] = "study",
+    out: Annotated[Optional[Path], typer.Option(help="Report folder [default: reports/<name>].")] = None,
+    published: Annotated[bool, typer.Option(help="Show the published reference points beside the measured rows.")] = True,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Accuracy per configuration, side by side, from the results store; writes report.md/.html, results.csv, figures."""
+    from .display import print_report
+    from .report import configuration_rows, write_report
+    from .results import ResultsStore
+
+    path = (cache_dir or default_cache_dir()) / "results.sqlite"
+    if not path.exists():
+        raise UserError(f"no results store at {path} yet: run `transfer svm` or `transfer bow` first")
+    runs = ResultsStore(path).runs(dataset=data, method=method, backbone=backbone)
+    if not runs:
+        raise UserError("no runs match these filters; `transfer results` lists what the store holds")
+    rows = configuration_rows(runs, best_only)
+    files = write_report([r.run for r in rows], out or Path("reports") / name, published)
+    print_report(rows, files, published)
+
+
+@app.command()
 def layers(
     backbone: BackboneOpt = "vgg16",
     image_size: ImageSizeOpt = None,

@@ -11,6 +11,7 @@ from .cache import CacheEntry
 from .console import console
 from .datasets import SPLITS, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
+from .report import HEADERS, PUBLISHED, ReportFiles, Row, table_cells
 from .results import RunRecord
 from .runs import GridOutcome
 
@@ -135,3 +136,17 @@ def print_results(runs: list[RunRecord]) -> None:
         table.add_row(str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "",
                       run.pooling or "", run.layer or "", chosen, _pct(run.cv_best), test, run.dataset)
     console.print(table)
+
+
+def print_report(rows: list[Row], files: ReportFiles, published: bool) -> None:
+    table = Table(title="accuracy per configuration (★ best test accuracy)", title_justify="left")
+    for header in HEADERS:
+        table.add_column(header, justify="right" if header.endswith(("%", " s")) or header == "splits" else "left")
+    for row in rows:
+        table.add_row(*table_cells(row), style="bold" if row.best else None)
+    if published:
+        for name, value in PUBLISHED:
+            table.add_row(name, "", "", "", "", "", "", "", "", f"{100 * value:.1f}", "", "", "", style="dim italic")
+    console.print(table)
+    console.print(f"report: {files.markdown}, {files.html}, {files.csv}")
+    console.print("figures: " + ", ".join(str(p) for p in files.figures.values()))

@@ -13,7 +13,7 @@ from scipy import sparse
 from sklearn.pipeline import Pipeline
 
 from .bow import BowConfig, bow_features, digest_of
-from .cache import read_features
+from .cache import extraction_timing, read_features
 from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
 from .extraction import FeatureSpec, cached_features
@@ -123,7 +123,7 @@ def run_svm(
             method="svm", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
             config={"norm": norm, "features": asdict(one_layer)}, test_accuracy=0.0, classes=data.classes,
             backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling,
-            layer=layer, precision=resolved.key.precision,
+            layer=layer, precision=resolved.key.precision, timings=extraction_timing(path),
         )
         model_path = cache_dir / "models" / _safe(f"svm-{resolved.key.backbone}-{layer}-{resolved.key.digest}-{norm}.joblib")
         payload = {"kind": "svm", "features": asdict(one_layer), "layer_key": layer, "extraction_key": resolved.key.as_dict()}

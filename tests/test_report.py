@@ -1,0 +1,100 @@
+import csv
+import re
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from transfer.cli import app
+from transfer.errors import UserError
+from transfer.report import FIGURES, configuration_rows, table_cells, write_report
+from transfer.results import ResultsStore, RunRecord
+
+CLASSES = ["alpha", "beta", "gamma"]
+
+
+def _svm(layer, accuracies, cv, chosen, **extra):
+    return RunRecord(
+        method="svm", dataset="/data/scenes", dataset_fingerprint="f1", config={"norm": "l2"},
+        test_accuracy=accuracies[[0.01, 0.1, 1.0].index(chosen)], classes=CLASSES, backbone="vgg16",
+        weights="random:seed0", pooling="max", layer=layer, precision="bf16", c_grid=[0.01, 0.1, 1.0],
+        cv_accuracy=cv, test_accuracy_per_c=accuracies, chosen=chosen, cv_best=max(cv),
+        per_class_accuracy=[0.9, 0.8, 0.7], confusion=[[9, 1, 0], [1, 8, 1], [0, 3, 7]],
+        timings={"fit_seconds": 2.5, "extract_seconds": 100.0, "extract_images_per_s": 9.0}, **extra,
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = ResultsStore(tmp_path / "cache" / "results.sqlite")
+    store.add(_svm("relu7", [0.70, 0.80, 0.75], [0.71, 0.79, 0.76], 0.1))
+    store.add(_svm("relu7", [0.71, 0.82, 0.77], [0.72, 0.81, 0.78], 0.1))  # a re-run replaces the earlier row
+    store.add(_svm("pool5", [0.60, 0.65, 0.66], [0.61, 0.64, 0.67], 1.0))
+    store.add(RunRecord(method="bow", dataset="/data/scenes", dataset_fingerprint="f1", config={"pyramid": 2, "sift": {"step": 4, "sizes": [2.7, 4.5]}, "vocabulary": {"words": 1000}},
+                        test_accuracy=0.77, test_std=0.01, splits=10, classes=CLASSES, layer="sift-L2",
+                        c_grid=[1.0], cv_accuracy=[0.76], test_accuracy_per_c=[0.77], chosen=1.0, cv_best=0.76,
+                        timings={"descriptors": 100.0, "vocabulary": 10.0, "encoding": 40.0, "histograms": 5.0, "fit_seconds": 60.0}))
+    store.add(RunRecord(method="head", dataset="/data/scenes", dataset_fingerprint="f1", config={"head": "fc3"},
+                        test_accuracy=0.79, classes=CLASSES, backbone="vgg16", weights="random:seed0", chosen="epoch 3", cv_best=0.8,
+                        curves={"train_loss": [1.0, 0.6, 0.4], "val_loss": [1.1, 0.8, 0.7],
+                                "train_acc": [0.5, 0.7, 0.8], "val_acc": [0.45, 0.65, 0.8]}))
+    return store
+
+
+def test_rows_are_the_latest_run_per_configuration_with_the_store_numbers(store):
+    rows = configuration_rows(store.runs())
+    assert [r.label for r in rows] == [
+        "vgg16 (random weights) relu7 SVM", "vgg16 (random weights) pool5 SVM",
+        "BoW + pyramid L2 (step 4, sizes 2.7/4.5, 1000 words), 10 splits", "vgg16 (random weights) head fc3"]
+    relu7 = rows[0]
+    assert relu7.run.id == 2 and relu7.best
+    cells = dict(zip(["configuration", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",
+                      "cv", "test", "splits", "extract", "fit"], table_cells(relu7)))
+    assert cells["test"] == "82.00" and cells["cv"] == "81.00" and cells["chosen"] == "C=0.1"
+    assert cells["extract"] == "100.0" and cells["fit"] == "2.5" and cells["configuration"].startswith("★")
+    bow = dict(zip(range(13), table_cells(rows[2])))
+    assert bow[9] == "77.00 ± 1.00" and bow[10] == "10" and bow[11] == "155.0"
+    assert [r.label for r in configuration_rows(store.runs(), best_only=True)] == ["vgg16 (random weights) relu7 SVM"]
+
+
+def test_report_files_and_figures_are_written(store, tmp_path):
+    files = write_report(store.runs(), tmp_path / "reports" / "study")
+    assert set(files.figures) == set(FIGURES)
+    for path in [files.markdown, files.html, files.csv, *files.figures.values()]:
+        assert path.exists() and path.stat().st_size > 0
+    with open(files.csv) as f:
+        table = list(csv.DictReader(f))
+    assert [row["test %"] for row in table] == ["82.00", "66.00", "77.00 ± 1.00", "79.00"]
+    page = files.html.read_text()
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    assert not re.search(r"src=['\"](?!data:)", page)  # self-contained: no external file or address
+    assert "published" in page and "81.4%" in page
+    assert "| ★ vgg16 (random weights) relu7 SVM |" in files.markdown.read_text()
+
+
+def test_figures_without_data_are_left_out_and_said_so(tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    store.add(_svm("relu7", [0.7, 0.8, 0.75], [0.7, 0.8, 0.75], 0.1))
+    files = write_report(store.runs(), tmp_path / "out")
+    assert "training_curves" not in files.figures
+    assert "Not drawn (no such runs in the store yet): Training curves" in files.markdown.read_text()
+
+
+def test_empty_store_and_unmatched_filters_give_messages(tmp_path, store):
+    with pytest.raises(UserError, match="no runs to report"):
+        write_report([], tmp_path / "out")
+    result = subprocess.run([sys.executable, "-m", "transfer.cli", "report", "--cache-dir", str(tmp_path / "none")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "no results store" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-m", "transfer.cli", "report", "--backbone", "resnet",
+                             "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert result.returncode == 2 and "no runs match" in result.stderr
+
+
+def test_report_command_prints_the_table(store, tmp_path):
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "82.00" in result.output and "(published)" in result.output
+    assert (out / "report.html").exists()

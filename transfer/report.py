@@ -1,0 +1,395 @@
+"""Reports from the results store: one row per configuration, figures, and Markdown/HTML/CSV files.
+
+Only what the store holds is shown; published reference points are drawn apart and labelled as such.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .results import RunRecord
+
+# Published figures on 15-Scene, shown beside measured rows and never mixed with them.
+PUBLISHED = (
+    ("BoW + SIFT (published)", 0.74),
+    ("Spatial pyramid, Lazebnik 2006 (published)", 0.814),
+    ("VGG16 relu7 + linear SVM (published)", 0.89),
+)
+FIGURES = ("accuracy_vs_c", "best_by_method", "confusion", "per_class", "training_curves", "throughput")
+
+
+@dataclass
+class Row:
+    """One configuration: the latest run of it in the store."""
+
+    run: RunRecord
+    label: str  # what the bar chart and the curves call it
+    best: bool = False
+
+    @property
+    def fit_seconds(self) -> float | None:
+        return self.run.timings.get("fit_seconds") if self.run.timings else None
+
+    @property
+    def extract_seconds(self) -> float | None:
+        timings = self.run.timings or {}
+        if "extract_seconds" in timings:
+            return timings["extract_seconds"]
+        stages = [timings.get(k) for k in ("descriptors", "vocabulary", "encoding", "histograms")]
+        return sum(s for s in stages if s is not None) if any(s is not None for s in stages) else None
+
+    @property
+    def chosen(self) -> str:
+        chosen = self.run.chosen
+        if chosen is None:
+            return ""
+        return f"C={chosen:g}" if isinstance(chosen, (int, float)) else str(chosen)
+
+    @property
+    def classifier(self) -> str:
+        config = self.run.config or {}
+        if self.run.method == "svm":
+            return f"LinearSVC ({config.get('norm', 'l2')})"
+        if self.run.method == "bow":
+            return "χ² LinearSVC"
+        return config.get("head", self.run.method)
+
+
+def _label(run: RunRecord) -> str:
+    config = run.config or {}
+    if run.method == "bow":
+        sift, vocabulary = config.get("sift", {}), config.get("vocabulary", {})
+        details = f"step {sift.get('step')}, sizes {'/'.join(f'{s:g}' for s in sift.get('sizes', []))}, {vocabulary.get('words')} words"
+        pyramid = config.get("pyramid", 0)
+        label = f"BoW + pyramid L{pyramid} ({details})" if pyramid else f"BoW ({details})"
+    else:
+        weights = "" if (run.weights or "").startswith("imagenet") else f" ({(run.weights or '').split(':')[0]} weights)"
+        pooling = f" {run.pooling}-pool" if run.pooling and run.pooling != "max" else ""
+        what = f"{run.layer} SVM" if run.method == "svm" else f"{run.method} {config.get('head', '')}".strip()
+        label = f"{run.backbone}{weights}{pooling} {what}"
+    return label + (f", {run.splits} splits" if run.splits > 1 else "")
+
+
+def _configuration(run: RunRecord) -> str:
+    config = {k: v for k, v in (run.config or {}).items() if k not in ("split_accuracies",)}
+    return json.dumps([run.method, run.dataset_fingerprint, run.backbone, run.weights, run.pooling, run.layer,
+                       run.precision, run.splits, config], sort_keys=True, default=str)
+
+
+def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[Row]:
+    """The latest run of each configuration, best test accuracy first marked."""
+    latest: dict[str, RunRecord] = {}
+    for run in runs:  # runs come in insertion order: later ones replace earlier ones
+        latest[_configuration(run)] = run
+    rows = [Row(run, _label(run)) for run in latest.values()]
+    if not rows:
+        return rows
+    best = max(rows, key=lambda r: r.run.test_accuracy)
+    best.best = True
+    return [best] if best_only else rows
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def table_cells(row: Row) -> list[str]:
+    run = row.run
+    test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)}" if run.test_std is not None else "")
+    return [
+        ("★ " if row.best else "") + row.label, run.method, run.backbone or "", run.weights or "",
+        run.pooling or "", run.layer or "", row.classifier, row.chosen, _pct(run.cv_best), test,
+        str(run.splits), _seconds(row.extract_seconds), _seconds(row.fit_seconds),
+    ]
+
+
+HEADERS = ["configuration", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",
+           "CV / val %", "test %", "splits", "extract s", "fit s"]
+
+
+# ------------------------------------------------------------------------------------- figures
+
+def _figure_accuracy_vs_c(rows: list[Row], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    curves = [r for r in rows if r.run.c_grid and r.run.test_accuracy_per_c]
+    if not curves:
+        return False
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for row in curves:
+        line, = ax.plot(row.run.c_grid, [100 * a for a in row.run.test_accuracy_per_c], marker="o", label=f"{row.label}: test")
+        ax.plot(row.run.c_grid, [100 * a for a in row.run.cv_accuracy], marker="x", linestyle="--", color=line.get_color(),
+                label=f"{row.label}: CV")
+        chosen = row.run.c_grid.index(row.run.chosen) if row.run.chosen in row.run.c_grid else None
+        if chosen is not None:
+            ax.scatter([row.run.chosen], [100 * row.run.test_accuracy_per_c[chosen]], s=120, facecolors="none",
+                       edgecolors=line.get_color(), linewidths=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("C (log scale); circle = C chosen by CV on the training split")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy against C: test (solid) and cross-validation (dashed)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _figure_best_by_method(rows: list[Row], path: Path, published: bool) -> bool:
+    import matplotlib.pyplot as plt
+
+    best: dict[str, Row] = {}
+    for row in rows:
+        if row.label not in best or row.run.test_accuracy > best[row.label].run.test_accuracy:
+            best[row.label] = row
+    ordered = sorted(best.values(), key=lambda r: r.run.test_accuracy)
+    labels = [r.label for r in ordered]
+    values = [100 * r.run.test_accuracy for r in ordered]
+    errors = [100 * (r.run.test_std or 0) for r in ordered]
+    colors = ["tab:blue"] * len(ordered)
+    hatches = [""] * len(ordered)
+    if published:
+        for name, value in PUBLISHED:
+            labels.append(name)
+            values.append(100 * value)
+            errors.append(0)
+            colors.append("lightgray")
+            hatches.append("//")
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.5))
+    bars = ax.barh(labels, values, xerr=errors, color=colors, edgecolor="black")
+    for bar, hatch, value in zip(bars, hatches, values):
+        bar.set_hatch(hatch)
+        ax.text(value + 0.5, bar.get_y() + bar.get_height() / 2, f"{value:.1f}", va="center", fontsize=8)
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("test accuracy (%)" + ("\ngrey hatched bars: published figures, not measured here" if published else ""))
+    ax.set_title("Best test accuracy per method")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _figure_confusion(row: Row, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not row.run.confusion:
+        return False
+    matrix = np.array(row.run.confusion, dtype=float)
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    classes = row.run.classes
+    fig, ax = plt.subplots(figsize=(8.5, 7.5))
+    image = ax.imshow(100 * normalised, cmap="Blues", vmin=0, vmax=100)
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if matrix[i, j]:
+                ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=6,
+                        color="white" if normalised[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = 100 * np.trace(matrix) / max(matrix.sum(), 1)  # of this split, also when the row is a mean over splits
+    ax.set_title(f"Confusion matrix on the test split (counts; colour = % of the true class)\n{row.label}: {accuracy:.2f}%")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="% of true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _figure_per_class(row: Row, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    if not row.run.per_class_accuracy:
+        return False
+    pairs = sorted(zip(row.run.classes, row.run.per_class_accuracy), key=lambda p: p[1])
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(pairs) + 1.5))
+    ax.barh([p[0] for p in pairs], [100 * p[1] for p in pairs], color="tab:green")
+    for i, (_, value) in enumerate(pairs):
+        ax.text(100 * value + 0.5, i, f"{100 * value:.1f}", va="center", fontsize=8)
+    ax.set_xlim(0, 108)
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_title(f"Per-class accuracy on the test split: {row.label}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _figure_training_curves(rows: list[Row], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    trained = [r for r in rows if r.run.curves]
+    if not trained:
+        return False
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for row in trained:
+        curves = row.run.curves
+        epochs = range(1, len(curves.get("train_loss", [])) + 1)
+        line, = loss_ax.plot(epochs, curves.get("train_loss", []), label=f"{row.label} train")
+        if curves.get("val_loss"):
+            loss_ax.plot(epochs, curves["val_loss"], linestyle="--", color=line.get_color(), label=f"{row.label} val")
+        acc_ax.plot(epochs, [100 * a for a in curves.get("train_acc", [])], color=line.get_color(), label=f"{row.label} train")
+        if curves.get("val_acc"):
+            acc_ax.plot(epochs, [100 * a for a in curves["val_acc"]], linestyle="--", color=line.get_color(), label=f"{row.label} val")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss (solid: train, dashed: validation)")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (solid: train, dashed: validation)")
+    acc_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _figure_throughput(rows: list[Row], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    speeds: dict[str, float] = {}
+    for row in rows:
+        rate = (row.run.timings or {}).get("extract_images_per_s")
+        if rate:
+            key = f"{row.run.backbone} {row.run.precision} {row.run.pooling}-pool"
+            speeds[key] = max(speeds.get(key, 0.0), rate)
+    if not speeds:
+        return False
+    names = sorted(speeds, key=speeds.get)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    ax.barh(names, [speeds[n] for n in names], color="tab:orange")
+    for i, name in enumerate(names):
+        ax.text(speeds[name], i, f" {speeds[name]:.1f}", va="center", fontsize=8)
+    ax.set_xlabel("images per second (network pass, as extracted)")
+    ax.set_title("Extraction throughput (backbone, precision, pooling)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------------------- files
+
+@dataclass
+class ReportFiles:
+    directory: Path
+    markdown: Path
+    html: Path
+    csv: Path
+    figures: dict[str, Path]
+
+
+def write_report(runs: list[RunRecord], directory: Path, published: bool = True) -> ReportFiles:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = configuration_rows(runs)
+    if not rows:
+        raise UserError("no runs to report: the results store is empty or the filters match nothing")
+    directory.mkdir(parents=True, exist_ok=True)
+    best = next(r for r in rows if r.best)
+    makers = {
+        "accuracy_vs_c": lambda p: _figure_accuracy_vs_c(rows, p),
+        "best_by_method": lambda p: _figure_best_by_method(rows, p, published),
+        "confusion": lambda p: _figure_confusion(best, p),
+        "per_class": lambda p: _figure_per_class(best, p),
+        "training_curves": lambda p: _figure_training_curves(rows, p),
+        "throughput": lambda p: _figure_throughput(rows, p),
+    }
+    figures = {}
+    for name in FIGURES:
+        path = directory / f"{name}.png"
+        if makers[name](path):
+            figures[name] = path
+        elif path.exists():
+            path.unlink()  # a figure from an older report that no longer applies
+    csv_path = directory / "results.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run_id", "created", "dataset", *HEADERS])
+        for row in rows:
+            writer.writerow([row.run.id, row.run.created, row.run.dataset, *table_cells(row)])
+    markdown = directory / "report.md"
+    markdown.write_text(_markdown(rows, figures, published))
+    page = directory / "report.html"
+    page.write_text(_html(rows, figures, published))
+    return ReportFiles(directory, markdown, page, csv_path, figures)
+
+
+CAPTIONS = {
+    "accuracy_vs_c": "Test and cross-validation accuracy against C",
+    "best_by_method": "Best test accuracy per method",
+    "confusion": "Confusion matrix of the best configuration",
+    "per_class": "Per-class accuracy of the best configuration",
+    "training_curves": "Training curves of the fine-tuned heads",
+    "throughput": "Extraction throughput",
+}
+
+
+def _published_lines() -> list[str]:
+    return [f"- {name}: {100 * value:.1f}%" for name, value in PUBLISHED]
+
+
+def _markdown(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
+    lines = ["# transfer report", "", f"{len(rows)} configuration(s); ★ marks the best test accuracy. "
+             "C (or epochs) was chosen on training data only; the test split was scored once per value.", ""]
+    lines.append("| " + " | ".join(HEADERS) + " |")
+    lines.append("|" + "---|" * len(HEADERS))
+    for row in rows:
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in table_cells(row)) + " |")
+    if published:
+        lines += ["", "Published reference points (not measured here):", *_published_lines()]
+    for name, path in figures.items():
+        lines += ["", f"## {CAPTIONS[name]}", "", f"![{CAPTIONS[name]}]({path.name})"]
+    missing = [CAPTIONS[n] for n in FIGURES if n not in figures]
+    if missing:
+        lines += ["", "Not drawn (no such runs in the store yet): " + "; ".join(missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _html(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
+    def cell(text: str, tag: str = "td") -> str:
+        return f"<{tag}>{html.escape(text)}</{tag}>"
+
+    header = "<tr>" + "".join(cell(h, "th") for h in HEADERS) + "</tr>"
+    body = "\n".join(
+        f"<tr class='{'best' if row.best else ''}'>" + "".join(cell(c) for c in table_cells(row)) + "</tr>" for row in rows
+    )
+    images = "\n".join(
+        f"<figure><img alt='{html.escape(CAPTIONS[name])}' src='data:image/png;base64,"
+        f"{base64.b64encode(path.read_bytes()).decode()}'><figcaption>{html.escape(CAPTIONS[name])}</figcaption></figure>"
+        for name, path in figures.items()
+    )
+    references = ""
+    if published:
+        items = "".join(f"<li>{html.escape(name)}: {100 * value:.1f}%</li>" for name, value in PUBLISHED)
+        references = f"<p class='published'>Published reference points (not measured here):</p><ul>{items}</ul>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>transfer report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+th {{ background: #f0f0f0; }}
+tr.best {{ background: #fff6d5; font-weight: bold; }}
+figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
+.published {{ color: #666; }}
+</style></head><body>
+<h1>transfer report</h1>
+<p>{len(rows)} configuration(s); ★ marks the best test accuracy. C (or epochs) was chosen on training data only;
+the test split was scored once per value.</p>
+<table>{header}
+{body}</table>
+{references}
+{images}
+</body></html>
+"""
