@@ -140,44 +140,53 @@ def _figure_accuracy_vs_c(rows: list[Row], path: Path) -> bool:
     ax.set_title("Accuracy against C: test (solid) and cross-validation (dashed)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
 
 
-def _figure_best_by_method(rows: list[Row], path: Path, published: bool) -> bool:
+def _bar_chart(path: Path, labels: list[str], values: list[float], title: str, xlabel: str, colors,
+               errors: list[float] | None = None, hatches: list[str] | None = None, xlim: float | None = None) -> bool:
+    """Horizontal bars, each with its value written beside it."""
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(labels) + 1.6))
+    bars = ax.barh(labels, values, xerr=errors, color=colors, edgecolor="black")
+    for bar, hatch, value in zip(bars, hatches or [""] * len(bars), values):
+        bar.set_hatch(hatch)
+        ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:.1f}", va="center", fontsize=8)
+    if xlim:
+        ax.set_xlim(0, xlim)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def _figure_best_by_method(rows: list[Row], path: Path, published: bool) -> bool:
     best: dict[str, Row] = {}
     for row in rows:
         if row.label not in best or row.run.test_accuracy > best[row.label].run.test_accuracy:
             best[row.label] = row
     ordered = sorted(best.values(), key=lambda r: r.run.test_accuracy)
-    labels = [r.label for r in ordered]
-    values = [100 * r.run.test_accuracy for r in ordered]
-    errors = [100 * (r.run.test_std or 0) for r in ordered]
-    colors = ["tab:blue"] * len(ordered)
-    hatches = [""] * len(ordered)
-    if published:
-        for name, value in PUBLISHED:
-            labels.append(name)
-            values.append(100 * value)
-            errors.append(0)
-            colors.append("lightgray")
-            hatches.append("//")
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.5))
-    bars = ax.barh(labels, values, xerr=errors, color=colors, edgecolor="black")
-    for bar, hatch, value in zip(bars, hatches, values):
-        bar.set_hatch(hatch)
-        ax.text(value + 0.5, bar.get_y() + bar.get_height() / 2, f"{value:.1f}", va="center", fontsize=8)
-    ax.set_xlim(0, 105)
-    ax.set_xlabel("test accuracy (%)" + ("\ngrey hatched bars: published figures, not measured here" if published else ""))
-    ax.set_title("Best test accuracy per method")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    references = PUBLISHED if published else ()
+    return _bar_chart(
+        path,
+        labels=[r.label for r in ordered] + [name for name, _ in references],
+        values=[100 * r.run.test_accuracy for r in ordered] + [100 * v for _, v in references],
+        errors=[100 * (r.run.test_std or 0) for r in ordered] + [0] * len(references),
+        colors=["tab:blue"] * len(ordered) + ["lightgray"] * len(references),
+        hatches=[""] * len(ordered) + ["//"] * len(references),
+        title="Best test accuracy per method",
+        xlabel="test accuracy (%)" + ("\ngrey hatched bars: published figures, not measured here" if published else ""),
+        xlim=105,
+    )
 
 
 def _figure_confusion(row: Row, path: Path) -> bool:
@@ -203,29 +212,15 @@ def _figure_confusion(row: Row, path: Path) -> bool:
     accuracy = 100 * np.trace(matrix) / max(matrix.sum(), 1)  # of this split, also when the row is a mean over splits
     ax.set_title(f"Confusion matrix on the test split (counts; colour = % of the true class)\n{row.label}: {accuracy:.2f}%")
     fig.colorbar(image, ax=ax, fraction=0.046, label="% of true class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _figure_per_class(row: Row, path: Path) -> bool:
-    import matplotlib.pyplot as plt
-
     if not row.run.per_class_accuracy:
         return False
     pairs = sorted(zip(row.run.classes, row.run.per_class_accuracy), key=lambda p: p[1])
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(pairs) + 1.5))
-    ax.barh([p[0] for p in pairs], [100 * p[1] for p in pairs], color="tab:green")
-    for i, (_, value) in enumerate(pairs):
-        ax.text(100 * value + 0.5, i, f"{100 * value:.1f}", va="center", fontsize=8)
-    ax.set_xlim(0, 108)
-    ax.set_xlabel("test accuracy (%)")
-    ax.set_title(f"Per-class accuracy on the test split: {row.label}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _bar_chart(path, [p[0] for p in pairs], [100 * p[1] for p in pairs], colors="tab:green", xlim=108,
+                      title=f"Per-class accuracy on the test split: {row.label}", xlabel="test accuracy (%)")
 
 
 def _figure_training_curves(rows: list[Row], path: Path) -> bool:
@@ -247,15 +242,10 @@ def _figure_training_curves(rows: list[Row], path: Path) -> bool:
     loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss (solid: train, dashed: validation)")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (solid: train, dashed: validation)")
     acc_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _figure_throughput(rows: list[Row], path: Path) -> bool:
-    import matplotlib.pyplot as plt
-
     speeds: dict[str, float] = {}
     for row in rows:
         rate = (row.run.timings or {}).get("extract_images_per_s")
@@ -265,16 +255,9 @@ def _figure_throughput(rows: list[Row], path: Path) -> bool:
     if not speeds:
         return False
     names = sorted(speeds, key=speeds.get)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
-    ax.barh(names, [speeds[n] for n in names], color="tab:orange")
-    for i, name in enumerate(names):
-        ax.text(speeds[name], i, f" {speeds[name]:.1f}", va="center", fontsize=8)
-    ax.set_xlabel("images per second (network pass, as extracted)")
-    ax.set_title("Extraction throughput (backbone, precision, pooling)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _bar_chart(path, names, [speeds[n] for n in names], colors="tab:orange",
+                      title="Extraction throughput (backbone, precision, pooling)",
+                      xlabel="images per second (network pass, as extracted)")
 
 
 # --------------------------------------------------------------------------------------- files
