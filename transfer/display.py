@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
@@ -13,7 +14,9 @@ from .datasets import SPLITS, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
 from .report import HEADERS, PUBLISHED, ReportFiles, Row, table_cells
 from .results import RunRecord
-from .runs import GridOutcome
+
+if TYPE_CHECKING:  # runs pulls in scikit-learn; only its type is needed here
+    from .runs import GridOutcome
 
 
 def _mib(n: float) -> str:
