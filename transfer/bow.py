@@ -263,12 +263,31 @@ def load_histograms(sift_path: Path, words_path: Path, n_words: int, levels: int
     return out
 
 
+def image_histograms(paths: list[Path], config: "BowConfig", kmeans) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms of new images with a fitted vocabulary (for `transfer predict`); (histograms, readable mask)."""
+    found = [dense_sift(path, config.sift) for path in paths]
+    ok = np.array([item is not None for item in found])
+    items = [item for item in found if item is not None]
+    if not items:
+        return np.zeros((0, config.vocabulary.words)), ok
+    words = kmeans.predict(np.concatenate([d for d, _ in items]).astype(np.float32))
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in items])])
+    hist = pyramid_histograms(words.astype(np.int64), np.concatenate([p for _, p in items]), offsets,
+                              config.vocabulary.words, config.pyramid)
+    return (np.sqrt(hist) if config.sqrt else hist), ok
+
+
 @dataclass(frozen=True)
 class BowConfig:
     sift: SiftConfig = SiftConfig()
     vocabulary: VocabularyConfig = VocabularyConfig()
     pyramid: int = 0
     sqrt: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BowConfig":
+        sift = {**data["sift"], "sizes": tuple(data["sift"]["sizes"])}
+        return cls(SiftConfig(**sift), VocabularyConfig(**data["vocabulary"]), data["pyramid"], data["sqrt"])
 
     def check(self) -> None:
         if self.pyramid not in (0, 1, 2, 3):

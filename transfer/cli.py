@@ -231,6 +231,24 @@ def report(
 
 
 @app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A model file written by `transfer svm` or `transfer bow` (see `transfer results`).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    top: Annotated[int, typer.Option(help="How many classes to show per image, best first.")] = 1,
+    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+) -> None:
+    """Classify new images with a saved model, using the model's own layer and preprocessing."""
+    from .display import print_predictions
+    from .predict import predict as run_predict
+
+    if output not in ("table", "csv", "json"):
+        raise UserError(f"--format must be table, csv or json, got {output!r}")
+    print_predictions(run_predict(model, images, top, device, batch_size), output)
+
+
+@app.command()
 def layers(
     backbone: BackboneOpt = "vgg16",
     image_size: ImageSizeOpt = None,

@@ -9,13 +9,14 @@ from rich.table import Table
 
 from .backbones import LayerInfo
 from .cache import CacheEntry
-from .console import console
+from .console import console, err_console
 from .datasets import SPLITS, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
 from .report import HEADERS, PUBLISHED, ReportFiles, Row, table_cells
 from .results import RunRecord
 
-if TYPE_CHECKING:  # runs pulls in scikit-learn; only its type is needed here
+if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed here
+    from .predict import Prediction
     from .runs import GridOutcome
 
 
@@ -153,3 +154,33 @@ def print_report(rows: list[Row], files: ReportFiles, published: bool) -> None:
     console.print(table)
     console.print(f"report: {files.markdown}, {files.html}, {files.csv}")
     console.print("figures: " + ", ".join(str(p) for p in files.figures.values()))
+
+
+def print_predictions(predictions: list["Prediction"], output: str) -> None:
+    import csv
+    import json
+    import sys
+
+    failed = [p for p in predictions if p.error]
+    if output == "json":
+        print(json.dumps([{"image": p.path, "classes": p.classes, "scores": p.scores, "error": p.error} for p in predictions], indent=2))
+    elif output == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["image", "rank", "class", "score", "error"])
+        for p in predictions:
+            for rank, (name, score) in enumerate(zip(p.classes, p.scores), start=1):
+                writer.writerow([p.path, rank, name, f"{score:.4f}", ""])
+            if p.error:
+                writer.writerow([p.path, "", "", "", p.error])
+    else:
+        table = Table(title_justify="left")
+        for column in ("image", "class", "score"):
+            table.add_column(column, justify="right" if column == "score" else "left")
+        for p in predictions:
+            if p.error:
+                table.add_row(p.path, f"[red]{p.error}[/red]", "")
+            else:
+                table.add_row(p.path, "\n".join(p.classes), "\n".join(f"{s:.3f}" for s in p.scores))
+        console.print(table)
+    if failed:
+        err_console.print(f"[yellow]{len(failed)} of {len(predictions)} image(s) could not be read[/yellow]")

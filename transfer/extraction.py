@@ -223,51 +223,57 @@ def extract(
     return outcome
 
 
-def _extract_split(dataset, split, layer_keys, resolved, features, options, store, extractor, outcome, on_batch):
-    import torch
+def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, batch_size: int, workers: int | None):
     from torch.utils.data import DataLoader
 
+    return DataLoader(
+        _ImageFiles(paths, preprocessing),
+        batch_size=batch_size,
+        num_workers=_default_workers(device) if workers is None else workers,
+        pin_memory=device == "cuda",
+    )
+
+
+def network_batches(extractor, loader, device: str, precision: str, nodes: dict[str, str], spatial: str):
+    """Yields ({layer key: float32 array}, readable mask, seconds spent waiting for the loader) per batch."""
+    import torch
+
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.inference_mode(), autocast:
+        batches = iter(loader)
+        while True:
+            tick = time.perf_counter()
+            batch = next(batches, None)
+            waited = time.perf_counter() - tick
+            if batch is None:
+                return
+            images, ok = batch
+            outputs = extractor(images.to(device, non_blocking=True, memory_format=torch.channels_last))
+            arrays = {lk: _reduce(outputs[node], spatial).float().cpu().numpy() for lk, node in nodes.items()}
+            yield arrays, ok.numpy().astype(bool), waited
+
+
+def _extract_split(dataset, split, layer_keys, resolved, features, options, store, extractor, outcome, on_batch):
     samples = dataset.samples(split)
     start = min(store.rows_done(split, lk) for lk in layer_keys)
     paths = [dataset.path(s) for s in samples[start:]]
-    workers = _default_workers(resolved.device) if options.workers is None else options.workers
-    loader = DataLoader(
-        _ImageFiles(paths, resolved.key.preprocessing),
-        batch_size=options.batch_size,
-        num_workers=workers,
-        pin_memory=resolved.device == "cuda",
-    )
-    autocast = torch.autocast(resolved.device, dtype=torch.bfloat16, enabled=resolved.key.precision == "bf16")
+    loader = make_loader(paths, resolved.key.preprocessing, resolved.device, options.batch_size, options.workers)
+    nodes = {lk: node for lk, node in resolved.layer_keys.items() if lk in layer_keys}
     row = start
     begun = time.perf_counter()
     waited = 0.0
-    description = f"{resolved.spec.name} {split}"
     if start:
         console.print(f"{split}: resuming at image {start} of {len(samples)}")
     try:
-        with progress_bar(len(paths), description, enabled=options.progress) as advance, torch.inference_mode(), autocast:
-            batches = iter(loader)
-            while True:
-                tick = time.perf_counter()
-                batch = next(batches, None)
-                waited += time.perf_counter() - tick
-                if batch is None:
-                    break
-                images, ok = batch
-                ok = ok.numpy().astype(bool)
+        with progress_bar(len(paths), f"{resolved.spec.name} {split}", enabled=options.progress) as advance:
+            for arrays, ok, wait in network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.spatial):
+                waited += wait
                 if not ok.all():
                     bad = [samples[row + i].relpath for i in np.flatnonzero(~ok)]
                     if options.strict:
                         raise UserError(f"unreadable image(s) (--strict): {', '.join(bad)}")
                     for relpath in bad:
                         warn(f"skipping unreadable image {relpath}")
-                images = images.to(resolved.device, non_blocking=True, memory_format=torch.channels_last)
-                outputs = extractor(images)
-                arrays = {
-                    lk: _reduce(outputs[node], features.spatial).float().cpu().numpy()
-                    for lk, node in resolved.layer_keys.items()
-                    if lk in layer_keys
-                }
                 store.write_batch(split, row, arrays, ok)
                 row += len(ok)
                 advance(len(ok))

@@ -1,0 +1,56 @@
+import joblib
+import numpy as np
+import pytest
+
+from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
+from transfer.cache import read_features
+from transfer.classifiers import GridConfig
+from transfer.datasets import load_dataset
+from transfer.errors import UserError
+from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.predict import predict
+from transfer.runs import run_bow, run_svm
+
+GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
+
+
+def test_predict_with_a_saved_svm_matches_the_model_on_cached_features(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    spec = FeatureSpec(weights="random", layers=("pool5",), image_size=32, precision="fp32")
+    extraction = extract(dataset, spec, cache_dir, RunOptions(device="cpu", batch_size=4, workers=0, progress=False))
+    outcome = run_svm(dataset, spec, cache_dir, GRID)[0]
+    (small_data / "test" / "broken.png").write_bytes(b"\x89PNG not really")
+    predictions = predict(outcome.model_path, [small_data / "test"], top=3, device="cpu")
+    assert len(predictions) == 10
+    broken = [p for p in predictions if p.error]
+    assert [p.path.endswith("broken.png") for p in broken] == [True]
+    good = [p for p in predictions if not p.error]
+    assert all(len(p.classes) == 3 and p.scores == sorted(p.scores, reverse=True) for p in good)
+    cached = read_features(extraction.path, "pool5").splits["test"]
+    model = joblib.load(outcome.model_path)
+    expected = [model["classes"][i] for i in model["model"].predict(cached.features)]
+    by_path = {p.path.split("test/")[-1]: p.classes[0] for p in good}
+    assert [by_path[path.split("test/")[-1]] for path in cached.paths] == expected
+
+
+def test_predict_with_a_saved_bow_model(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    config = BowConfig(SiftConfig(step=8, sizes=(2.7,)), VocabularyConfig(words=20, sample=2000, epochs=2), pyramid=1)
+    outcome = run_bow(dataset, config, cache_dir, GRID)
+    predictions = predict(outcome.model_path, [small_data / "test" / "alpha" / "img_000.png"], top=2)
+    assert len(predictions) == 1 and len(predictions[0].classes) == 2
+    assert predictions[0].classes[0] in dataset.classes
+
+
+def test_missing_or_foreign_model_files_are_clear_errors(tmp_path, small_data):
+    with pytest.raises(UserError, match="not found"):
+        predict(tmp_path / "none.joblib", [small_data])
+    (tmp_path / "junk.joblib").write_text("not a model")
+    with pytest.raises(UserError, match="is not a transfer model file"):
+        predict(tmp_path / "junk.joblib", [small_data])
+    joblib.dump({"kind": "svm", "format": 999}, tmp_path / "future.joblib")
+    with pytest.raises(UserError, match="model format 999"):
+        predict(tmp_path / "future.joblib", [small_data])
+    joblib.dump({"kind": "svm", "format": 1}, tmp_path / "ok.joblib")
+    with pytest.raises(UserError, match="does not exist"):
+        predict(tmp_path / "ok.joblib", [tmp_path / "no-such-image.jpg"])

@@ -1,0 +1,105 @@
+"""`transfer predict`: classify new images with a saved model, through that model's own preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+from .backbones import Preprocessing, Weights, build_model, feature_extractor, get_backbone, weights_id
+from .datasets import IMAGE_EXTENSIONS
+from .errors import UserError
+from .runs import MODEL_FORMAT
+
+KINDS = ("svm", "bow")
+
+
+@dataclass
+class Prediction:
+    path: str
+    classes: list[str]  # best first
+    scores: list[float]
+    error: str | None = None
+
+
+def load_model(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"model file {path} not found; `transfer results` lists the model file of every run")
+    try:
+        payload = joblib.load(path)
+    except Exception as error:  # pickle, EOF, zlib… all mean "not a model file we wrote"
+        raise UserError(f"{path} is not a transfer model file ({type(error).__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
+        raise UserError(f"{path} is not a transfer model file (expected one written by `transfer svm` or `transfer bow`)")
+    if payload.get("format") != MODEL_FORMAT:
+        raise UserError(f"{path} has model format {payload.get('format')}, this transfer reads {MODEL_FORMAT}; re-run the fit")
+    return payload
+
+
+def image_paths(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for images."""
+    paths = []
+    for item in inputs:
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise UserError(f"{item} does not exist")
+    if not paths:
+        raise UserError("no images to classify")
+    return paths
+
+
+def _cnn_features(payload: dict, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    from .extraction import make_loader, network_batches, resolve_device
+
+    key = payload["extraction_key"]
+    spec = get_backbone(key["backbone"])
+    weights = Weights.parse(payload["features"]["weights"])
+    if weights_id(spec, weights) != key["weights"]:
+        raise UserError(f"the weights this model was trained on ({key['weights']}) are not the ones found now "
+                        f"({weights_id(spec, weights)}); the features would not match")
+    prep = key["preprocessing"]
+    preprocessing = replace(Preprocessing(**prep), mean=tuple(prep["mean"]), std=tuple(prep["std"]))
+    layer = payload["features"]["layers"][0]
+    device = resolve_device(device)
+    extractor = feature_extractor(build_model(spec, weights, key["pooling"]), [spec.layers[layer].node])
+    import torch
+
+    extractor = extractor.to(device, memory_format=torch.channels_last)
+    loader = make_loader(paths, preprocessing, device, batch_size, workers=0)
+    nodes = {payload["layer_key"]: spec.layers[layer].node}
+    parts, oks = [], []
+    for arrays, ok, _ in network_batches(extractor, loader, device, key["precision"], nodes, payload["features"]["spatial"]):
+        parts.append(arrays[payload["layer_key"]][ok])
+        oks.append(ok)
+    return np.concatenate(parts), np.concatenate(oks)
+
+
+def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "auto", batch_size: int = 32) -> list[Prediction]:
+    if top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
+    payload = load_model(model_path)
+    paths = image_paths(inputs)
+    if payload["kind"] == "svm":
+        features, ok = _cnn_features(payload, paths, device, batch_size)
+    else:
+        from .bow import BowConfig, image_histograms
+
+        features, ok = image_histograms(paths, BowConfig.from_dict(payload["bow_config"]), payload["vocabulary"])
+    classes = payload["classes"]
+    scores = payload["model"].decision_function(features) if len(features) else np.zeros((0, len(classes)))
+    scores = scores if scores.ndim == 2 else np.stack([-scores, scores], axis=1)  # two classes: one margin
+    rows = iter(scores)
+    predictions = []
+    for path, readable in zip(paths, ok):
+        if not readable:
+            predictions.append(Prediction(str(path), [], [], "unreadable image"))
+            continue
+        row = next(rows)
+        best = np.argsort(-row)[:top]
+        predictions.append(Prediction(str(path), [classes[i] for i in best], [float(row[i]) for i in best]))
+    return predictions
