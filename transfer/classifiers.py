@@ -94,6 +94,14 @@ def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> No
         raise UserError("the features contain NaN or infinite values")
 
 
+def per_class_summary(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> tuple[list[float], list[list[int]]]:
+    """Per-class accuracy (recall) and the confusion matrix, rows = true class."""
+    confusion = confusion_matrix(labels, predictions, labels=list(range(n_classes)))
+    support = confusion.sum(axis=1)
+    per_class = np.divide(np.diag(confusion), support, out=np.zeros(n_classes), where=support > 0)
+    return per_class.tolist(), confusion.tolist()
+
+
 def _fit(model, x, y, fit: np.ndarray, held_out: np.ndarray | None):
     """Fit on rows `fit`; return the held-out accuracy, or the model itself when nothing is held out."""
     model.fit(x[fit], y[fit])
@@ -129,9 +137,7 @@ def grid_search(
     fit_seconds = time.perf_counter() - begun
     test_per_c = [float(model.score(x_test, y_test)) for model in models]
     predictions = models[chosen].predict(x_test)
-    confusion = confusion_matrix(y_test, predictions, labels=list(range(n_classes)))
-    support = confusion.sum(axis=1)
-    per_class = np.divide(np.diag(confusion), support, out=np.zeros(n_classes), where=support > 0)
+    per_class, confusion = per_class_summary(y_test, predictions, n_classes)
     return GridResult(
         c_grid=list(config.c_grid),
         cv_mean=cv_mean,
@@ -139,8 +145,8 @@ def grid_search(
         test_accuracy_per_c=test_per_c,
         chosen_c=config.c_grid[chosen],
         test_accuracy=test_per_c[chosen],
-        per_class_accuracy=per_class.tolist(),
-        confusion=confusion.tolist(),
+        per_class_accuracy=per_class,
+        confusion=confusion,
         model=models[chosen],
         fit_seconds=fit_seconds,
         predictions=predictions,

@@ -231,6 +231,50 @@ def report(
 
 
 @app.command()
+def finetune(
+    data: DataOpt = None,
+    head: Annotated[str, typer.Option(help="fcN: a new last layer on relu7 (VGG16) or avgpool (Lite0), N = classes; mlp:1024,1024: a new classifier on flattened pool5.")] = "fc",
+    dropout: Annotated[float, typer.Option(help="Dropout after each hidden layer of an MLP head.")] = 0.5,
+    optimizer: Annotated[str, typer.Option(help="sgd (with momentum) or adam.")] = "sgd",
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 5e-4,
+    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: cosine or none.")] = "cosine",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Training batch size (also the extraction batch size).")] = 64,
+    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split used for early stopping and the best epoch.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation and batch order.")] = 0,
+    backbone: BackboneOpt = "vgg16",
+    weights: WeightsOpt = "imagenet",
+    pooling: PoolingOpt = "max",
+    precision: PrecisionOpt = "auto",
+    color: ColorOpt = False,
+    image_size: ImageSizeOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (for the extraction).")] = "auto",
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    split_seed: SplitSeedOpt = 0,
+) -> None:
+    """Train a new classification head on the frozen backbone's cached features.
+
+    The features are extracted on demand through the cache, so no image goes through the network
+    during the epochs. A checkpoint is written every epoch: an interrupted run resumes.
+    """
+    from .display import print_head
+    from .extraction import FeatureSpec, RunOptions
+    from .heads import TrainConfig
+    from .runs import run_head
+
+    dataset = _load_dataset(data, train_per_class, split_seed)
+    features = FeatureSpec(backbone, weights, (), "flatten", pooling, precision, color, image_size)
+    config = TrainConfig(optimizer, lr, momentum, weight_decay, schedule, batch_size, epochs, patience, val_fraction, seed)
+    outcome = run_head(dataset, features, head, config, cache_dir or default_cache_dir(),
+                       RunOptions(device=device, batch_size=batch_size), dropout)
+    print_head(outcome)
+
+
+@app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="A model file written by `transfer svm` or `transfer bow` (see `transfer results`).")],
     images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],

@@ -17,7 +17,7 @@ from .results import RunRecord
 
 if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed here
     from .predict import Prediction
-    from .runs import GridOutcome
+    from .runs import GridOutcome, HeadOutcome
 
 
 def _mib(n: float) -> str:
@@ -184,3 +184,23 @@ def print_predictions(predictions: list["Prediction"], output: str) -> None:
         console.print(table)
     if failed:
         err_console.print(f"[yellow]{len(failed)} of {len(predictions)} image(s) could not be read[/yellow]")
+
+
+def print_head(outcome: "HeadOutcome") -> None:
+    result = outcome.result
+    curves = result.curves
+    table = Table(title=f"{outcome.spec.name} on {outcome.layer}: epochs (validation = part of the training split)", title_justify="left")
+    for column in ("epoch", "train loss", "train %", "val loss", "val %", "s"):
+        table.add_column(column, justify="right")
+    for i, values in enumerate(zip(curves["train_loss"], curves["train_acc"], curves["val_loss"], curves["val_acc"], curves["epoch_seconds"])):
+        best = i + 1 == result.best_epoch
+        table.add_row(str(i + 1) + (" ←best" if best else ""), f"{values[0]:.3f}", _pct(values[1]), f"{values[2]:.3f}",
+                      _pct(values[3]), f"{values[4]:.2f}", style="bold" if best else None)
+    console.print(table)
+    if result.resumed_at:
+        console.print(f"resumed from the checkpoint after epoch {result.resumed_at}")
+    if result.stopped_early:
+        console.print(f"stopped early: no better validation accuracy for {len(curves['val_acc']) - result.best_epoch} epochs")
+    console.print(f"test accuracy of the best-validation epoch ({result.best_epoch}): [bold]{_pct(result.test_accuracy)}%[/bold]"
+                  f"  ({result.epoch_seconds:.3f} s per epoch)")
+    console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")

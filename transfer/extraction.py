@@ -238,19 +238,19 @@ def network_batches(extractor, loader, device: str, precision: str, nodes: dict[
     """Yields ({layer key: float32 array}, readable mask, seconds spent waiting for the loader) per batch."""
     import torch
 
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
-    with torch.inference_mode(), autocast:
-        batches = iter(loader)
-        while True:
-            tick = time.perf_counter()
-            batch = next(batches, None)
-            waited = time.perf_counter() - tick
-            if batch is None:
-                return
-            images, ok = batch
+    batches = iter(loader)
+    while True:
+        tick = time.perf_counter()
+        batch = next(batches, None)
+        waited = time.perf_counter() - tick
+        if batch is None:
+            return
+        images, ok = batch
+        # The modes are entered per batch, never held across a yield: the caller may train on the output.
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             outputs = extractor(images.to(device, non_blocking=True, memory_format=torch.channels_last))
             arrays = {lk: _reduce(outputs[node], spatial).float().cpu().numpy() for lk, node in nodes.items()}
-            yield arrays, ok.numpy().astype(bool), waited
+        yield arrays, ok.numpy().astype(bool), waited
 
 
 def _extract_split(dataset, split, layer_keys, resolved, features, options, store, extractor, outcome, on_batch):

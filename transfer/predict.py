@@ -13,7 +13,7 @@ from .datasets import IMAGE_EXTENSIONS
 from .errors import UserError
 from .runs import MODEL_FORMAT
 
-KINDS = ("svm", "bow")
+KINDS = ("svm", "bow", "head")
 
 
 @dataclass
@@ -32,7 +32,7 @@ def load_model(path: Path) -> dict:
     except Exception as error:  # pickle, EOF, zlib… all mean "not a model file we wrote"
         raise UserError(f"{path} is not a transfer model file ({type(error).__name__}: {error})") from error
     if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
-        raise UserError(f"{path} is not a transfer model file (expected one written by `transfer svm` or `transfer bow`)")
+        raise UserError(f"{path} is not a transfer model file (expected one written by `transfer svm`, `bow` or `finetune`)")
     if payload.get("format") != MODEL_FORMAT:
         raise UserError(f"{path} has model format {payload.get('format')}, this transfer reads {MODEL_FORMAT}; re-run the fit")
     return payload
@@ -79,20 +79,37 @@ def _cnn_features(payload: dict, paths: list[Path], device: str, batch_size: int
     return np.concatenate(parts), np.concatenate(oks)
 
 
+def _head_probabilities(payload: dict, features: np.ndarray) -> np.ndarray:
+    import torch
+
+    from .heads import HeadSpec
+
+    spec = payload["head"]
+    head = HeadSpec(spec["name"], tuple(spec["hidden"]), spec["dropout"]).build(payload["in_features"], len(payload["classes"]))
+    head.load_state_dict(payload["head_state"])
+    with torch.inference_mode():
+        return torch.softmax(head.eval()(torch.as_tensor(features, dtype=torch.float32)), dim=1).numpy()
+
+
 def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "auto", batch_size: int = 32) -> list[Prediction]:
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
     payload = load_model(model_path)
     paths = image_paths(inputs)
-    if payload["kind"] == "svm":
-        features, ok = _cnn_features(payload, paths, device, batch_size)
-    else:
+    classes = payload["classes"]
+    if payload["kind"] == "bow":
         from .bow import BowConfig, image_histograms
 
         features, ok = image_histograms(paths, BowConfig.from_dict(payload["bow_config"]), payload["vocabulary"])
-    classes = payload["classes"]
-    scores = payload["model"].decision_function(features) if len(features) else np.zeros((0, len(classes)))
-    scores = scores if scores.ndim == 2 else np.stack([-scores, scores], axis=1)  # two classes: one margin
+    else:
+        features, ok = _cnn_features(payload, paths, device, batch_size)
+    if not len(features):
+        scores = np.zeros((0, len(classes)))
+    elif payload["kind"] == "head":
+        scores = _head_probabilities(payload, features)
+    else:
+        scores = payload["model"].decision_function(features)
+        scores = scores if scores.ndim == 2 else np.stack([-scores, scores], axis=1)  # two classes: one margin
     rows = iter(scores)
     predictions = []
     for path, readable in zip(paths, ok):

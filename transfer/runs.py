@@ -16,7 +16,8 @@ from .bow import BowConfig, bow_features, digest_of
 from .cache import extraction_timing, read_features
 from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
-from .extraction import FeatureSpec, cached_features
+from .extraction import FeatureSpec, RunOptions, cached_features, extract
+from .heads import HeadResult, HeadSpec, TrainConfig, train_head
 from .results import ResultsStore, RunRecord, library_versions
 
 MODEL_FORMAT = 1
@@ -113,7 +114,7 @@ def run_svm(
 ) -> list[GridOutcome]:
     """One linear-SVM grid search per cached layer."""
     resolved, paths = cached_features(dataset, features, cache_dir)
-    store = store or ResultsStore(cache_dir / "results.sqlite")
+    store = store_or_default(store, cache_dir)
     make_model = linear_svm(norm)
     outcomes = []
     for layer, path in paths.items():
@@ -142,7 +143,7 @@ def run_bow(
 ) -> GridOutcome:
     """Dense SIFT → vocabulary → (pyramid) histograms → additive-χ² map → linear SVM."""
     features = bow_features(dataset, config, cache_dir, grid.jobs)
-    store = store or ResultsStore(cache_dir / "results.sqlite")
+    store = store_or_default(store, cache_dir)
     name = f"bow-pyramid{config.pyramid}" if config.pyramid else "bow"
     record = RunRecord(
         method="bow", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
@@ -155,3 +156,60 @@ def run_bow(
         plain_svm, features.splits, dataset.classes, grid, redraws, cache_dir / "models" / f"{name}-{digest}.joblib",
         payload, record, store, name, finalize=lambda svm: Pipeline([("chi2", features.feature_map), ("svm", svm)]),
     )
+
+
+@dataclass
+class HeadOutcome:
+    spec: HeadSpec
+    layer: str
+    result: HeadResult
+    run_id: int
+    model_path: Path
+
+
+def run_head(
+    dataset: ImageDataset,
+    features: FeatureSpec,
+    head: str,
+    config: TrainConfig,
+    cache_dir: Path,
+    options: RunOptions = RunOptions(),
+    dropout: float = 0.5,
+    store: ResultsStore | None = None,
+    progress: Callable | None = None,
+) -> HeadOutcome:
+    """A new head on the frozen backbone, trained on its cached features (extracted first if missing)."""
+    spec = HeadSpec.parse(head, len(dataset.classes), dropout)
+    layer = spec.input_layer(features.backbone)
+    feature_spec = replace(features, layers=(layer,), spatial="flatten")
+    extraction = extract(dataset, feature_spec, cache_dir, options)  # a no-op when cached
+    resolved, _ = cached_features(dataset, feature_spec, cache_dir)
+    data = read_features(extraction.path, layer)
+    run_key = digest_of({"extraction": resolved.key.digest, "layer": layer, "head": asdict(spec), "train": asdict(config)})
+    checkpoint = cache_dir / "heads" / f"{spec.name.replace(':', '-').replace(',', '_')}-{run_key}.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    train, test = data.splits["train"], data.splits["test"]
+    result = train_head(spec, (train.features, train.labels), (test.features, test.labels), len(data.classes),
+                        config, checkpoint, progress)
+    model_path = save_model(
+        cache_dir / "models" / _safe(f"head-{resolved.key.backbone}-{spec.name}-{run_key}.joblib"),
+        {"kind": "head", "head": asdict(spec), "head_state": result.head.state_dict(),
+         "in_features": int(train.features.shape[1]), "classes": data.classes, "features": asdict(feature_spec),
+         "layer_key": layer, "extraction_key": resolved.key.as_dict()},
+    )
+    record = RunRecord(
+        method="head", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
+        config={"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec)},
+        test_accuracy=result.test_accuracy, classes=data.classes, backbone=resolved.key.backbone,
+        weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer, precision=resolved.key.precision,
+        chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
+        per_class_accuracy=result.per_class_accuracy, confusion=result.confusion, curves=result.curves,
+        timings={**extraction_timing(extraction.path), "epoch_seconds": result.epoch_seconds,
+                 "fit_seconds": float(sum(result.curves["epoch_seconds"]))},
+        model_path=str(model_path), versions=library_versions(),
+    )
+    return HeadOutcome(spec, layer, result, store_or_default(store, cache_dir).add(record), model_path)
+
+
+def store_or_default(store: ResultsStore | None, cache_dir: Path) -> ResultsStore:
+    return store or ResultsStore(cache_dir / "results.sqlite")

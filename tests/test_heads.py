@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from transfer.datasets import load_dataset
+from transfer.errors import UserError
+from transfer.extraction import FeatureSpec, RunOptions
+from transfer.heads import HeadSpec, TrainConfig, train_head, validation_split
+from transfer.predict import predict
+from transfer.results import ResultsStore
+from transfer.runs import run_head
+
+
+def _blobs(n_per_class, classes=3, dims=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2, (classes, dims))
+    x = np.concatenate([centres[c] + rng.normal(0, 1, (n_per_class, dims)) for c in range(classes)]).astype(np.float32)
+    return x, np.repeat(np.arange(classes), n_per_class)
+
+
+def test_head_names_follow_the_class_count_and_pick_their_input_layer():
+    assert HeadSpec.parse("fc", 15).name == "fc15"
+    assert HeadSpec.parse("fc15", 15).input_layer("vgg16") == "relu7"
+    mlp = HeadSpec.parse("mlp:1024,1024", 15, dropout=0.3)
+    assert mlp.hidden == (1024, 1024) and mlp.input_layer("vgg16") == "pool5"
+    assert HeadSpec.parse("fc", 3).input_layer("efficientnet_lite0") == "avgpool"
+    layers = [type(m).__name__ for m in mlp.build(25088, 15)]
+    assert layers == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    with pytest.raises(UserError, match="the head is fc15"):
+        HeadSpec.parse("fc10", 15)
+    with pytest.raises(UserError, match="unknown --head"):
+        HeadSpec.parse("svm", 15)
+
+
+def test_early_stopping_and_best_epoch_use_the_validation_part_only(tmp_path):
+    train = _blobs(20)
+    x_test, y_test = _blobs(10, seed=1)
+    config = TrainConfig(epochs=12, patience=3, lr=0.05, batch_size=16)
+    honest = train_head(HeadSpec("fc3"), train, (x_test, y_test), 3, config, tmp_path / "a.pt")
+    tampered = train_head(HeadSpec("fc3"), train, (x_test, (y_test + 1) % 3), 3, config, tmp_path / "b.pt")
+    assert honest.best_epoch == tampered.best_epoch
+    assert honest.curves["val_acc"] == tampered.curves["val_acc"]
+    assert honest.best_val_accuracy == max(honest.curves["val_acc"])
+    fit, val = validation_split(train[1], 0.2, 0)
+    assert len(val) == 12 and np.bincount(train[1][val]).tolist() == [4, 4, 4] and not set(fit) & set(val)
+    if honest.stopped_early:
+        assert len(honest.curves["val_acc"]) - honest.best_epoch >= config.patience
+
+
+def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path):
+    train, test = _blobs(20), _blobs(10, seed=1)
+    config = TrainConfig(epochs=6, patience=100, batch_size=16)
+    reference = train_head(HeadSpec("fc3"), train, test, 3, config, tmp_path / "ref.pt")
+
+    def stop_after_three(epoch, curves):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_head(HeadSpec("fc3"), train, test, 3, config, tmp_path / "run.pt", progress=stop_after_three)
+    resumed = train_head(HeadSpec("fc3"), train, test, 3, config, tmp_path / "run.pt")
+    assert resumed.resumed_at == 3
+    assert resumed.curves["val_loss"] == pytest.approx(reference.curves["val_loss"])
+    for a, b in zip(resumed.head.state_dict().values(), reference.head.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert resumed.test_accuracy == reference.test_accuracy
+
+
+def test_finetune_from_the_cache_records_a_run_and_predicts(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    features = FeatureSpec(weights="random", layers=(), image_size=32, precision="fp32")
+    options = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
+    outcome = run_head(dataset, features, "mlp:32", TrainConfig(epochs=3, val_fraction=0.25, batch_size=4), cache_dir, options)
+    assert outcome.layer == "pool5"
+    run = ResultsStore(cache_dir / "results.sqlite").runs(method="head")[0]
+    assert run.config["head"] == "mlp:32" and len(run.curves["train_loss"]) == 3 and run.chosen.startswith("epoch ")
+    predictions = predict(outcome.model_path, [small_data / "test"], top=3, device="cpu")
+    assert len(predictions) == 9
+    assert all(sum(p.scores) == pytest.approx(1, abs=1e-5) and sorted(p.classes) == dataset.classes for p in predictions)
