@@ -35,7 +35,7 @@ def store(tmp_path):
                         test_accuracy=0.77, test_std=0.01, splits=10, classes=CLASSES, layer="sift-L2",
                         c_grid=[1.0], cv_accuracy=[0.76], test_accuracy_per_c=[0.77], chosen=1.0, cv_best=0.76,
                         timings={"descriptors": 100.0, "vocabulary": 10.0, "encoding": 40.0, "histograms": 5.0, "fit_seconds": 60.0}))
-    store.add(RunRecord(method="head", dataset="/data/scenes", dataset_fingerprint="f1", config={"head": "fc3"},
+    store.add(RunRecord(method="head", dataset="/data/scenes", dataset_fingerprint="f1", config={"head": "fc3", "train": {"optimizer": "sgd", "lr": 0.01, "epochs": 30, "patience": 8}},
                         test_accuracy=0.79, classes=CLASSES, backbone="vgg16", weights="random:seed0", chosen="epoch 3", cv_best=0.8,
                         curves={"train_loss": [1.0, 0.6, 0.4], "val_loss": [1.1, 0.8, 0.7],
                                 "train_acc": [0.5, 0.7, 0.8], "val_acc": [0.45, 0.65, 0.8]}))
@@ -46,7 +46,7 @@ def test_rows_are_the_latest_run_per_configuration_with_the_store_numbers(store)
     rows = configuration_rows(store.runs())
     assert [r.label for r in rows] == [
         "vgg16 (random weights) relu7 SVM", "vgg16 (random weights) pool5 SVM",
-        "BoW + pyramid L2 (step 4, sizes 2.7/4.5, 1000 words), 10 splits", "vgg16 (random weights) head fc3"]
+        "BoW + pyramid L2 (step 4, sizes 2.7/4.5, 1000 words), 10 splits", "vgg16 (random weights) fc3 head (sgd, lr 0.01, ≤30 epochs, patience 8)"]
     relu7 = rows[0]
     assert relu7.run.id == 2 and relu7.best
     cells = dict(zip(["configuration", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",

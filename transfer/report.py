@@ -71,7 +71,12 @@ def _label(run: RunRecord) -> str:
     else:
         weights = "" if (run.weights or "").startswith("imagenet") else f" ({(run.weights or '').split(':')[0]} weights)"
         pooling = f" {run.pooling}-pool" if run.pooling and run.pooling != "max" else ""
-        what = f"{run.layer} SVM" if run.method == "svm" else f"{run.method} {config.get('head', '')}".strip()
+        if run.method == "svm":
+            what = f"{run.layer} SVM"
+        else:
+            train = config.get("train", {})
+            what = (f"{config.get('head', '')} head ({train.get('optimizer')}, lr {train.get('lr', 0):g}, "
+                    f"≤{train.get('epochs')} epochs, patience {train.get('patience')})")
         label = f"{run.backbone}{weights}{pooling} {what}"
     return label + (f", {run.splits} splits" if run.splits > 1 else "")
 
@@ -147,7 +152,7 @@ def _save(fig, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps legends placed outside the axes
     plt.close(fig)
     return True
 
@@ -232,16 +237,14 @@ def _figure_training_curves(rows: list[Row], path: Path) -> bool:
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
     for row in trained:
         curves = row.run.curves
-        epochs = range(1, len(curves.get("train_loss", [])) + 1)
-        line, = loss_ax.plot(epochs, curves.get("train_loss", []), label=f"{row.label} train")
-        if curves.get("val_loss"):
-            loss_ax.plot(epochs, curves["val_loss"], linestyle="--", color=line.get_color(), label=f"{row.label} val")
-        acc_ax.plot(epochs, [100 * a for a in curves.get("train_acc", [])], color=line.get_color(), label=f"{row.label} train")
-        if curves.get("val_acc"):
-            acc_ax.plot(epochs, [100 * a for a in curves["val_acc"]], linestyle="--", color=line.get_color(), label=f"{row.label} val")
-    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss (solid: train, dashed: validation)")
+        epochs = range(1, len(curves["train_loss"]) + 1)
+        line, = loss_ax.plot(epochs, curves["train_loss"], label=row.label)
+        loss_ax.plot(epochs, curves["val_loss"], linestyle="--", color=line.get_color())
+        acc_ax.plot(epochs, [100 * a for a in curves["train_acc"]], color=line.get_color())
+        acc_ax.plot(epochs, [100 * a for a in curves["val_acc"]], linestyle="--", color=line.get_color())
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss (solid: train, dashed: validation)")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (solid: train, dashed: validation)")
-    acc_ax.legend(fontsize=7)
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, ncol=1 if len(trained) > 4 else 2)
     return _save(fig, path)
 
 
