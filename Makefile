@@ -19,6 +19,8 @@ demo: install
 	$(BIN)/transfer data info $(DATA)
 	$(BIN)/transfer extract --data $(DATA) --backbone efficientnet_lite0 --weights imagenet --layer avgpool
 	$(BIN)/transfer svm --data $(DATA) --backbone efficientnet_lite0 --weights imagenet --layer avgpool
+	$(BIN)/transfer finetune --data $(DATA) --backbone efficientnet_lite0 --weights imagenet --head fc
+	$(BIN)/transfer report --data $(DATA) --backbone efficientnet_lite0 --name demo
 
 test: install
 	$(BIN)/python -m pytest -q
