@@ -77,3 +77,36 @@ def test_finetune_from_the_cache_records_a_run_and_predicts(small_data, cache_di
     predictions = predict(outcome.model_path, [small_data / "test"], top=3, device="cpu")
     assert len(predictions) == 9
     assert all(sum(p.scores) == pytest.approx(1, abs=1e-5) and sorted(p.classes) == dataset.classes for p in predictions)
+
+
+def test_unfreeze_trains_only_the_named_groups_and_the_head():
+    from transfer.backbones import Weights, build_model, get_backbone
+    from transfer.heads import attach_head, unfreeze
+
+    model = build_model(get_backbone("vgg16"), Weights("random"))
+    head = attach_head(model, "vgg16", HeadSpec.parse("fc", 3), 3)
+    trainable = unfreeze(model, head, "vgg16", "fc6,fc7")
+    assert trainable == ["classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias",
+                         "classifier.6.0.weight", "classifier.6.0.bias"]
+    conv5 = unfreeze(model, head, "vgg16", "conv5")
+    assert [n for n in conv5 if n.startswith("features.")] == [f"features.{i}.{w}" for i in (24, 26, 28) for w in ("weight", "bias")]
+    assert sum(p.requires_grad for p in model.parameters()) == len(conv5)
+    with pytest.raises(UserError, match="choose one of: fc6,fc7, conv5, all"):
+        unfreeze(model, head, "vgg16", "conv4")
+
+
+def test_end_to_end_training_from_images_resumes_and_predicts(small_data, cache_dir):
+    from transfer.heads import EndToEnd
+
+    dataset = load_dataset(small_data)
+    features = FeatureSpec(weights="random", layers=(), image_size=32, precision="fp32")
+    options = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
+    config = TrainConfig(epochs=2, val_fraction=0.25, batch_size=4)
+    outcome = run_head(dataset, features, "fc", config, cache_dir, options, end_to_end=EndToEnd("fc6,fc7", 0.1, 0))
+    assert len(outcome.result.curves["train_loss"]) == 2 and outcome.result.best_epoch in (1, 2)
+    again = run_head(dataset, features, "fc", config, cache_dir, options, end_to_end=EndToEnd("fc6,fc7", 0.1, 0))
+    assert again.result.resumed_at == 2 and again.result.test_accuracy == outcome.result.test_accuracy
+    run = ResultsStore(cache_dir / "results.sqlite").runs(method="head")[-1]
+    assert run.config["unfreeze"] == "fc6,fc7" and run.layer == "unfreeze fc6,fc7"
+    predictions = predict(outcome.model_path, [small_data / "test"], top=3, device="cpu")
+    assert len(predictions) == 9 and all(sum(p.scores) == pytest.approx(1, abs=1e-5) for p in predictions)

@@ -245,6 +245,9 @@ def finetune(
     batch_size: Annotated[int, typer.Option(help="Training batch size (also the extraction batch size).")] = 64,
     val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split used for early stopping and the best epoch.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation and batch order.")] = 0,
+    unfreeze: Annotated[Optional[str], typer.Option(help="Train these backbone layers too, end to end from images with random crops and flips: fc6,fc7, conv5 or all (VGG16); all (Lite0). [default: frozen, from cached features]")] = None,
+    backbone_lr_scale: Annotated[float, typer.Option(help="With --unfreeze: learning rate of the backbone layers relative to the head's.")] = 0.1,
+    workers: Annotated[Optional[int], typer.Option(help="With --unfreeze: image-loading processes.")] = None,
     backbone: BackboneOpt = "vgg16",
     weights: WeightsOpt = "imagenet",
     pooling: PoolingOpt = "max",
@@ -256,21 +259,22 @@ def finetune(
     train_per_class: TrainPerClassOpt = 100,
     split_seed: SplitSeedOpt = 0,
 ) -> None:
-    """Train a new classification head on the frozen backbone's cached features.
+    """Train a new classification head: on the frozen backbone's cached features, or end to end (--unfreeze).
 
-    The features are extracted on demand through the cache, so no image goes through the network
-    during the epochs. A checkpoint is written every epoch: an interrupted run resumes.
+    Frozen, the features are extracted on demand through the cache, so no image goes through the
+    network during the epochs. A checkpoint is written every epoch: an interrupted run resumes.
     """
     from .display import print_head
     from .extraction import FeatureSpec, RunOptions
-    from .heads import TrainConfig
+    from .heads import EndToEnd, TrainConfig
     from .runs import run_head
 
     dataset = _load_dataset(data, train_per_class, split_seed)
     features = FeatureSpec(backbone, weights, (), "flatten", pooling, precision, color, image_size)
     config = TrainConfig(optimizer, lr, momentum, weight_decay, schedule, batch_size, epochs, patience, val_fraction, seed)
+    end_to_end = EndToEnd(unfreeze, backbone_lr_scale, workers) if unfreeze else None
     outcome = run_head(dataset, features, head, config, cache_dir or default_cache_dir(),
-                       RunOptions(device=device, batch_size=batch_size), dropout)
+                       RunOptions(device=device, batch_size=batch_size), dropout, end_to_end=end_to_end)
     print_head(outcome)
 
 

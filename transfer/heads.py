@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -108,24 +109,35 @@ def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(fit), np.sort(val)
 
 
-def _evaluate(head, x, y, batch: int = 1024) -> tuple[float, float, np.ndarray]:
+def _tensor_evaluator(head, splits: dict, batch: int = 1024):
+    """evaluate(split) over in-memory features: (loss, accuracy, predictions, labels)."""
     import torch
     from torch.nn import functional as F
 
-    head.eval()
-    with torch.inference_mode():
-        logits = torch.cat([head(x[i : i + batch]) for i in range(0, len(x), batch)])
-        loss = float(F.cross_entropy(logits, y))
-        predictions = logits.argmax(1)
-    return loss, float((predictions == y).float().mean()), predictions.numpy()
+    def evaluate(split: str):
+        x, y = splits[split]
+        head.eval()
+        with torch.inference_mode():
+            logits = torch.cat([head(x[i : i + batch]) for i in range(0, len(x), batch)])
+            predictions = logits.argmax(1)
+            return float(F.cross_entropy(logits, y)), float((predictions == y).float().mean()), predictions.numpy(), y.numpy()
+
+    return evaluate
 
 
-def _optimizer(head, config: TrainConfig):
+def _optimizer(param_groups: list[dict], config: TrainConfig):
     import torch
 
     if config.optimizer == "adam":
-        return torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.Adam(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _trainable_state(model) -> dict:
+    """Trainable parameters and all buffers: what a checkpoint must restore (frozen weights are rebuilt)."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name for name, _ in model.named_buffers()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable | buffers}
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -136,29 +148,23 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     partial.replace(path)
 
 
-def train_head(
-    spec: HeadSpec,
-    train: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
-    n_classes: int,
-    config: TrainConfig,
-    checkpoint: Path,
-    progress=None,
-) -> HeadResult:
-    """Train on cached features; resume from ``checkpoint`` when it exists (same run)."""
+@dataclass
+class TrainingTask:
+    """One training problem for the shared loop: the model, its parameter groups, one epoch, evaluation."""
+
+    model: object  # nn.Module; its trainable state is what gets checkpointed
+    param_groups: list[dict]
+    fit_epoch: Callable  # (optimizer, torch.Generator) -> None, or running (loss, accuracy) of the epoch
+    evaluate: Callable  # split name ("fit", "val", "test") -> (loss, accuracy, predictions, labels)
+
+
+def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: Path, progress=None) -> HeadResult:
+    """Epochs with validation-chosen best state and early stopping; resumes from ``checkpoint``."""
     import torch
-    from torch.nn import functional as F
 
     from .classifiers import per_class_summary
 
-    config.check()
-    x_all = torch.as_tensor(train[0], dtype=torch.float32)
-    y_all = torch.as_tensor(train[1], dtype=torch.long)
-    fit, val = validation_split(train[1], config.val_fraction, config.seed)
-    x_fit, y_fit, x_val, y_val = x_all[fit], y_all[fit], x_all[val], y_all[val]
-    torch.manual_seed(config.seed)
-    head = spec.build(x_all.shape[1], n_classes)
-    optimizer = _optimizer(head, config)
+    optimizer = _optimizer(task.param_groups, config)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.schedule == "cosine"
                  else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0))
     generator = torch.Generator().manual_seed(config.seed)
@@ -167,7 +173,7 @@ def train_head(
     start = 0
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
-        head.load_state_dict(state["head"])
+        task.model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
@@ -178,6 +184,51 @@ def train_head(
             stopped_early = True
             break
         begun = time.perf_counter()
+        running = task.fit_epoch(optimizer, generator)  # end-to-end runs report running metrics
+        scheduler.step()
+        seconds = time.perf_counter() - begun
+        train_loss, train_acc = running if running is not None else task.evaluate("fit")[:2]
+        val_loss, val_acc, _, _ = task.evaluate("val")
+        for name, value in zip(curves, (train_loss, train_acc, val_loss, val_acc, seconds)):
+            curves[name].append(value)
+        if val_acc > best["val_acc"]:
+            best = {"epoch": epoch + 1, "val_acc": val_acc, "state": _trainable_state(task.model)}
+        _save_checkpoint(checkpoint, {"model": _trainable_state(task.model), "optimizer": optimizer.state_dict(),
+                                      "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                                      "curves": curves, "best": best, "epoch": epoch + 1, "config": asdict(config)})
+        if progress is not None:
+            progress(epoch + 1, curves)
+    task.model.load_state_dict(best["state"], strict=False)
+    _, test_acc, predictions, labels = task.evaluate("test")  # the test split's one use
+    per_class, confusion = per_class_summary(labels, predictions, n_classes)
+    return HeadResult(task.model, best["epoch"], best["val_acc"], test_acc, per_class, confusion,
+                      curves, float(np.mean(curves["epoch_seconds"])), start, stopped_early)
+
+
+def train_head(
+    spec: HeadSpec,
+    train_data: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    n_classes: int,
+    config: TrainConfig,
+    checkpoint: Path,
+    progress=None,
+) -> HeadResult:
+    """A head on cached features: no image goes through the network during the epochs."""
+    import torch
+    from torch.nn import functional as F
+
+    config.check()
+    x_all = torch.as_tensor(train_data[0], dtype=torch.float32)
+    y_all = torch.as_tensor(train_data[1], dtype=torch.long)
+    fit, val = validation_split(train_data[1], config.val_fraction, config.seed)
+    splits = {"fit": (x_all[fit], y_all[fit]), "val": (x_all[val], y_all[val]),
+              "test": (torch.as_tensor(test[0], dtype=torch.float32), torch.as_tensor(test[1], dtype=torch.long))}
+    torch.manual_seed(config.seed)
+    head = spec.build(x_all.shape[1], n_classes)
+    x_fit, y_fit = splits["fit"]
+
+    def fit_epoch(optimizer, generator) -> None:
         head.train()
         order = torch.randperm(len(y_fit), generator=generator)
         for i in range(0, len(order), config.batch_size):
@@ -186,23 +237,165 @@ def train_head(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        scheduler.step()
-        seconds = time.perf_counter() - begun
-        train_loss, train_acc, _ = _evaluate(head, x_fit, y_fit)
-        val_loss, val_acc, _ = _evaluate(head, x_val, y_val)
-        for name, value in zip(curves, (train_loss, train_acc, val_loss, val_acc, seconds)):
-            curves[name].append(value)
-        if val_acc > best["val_acc"]:
-            best = {"epoch": epoch + 1, "val_acc": val_acc, "state": {k: v.clone() for k, v in head.state_dict().items()}}
-        _save_checkpoint(checkpoint, {"head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                                      "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                                      "curves": curves, "best": best, "epoch": epoch + 1, "config": asdict(config)})
-        if progress is not None:
-            progress(epoch + 1, curves)
-    head.load_state_dict(best["state"])
-    x_test = torch.as_tensor(test[0], dtype=torch.float32)
-    y_test = torch.as_tensor(test[1], dtype=torch.long)
-    _, test_acc, predictions = _evaluate(head, x_test, y_test)  # the test split's one use
-    per_class, confusion = per_class_summary(test[1], predictions, n_classes)
-    return HeadResult(head, best["epoch"], best["val_acc"], test_acc, per_class, confusion,
-                      curves, float(np.mean(curves["epoch_seconds"])), start, stopped_early)
+
+    task = TrainingTask(head, [{"params": list(head.parameters())}], fit_epoch, _tensor_evaluator(head, splits))
+    return train(task, n_classes, config, checkpoint, progress)
+
+
+# ------------------------------------------------------------------ end to end, from images
+
+# Which modules `--unfreeze` trains besides the new head (prefixes of parameter/module names).
+UNFREEZE = {
+    "vgg16": {
+        "fc6,fc7": ("classifier",),
+        "conv5": tuple(f"features.{i}" for i in range(24, 31)) + ("classifier",),
+        "all": ("",),
+    },
+    "efficientnet_lite0": {"all": ("",)},
+}
+
+
+def attach_head(model, backbone: str, spec: HeadSpec, n_classes: int):
+    """Put the new head where the backbone's classifier (or its last layer) was; return it."""
+    if backbone == "vgg16":
+        if spec.hidden:
+            model.classifier = spec.build(25088, n_classes)
+            return model.classifier
+        model.classifier[6] = spec.build(4096, n_classes)
+        return model.classifier[6]
+    model._fc = spec.build(model._fc.in_features, n_classes)
+    return model._fc
+
+
+def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(p == "" or name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def unfreeze(model, head, backbone: str, groups: str) -> list[str]:
+    """Freeze everything but the head and the named groups; returns the trainable parameter names."""
+    try:
+        prefixes = UNFREEZE[backbone][groups]
+    except KeyError:
+        choices = ", ".join(UNFREEZE.get(backbone, {}))
+        raise UserError(f"--unfreeze {groups!r} is not available for {backbone}; choose one of: {choices}") from None
+    head_ids = {id(p) for p in head.parameters()}
+    names = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = id(parameter) in head_ids or _matches(name, prefixes)
+        if parameter.requires_grad:
+            names.append(name)
+    return names
+
+
+class _LabelledImages:
+    """(image tensor, label); an unreadable image gets label -1, which the loss and accuracy ignore."""
+
+    def __init__(self, paths: list[Path], labels: list[int], transform, color: bool, size: int) -> None:
+        self.paths, self.labels, self.transform, self.color, self.size = paths, labels, transform, color, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        from .datasets import read_image
+
+        try:
+            return self.transform(read_image(self.paths[index], self.color)), self.labels[index]
+        except (OSError, ValueError, SyntaxError):
+            return torch.zeros(3, self.size, self.size), -1
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """What an end-to-end run needs besides the head and the training settings."""
+
+    unfreeze: str = "fc6,fc7"
+    backbone_lr_scale: float = 0.1  # learning rate of unfrozen backbone layers, relative to the head's
+    workers: int | None = None
+
+
+def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, preprocessing, precision: str, device: str,
+                     setup: EndToEnd, config: TrainConfig, checkpoint: Path, progress=None) -> HeadResult:
+    """Train the head and the unfrozen layers from images, with random resized crops and flips."""
+    import torch
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+
+    from .extraction import _default_workers
+
+    config.check()
+    unfreeze(model, head, backbone, setup.unfreeze)
+    prefixes = UNFREEZE[backbone][setup.unfreeze]
+    head_ids = {id(p) for p in head.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) in head_ids]}]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    if rest:
+        groups.append({"params": rest, "lr": config.lr * setup.backbone_lr_scale})
+    model.to(device, memory_format=torch.channels_last)
+    augment = transforms.Compose([
+        transforms.RandomResizedCrop(preprocessing.crop, scale=(0.5, 1.0)),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(preprocessing.mean, preprocessing.std),
+    ])
+    plain = preprocessing.transform()
+    train_samples = dataset.samples("train")
+    fit, val = validation_split(np.array([s.label for s in train_samples]), config.val_fraction, config.seed)
+
+    def images(samples, transform):
+        return _LabelledImages([dataset.path(s) for s in samples], [s.label for s in samples], transform,
+                               preprocessing.color, preprocessing.crop)
+
+    sets = {"fit": images([train_samples[i] for i in fit], augment),
+            "val": images([train_samples[i] for i in val], plain),
+            "test": images(dataset.samples("test"), plain)}
+    workers = _default_workers(device) if setup.workers is None else setup.workers
+
+    def autocast():
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def set_modes() -> None:
+        model.eval()
+        for name, module in model.named_modules():
+            if module is head or (name and _matches(name, prefixes)) or prefixes == ("",):
+                module.train()
+
+    def fit_epoch(optimizer, generator):
+        set_modes()
+        loader = DataLoader(sets["fit"], batch_size=config.batch_size, shuffle=True, generator=generator,
+                            num_workers=workers, pin_memory=device == "cuda")
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in loader:
+            x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
+            with autocast():
+                logits = model(x).float()
+            loss = F.cross_entropy(logits, y, ignore_index=-1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            known = y >= 0
+            total_loss += loss.item() * int(known.sum())
+            correct += int((logits.argmax(1)[known] == y[known]).sum())
+            seen += int(known.sum())
+        return total_loss / max(seen, 1), correct / max(seen, 1)
+
+    def evaluate(split: str):
+        model.eval()
+        loader = DataLoader(sets[split], batch_size=config.batch_size, num_workers=workers)
+        logits, labels = [], []
+        with torch.inference_mode(), autocast():
+            for x, y in loader:
+                logits.append(model(x.to(device, memory_format=torch.channels_last)).float().cpu())
+                labels.append(y)
+        logits, labels = torch.cat(logits), torch.cat(labels)
+        known = labels >= 0
+        logits, labels = logits[known], labels[known]
+        predictions = logits.argmax(1)
+        return (float(F.cross_entropy(logits, labels)), float((predictions == labels).float().mean()),
+                predictions.numpy(), labels.numpy())
+
+    task = TrainingTask(model, groups, fit_epoch, evaluate)
+    return train(task, len(dataset.classes), config, checkpoint, progress)

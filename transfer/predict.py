@@ -13,7 +13,7 @@ from .datasets import IMAGE_EXTENSIONS
 from .errors import UserError
 from .runs import MODEL_FORMAT
 
-KINDS = ("svm", "bow", "head")
+KINDS = ("svm", "bow", "head", "network")
 
 
 @dataclass
@@ -53,30 +53,60 @@ def image_paths(inputs: list[Path]) -> list[Path]:
     return paths
 
 
+def _preprocessing(key: dict) -> Preprocessing:
+    prep = key["preprocessing"]
+    return replace(Preprocessing(**prep), mean=tuple(prep["mean"]), std=tuple(prep["std"]))
+
+
+def _forward(network, nodes: dict[str, str], spatial: str, key: dict, paths: list[Path], device: str, batch_size: int):
+    """Run images through `network` (already on `device`, returning a dict of node outputs);
+    (first output, readable mask)."""
+    from .extraction import make_loader, network_batches
+
+    loader = make_loader(paths, _preprocessing(key), device, batch_size, workers=0)
+    parts, oks = [], []
+    name = next(iter(nodes))
+    for arrays, ok, _ in network_batches(network, loader, device, key["precision"], nodes, spatial):
+        parts.append(arrays[name][ok])
+        oks.append(ok)
+    return np.concatenate(parts), np.concatenate(oks)
+
+
 def _cnn_features(payload: dict, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    from .extraction import make_loader, network_batches, resolve_device
+    import torch
+
+    from .extraction import resolve_device
 
     key = payload["extraction_key"]
     spec = get_backbone(key["backbone"])
+    device = resolve_device(device)
     weights = Weights.parse(payload["features"]["weights"])
     if weights_id(spec, weights) != key["weights"]:
         raise UserError(f"the weights this model was trained on ({key['weights']}) are not the ones found now "
                         f"({weights_id(spec, weights)}); the features would not match")
-    prep = key["preprocessing"]
-    preprocessing = replace(Preprocessing(**prep), mean=tuple(prep["mean"]), std=tuple(prep["std"]))
-    layer = payload["features"]["layers"][0]
-    device = resolve_device(device)
-    extractor = feature_extractor(build_model(spec, weights, key["pooling"]), [spec.layers[layer].node])
+    node = spec.layers[payload["features"]["layers"][0]].node
+    extractor = feature_extractor(build_model(spec, weights, key["pooling"]), [node])
+    extractor = extractor.to(device, memory_format=torch.channels_last)
+    return _forward(extractor, {payload["layer_key"]: node}, payload["features"]["spatial"], key, paths, device, batch_size)
+
+
+def _network_probabilities(payload: dict, paths: list[Path], device: str, batch_size: int):
+    """A network fine-tuned end to end: its whole state is in the file, so no weights are fetched."""
     import torch
 
-    extractor = extractor.to(device, memory_format=torch.channels_last)
-    loader = make_loader(paths, preprocessing, device, batch_size, workers=0)
-    nodes = {payload["layer_key"]: spec.layers[layer].node}
-    parts, oks = [], []
-    for arrays, ok, _ in network_batches(extractor, loader, device, key["precision"], nodes, payload["features"]["spatial"]):
-        parts.append(arrays[payload["layer_key"]][ok])
-        oks.append(ok)
-    return np.concatenate(parts), np.concatenate(oks)
+    from .extraction import resolve_device
+    from .heads import HeadSpec, attach_head
+
+    key = payload["extraction_key"]
+    spec = get_backbone(key["backbone"])
+    model = build_model(spec, Weights("random"), key["pooling"])
+    head = payload["head"]
+    attach_head(model, spec.name, HeadSpec(head["name"], tuple(head["hidden"]), head["dropout"]), len(payload["classes"]))
+    model.load_state_dict(payload["state"])
+    device = resolve_device(device)
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    logits, ok = _forward(lambda x: {"logits": model(x)}, {"logits": "logits"}, "flatten", key, paths, device, batch_size)
+    return torch.softmax(torch.as_tensor(logits), dim=1).numpy(), ok
 
 
 def _head_probabilities(payload: dict, features: np.ndarray) -> np.ndarray:
@@ -101,10 +131,14 @@ def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "a
         from .bow import BowConfig, image_histograms
 
         features, ok = image_histograms(paths, BowConfig.from_dict(payload["bow_config"]), payload["vocabulary"])
+    elif payload["kind"] == "network":
+        features, ok = _network_probabilities(payload, paths, device, batch_size)
     else:
         features, ok = _cnn_features(payload, paths, device, batch_size)
     if not len(features):
         scores = np.zeros((0, len(classes)))
+    elif payload["kind"] == "network":
+        scores = features
     elif payload["kind"] == "head":
         scores = _head_probabilities(payload, features)
     else:

@@ -16,8 +16,8 @@ from .bow import BowConfig, bow_features, digest_of
 from .cache import extraction_timing, read_features
 from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
-from .extraction import FeatureSpec, RunOptions, cached_features, extract
-from .heads import HeadResult, HeadSpec, TrainConfig, train_head
+from .extraction import FeatureSpec, RunOptions, cached_features, extract, resolve
+from .heads import EndToEnd, HeadResult, HeadSpec, TrainConfig, attach_head, train_end_to_end, train_head
 from .results import ResultsStore, RunRecord, library_versions
 
 MODEL_FORMAT = 1
@@ -177,9 +177,13 @@ def run_head(
     dropout: float = 0.5,
     store: ResultsStore | None = None,
     progress: Callable | None = None,
+    end_to_end: EndToEnd | None = None,
 ) -> HeadOutcome:
-    """A new head on the frozen backbone, trained on its cached features (extracted first if missing)."""
+    """A new head on the frozen backbone, trained on its cached features (extracted first if missing);
+    with ``end_to_end``, the head and the unfrozen layers are trained from images instead."""
     spec = HeadSpec.parse(head, len(dataset.classes), dropout)
+    if end_to_end is not None:
+        return _run_end_to_end(dataset, features, spec, config, cache_dir, options, end_to_end, store, progress)
     layer = spec.input_layer(features.backbone)
     feature_spec = replace(features, layers=(layer,), spatial="flatten")
     extraction = extract(dataset, feature_spec, cache_dir, options)  # a no-op when cached
@@ -213,3 +217,35 @@ def run_head(
 
 def store_or_default(store: ResultsStore | None, cache_dir: Path) -> ResultsStore:
     return store or ResultsStore(cache_dir / "results.sqlite")
+
+
+def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: EndToEnd, store, progress) -> HeadOutcome:
+    from .backbones import Weights, build_model, get_backbone
+
+    resolved = resolve(dataset, replace(features, layers=(spec.input_layer(features.backbone),)), cache_dir, options.device)
+    backbone = get_backbone(features.backbone)
+    weights = Weights.parse(features.weights)
+    model = build_model(backbone, weights, features.pooling)
+    head = attach_head(model, backbone.name, spec, len(dataset.classes))
+    run_key = digest_of({"extraction": resolved.key.digest, "head": asdict(spec), "train": asdict(config), "end_to_end": asdict(setup)})
+    checkpoint = cache_dir / "heads" / f"{spec.name.replace(':', '-').replace(',', '_')}-{setup.unfreeze.replace(',', '_')}-{run_key}.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    result = train_end_to_end(dataset, spec, model, head, backbone.name, resolved.key.preprocessing, resolved.key.precision,
+                              resolved.device, setup, config, checkpoint, progress)
+    model_path = save_model(
+        cache_dir / "models" / _safe(f"network-{backbone.name}-{spec.name}-{setup.unfreeze}-{run_key}.joblib"),
+        {"kind": "network", "head": asdict(spec), "state": {k: v.cpu() for k, v in result.head.state_dict().items()},
+         "classes": dataset.classes, "features": asdict(features), "extraction_key": resolved.key.as_dict()},
+    )
+    record = RunRecord(
+        method="head", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
+        config={"head": spec.name, "dropout": spec.dropout, "train": asdict(config), "unfreeze": setup.unfreeze,
+                "backbone_lr_scale": setup.backbone_lr_scale, "features": asdict(features)},
+        test_accuracy=result.test_accuracy, classes=dataset.classes, backbone=backbone.name,
+        weights=resolved.key.weights, pooling=resolved.key.pooling, layer=f"unfreeze {setup.unfreeze}",
+        precision=resolved.key.precision, chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
+        per_class_accuracy=result.per_class_accuracy, confusion=result.confusion, curves=result.curves,
+        timings={"epoch_seconds": result.epoch_seconds, "fit_seconds": float(sum(result.curves["epoch_seconds"]))},
+        model_path=str(model_path), versions=library_versions(),
+    )
+    return HeadOutcome(spec, f"images, unfreeze {setup.unfreeze}", result, store_or_default(store, cache_dir).add(record), model_path)
