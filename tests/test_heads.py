@@ -110,3 +110,22 @@ def test_end_to_end_training_from_images_resumes_and_predicts(small_data, cache_
     assert run.config["unfreeze"] == "fc6,fc7" and run.layer == "unfreeze fc6,fc7"
     predictions = predict(outcome.model_path, [small_data / "test"], top=3, device="cpu")
     assert len(predictions) == 9 and all(sum(p.scores) == pytest.approx(1, abs=1e-5) for p in predictions)
+
+
+def test_several_settings_are_chosen_on_the_validation_part(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    features = FeatureSpec(weights="random", layers=(), image_size=32, precision="fp32")
+    options = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
+    configs = [TrainConfig(optimizer=o, lr=lr, epochs=3, val_fraction=0.25, batch_size=4)
+               for o, lr in (("sgd", 0.01), ("adam", 0.001))]
+    outcome = run_head(dataset, features, "fc", configs, cache_dir, options)
+    tried = outcome.candidates
+    assert [(t["optimizer"], t["lr"]) for t in tried] == [("sgd", 0.01), ("adam", 0.001)]
+    best = max(tried, key=lambda t: t["val_accuracy"])
+    run = ResultsStore(cache_dir / "results.sqlite").runs(method="head")[-1]
+    assert (run.config["train"]["optimizer"], run.config["train"]["lr"]) == (best["optimizer"], best["lr"])
+    assert run.cv_best == best["val_accuracy"] and not np.isnan(run.test_accuracy)
+    with pytest.raises(UserError, match="one setting at a time"):
+        from transfer.heads import EndToEnd
+
+        run_head(dataset, features, "fc", configs, cache_dir, options, end_to_end=EndToEnd())

@@ -235,8 +235,8 @@ def finetune(
     data: DataOpt = None,
     head: Annotated[str, typer.Option(help="fcN: a new last layer on relu7 (VGG16) or avgpool (Lite0), N = classes; mlp:1024,1024: a new classifier on flattened pool5.")] = "fc",
     dropout: Annotated[float, typer.Option(help="Dropout after each hidden layer of an MLP head.")] = 0.5,
-    optimizer: Annotated[str, typer.Option(help="sgd (with momentum) or adam.")] = "sgd",
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
+    optimizer: Annotated[str, typer.Option(help="sgd (with momentum) or adam; a comma list tries each, chosen on the validation part.")] = "sgd",
+    lr: Annotated[str, typer.Option(help="Learning rate; a comma list tries each (with every optimizer), chosen on the validation part.")] = "0.01",
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 5e-4,
     schedule: Annotated[str, typer.Option(help="Learning-rate schedule: cosine or none.")] = "cosine",
@@ -271,9 +271,14 @@ def finetune(
 
     dataset = _load_dataset(data, train_per_class, split_seed)
     features = FeatureSpec(backbone, weights, (), "flatten", pooling, precision, color, image_size)
-    config = TrainConfig(optimizer, lr, momentum, weight_decay, schedule, batch_size, epochs, patience, val_fraction, seed)
+    try:
+        rates = [float(v) for v in _split_list(lr)]
+    except ValueError:
+        raise UserError(f"--lr {lr!r}: expected a number or a comma list of numbers") from None
+    configs = [TrainConfig(name, rate, momentum, weight_decay, schedule, batch_size, epochs, patience, val_fraction, seed)
+               for name in _split_list(optimizer) for rate in rates]
     end_to_end = EndToEnd(unfreeze, backbone_lr_scale, workers) if unfreeze else None
-    outcome = run_head(dataset, features, head, config, cache_dir or default_cache_dir(),
+    outcome = run_head(dataset, features, head, configs, cache_dir or default_cache_dir(),
                        RunOptions(device=device, batch_size=batch_size), dropout, end_to_end=end_to_end)
     print_head(outcome)
 

@@ -188,6 +188,8 @@ def print_predictions(predictions: list["Prediction"], output: str) -> None:
 
 def print_head(outcome: "HeadOutcome") -> None:
     result = outcome.result
+    for tried in outcome.candidates:
+        console.print(f"tried {tried['optimizer']} lr {tried['lr']:g}: best validation accuracy {_pct(tried['val_accuracy'])}%")
     curves = result.curves
     table = Table(title=f"{outcome.spec.name} on {outcome.layer}: epochs (validation = part of the training split)", title_justify="left")
     for column in ("epoch", "train loss", "train %", "val loss", "val %", "s"):

@@ -158,8 +158,10 @@ class TrainingTask:
     evaluate: Callable  # split name ("fit", "val", "test") -> (loss, accuracy, predictions, labels)
 
 
-def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: Path, progress=None) -> HeadResult:
-    """Epochs with validation-chosen best state and early stopping; resumes from ``checkpoint``."""
+def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: Path, progress=None,
+          score_test: bool = True) -> HeadResult:
+    """Epochs with validation-chosen best state and early stopping; resumes from ``checkpoint``.
+    ``score_test=False`` leaves the test split untouched (a candidate that may not be chosen)."""
     import torch
 
     from .classifiers import per_class_summary
@@ -199,6 +201,9 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
         if progress is not None:
             progress(epoch + 1, curves)
     task.model.load_state_dict(best["state"], strict=False)
+    if not score_test:
+        return HeadResult(task.model, best["epoch"], best["val_acc"], float("nan"), [], [], curves,
+                          float(np.mean(curves["epoch_seconds"])), start, stopped_early)
     _, test_acc, predictions, labels = task.evaluate("test")  # the test split's one use
     per_class, confusion = per_class_summary(labels, predictions, n_classes)
     return HeadResult(task.model, best["epoch"], best["val_acc"], test_acc, per_class, confusion,
@@ -213,6 +218,7 @@ def train_head(
     config: TrainConfig,
     checkpoint: Path,
     progress=None,
+    score_test: bool = True,
 ) -> HeadResult:
     """A head on cached features: no image goes through the network during the epochs."""
     import torch
@@ -239,7 +245,7 @@ def train_head(
             optimizer.step()
 
     task = TrainingTask(head, [{"params": list(head.parameters())}], fit_epoch, _tensor_evaluator(head, splits))
-    return train(task, n_classes, config, checkpoint, progress)
+    return train(task, n_classes, config, checkpoint, progress, score_test)
 
 
 # ------------------------------------------------------------------ end to end, from images

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +18,7 @@ from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_
 from .datasets import ImageDataset
 from .extraction import FeatureSpec, RunOptions, cached_features, extract, resolve
 from .heads import EndToEnd, HeadResult, HeadSpec, TrainConfig, attach_head, train_end_to_end, train_head
+from .errors import UserError
 from .results import ResultsStore, RunRecord, library_versions
 
 MODEL_FORMAT = 1
@@ -165,13 +166,14 @@ class HeadOutcome:
     result: HeadResult
     run_id: int
     model_path: Path
+    candidates: list[dict] = field(default_factory=list)  # settings tried, with their validation accuracy
 
 
 def run_head(
     dataset: ImageDataset,
     features: FeatureSpec,
     head: str,
-    config: TrainConfig,
+    configs: TrainConfig | list[TrainConfig],
     cache_dir: Path,
     options: RunOptions = RunOptions(),
     dropout: float = 0.5,
@@ -182,19 +184,31 @@ def run_head(
     """A new head on the frozen backbone, trained on its cached features (extracted first if missing);
     with ``end_to_end``, the head and the unfrozen layers are trained from images instead."""
     spec = HeadSpec.parse(head, len(dataset.classes), dropout)
+    candidates = configs if isinstance(configs, list) else [configs]
     if end_to_end is not None:
-        return _run_end_to_end(dataset, features, spec, config, cache_dir, options, end_to_end, store, progress)
+        if len(candidates) > 1:
+            raise UserError("--unfreeze trains one setting at a time: give a single --optimizer and --lr")
+        return _run_end_to_end(dataset, features, spec, candidates[0], cache_dir, options, end_to_end, store, progress)
     layer = spec.input_layer(features.backbone)
     feature_spec = replace(features, layers=(layer,), spatial="flatten")
     extraction = extract(dataset, feature_spec, cache_dir, options)  # a no-op when cached
     resolved, _ = cached_features(dataset, feature_spec, cache_dir)
     data = read_features(extraction.path, layer)
-    run_key = digest_of({"extraction": resolved.key.digest, "layer": layer, "head": asdict(spec), "train": asdict(config)})
-    checkpoint = cache_dir / "heads" / f"{spec.name.replace(':', '-').replace(',', '_')}-{run_key}.pt"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     train, test = data.splits["train"], data.splits["test"]
-    result = train_head(spec, (train.features, train.labels), (test.features, test.labels), len(data.classes),
-                        config, checkpoint, progress)
+    n_classes = len(data.classes)
+
+    def fit(candidate: TrainConfig, score_test: bool) -> tuple[HeadResult, str]:
+        key = digest_of({"extraction": resolved.key.digest, "layer": layer, "head": asdict(spec), "train": asdict(candidate)})
+        checkpoint = cache_dir / "heads" / f"{spec.name.replace(':', '-').replace(',', '_')}-{key}.pt"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        return train_head(spec, (train.features, train.labels), (test.features, test.labels), n_classes,
+                          candidate, checkpoint, progress, score_test), key
+
+    # Several settings: each is trained without touching the test split, the best validation accuracy
+    # wins (first among ties), and only the winner is scored on test (it resumes from its checkpoint).
+    tried = [(candidate, fit(candidate, score_test=False)[0].best_val_accuracy) for candidate in candidates] if len(candidates) > 1 else []
+    config = max(tried, key=lambda t: t[1])[0] if tried else candidates[0]
+    result, run_key = fit(config, score_test=True)
     model_path = save_model(
         cache_dir / "models" / _safe(f"head-{resolved.key.backbone}-{spec.name}-{run_key}.joblib"),
         {"kind": "head", "head": asdict(spec), "head_state": result.head.state_dict(),
@@ -203,7 +217,8 @@ def run_head(
     )
     record = RunRecord(
         method="head", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-        config={"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec)},
+        config={"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
+                "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried]},
         test_accuracy=result.test_accuracy, classes=data.classes, backbone=resolved.key.backbone,
         weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer, precision=resolved.key.precision,
         chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
@@ -212,7 +227,8 @@ def run_head(
                  "fit_seconds": float(sum(result.curves["epoch_seconds"]))},
         model_path=str(model_path), versions=library_versions(),
     )
-    return HeadOutcome(spec, layer, result, store_or_default(store, cache_dir).add(record), model_path)
+    return HeadOutcome(spec, layer, result, store_or_default(store, cache_dir).add(record), model_path,
+                       record.config["candidates"])
 
 
 def store_or_default(store: ResultsStore | None, cache_dir: Path) -> ResultsStore:
