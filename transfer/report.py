@@ -75,8 +75,9 @@ def _label(run: RunRecord) -> str:
             what = f"{run.layer} SVM"
         else:
             train = config.get("train", {})
+            unfrozen = f", unfreeze {config['unfreeze']}" if config.get("unfreeze") else ""
             what = (f"{config.get('head', '')} head ({train.get('optimizer')}, lr {train.get('lr', 0):g}, "
-                    f"≤{train.get('epochs')} epochs, patience {train.get('patience')})")
+                    f"≤{train.get('epochs')} epochs, patience {train.get('patience')}{unfrozen})")
         label = f"{run.backbone}{weights}{pooling} {what}"
     return label + (f", {run.splits} splits" if run.splits > 1 else "")
 
