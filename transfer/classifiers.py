@@ -7,7 +7,7 @@ is computed from it feeds back into the choice.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -76,7 +76,6 @@ class GridResult:
     confusion: list[list[int]]
     model: Pipeline
     fit_seconds: float
-    predictions: np.ndarray = field(repr=False, default=None)
 
 
 def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> None:
@@ -149,7 +148,6 @@ def grid_search(
         confusion=confusion,
         model=models[chosen],
         fit_seconds=fit_seconds,
-        predictions=predictions,
     )
 
 

@@ -11,7 +11,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -148,6 +148,3 @@ class ResultsStore:
         for name in JSON_FIELDS:
             data[name] = json.loads(data[name]) if data[name] is not None else None
         return RunRecord(**data)
-
-    def __iter__(self) -> Iterator[RunRecord]:
-        return iter(self.runs())
