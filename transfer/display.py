@@ -199,7 +199,7 @@ def print_head(outcome: "HeadOutcome") -> None:
         table.add_row(str(i + 1) + (" ←best" if best else ""), f"{values[0]:.3f}", _pct(values[1]), f"{values[2]:.3f}",
                       _pct(values[3]), f"{values[4]:.2f}", style="bold" if best else None)
     console.print(table)
-    if result.resumed_at:
+    if result.resumed_at and not outcome.candidates:  # a chosen candidate always reloads its own checkpoint
         console.print(f"resumed from the checkpoint after epoch {result.resumed_at}")
     if result.stopped_early:
         console.print(f"stopped early: no better validation accuracy for {len(curves['val_acc']) - result.best_epoch} epochs")
