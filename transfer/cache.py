@@ -217,6 +217,19 @@ class CacheEntry:
     skipped: list[str]
 
 
+def _skipped(group: h5py.Group, rows: int) -> list[str]:
+    """Relative paths of the unreadable images among the first `rows` of a split."""
+    return [p.decode() for p, ok in zip(group["paths"][:rows], group["valid"][:rows]) if not ok]
+
+
+def extraction_summary(path: Path, layers: list[str]) -> tuple[dict[str, dict[str, tuple[int, int]]], list[str]]:
+    """(split -> layer -> (rows, dims), skipped images) of a finished extraction, read-only."""
+    with _open(path, "r") as h5:
+        shapes = {split: {layer: tuple(h5[split][layer].shape) for layer in layers} for split in SPLITS}
+        skipped = [p for split in SPLITS for p in _skipped(h5[split], len(h5[split]["labels"]))]
+    return shapes, skipped
+
+
 def _describe(path: Path) -> CacheEntry:
     size = path.stat().st_size
     try:
@@ -235,8 +248,7 @@ def _describe(path: Path) -> CacheEntry:
                     done_rows = max(done_rows, done)
                     shape = f"{rows}×{group[name].shape[1]}" if done >= rows else f"partial {done}/{rows}"
                     layers[name] = f"{layers[name]} / {shape}" if name in layers else shape
-                valid = group["valid"][:done_rows]
-                skipped += [p.decode() for p, ok in zip(group["paths"][:done_rows], valid) if not ok]
+                skipped += _skipped(group, done_rows)
             return CacheEntry(path, size, key, layers, skipped)
     except (OSError, KeyError, UserError):
         return CacheEntry(path, size, None, {}, [])

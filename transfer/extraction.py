@@ -22,7 +22,7 @@ from .backbones import (
     get_backbone,
     weights_id,
 )
-from .cache import ExtractionKey, FeatureCache, FeatureFile, complete_layers, layer_key
+from .cache import ExtractionKey, FeatureCache, FeatureFile, complete_layers, extraction_summary, layer_key
 from .console import console, progress_bar, warn
 from .datasets import SPLITS, ImageDataset, read_image
 from .errors import UserError
@@ -201,24 +201,21 @@ def extract(
     if options.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {options.batch_size}")
     outcome = ExtractionOutcome(resolved.path, {})
-    with FeatureFile(resolved.path, resolved.key, dataset) as store:
-        todo = {
-            split: [lk for lk in resolved.layer_keys if store.rows_done(split, lk) < store.rows(split)]
-            for split in SPLITS
-        }
-        if any(todo.values()):
-            model = build_model(resolved.spec, resolved.weights, features.pooling)
-            extractor = feature_extractor(model, list(resolved.layer_keys.values()))
-            extractor = extractor.to(resolved.device, memory_format=torch.channels_last)
+    try:
+        done = complete_layers(resolved.path) if resolved.path.exists() else []
+    except OSError:  # unreadable after a hard crash: FeatureFile starts it afresh
+        done = []
+    if any(lk not in done for lk in resolved.layer_keys):
+        # The network (and its weights) first: a failure here leaves no empty cache file behind.
+        model = build_model(resolved.spec, resolved.weights, features.pooling)
+        extractor = feature_extractor(model, list(resolved.layer_keys.values()))
+        extractor = extractor.to(resolved.device, memory_format=torch.channels_last)
+        with FeatureFile(resolved.path, resolved.key, dataset) as store:
             for split in SPLITS:
-                if todo[split]:
-                    _extract_split(dataset, split, todo[split], resolved, features, options, store, extractor, outcome, on_batch)
-        for split in SPLITS:
-            outcome.shapes[split] = {
-                lk: (store.rows(split), store.h5[split][lk].shape[1]) for lk in resolved.layer_keys
-            }
-            valid = store.h5[split]["valid"][:]
-            outcome.skipped += [p.decode() for p, ok in zip(store.h5[split]["paths"][:], valid) if not ok]
+                todo = [lk for lk in resolved.layer_keys if store.rows_done(split, lk) < store.rows(split)]
+                if todo:
+                    _extract_split(dataset, split, todo, resolved, features, options, store, extractor, outcome, on_batch)
+    outcome.shapes, outcome.skipped = extraction_summary(resolved.path, list(resolved.layer_keys))
     outcome.peak_rss_mb = _peak_rss_mb()
     return outcome
 
