@@ -1,10 +1,10 @@
-# Two commands on a fresh machine: `make demo` (install + main job) and `make test` (install + tests).
+# Two commands on a fresh machine: `make study` (install + the main study) and `make test` (install + tests).
 VENV ?= .venv
 PYTHON ?= python3
-DATA ?= $(or $(TRANSFER_DATA),data/15scene)
+STUDY ?= pipelines/fifteen_scene.toml
 BIN = $(VENV)/bin
 
-.PHONY: install demo test clean
+.PHONY: install study test clean
 
 $(BIN)/transfer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,8 @@ $(BIN)/transfer: pyproject.toml
 
 install: $(BIN)/transfer
 
-demo: install
-	$(BIN)/transfer data info $(DATA)
-	$(BIN)/transfer extract --data $(DATA) --backbone efficientnet_lite0 --weights imagenet --layer avgpool
-	$(BIN)/transfer svm --data $(DATA) --backbone efficientnet_lite0 --weights imagenet --layer avgpool
-	$(BIN)/transfer finetune --data $(DATA) --backbone efficientnet_lite0 --weights imagenet --head fc
-	$(BIN)/transfer report --data $(DATA) --backbone efficientnet_lite0 --name demo
+study: install
+	$(BIN)/transfer run $(STUDY)
 
 test: install
 	$(BIN)/python -m pytest -q

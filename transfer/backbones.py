@@ -8,6 +8,7 @@ torch and torchvision are imported inside functions so that the CLI starts quick
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -115,18 +116,24 @@ def _build_vgg16() -> "torch.nn.Module":
     return vgg16(weights=None)
 
 
+VGG16_WEIGHTS_ENV = "TRANSFER_VGG16_WEIGHTS"
+
+
 def _load_vgg16_imagenet(model: "torch.nn.Module") -> str:
+    import torch
     from torchvision.models import VGG16_Weights
 
     weights = VGG16_Weights.IMAGENET1K_V1
+    local = os.environ.get(VGG16_WEIGHTS_ENV)
     try:
-        state = weights.get_state_dict(progress=True)
-    except Exception as error:  # URLError, socket timeouts, SSL errors: all mean "not downloadable"
+        # Offline machines: a copy of torchvision's file, named by the environment (studies say "imagenet").
+        state = torch.load(local, map_location="cpu", weights_only=True) if local else weights.get_state_dict(progress=True)
+    except Exception as error:  # URLError, socket timeouts, SSL errors, a missing local file
         raise UserError(
             f"could not load VGG16 ImageNet weights ({type(error).__name__}: {error}). They are downloaded "
             f"once from {weights.url} into the torch hub cache. On a machine without internet, copy "
-            f"vgg16-397923af.pth from one that has it and pass --weights PATH (a torchvision state_dict), "
-            f"or put it in ~/.cache/torch/hub/checkpoints/."
+            f"vgg16-397923af.pth from one that has it and set {VGG16_WEIGHTS_ENV}=PATH, pass --weights PATH "
+            f"(a torchvision state_dict), or put it in ~/.cache/torch/hub/checkpoints/."
         ) from error
     model.load_state_dict(state)
     return f"torchvision:{weights}"

@@ -230,7 +230,7 @@ def extraction_summary(path: Path, layers: list[str]) -> tuple[dict[str, dict[st
     return shapes, skipped
 
 
-def _describe(path: Path) -> CacheEntry:
+def describe_file(path: Path) -> CacheEntry:
     size = path.stat().st_size
     try:
         with _open(path, "r") as h5:
@@ -267,7 +267,7 @@ class FeatureCache:
         return iter(sorted(self.root.glob("*.h5")) if self.root.is_dir() else [])
 
     def entries(self) -> list[CacheEntry]:
-        return [_describe(path) for path in self.files()]
+        return [describe_file(path) for path in self.files()]
 
     def remove(self, pattern: str) -> list[Path]:
         """Delete files whose name contains ``pattern`` ('all' for every file)."""

@@ -38,12 +38,17 @@ def parse_c_grid(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise UserError(f"--C-grid {text!r}: expected comma-separated numbers, e.g. 0.001,0.01,0.1") from None
+    return check_c_grid(values)
+
+
+def check_c_grid(values, option: str = "--C-grid") -> tuple[float, ...]:
+    """Sorted, deduplicated positive C values (the order a grid is searched and stored in)."""
     if not values:
-        raise UserError("--C-grid is empty: give at least one C, e.g. 0.001,0.01,0.1")
-    bad = [v for v in values if not v > 0 or not np.isfinite(v)]
+        raise UserError(f"{option} is empty: give at least one C, e.g. 0.001,0.01,0.1")
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not np.isfinite(v)]
     if bad:
-        raise UserError(f"--C-grid: C must be a positive number, got {', '.join(map(str, bad))}")
-    return tuple(sorted(set(values)))
+        raise UserError(f"{option}: C must be a positive number, got {', '.join(map(repr, bad))}")
+    return tuple(sorted({float(v) for v in values}))
 
 
 def linear_svm(norm: str = "l2") -> Callable[[float], Pipeline]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -281,6 +282,121 @@ def finetune(
     outcome = run_head(dataset, features, head, configs, cache_dir or default_cache_dir(),
                        RunOptions(device=device, batch_size=batch_size), dropout, end_to_end=end_to_end)
     print_head(outcome)
+
+
+@app.command("run")
+def run_study(
+    study_file: Annotated[Path, typer.Argument(help="Study file (TOML), e.g. pipelines/fifteen_scene_lite0.toml.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan: each stage, whether it is cached, and what would run.")] = False,
+    only: Annotated[Optional[str], typer.Option(help="Only these stages (and what they need): kinds (extract, svm, bow, head, report) or name patterns, comma-separated, e.g. 'svm vgg16/*'.")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Use this dataset folder instead of the study's.")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Use these weights for every backbone instead of the study's: imagenet, random or a state_dict PATH.")] = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Run a whole study: stages in dependency order, each skipped when its result is already cached.
+
+    A failing stage is reported and the stages that do not need it still run; an interrupted run
+    picks up where it stopped. The study file is checked first and every problem is listed with its line.
+    """
+    from .display import print_plan, print_run_summary, print_stage_end
+    from .pipeline import Overrides, Planner, dataset_location, open_dataset, run_stages, select
+    from .study import load_study
+
+    study = load_study(study_file)
+    overrides = Overrides(data, weights)
+    dataset = open_dataset(study, overrides, fetch_missing=not dry_run)
+    if dataset is None:
+        console.print(f"data: {dataset_location(study, overrides)} is missing and would be fetched first; "
+                      f"the plan depends on the images, so it is shown once they are there.")
+        return
+    cache = cache_dir or default_cache_dir()
+    console.print(f"study {study.study.name} ({study_file}): {dataset.root}, {len(dataset.classes)} classes, "
+                  f"{len(dataset.samples('train'))} train / {len(dataset.samples('test'))} test images; cache {cache}")
+    stages = select(Planner(study, dataset, cache, overrides).build(), _split_list(only or ""))
+    if dry_run:
+        print_plan([(stage, stage.check()) for stage in stages])
+        return
+    begun = time.perf_counter()
+    reports = run_stages(stages, on_start=lambda stage: console.print(f"[bold]▶ {stage.name}[/bold]"), on_end=print_stage_end)
+    print_run_summary(reports, time.perf_counter() - begun)
+    if any(r.status == "interrupted" for r in reports):
+        raise SystemExit(130)
+    if any(r.status in ("failed", "blocked") for r in reports):
+        raise SystemExit(1)
+
+
+ArchOpt = Annotated[str, typer.Option(help="base (3 conv 5×5 + fc1000), or the 3×3 variants under 256k parameters: wide, deep, widedeep.")]
+
+
+@app.command()
+def scratch(
+    data: Annotated[Optional[str], typer.Option("--data", help="A dataset folder, or cifar10 (torchvision's download when online, or a local copy: $TRANSFER_CIFAR10 or data/cifar10). [default: $TRANSFER_DATA or data/15scene]")] = None,
+    arch: ArchOpt = "base",
+    size: Annotated[int, typer.Option(help="Images are resized to SIZE×SIZE.")] = 32,
+    normalize: Annotated[bool, typer.Option("--normalize", help="Per-channel mean/std, computed on the training part only.")] = False,
+    augment: Annotated[str, typer.Option(help="crop (random SIZE·7/8 crops in training, centre crop in evaluation) and/or flip, comma-separated.")] = "",
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.0,
+    lr_decay: Annotated[Optional[float], typer.Option(help="Exponential schedule: lr × LR_DECAY after every epoch. [default: constant lr]")] = None,
+    dropout: Annotated[float, typer.Option(help="Dropout before the fully connected layers.")] = 0.0,
+    batchnorm: Annotated[bool, typer.Option("--batchnorm", help="Batch normalisation after every convolution.")] = False,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 64,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = 8,
+    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split for early stopping and the best epoch.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation, batch order and augmentation.")] = 0,
+    ladder: Annotated[bool, typer.Option("--ladder", help="Run the improvement ladder: baseline, +normalize, +augment, +momentum/schedule, +dropout, +batchnorm.")] = False,
+    grid: Annotated[Optional[str], typer.Option(help="Grid search, e.g. lr=0.01,0.1,batch=32,64,dropout=0,0.5 (keys: lr, batch, dropout, momentum, epochs); each setting a run, the validation part picks one.")] = None,
+    color: ColorOpt = False,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    split_seed: SplitSeedOpt = 0,
+) -> None:
+    """Train a small CNN from scratch: the baseline that shows what transfer buys.
+
+    Every run is a row in the results store with its curves (loss, top-1, top-5, train and validation).
+    """
+    from .display import print_scratch
+    from .heads import TrainConfig
+    from .runs import run_scratch
+    from .scratch import ScratchConfig, grid_configs, ladder as ladder_steps, load_cifar10, load_images, parse_grid
+
+    if ladder and grid:
+        raise UserError("--ladder and --grid are two different studies: give one of them")
+    train = TrainConfig("sgd", lr, momentum, 0.0, "exp" if lr_decay else "none", batch_size, epochs, patience,
+                        val_fraction, seed, lr_decay or 1.0)
+    config = ScratchConfig(arch, size, normalize, _split_list(augment), batchnorm, dropout, train)
+    config.check()
+    if data == "cifar10":
+        images = load_cifar10()
+    else:
+        images = load_images(_load_dataset(Path(data) if data else None, train_per_class, split_seed), size, color)
+    if ladder:
+        steps, series = ladder_steps(config), "ladder"
+    elif grid:
+        steps, series = grid_configs(config, parse_grid(grid)), "grid"
+    else:
+        steps, series = [("", config)], "single"
+    outcomes = run_scratch(images, steps, series, cache_dir or default_cache_dir(),
+                           progress=lambda epoch, curves: console.print(
+                               f"  epoch {epoch}: train {100 * curves['train_acc'][-1]:.1f}%, val {100 * curves['val_acc'][-1]:.1f}% "
+                               f"({curves['epoch_seconds'][-1]:.1f} s)"))
+    print_scratch(outcomes, series)
+
+
+@app.command()
+def summary(
+    arch: ArchOpt = "base",
+    classes: Annotated[int, typer.Option(help="Number of classes (the last layer's width).")] = 10,
+    size: Annotated[int, typer.Option(help="Input images are SIZE×SIZE.")] = 32,
+    batchnorm: Annotated[bool, typer.Option("--batchnorm", help="With batch normalisation.")] = False,
+    dropout: Annotated[float, typer.Option(help="With dropout (no parameters, shown as layers).")] = 0.0,
+) -> None:
+    """Each layer of a from-scratch architecture: output shape, parameters, multiply-accumulates; totals."""
+    from .display import print_network_summary
+    from .scratch import summarize_network
+
+    print_network_summary(arch, classes, size, summarize_network(arch, classes, size, batchnorm, dropout))
 
 
 @app.command()

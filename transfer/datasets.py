@@ -75,6 +75,21 @@ class ImageDataset:
         }
         return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()[:16]
 
+    def limited(self, per_class: int, seed: int = 0) -> "ImageDataset":
+        """The same dataset with at most ``per_class`` images per class in each split (a seeded draw,
+        listing order kept): quick studies and benchmarks on a slice of the data."""
+        if per_class < 1:
+            raise UserError(f"per_class must be at least 1, got {per_class}")
+        rng = random.Random(seed)
+        splits = {}
+        for split in SPLITS:
+            by_class: dict[int, list[int]] = defaultdict(list)
+            for index, sample in enumerate(self.splits[split]):
+                by_class[sample.label].append(index)
+            kept = {i for indices in by_class.values() for i in rng.sample(indices, min(per_class, len(indices)))}
+            splits[split] = [s for i, s in enumerate(self.splits[split]) if i in kept]
+        return ImageDataset(self.root, self.classes, splits, self.layout, self.ignored_files)
+
     def duplicate_groups(self) -> list[list[tuple[str, str]]]:
         """Groups of byte-identical images, each member as (split, relative path)."""
         where = {s.relpath: split for split in SPLITS for s in self.splits[split]}

@@ -16,8 +16,10 @@ from .report import HEADERS, PUBLISHED, ReportFiles, Row, table_cells
 from .results import RunRecord
 
 if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed here
+    from .pipeline import Stage, StageReport, State
     from .predict import Prediction
-    from .runs import GridOutcome, HeadOutcome
+    from .runs import GridOutcome, HeadOutcome, ScratchOutcome
+    from .scratch import LayerSummary
 
 
 def _mib(n: float) -> str:
@@ -206,3 +208,67 @@ def print_head(outcome: "HeadOutcome") -> None:
     console.print(f"test accuracy of the best-validation epoch ({result.best_epoch}): [bold]{_pct(result.test_accuracy)}%[/bold]"
                   f"  ({result.epoch_seconds:.3f} s per epoch)")
     console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
+
+
+_STATUS_STYLE = {"cached": "green", "ran": "bold green", "failed": "bold red", "blocked": "yellow", "interrupted": "yellow"}
+
+
+def print_plan(plan: list[tuple["Stage", "State"]]) -> None:
+    table = Table(title="plan (dry run: nothing is computed)", title_justify="left")
+    for column in ("#", "stage", "needs", "state", "detail"):
+        table.add_column(column, justify="right" if column == "#" else "left")
+    for index, (stage, state) in enumerate(plan, start=1):
+        table.add_row(str(index), stage.name, ", ".join(stage.needs), "[green]cached[/green]" if state.done else "will run",
+                      state.detail)
+    console.print(table)
+    todo = sum(not state.done for _, state in plan)
+    console.print(f"{todo} of {len(plan)} stage(s) would run; the others are up to date.")
+
+
+def print_stage_end(report: "StageReport") -> None:
+    style = _STATUS_STYLE[report.status]
+    console.print(f"  [{style}]{report.status}[/{style}] {report.stage.name}"
+                  + (f" in {report.seconds:.1f} s" if report.status == "ran" else "") + f": {report.detail}", soft_wrap=True)
+
+
+def print_run_summary(reports: list["StageReport"], seconds: float) -> None:
+    table = Table(title="summary", title_justify="left")
+    for column in ("stage", "status", "seconds", "result"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for report in reports:
+        style = _STATUS_STYLE[report.status]
+        table.add_row(report.stage.name, f"[{style}]{report.status}[/{style}]", f"{report.seconds:.1f}", report.detail)
+    console.print(table)
+    counts = {status: sum(r.status == status for r in reports) for status in _STATUS_STYLE}
+    console.print(f"{len(reports)} stage(s) in {seconds:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+
+
+def print_network_summary(arch: str, classes: int, size: int, rows: list["LayerSummary"]) -> None:
+    table = Table(title=f"{arch}: {size}×{size} input, {classes} classes", title_justify="left")
+    for column in ("layer", "type", "output", "parameters", "multiply-accumulates"):
+        table.add_column(column, justify="left" if column in ("layer", "type") else "right")
+    for row in rows:
+        table.add_row(row.name, row.kind, "×".join(map(str, row.output)), f"{row.parameters:,}", f"{row.macs:,}")
+    table.add_section()
+    table.add_row("total", "", "", f"{sum(r.parameters for r in rows):,}", f"{sum(r.macs for r in rows):,}", style="bold")
+    console.print(table)
+
+
+def print_scratch(outcomes: list["ScratchOutcome"], series: str) -> None:
+    title = {"ladder": "improvement ladder", "grid": "grid search", "single": "from scratch"}[series]
+    table = Table(title=f"{title}: best epoch chosen on the validation part of the training split", title_justify="left")
+    for column in ("step", "parameters", "epochs", "best epoch", "val %", "val top-5 %", "test %", "s/epoch", "run"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    chosen = max(outcomes, key=lambda o: o.trained.result.best_val_accuracy) if series == "grid" else None
+    for outcome in outcomes:
+        result = outcome.trained.result
+        best = result.best_epoch - 1
+        top5 = result.curves["val_top5"][best]
+        table.add_row(outcome.step or outcome.trained.config.arch, f"{outcome.trained.parameters:,}",
+                      str(len(result.curves["val_acc"])), str(result.best_epoch), _pct(result.best_val_accuracy),
+                      _pct(top5), _pct(result.test_accuracy), f"{result.epoch_seconds:.2f}", f"#{outcome.run_id}",
+                      style="bold" if outcome is chosen else None)
+    console.print(table)
+    if chosen is not None:
+        console.print(f"chosen by validation accuracy: [bold]{chosen.step}[/bold] → test {_pct(chosen.trained.result.test_accuracy)}%"
+                      " (every setting's test accuracy is shown as a curve, not used to choose)")

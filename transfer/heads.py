@@ -17,7 +17,7 @@ import numpy as np
 from .errors import UserError
 
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "none")
+SCHEDULES = ("cosine", "exp", "none")  # exp: lr × lr_decay after every epoch
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class TrainConfig:
     patience: int = 8  # epochs without a better validation accuracy before stopping
     val_fraction: float = 0.2
     seed: int = 0
+    lr_decay: float = 0.95  # per-epoch factor of the exp schedule
 
     def check(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -109,18 +110,36 @@ def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(fit), np.sort(val)
 
 
-def _tensor_evaluator(head, splits: dict, batch: int = 1024):
-    """evaluate(split) over in-memory features: (loss, accuracy, predictions, labels)."""
-    import torch
-    from torch.nn import functional as F
+@dataclass
+class Scores:
+    loss: float
+    accuracy: float
+    top5: float | None  # None when not measured (running averages of an augmented epoch)
+    predictions: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
-    def evaluate(split: str):
+    @classmethod
+    def of(cls, logits, labels) -> "Scores":
+        """Scores of float logits against labels; images labelled -1 (unreadable) are left out."""
+        from torch.nn import functional as F
+
+        known = labels >= 0
+        logits, labels = logits[known], labels[known]
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        predictions = top[:, 0]
+        return cls(float(F.cross_entropy(logits, labels)), float((predictions == labels).float().mean()),
+                   float((top == labels[:, None]).any(1).float().mean()), predictions.numpy(), labels.numpy())
+
+
+def _tensor_evaluator(head, splits: dict, batch: int = 1024):
+    """evaluate(split) over in-memory features."""
+    import torch
+
+    def evaluate(split: str) -> Scores:
         x, y = splits[split]
         head.eval()
         with torch.inference_mode():
-            logits = torch.cat([head(x[i : i + batch]) for i in range(0, len(x), batch)])
-            predictions = logits.argmax(1)
-            return float(F.cross_entropy(logits, y)), float((predictions == y).float().mean()), predictions.numpy(), y.numpy()
+            return Scores.of(torch.cat([head(x[i : i + batch]) for i in range(0, len(x), batch)]), y)
 
     return evaluate
 
@@ -154,8 +173,8 @@ class TrainingTask:
 
     model: object  # nn.Module; its trainable state is what gets checkpointed
     param_groups: list[dict]
-    fit_epoch: Callable  # (optimizer, torch.Generator) -> None, or running (loss, accuracy) of the epoch
-    evaluate: Callable  # split name ("fit", "val", "test") -> (loss, accuracy, predictions, labels)
+    fit_epoch: Callable  # (optimizer, torch.Generator) -> None, or the epoch's running Scores
+    evaluate: Callable  # split name ("fit", "val", "test") -> Scores
 
 
 def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: Path, progress=None,
@@ -167,10 +186,13 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
     from .classifiers import per_class_summary
 
     optimizer = _optimizer(task.param_groups, config)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.schedule == "cosine"
-                 else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0))
+    schedules = {"cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs),
+                 "exp": lambda: torch.optim.lr_scheduler.ExponentialLR(optimizer, config.lr_decay),
+                 "none": lambda: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)}
+    scheduler = schedules[config.schedule]()
     generator = torch.Generator().manual_seed(config.seed)
-    curves: dict[str, list[float]] = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "epoch_seconds": []}
+    curves: dict[str, list] = {name: [] for name in ("train_loss", "train_acc", "train_top5", "val_loss", "val_acc",
+                                                     "val_top5", "epoch_seconds")}
     best = {"epoch": 0, "val_acc": -1.0, "state": None}
     start = 0
     if checkpoint.exists():
@@ -189,12 +211,12 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
         running = task.fit_epoch(optimizer, generator)  # end-to-end runs report running metrics
         scheduler.step()
         seconds = time.perf_counter() - begun
-        train_loss, train_acc = running if running is not None else task.evaluate("fit")[:2]
-        val_loss, val_acc, _, _ = task.evaluate("val")
-        for name, value in zip(curves, (train_loss, train_acc, val_loss, val_acc, seconds)):
+        fit = running if running is not None else task.evaluate("fit")
+        val = task.evaluate("val")
+        for name, value in zip(curves, (fit.loss, fit.accuracy, fit.top5, val.loss, val.accuracy, val.top5, seconds)):
             curves[name].append(value)
-        if val_acc > best["val_acc"]:
-            best = {"epoch": epoch + 1, "val_acc": val_acc, "state": _trainable_state(task.model)}
+        if val.accuracy > best["val_acc"]:
+            best = {"epoch": epoch + 1, "val_acc": val.accuracy, "state": _trainable_state(task.model)}
         _save_checkpoint(checkpoint, {"model": _trainable_state(task.model), "optimizer": optimizer.state_dict(),
                                       "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
                                       "curves": curves, "best": best, "epoch": epoch + 1, "config": asdict(config)})
@@ -204,9 +226,9 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
     if not score_test:
         return HeadResult(task.model, best["epoch"], best["val_acc"], float("nan"), [], [], curves,
                           float(np.mean(curves["epoch_seconds"])), start, stopped_early)
-    _, test_acc, predictions, labels = task.evaluate("test")  # the test split's one use
-    per_class, confusion = per_class_summary(labels, predictions, n_classes)
-    return HeadResult(task.model, best["epoch"], best["val_acc"], test_acc, per_class, confusion,
+    test = task.evaluate("test")  # the test split's one use
+    per_class, confusion = per_class_summary(test.labels, test.predictions, n_classes)
+    return HeadResult(task.model, best["epoch"], best["val_acc"], test.accuracy, per_class, confusion,
                       curves, float(np.mean(curves["epoch_seconds"])), start, stopped_early)
 
 
@@ -386,9 +408,9 @@ def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, prepro
             total_loss += loss.item() * int(known.sum())
             correct += int((logits.argmax(1)[known] == y[known]).sum())
             seen += int(known.sum())
-        return total_loss / max(seen, 1), correct / max(seen, 1)
+        return Scores(total_loss / max(seen, 1), correct / max(seen, 1), None)
 
-    def evaluate(split: str):
+    def evaluate(split: str) -> Scores:
         model.eval()
         loader = DataLoader(sets[split], batch_size=config.batch_size, num_workers=workers)
         logits, labels = [], []
@@ -396,12 +418,7 @@ def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, prepro
             for x, y in loader:
                 logits.append(model(x.to(device, memory_format=torch.channels_last)).float().cpu())
                 labels.append(y)
-        logits, labels = torch.cat(logits), torch.cat(labels)
-        known = labels >= 0
-        logits, labels = logits[known], labels[known]
-        predictions = logits.argmax(1)
-        return (float(F.cross_entropy(logits, labels)), float((predictions == labels).float().mean()),
-                predictions.numpy(), labels.numpy())
+        return Scores.of(torch.cat(logits), torch.cat(labels))
 
     task = TrainingTask(model, groups, fit_epoch, evaluate)
     return train(task, len(dataset.classes), config, checkpoint, progress)

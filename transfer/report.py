@@ -83,7 +83,7 @@ def _label(run: RunRecord) -> str:
 
 
 def _configuration(run: RunRecord) -> str:
-    config = {k: v for k, v in (run.config or {}).items() if k not in ("split_accuracies",)}
+    config = {k: v for k, v in (run.config or {}).items() if k not in ("split_accuracies", "key")}
     return json.dumps([run.method, run.dataset_fingerprint, run.backbone, run.weights, run.pooling, run.layer,
                        run.precision, run.splits, config], sort_keys=True, default=str)
 

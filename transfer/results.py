@@ -142,6 +142,16 @@ class ResultsStore:
             db.close()
         return [self._record(row) for row in rows]
 
+    def find(self, key: str) -> RunRecord | None:
+        """The latest run whose configuration carries this content key (see ``runs.*_key``)."""
+        db = self._connect()
+        try:
+            row = db.execute("SELECT * FROM runs WHERE json_extract(config, '$.key') = ? ORDER BY id DESC LIMIT 1",
+                             (key,)).fetchone()
+        finally:
+            db.close()
+        return self._record(row) if row else None
+
     @staticmethod
     def _record(row: sqlite3.Row) -> RunRecord:
         data = dict(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import joblib
 import numpy as np
@@ -20,6 +20,9 @@ from .extraction import FeatureSpec, RunOptions, cached_features, extract, resol
 from .heads import EndToEnd, HeadResult, HeadSpec, TrainConfig, attach_head, train_end_to_end, train_head
 from .errors import UserError
 from .results import ResultsStore, RunRecord, library_versions
+
+if TYPE_CHECKING:
+    from .scratch import ImageTensors, ScratchConfig, ScratchResult
 
 MODEL_FORMAT = 1
 
@@ -39,6 +42,22 @@ class GridOutcome:
         if not self.split_accuracies:
             return self.result.test_accuracy, None
         return float(np.mean(self.split_accuracies)), float(np.std(self.split_accuracies))
+
+
+def svm_key(extraction_digest: str, layer_key: str, norm: str, grid: GridConfig, redraws: int) -> str:
+    """Content key of an SVM run: same key, same result (a pipeline skips a run whose key is stored)."""
+    return digest_of({"method": "svm", "extraction": extraction_digest, "layer": layer_key, "norm": norm,
+                      "c_grid": list(grid.c_grid), "cv": grid.cv, "seed": grid.seed, "splits": redraws})
+
+
+def bow_key(dataset_fingerprint: str, config: BowConfig, grid: GridConfig, redraws: int) -> str:
+    return digest_of({"method": "bow", "dataset": dataset_fingerprint, **asdict(config),
+                      "c_grid": list(grid.c_grid), "cv": grid.cv, "seed": grid.seed, "splits": redraws})
+
+
+def head_key(extraction_digest: str, layer: str, spec: HeadSpec, candidates: list[TrainConfig]) -> str:
+    return digest_of({"method": "head", "extraction": extraction_digest, "layer": layer, "head": asdict(spec),
+                      "train": [asdict(c) for c in candidates]})
 
 
 def _safe(text: str) -> str:
@@ -123,7 +142,8 @@ def run_svm(
         one_layer = replace(features, layers=(layer.split(":")[0],))
         record = RunRecord(
             method="svm", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-            config={"norm": norm, "features": asdict(one_layer)}, test_accuracy=0.0, classes=data.classes,
+            config={"norm": norm, "features": asdict(one_layer),
+                    "key": svm_key(resolved.key.digest, layer, norm, grid, redraws)}, test_accuracy=0.0, classes=data.classes,
             backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling,
             layer=layer, precision=resolved.key.precision, timings=extraction_timing(path),
         )
@@ -148,7 +168,8 @@ def run_bow(
     name = f"bow-pyramid{config.pyramid}" if config.pyramid else "bow"
     record = RunRecord(
         method="bow", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-        config=asdict(config), test_accuracy=0.0, classes=dataset.classes,
+        config={**asdict(config), "key": bow_key(dataset.fingerprint, config, grid, redraws)},
+        test_accuracy=0.0, classes=dataset.classes,
         layer=f"sift-L{config.pyramid}", timings=features.timings,
     )
     digest = digest_of({"dataset": dataset.fingerprint, **asdict(config)})
@@ -218,7 +239,8 @@ def run_head(
     record = RunRecord(
         method="head", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
         config={"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
-                "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried]},
+                "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried],
+                "key": head_key(resolved.key.digest, layer, spec, candidates)},
         test_accuracy=result.test_accuracy, classes=data.classes, backbone=resolved.key.backbone,
         weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer, precision=resolved.key.precision,
         chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
@@ -265,3 +287,38 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
         model_path=str(model_path), versions=library_versions(),
     )
     return HeadOutcome(spec, f"images, unfreeze {setup.unfreeze}", result, store_or_default(store, cache_dir).add(record), model_path)
+
+
+@dataclass
+class ScratchOutcome:
+    step: str  # ladder step or grid setting ("" for a single run)
+    trained: "ScratchResult"
+    run_id: int
+
+
+def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], series: str, cache_dir: Path,
+                store: ResultsStore | None = None, progress: Callable | None = None) -> list[ScratchOutcome]:
+    """Train each (step, config) from scratch; every one is a row in the store with its curves."""
+    from .scratch import config_dict, train_scratch
+
+    store = store_or_default(store, cache_dir)
+    outcomes = []
+    for step, config in steps:
+        settings = config_dict(config)
+        key = digest_of({"method": "scratch", "data": data.fingerprint, **settings})
+        checkpoint = cache_dir / "scratch" / f"{config.arch}-{key}.pt"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        trained = train_scratch(data, config, checkpoint, progress)
+        result = trained.result
+        record = RunRecord(
+            method="scratch", dataset=data.name, dataset_fingerprint=data.fingerprint,
+            config={"series": series, "step": step, **settings, "parameters": trained.parameters,
+                    "normalization": {"mean": trained.mean, "std": trained.std}, "key": key},
+            test_accuracy=result.test_accuracy, classes=data.classes, backbone=config.arch, weights="scratch",
+            layer=f"{config.input_size}px", chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
+            per_class_accuracy=result.per_class_accuracy, confusion=result.confusion, curves=result.curves,
+            timings={"epoch_seconds": result.epoch_seconds, "fit_seconds": float(sum(result.curves["epoch_seconds"]))},
+            versions=library_versions(),
+        )
+        outcomes.append(ScratchOutcome(step, trained, store.add(record)))
+    return outcomes

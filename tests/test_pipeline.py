@@ -1,0 +1,157 @@
+"""`transfer run`: plan order, skip-when-cached, validation with line numbers, failure isolation, resume."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from transfer.errors import UserError
+from transfer.pipeline import Overrides, Planner, open_dataset, run_stages, select
+from transfer.study import load_study
+
+STUDY = """\
+[study]
+name = "tiny"
+
+[data]
+path = "{data}"
+
+[[features]]
+backbone = "vgg16"
+weights = "random"
+layers = ["relu7", "pool5"]
+poolings = ["max", "avg"]
+image_size = 32
+batch_size = 8
+
+[svm]
+c_grid = {c_grid}
+cv = 2
+
+[bow]
+pyramids = [0, 1]
+step = 8
+sizes = [2.7]
+words = 8
+sample = 2000
+c_grid = [1]
+cv = 2
+
+[heads]
+names = ["fc", "mlp:16"]
+epochs = 2
+
+[report]
+name = "tiny"
+"""
+
+
+def write_study(tmp_path: Path, data: Path, c_grid: str = "[0.1, 1]", text: str = STUDY) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text.format(data=data, c_grid=c_grid))
+    return path
+
+
+def run(path: Path, cache_dir: Path, tmp_path: Path, only: list[str] = ()) -> dict[str, str]:
+    study = load_study(path)
+    dataset = open_dataset(study, Overrides(), fetch_missing=False)
+    stages = select(Planner(study, dataset, cache_dir, Overrides(), tmp_path / "reports").build(), list(only))
+    return {report.stage.name: report.status for report in run_stages(stages)}
+
+
+def test_stages_come_in_dependency_order(tmp_path, small_data, cache_dir):
+    study = load_study(write_study(tmp_path, small_data))
+    stages = Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()
+    names = [s.name for s in stages]
+    assert names == [
+        "extract vgg16/max (random weights)", "svm vgg16/max/relu7", "svm vgg16/max/pool5", "head vgg16/fc3",
+        "head vgg16/mlp:16", "extract vgg16/avg (random weights)", "svm vgg16/avg/relu7", "svm vgg16/avg/pool5",
+        "bow L0", "bow L1", "report",
+    ]
+    for index, stage in enumerate(stages):
+        assert all(need in names[:index] for need in stage.needs), stage.name
+    only_svm = [s.name for s in select(stages, ["svm vgg16/avg/*"])]
+    assert only_svm == ["extract vgg16/avg (random weights)", "svm vgg16/avg/relu7", "svm vgg16/avg/pool5"]
+    with pytest.raises(UserError, match="matches no stage"):
+        select(stages, ["nothing"])
+
+
+def test_second_run_skips_everything_and_a_new_c_grid_reruns_only_the_svms(tmp_path, small_data, cache_dir):
+    path = write_study(tmp_path, small_data)
+    first = run(path, cache_dir, tmp_path)
+    assert set(first.values()) == {"ran"}, first
+    assert (tmp_path / "reports" / "tiny" / "report.md").exists()
+    assert set(run(path, cache_dir, tmp_path).values()) == {"cached"}
+    path = write_study(tmp_path, small_data, c_grid="[0.01, 0.1, 1]")
+    third = run(path, cache_dir, tmp_path)
+    ran = {name for name, status in third.items() if status == "ran"}
+    assert ran == {"svm vgg16/max/relu7", "svm vgg16/max/pool5", "svm vgg16/avg/relu7", "svm vgg16/avg/pool5", "report"}
+
+
+def test_every_problem_of_a_study_file_is_reported_with_its_line(tmp_path, small_data):
+    text = STUDY.replace('layers = ["relu7", "pool5"]', 'layers = ["relu7", "pool9"]') \
+                .replace('poolings = ["max", "avg"]', 'poolings = ["max", "median"]') \
+                .replace("cv = 2\n\n[bow]", "cv = 2\nkernel = \"rbf\"\n\n[bow]") \
+                .replace('path = "{data}"', 'path = "{data}/missing"')
+    path = write_study(tmp_path, small_data, c_grid="[0.1, -1]", text=text)
+    lines = path.read_text().splitlines()
+
+    def line_of(fragment: str) -> int:
+        return next(i for i, line in enumerate(lines, start=1) if fragment in line)
+
+    with pytest.raises(UserError) as error:
+        load_study(path)
+    message = str(error.value)
+    assert "5 problem(s)" in message
+    for fragment, words in (("path =", "does not exist"), ("layers =", "'pool9'"), ("poolings =", "median"),
+                            ("c_grid = [0.1, -1]", "positive"), ("kernel =", "unknown key 'kernel'")):
+        assert f"{path}:{line_of(fragment)}: " in message and words in message, (fragment, message)
+
+
+def test_a_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[study]\nname = \"x\"\nseed = = 3\n")
+    with pytest.raises(UserError, match="line 3"):
+        load_study(path)
+
+
+def test_a_failing_stage_blocks_only_what_needs_it(tmp_path, small_data, cache_dir):
+    not_vgg = tmp_path / "not_vgg.pt"
+    torch.save({"weight": torch.zeros(2)}, not_vgg)
+    text = STUDY.replace('poolings = ["max", "avg"]', 'poolings = ["max"]') + (
+        f'\n[[features]]\nbackbone = "vgg16"\nweights = "{not_vgg}"\nlayers = ["relu7"]\npoolings = ["avg"]\nimage_size = 32\n')
+    statuses = run(write_study(tmp_path, small_data, text=text), cache_dir, tmp_path)
+    bad_extract = next(name for name in statuses if name.startswith("extract vgg16/avg"))
+    assert statuses[bad_extract] == "failed"
+    assert statuses["svm vgg16/avg/relu7"] == "blocked"
+    assert statuses["svm vgg16/max/relu7"] == statuses["bow L1"] == statuses["report"] == "ran"
+
+
+def test_an_interrupted_run_picks_up_where_it_stopped(tmp_path, small_data, cache_dir):
+    path = write_study(tmp_path, small_data)
+    study = load_study(path)
+    stages = Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides(), tmp_path / "reports").build()
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    stages[3].run = interrupt
+    first = {r.stage.name: r.status for r in run_stages(stages)}
+    assert list(first.values()) == ["ran", "ran", "ran", "interrupted"]
+    second = run(path, cache_dir, tmp_path)
+    assert [second[name] for name in first] == ["cached", "cached", "cached", "ran"]
+    assert all(status == "ran" for name, status in second.items() if name not in first)
+
+
+def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, small_data, cache_dir):
+    from typer.testing import CliRunner
+
+    from transfer.cli import app
+
+    path = write_study(tmp_path, small_data)
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    assert "11 of 11 stage(s) would run" in result.output and "svm vgg16/avg/pool5" in result.output
+    assert not list(cache_dir.glob("*.h5"))
+    bad = CliRunner().invoke(app, ["run", str(tmp_path / "nope.toml")])
+    assert isinstance(bad.exception, UserError) and "does not exist" in str(bad.exception)

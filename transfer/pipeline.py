@@ -1,0 +1,354 @@
+"""`transfer run`: a study file becomes stages, run in dependency order through the same code as the
+single commands. A stage whose result is already stored under its content key is skipped (the keys
+are those of `runs.py` and the feature cache, so a stage is up to date exactly when its inputs are
+unchanged); a failing stage is reported and the stages that do not need it still run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from .console import console, err_console
+from .datasets import ImageDataset, SplitPolicy, load_dataset
+from .errors import UserError
+from .paths import DATA_ENV
+from .study import FeaturesSection, Study
+
+KINDS = ("extract", "svm", "bow", "head", "report")
+
+
+@dataclass
+class Stage:
+    name: str  # "svm vgg16/avg/relu7"; --only matches it or its kind
+    kind: str
+    needs: list[str]
+    check: Callable[[], "State"]  # cheap look at the cache and the store: is the result there?
+    run: Callable[[], str]  # does the work, returns a one-line result
+
+
+@dataclass
+class State:
+    done: bool
+    detail: str = ""  # "91.62% (C=1), run #12", "partial 700/1500", ...
+    run_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StageReport:
+    stage: Stage
+    status: str  # cached | ran | failed | blocked | interrupted
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line options that replace what the study file says."""
+
+    data: Path | None = None
+    weights: str | None = None
+
+
+def dataset_location(study: Study, overrides: Overrides) -> Path:
+    if overrides.data is not None:
+        return overrides.data
+    if study.data.path:
+        return Path(study.data.path)
+    return Path(os.environ.get(DATA_ENV) or f"data/{study.data.name}")
+
+
+def open_dataset(study: Study, overrides: Overrides, fetch_missing: bool) -> ImageDataset | None:
+    """The study's images; a known dataset that is not here yet is fetched (None on a dry run)."""
+    root = dataset_location(study, overrides)
+    if not root.exists() and study.data.name and overrides.data is None:
+        if not fetch_missing:
+            return None
+        from .fetch import fetch
+
+        console.print(f"data: {root} is missing; fetching {study.data.name} (set {DATA_ENV} to use a local copy)")
+        fetch(study.data.name, root)
+    dataset = load_dataset(root, SplitPolicy(study.data.train_per_class, study.data.split_seed))
+    return dataset.limited(study.data.per_class, study.data.split_seed) if study.data.per_class else dataset
+
+
+class Planner:
+    """Builds the stages of one study over one dataset."""
+
+    def __init__(self, study: Study, dataset: ImageDataset, cache_dir: Path, overrides: Overrides,
+                 reports_dir: Path = Path("reports")) -> None:
+        from .results import ResultsStore
+
+        self.study = study
+        self.dataset = dataset
+        self.cache_dir = cache_dir
+        self.overrides = overrides
+        self.reports_dir = reports_dir
+        self.store = ResultsStore(cache_dir / "results.sqlite")
+        self.stages: list[Stage] = []
+        self.run_ids: dict[str, list[int]] = {}  # classifier stage -> its stored run(s), for the report
+
+    def build(self) -> list[Stage]:
+        for entry in self.study.features:
+            for pooling in entry.poolings:
+                self._extraction(entry, pooling)
+        if self.study.bow is not None:
+            for pyramid in self.study.bow.pyramids:
+                self._bow(pyramid)
+        if self.study.report is not None:
+            self._report()
+        return self.stages
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _feature_spec(self, entry: FeaturesSection, pooling: str, layers: tuple[str, ...], spatial: str):
+        from .extraction import FeatureSpec
+
+        return FeatureSpec(entry.backbone, self.overrides.weights or entry.weights, layers, spatial, pooling,
+                           entry.precision, entry.color, entry.image_size or None)
+
+    def _run_options(self, entry: FeaturesSection):
+        from .extraction import RunOptions
+
+        return RunOptions(entry.device, entry.batch_size)
+
+    def _classifier_state(self, stage_name: str, key: str, describe: Callable) -> State:
+        run = self.store.find(key)
+        if run is None or (run.model_path and not Path(run.model_path).exists()):
+            return State(False)
+        self.run_ids[stage_name] = [run.id]
+        return State(True, f"{describe(run)}, run #{run.id}", [run.id])
+
+    def _stored(self, stage_name: str, run_id: int, detail: str) -> str:
+        self.run_ids[stage_name] = [run_id]
+        return f"{detail}, run #{run_id}"
+
+    # ------------------------------------------------------------------------------- stages
+
+    def _extraction(self, entry: FeaturesSection, pooling: str) -> None:
+        from .cache import complete_layers, describe_file
+        from .extraction import extract, resolve
+
+        heads = self.study.heads
+        head_layers: tuple[str, ...] = ()
+        if heads is not None and pooling == heads.pooling:
+            head_layers = tuple(dict.fromkeys(self._head_spec(name).input_layer(entry.backbone) for name in heads.names))
+        specs = [self._feature_spec(entry, pooling, tuple(entry.layers), entry.spatial)]
+        if head_layers and entry.spatial != "flatten":
+            specs.append(self._feature_spec(entry, pooling, head_layers, "flatten"))
+        elif head_layers:
+            specs[0] = replace(specs[0], layers=tuple(dict.fromkeys(entry.layers + list(head_layers))))
+        from .backbones import BACKBONES
+
+        where = f"{entry.backbone}/{pooling}" if BACKBONES[entry.backbone].has_pooling_variants else entry.backbone
+        name = f"extract {where}"
+        if self.overrides.weights or entry.weights != "imagenet":
+            name += f" ({(self.overrides.weights or entry.weights)} weights)"
+
+        def check() -> State:
+            missing = []
+            for spec in specs:
+                resolved = resolve(self.dataset, spec, self.cache_dir, entry.device)
+                done = complete_layers(resolved.path) if resolved.path.exists() else []
+                missing += [lk for lk in resolved.layer_keys if lk not in done]
+            if not missing:
+                return State(True, f"{', '.join(l for s in specs for l in s.layers)} cached")
+            shapes = describe_file(resolved.path).layers if resolved.path.exists() else {}
+            return State(False, "to extract: " + ", ".join(f"{lk} ({shapes[lk]})" if lk in shapes else lk for lk in missing))
+
+        def run() -> str:
+            outcomes = [extract(self.dataset, spec, self.cache_dir, self._run_options(entry)) for spec in specs]
+            images = sum(o.images for o in outcomes)
+            seconds = sum(o.seconds for o in outcomes)
+            return (f"{images} images, {images / seconds:.1f} images/s, peak RSS {max(o.peak_rss_mb for o in outcomes):,.0f} MB"
+                    if seconds else "cached")
+
+        self.stages.append(Stage(name, "extract", [], check, run))
+        if self.study.svm is not None:
+            for layer in entry.layers:
+                self._svm(entry, f"{where}/{layer}", layer, specs[0], name)
+        if head_layers:
+            for head in heads.names:
+                self._head(entry, pooling, head, name)
+
+    def _svm(self, entry: FeaturesSection, where: str, layer: str, features, extract_stage: str) -> None:
+        from .classifiers import GridConfig, check_c_grid
+        from .extraction import resolve
+        from .runs import run_svm, svm_key
+
+        svm = self.study.svm
+        assert svm is not None
+        one_layer = replace(features, layers=(layer,))
+        grid = GridConfig(check_c_grid(svm.c_grid), svm.cv, self.study.study.jobs, self.study.study.seed)
+        name = f"svm {where}"
+
+        def check() -> State:
+            resolved = resolve(self.dataset, one_layer, self.cache_dir, entry.device)
+            layer_key = next(iter(resolved.layer_keys))
+            return self._classifier_state(name, svm_key(resolved.key.digest, layer_key, svm.norm, grid, svm.splits),
+                                          _accuracy_detail)
+
+        def run() -> str:
+            (outcome,) = run_svm(self.dataset, one_layer, self.cache_dir, grid, svm.norm, svm.splits, self.store)
+            mean, _ = outcome.mean_std
+            return self._stored(name, outcome.run_id, f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g})")
+
+        self.stages.append(Stage(name, "svm", [extract_stage], check, run))
+
+    def _head_spec(self, head: str):
+        from .heads import HeadSpec
+
+        assert self.study.heads is not None
+        return HeadSpec.parse(head, len(self.dataset.classes), self.study.heads.dropout)
+
+    def _head(self, entry: FeaturesSection, pooling: str, head: str, extract_stage: str) -> None:
+        from .extraction import resolve
+        from .heads import TrainConfig
+        from .runs import head_key, run_head
+
+        heads = self.study.heads
+        assert heads is not None
+        spec = self._head_spec(head)
+        configs = [TrainConfig(optimizer, lr, heads.momentum, heads.weight_decay, heads.schedule, heads.batch_size,
+                               heads.epochs, heads.patience, heads.val_fraction, self.study.study.seed)
+                   for optimizer in heads.optimizers for lr in heads.lrs]
+        layer = spec.input_layer(entry.backbone)
+        features = self._feature_spec(entry, pooling, (layer,), "flatten")
+        name = f"head {entry.backbone}/{spec.name}"
+
+        def check() -> State:
+            resolved = resolve(self.dataset, features, self.cache_dir, entry.device)
+            return self._classifier_state(name, head_key(resolved.key.digest, layer, spec, configs), _accuracy_detail)
+
+        def run() -> str:
+            outcome = run_head(self.dataset, replace(features, layers=()), head, configs, self.cache_dir,
+                               self._run_options(entry), heads.dropout, self.store)
+            return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (epoch {outcome.result.best_epoch})")
+
+        self.stages.append(Stage(name, "head", [extract_stage], check, run))
+
+    def _bow(self, pyramid: int) -> None:
+        from .bow import BowConfig, SiftConfig, VocabularyConfig
+        from .classifiers import GridConfig, check_c_grid
+        from .runs import bow_key, run_bow
+
+        bow = self.study.bow
+        assert bow is not None
+        seed = self.study.study.seed
+        config = BowConfig(SiftConfig(bow.step, tuple(bow.sizes)), VocabularyConfig(bow.words, bow.sample, seed=seed),
+                           pyramid, bow.sqrt)
+        grid = GridConfig(check_c_grid(bow.c_grid, "bow.c_grid"), bow.cv, self.study.study.jobs, seed)
+        name = f"bow L{pyramid}"
+
+        def check() -> State:
+            return self._classifier_state(name, bow_key(self.dataset.fingerprint, config, grid, 1), _accuracy_detail)
+
+        def run() -> str:
+            outcome = run_bow(self.dataset, config, self.cache_dir, grid, 1, self.store)
+            return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (C={outcome.result.chosen_c:g})")
+
+        # The pyramid levels share the cached SIFT, vocabulary and word stages: the first one computes them.
+        needs = [s.name for s in self.stages if s.kind == "bow"][:1]
+        self.stages.append(Stage(name, "bow", needs, check, run))
+
+    def _report(self) -> None:
+        from .bow import digest_of
+        from .report import write_report
+
+        report = self.study.report
+        assert report is not None
+        directory = self.reports_dir / (report.name or self.study.study.name)
+        inputs = directory / "inputs.json"
+        classifiers = [s.name for s in self.stages if s.kind in ("svm", "bow", "head")]
+
+        def run_ids() -> list[int]:
+            for stage in self.stages:  # stages not checked in this run (--only report) are looked up now
+                if stage.name in classifiers and stage.name not in self.run_ids:
+                    stage.check()
+            return sorted(i for name in classifiers for i in self.run_ids.get(name, []))
+
+        def key() -> str:
+            return digest_of({"report": run_ids(), "published": report.published})
+
+        def check() -> State:
+            current = key()
+            if len(self.run_ids) < len(classifiers) or not (directory / "report.md").exists() or not inputs.exists():
+                return State(False)
+            return State(json.loads(inputs.read_text()).get("key") == current, str(directory / "report.md"))
+
+        def run() -> str:
+            ids = set(run_ids())
+            runs = [r for r in self.store.runs() if r.id in ids]
+            if not runs:
+                raise UserError("no classifier stage has a result to report")
+            files = write_report(runs, directory, report.published)
+            inputs.write_text(json.dumps({"study": str(self.study.path), "key": key(), "runs": sorted(ids)}, indent=1))
+            return f"{len(runs)} runs → {files.markdown}"
+
+        # The report needs no single stage: it shows whatever the classifier stages produced.
+        self.stages.append(Stage("report", "report", [], check, run))
+
+
+def _accuracy_detail(run) -> str:
+    chosen = f"C={run.chosen:g}" if isinstance(run.chosen, (int, float)) else str(run.chosen)
+    std = f" ± {100 * run.test_std:.2f}" if run.test_std is not None else ""
+    return f"{100 * run.test_accuracy:.2f}%{std} ({chosen})"
+
+
+def select(stages: list[Stage], only: list[str]) -> list[Stage]:
+    """Stages whose kind or name matches one of ``only`` (fnmatch patterns), plus what they need."""
+    if not only:
+        return stages
+    by_name = {s.name: s for s in stages}
+    wanted = {s.name for s in stages for pattern in only
+              if s.kind == pattern or fnmatch.fnmatch(s.name, pattern) or s.name == pattern}
+    if not wanted:
+        raise UserError(f"--only {','.join(only)} matches no stage; kinds: {', '.join(KINDS)}; "
+                        f"`transfer run FILE --dry-run` lists the stage names")
+    frontier = list(wanted)
+    while frontier:
+        for need in by_name[frontier.pop()].needs:
+            if need not in wanted:
+                wanted.add(need)
+                frontier.append(need)
+    return [s for s in stages if s.name in wanted]
+
+
+def _run_one(stage: Stage, on_start: Callable[[Stage], None]) -> StageReport:
+    begun = time.perf_counter()
+    try:
+        state = stage.check()
+        if state.done:
+            return StageReport(stage, "cached", time.perf_counter() - begun, state.detail)
+        on_start(stage)
+        detail = stage.run()
+        return StageReport(stage, "ran", time.perf_counter() - begun, detail)
+    except KeyboardInterrupt:
+        return StageReport(stage, "interrupted", time.perf_counter() - begun, "run the same command to pick up from here")
+    except Exception as error:  # isolated: reported, and the stages that do not need this one still run
+        if not isinstance(error, UserError):
+            err_console.print(traceback.format_exc())
+        return StageReport(stage, "failed", time.perf_counter() - begun, str(error) if isinstance(error, UserError)
+                           else f"{type(error).__name__}: {error}")
+
+
+def run_stages(stages: list[Stage], on_start: Callable[[Stage], None] = lambda stage: None,
+               on_end: Callable[[StageReport], None] = lambda report: None) -> list[StageReport]:
+    """Each stage in order: skipped when its result is stored, isolated when it fails. Ctrl-C stops
+    the run after recording what finished (finished stages and extraction batches are kept)."""
+    reports: dict[str, StageReport] = {}
+    for stage in stages:
+        blocked = [n for n in stage.needs if n in reports and reports[n].status in ("failed", "blocked")]
+        report = (StageReport(stage, "blocked", detail=f"needs {', '.join(blocked)}") if blocked
+                  else _run_one(stage, on_start))
+        reports[stage.name] = report
+        on_end(report)
+        if report.status == "interrupted":
+            break
+    return list(reports.values())
