@@ -39,6 +39,10 @@ def store(tmp_path):
                         test_accuracy=0.79, classes=CLASSES, backbone="vgg16", weights="random:seed0", chosen="epoch 3", cv_best=0.8,
                         curves={"train_loss": [1.0, 0.6, 0.4], "val_loss": [1.1, 0.8, 0.7],
                                 "train_acc": [0.5, 0.7, 0.8], "val_acc": [0.45, 0.65, 0.8]}))
+    store.add(RunRecord(method="scratch", dataset="/data/scenes", dataset_fingerprint="f1",
+                        config={"series": "ladder", "step": "+normalize", "train": {"lr": 0.01}}, test_accuracy=0.41,
+                        classes=CLASSES, backbone="base", weights="scratch", layer="32px", chosen="epoch 2", cv_best=0.45,
+                        curves={"train_loss": [1.0, 0.9], "val_loss": [1.1, 1.0], "train_acc": [0.4, 0.5], "val_acc": [0.4, 0.45]}))
     return store
 
 
@@ -46,7 +50,8 @@ def test_rows_are_the_latest_run_per_configuration_with_the_store_numbers(store)
     rows = configuration_rows(store.runs())
     assert [r.label for r in rows] == [
         "vgg16 (random weights) relu7 SVM", "vgg16 (random weights) pool5 SVM",
-        "BoW + pyramid L2 (step 4, sizes 2.7/4.5, 1000 words), 10 splits", "vgg16 (random weights) fc3 head (sgd, lr 0.01, ≤30 epochs, patience 8)"]
+        "BoW + pyramid L2 (step 4, sizes 2.7/4.5, 1000 words), 10 splits", "vgg16 (random weights) fc3 head (sgd, lr 0.01, ≤30 epochs, patience 8)",
+        "from scratch: base 32px ladder +normalize"]
     relu7 = rows[0]
     assert relu7.run.id == 2 and relu7.best
     cells = dict(zip(["configuration", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",
@@ -65,7 +70,7 @@ def test_report_files_and_figures_are_written(store, tmp_path):
         assert path.exists() and path.stat().st_size > 0
     with open(files.csv) as f:
         table = list(csv.DictReader(f))
-    assert [row["test %"] for row in table] == ["82.00", "66.00", "77.00 ± 1.00", "79.00"]
+    assert [row["test %"] for row in table] == ["82.00", "66.00", "77.00 ± 1.00", "79.00", "41.00"]
     page = files.html.read_text()
     assert page.count("data:image/png;base64,") == len(FIGURES)
     assert not re.search(r"src=['\"](?!data:)", page)  # self-contained: no external file or address
@@ -77,8 +82,9 @@ def test_figures_without_data_are_left_out_and_said_so(tmp_path):
     store = ResultsStore(tmp_path / "results.sqlite")
     store.add(_svm("relu7", [0.7, 0.8, 0.75], [0.7, 0.8, 0.75], 0.1))
     files = write_report(store.runs(), tmp_path / "out")
-    assert "training_curves" not in files.figures
-    assert "Not drawn (no such runs in the store yet): Training curves" in files.markdown.read_text()
+    assert "training_curves" not in files.figures and "scratch_vs_transfer" not in files.figures
+    assert ("Not drawn (no such runs in the store yet): From scratch vs transfer on the same data; Training curves"
+            in files.markdown.read_text())
 
 
 def test_empty_store_and_unmatched_filters_give_messages(tmp_path, store):

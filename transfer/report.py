@@ -21,7 +21,8 @@ PUBLISHED = (
     ("Spatial pyramid, Lazebnik 2006 (published)", 0.814),
     ("VGG16 relu7 + linear SVM (published)", 0.89),
 )
-FIGURES = ("accuracy_vs_c", "best_by_method", "confusion", "per_class", "training_curves", "throughput")
+FIGURES = ("accuracy_vs_c", "best_by_method", "scratch_vs_transfer", "confusion", "per_class", "training_curves", "throughput")
+TRANSFER_METHODS = ("svm", "head")
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Row:
             return f"LinearSVC ({config.get('norm', 'l2')})"
         if self.run.method == "bow":
             return "χ² LinearSVC"
+        if self.run.method == "scratch":
+            return "CNN from scratch"
         return config.get("head", self.run.method)
 
 
@@ -68,6 +71,13 @@ def _label(run: RunRecord) -> str:
         details = f"step {sift.get('step')}, sizes {'/'.join(f'{s:g}' for s in sift.get('sizes', []))}, {vocabulary.get('words')} words"
         pyramid = config.get("pyramid", 0)
         label = f"BoW + pyramid L{pyramid} ({details})" if pyramid else f"BoW ({details})"
+    elif run.method == "scratch":
+        train = config.get("train", {})
+        what = config.get("step") or ", ".join(
+            [f"lr {train.get('lr', 0):g}", f"batch {train.get('batch_size')}"] + (["normalize"] if config.get("normalize") else [])
+            + [f"augment {'+'.join(config.get('augment', []))}"] * bool(config.get("augment"))
+            + [f"dropout {config.get('dropout'):g}"] * bool(config.get("dropout")) + ["batchnorm"] * bool(config.get("batchnorm")))
+        label = f"from scratch: {run.backbone} {run.layer} {config.get('series', '')} {what}".replace("single ", "")
     else:
         weights = "" if (run.weights or "").startswith("imagenet") else f" ({(run.weights or '').split(':')[0]} weights)"
         pooling = f" {run.pooling}-pool" if run.pooling and run.pooling != "max" else ""
@@ -195,6 +205,23 @@ def _figure_best_by_method(rows: list[Row], path: Path, published: bool) -> bool
     )
 
 
+def _figure_scratch_vs_transfer(rows: list[Row], path: Path) -> bool:
+    """Every from-scratch row (ladder steps in order) beside the best transfer row on the same data."""
+    from_scratch = [r for r in rows if r.run.method == "scratch"]
+    if not from_scratch:
+        return False
+    datasets = {r.run.dataset_fingerprint for r in from_scratch}
+    transfer = [r for r in rows if r.run.method in TRANSFER_METHODS and r.run.dataset_fingerprint in datasets]
+    best = [max(transfer, key=lambda r: r.run.test_accuracy)] if transfer else []
+    shown = list(reversed(from_scratch)) + best  # barh draws bottom-up: the ladder reads top-down
+    return _bar_chart(
+        path, labels=[r.label for r in shown], values=[100 * r.run.test_accuracy for r in shown],
+        colors=["tab:purple"] * len(from_scratch) + ["tab:blue"] * len(best), xlim=105,
+        title="From scratch (purple, each step adds one change) vs the best transfer configuration (blue)",
+        xlabel="test accuracy (%), same dataset",
+    )
+
+
 def _figure_confusion(row: Row, path: Path) -> bool:
     import matplotlib.pyplot as plt
     import numpy as np
@@ -287,6 +314,7 @@ def write_report(runs: list[RunRecord], directory: Path, published: bool = True)
     makers = {
         "accuracy_vs_c": lambda p: _figure_accuracy_vs_c(rows, p),
         "best_by_method": lambda p: _figure_best_by_method(rows, p, published),
+        "scratch_vs_transfer": lambda p: _figure_scratch_vs_transfer(rows, p),
         "confusion": lambda p: _figure_confusion(best, p),
         "per_class": lambda p: _figure_per_class(best, p),
         "training_curves": lambda p: _figure_training_curves(rows, p),
@@ -317,7 +345,8 @@ CAPTIONS = {
     "best_by_method": "Best test accuracy per method",
     "confusion": "Confusion matrix of the best configuration",
     "per_class": "Per-class accuracy of the best configuration",
-    "training_curves": "Training curves of the fine-tuned heads",
+    "scratch_vs_transfer": "From scratch vs transfer on the same data",
+    "training_curves": "Training curves of the heads and from-scratch networks",
     "throughput": "Extraction throughput",
 }
 

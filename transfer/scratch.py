@@ -79,8 +79,8 @@ def build_network(arch: str, n_classes: int, size: int, batchnorm: bool = False,
 
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    if size < 16:
-        raise UserError(f"--size must be at least 16, got {size}")
+    if size < 8:  # three 2×2 poolings
+        raise UserError(f"input size must be at least 8 pixels, got {size}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return ARCHITECTURES[arch](n_classes, size, batchnorm, dropout)
@@ -190,13 +190,15 @@ class ScratchConfig:
     augment: tuple[str, ...] = ()  # crop: random (size·7/8)² crops in training, centre crop in evaluation; flip
     batchnorm: bool = False
     dropout: float = 0.0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.01, momentum=0.0, weight_decay=0.0,
-                                                                    schedule="none", batch_size=64, epochs=30))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.05, momentum=0.0, weight_decay=0.0, schedule="none",
+                                                                    batch_size=32, epochs=60, patience=15))
 
     def check(self) -> None:
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise UserError(f"--augment {','.join(unknown)}: choose from {', '.join(AUGMENTATIONS)}")
+        if self.size < 16:
+            raise UserError(f"--size must be at least 16, got {self.size}")
         if not 0 <= self.dropout < 1:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         self.train.check()

@@ -1,0 +1,152 @@
+"""VGG16 relu7 extraction, side by side in one process: the machine's matmul peak, the naive way
+(fp32, NCHW, PIL preprocessing in a plain loop, as a course notebook writes it), and `transfer`'s
+extraction in fp32 and bf16; then parity (bf16 vs fp32 features, Lite0 + LinearSVC accuracy).
+
+    python bench/extract.py --data ../shared/datasets/15scene --limit 240 --json bench/extract.json
+
+Run by hand, not in CI. Random VGG16 weights: speed does not depend on the weight values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transfer.cache import read_features
+from transfer.classifiers import GridConfig, grid_search, linear_svm
+from transfer.datasets import SPLITS, ImageDataset, load_dataset
+from transfer.extraction import FeatureSpec, RunOptions, extract
+
+VGG16_GFLOP_PER_IMAGE = 15.47  # one 224×224 forward pass
+
+
+def reset_peak_rss() -> None:
+    """Linux: restart the process's resident-memory high-water mark, so each phase gets its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)  # warm-up: thread pool, kernel selection
+    reps, begun = 0, time.perf_counter()
+    while time.perf_counter() - begun < seconds:
+        torch.matmul(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - begun) / 1e9
+
+
+def naive_relu7(paths: list[Path], batch_size: int) -> tuple[float, np.ndarray]:
+    """The plain model and loop: torchvision VGG16, fp32, NCHW, PIL transforms in the main process."""
+    from PIL import Image
+    from torchvision import models, transforms
+
+    torch.manual_seed(0)
+    model = models.vgg16(weights=None).eval()
+    relu7 = torch.nn.Sequential(model.features, model.avgpool, torch.nn.Flatten(), *model.classifier[:5])
+    preprocess = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                                     transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    outputs = []
+    begun = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(paths), batch_size):
+            images = [preprocess(Image.open(p).convert("L").convert("RGB")) for p in paths[i : i + batch_size]]
+            outputs.append(relu7(torch.stack(images)).numpy())
+    return len(paths) / (time.perf_counter() - begun), np.concatenate(outputs)
+
+
+def transfer_features(dataset: ImageDataset, backbone: str, layer: str, precision: str, cache: Path,
+                      batch_size: int) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    outcome = extract(dataset, FeatureSpec(backbone, "random" if backbone == "vgg16" else "imagenet", (layer,),
+                                           precision=precision), cache, RunOptions(batch_size=batch_size, progress=False))
+    data = read_features(outcome.path, layer)
+    figures = {"images_per_s": outcome.images_per_s, "seconds": outcome.seconds,
+               "loader_wait_share": outcome.loader_wait_seconds / outcome.seconds}
+    return figures, {s: data.splits[s].features for s in SPLITS}, {s: data.splits[s].labels for s in SPLITS}
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    num = (a * b).sum(1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(num / np.maximum(den, 1e-12)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/15scene"))
+    parser.add_argument("--limit", type=int, default=240, help="VGG16 images (spread over classes and splits); 0: all")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-lite0", action="store_true", help="skip the Lite0 + LinearSVC parity (all images)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+
+    full = load_dataset(args.data)
+    per_class = math.ceil(args.limit / (2 * len(full.classes))) if args.limit else 0
+    dataset = full.limited(per_class) if per_class else full
+    paths = [dataset.path(s) for split in SPLITS for s in dataset.samples(split)]
+    print(f"{len(paths)} images, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    figures: dict = {"images": len(paths), "threads": torch.get_num_threads(), "gflop_per_image": VGG16_GFLOP_PER_IMAGE}
+
+    figures["peak_gflops"] = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    peak = figures["peak_gflops"]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reset_peak_rss()
+        rate, naive_features = naive_relu7(paths, args.batch_size)
+        figures["naive"] = {"images_per_s": rate, "peak_rss_mb": peak_rss_mb()}
+        features = {}
+        for precision in ("fp32", "bf16"):
+            reset_peak_rss()
+            result, split_features, _ = transfer_features(dataset, "vgg16", "relu7", precision, Path(tmp), args.batch_size)
+            figures[precision] = {**result, "peak_rss_mb": peak_rss_mb()}
+            features[precision] = np.concatenate([split_features[s] for s in SPLITS])
+        for name, matching_peak in (("naive", "fp32"), ("fp32", "fp32"), ("bf16", "bf16")):
+            row = figures[name]
+            row["gflops"] = row["images_per_s"] * VGG16_GFLOP_PER_IMAGE
+            row["fraction_of_peak"] = row["gflops"] / peak[matching_peak]
+            row["speedup_vs_naive"] = row["images_per_s"] / figures["naive"]["images_per_s"]
+        figures["parity"] = {
+            "cosine": mean_cosine(features["bf16"], features["fp32"]),
+            "fp32_vs_naive_max_abs_diff": float(np.abs(features["fp32"] - naive_features).max()),
+            "fp32_vs_naive_max_abs": float(np.abs(naive_features).max()),
+        }
+        if not args.no_lite0:
+            grid = GridConfig()
+            for precision in ("fp32", "bf16"):
+                result, x, y = transfer_features(full, "efficientnet_lite0", "avgpool", precision, Path(tmp), args.batch_size)
+                svm = grid_search(linear_svm("l2"), (x["train"], y["train"]), (x["test"], y["test"]), grid, len(full.classes))
+                figures["parity"][f"svm_acc_{precision}"] = svm.test_accuracy
+                figures["parity"][f"lite0_images_per_s_{precision}"] = result["images_per_s"]
+
+    print(f"{'':8} {'images/s':>9} {'GFLOP/s':>8} {'% peak':>7} {'× naive':>8} {'peak RSS MB':>12} {'loader %':>9}")
+    print(f"{'peak':8} {'':>9} {peak['fp32']:8.0f} {'fp32':>7}")
+    print(f"{'peak':8} {'':>9} {peak['bf16']:8.0f} {'bf16':>7}")
+    for name in ("naive", "fp32", "bf16"):
+        row = figures[name]
+        loader = f"{100 * row['loader_wait_share']:.1f}" if "loader_wait_share" in row else ""
+        print(f"{name:8} {row['images_per_s']:9.2f} {row['gflops']:8.1f} {100 * row['fraction_of_peak']:6.1f}% "
+              f"{row['speedup_vs_naive']:7.2f}× {row['peak_rss_mb']:12.0f} {loader:>9}")
+    print("parity:", json.dumps(figures["parity"]))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+        print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
