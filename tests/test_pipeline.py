@@ -41,6 +41,12 @@ cv = 2
 names = ["fc", "mlp:16"]
 epochs = 2
 
+[scratch]
+archs = ["deep"]
+size = 16
+ladder = false
+epochs = 2
+
 [report]
 name = "tiny"
 """
@@ -66,7 +72,7 @@ def test_stages_come_in_dependency_order(tmp_path, small_data, cache_dir):
     assert names == [
         "extract vgg16/max (random weights)", "svm vgg16/max/relu7", "svm vgg16/max/pool5", "head vgg16/fc3",
         "head vgg16/mlp:16", "extract vgg16/avg (random weights)", "svm vgg16/avg/relu7", "svm vgg16/avg/pool5",
-        "bow L0", "bow L1", "report",
+        "bow L0", "bow L1", "scratch deep 16px", "report",
     ]
     for index, stage in enumerate(stages):
         assert all(need in names[:index] for need in stage.needs), stage.name
@@ -151,7 +157,7 @@ def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, small_data, cach
     path = write_study(tmp_path, small_data)
     result = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--cache-dir", str(cache_dir)])
     assert result.exit_code == 0, result.output
-    assert "11 of 11 stage(s) would run" in result.output and "svm vgg16/avg/pool5" in result.output
+    assert "12 of 12 stage(s) would run" in result.output and "svm vgg16/avg/pool5" in result.output
     assert not list(cache_dir.glob("*.h5"))
     bad = CliRunner().invoke(app, ["run", str(tmp_path / "nope.toml")])
     assert isinstance(bad.exception, UserError) and "does not exist" in str(bad.exception)

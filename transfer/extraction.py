@@ -177,6 +177,26 @@ class _ImageFiles:
             return torch.zeros(3, size, size), False
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse instead of returning it to the kernel.
+
+    By default every large block (a batch's activations: hundreds of MB for VGG16) is mmap'ed and
+    unmapped again, so each batch faults its pages in afresh: measured on VGG16 bf16, 1 million
+    page faults and 13% of the time in the kernel per 96 images; with this, none, and +10% images/s
+    for ~100 MB more peak memory. (PyTorch's CPU tuning guide gets the same from jemalloc/tcmalloc;
+    this needs no extra library.) No-op where the C library is not glibc.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
 def _peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # loader workers, once joined
@@ -206,6 +226,8 @@ def extract(
     except OSError:  # unreadable after a hard crash: FeatureFile starts it afresh
         done = []
     if any(lk not in done for lk in resolved.layer_keys):
+        if resolved.device == "cpu":
+            keep_freed_memory()
         # The network (and its weights) first: a failure here leaves no empty cache file behind.
         model = build_model(resolved.spec, resolved.weights, features.pooling)
         extractor = feature_extractor(model, list(resolved.layer_keys.values()))

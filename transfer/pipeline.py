@@ -21,7 +21,7 @@ from .errors import UserError
 from .paths import DATA_ENV
 from .study import FeaturesSection, Study
 
-KINDS = ("extract", "svm", "bow", "head", "report")
+KINDS = ("extract", "svm", "bow", "head", "scratch", "report")
 
 
 @dataclass
@@ -101,6 +101,9 @@ class Planner:
         if self.study.bow is not None:
             for pyramid in self.study.bow.pyramids:
                 self._bow(pyramid)
+        if self.study.scratch is not None:
+            for arch in self.study.scratch.archs:
+                self._scratch(arch)
         if self.study.report is not None:
             self._report()
         return self.stages
@@ -257,6 +260,33 @@ class Planner:
         needs = [s.name for s in self.stages if s.kind == "bow"][:1]
         self.stages.append(Stage(name, "bow", needs, check, run))
 
+    def _scratch(self, arch: str) -> None:
+        from .runs import run_scratch, scratch_key
+        from .scratch import ScratchConfig, ladder, load_images
+
+        section = self.study.scratch
+        assert section is not None
+        defaults = ScratchConfig()
+        train = replace(defaults.train, lr=section.lr, batch_size=section.batch_size, epochs=section.epochs,
+                        patience=section.patience, seed=self.study.study.seed)
+        config = replace(defaults, arch=arch, size=section.size, train=train)
+        steps, series = (ladder(config), "ladder") if section.ladder else ([("", config)], "single")
+        name = f"scratch {arch} {section.size}px" + (" ladder" if section.ladder else "")
+
+        def check() -> State:
+            runs = [self.store.find(scratch_key(self.dataset.fingerprint, c)) for _, c in steps]
+            if any(run is None for run in runs):
+                return State(False)
+            self.run_ids[name] = [run.id for run in runs]
+            return State(True, ", ".join(f"{step or arch} {100 * run.test_accuracy:.1f}%" for (step, _), run in zip(steps, runs)))
+
+        def run() -> str:
+            outcomes = run_scratch(load_images(self.dataset, section.size), steps, series, self.cache_dir, self.store)
+            self.run_ids[name] = [o.run_id for o in outcomes]
+            return ", ".join(f"{o.step or arch} {100 * o.trained.result.test_accuracy:.1f}%" for o in outcomes)
+
+        self.stages.append(Stage(name, "scratch", [], check, run))
+
     def _report(self) -> None:
         from .bow import digest_of
         from .report import write_report
@@ -265,7 +295,7 @@ class Planner:
         assert report is not None
         directory = self.reports_dir / (report.name or self.study.study.name)
         inputs = directory / "inputs.json"
-        classifiers = [s.name for s in self.stages if s.kind in ("svm", "bow", "head")]
+        classifiers = [s.name for s in self.stages if s.kind in ("svm", "bow", "head", "scratch")]
 
         def run_ids() -> list[int]:
             for stage in self.stages:  # stages not checked in this run (--only report) are looked up now

@@ -289,6 +289,12 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     return HeadOutcome(spec, f"images, unfreeze {setup.unfreeze}", result, store_or_default(store, cache_dir).add(record), model_path)
 
 
+def scratch_key(dataset_fingerprint: str, config: "ScratchConfig") -> str:
+    from .scratch import config_dict
+
+    return digest_of({"method": "scratch", "data": dataset_fingerprint, **config_dict(config)})
+
+
 @dataclass
 class ScratchOutcome:
     step: str  # ladder step or grid setting ("" for a single run)
@@ -305,7 +311,7 @@ def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], 
     outcomes = []
     for step, config in steps:
         settings = config_dict(config)
-        key = digest_of({"method": "scratch", "data": data.fingerprint, **settings})
+        key = scratch_key(data.fingerprint, config)
         checkpoint = cache_dir / "scratch" / f"{config.arch}-{key}.pt"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         trained = train_scratch(data, config, checkpoint, progress)

@@ -191,7 +191,7 @@ class ScratchConfig:
     batchnorm: bool = False
     dropout: float = 0.0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.05, momentum=0.0, weight_decay=0.0, schedule="none",
-                                                                    batch_size=32, epochs=60, patience=15))
+                                                                    batch_size=32, epochs=60, patience=15, lr_decay=1.0))
 
     def check(self) -> None:
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]

@@ -83,6 +83,17 @@ class HeadsSection:
 
 
 @dataclass
+class ScratchSection:
+    archs: list[str] = field(default_factory=lambda: ["base"])
+    size: int = 32
+    ladder: bool = True  # the whole improvement ladder; false: one plain run per architecture
+    lr: float = 0.05
+    batch_size: int = 32
+    epochs: int = 60
+    patience: int = 15
+
+
+@dataclass
 class ReportSection:
     name: str = ""  # folder under reports/; default: the study's name
     published: bool = True
@@ -97,6 +108,7 @@ class Study:
     svm: SvmSection | None
     bow: BowSection | None
     heads: HeadsSection | None
+    scratch: ScratchSection | None
     report: ReportSection | None
 
 
@@ -108,6 +120,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "svm": (SvmSection, False),
     "bow": (BowSection, False),
     "heads": (HeadsSection, False),
+    "scratch": (ScratchSection, False),
     "report": (ReportSection, False),
 }
 
@@ -295,6 +308,15 @@ def _check(study: Study, problems: _Problems) -> None:
             problems.add(("heads", None), "heads: epochs and batch_size must be positive, val_fraction between 0 and 1")
         if study.features and heads.pooling not in {p for f in study.features for p in f.poolings}:
             problems.add(("heads", None, "pooling"), f"heads.pooling {heads.pooling!r} is not among the features' poolings")
+
+    if study.scratch is not None:
+        from .scratch import ARCHITECTURES
+
+        unknown = [a for a in study.scratch.archs if a not in ARCHITECTURES]
+        if unknown or not study.scratch.archs:
+            problems.add(("scratch", None, "archs"), f"archs must name some of {', '.join(ARCHITECTURES)}; got {study.scratch.archs}")
+        if study.scratch.size < 16 or study.scratch.epochs < 1 or study.scratch.lr <= 0 or study.scratch.batch_size < 1:
+            problems.add(("scratch", None), "scratch: size must be ≥ 16; epochs, lr and batch_size positive")
 
 
 def load_study(path: Path) -> Study:
