@@ -114,3 +114,18 @@ def test_summary_command_prints_the_totals():
 
     result = CliRunner().invoke(app, ["summary", "--arch", "base"])
     assert result.exit_code == 0 and "1,191,170" in result.output and "23,152,400" in result.output
+
+
+def test_a_grid_trains_every_setting_and_marks_the_validation_choice(tmp_path):
+    from typer.testing import CliRunner
+
+    from transfer.cli import app
+
+    data = make_dataset(tmp_path / "data", train=10, test=4)
+    result = CliRunner().invoke(app, ["scratch", "--data", str(data), "--arch", "deep", "--size", "16", "--epochs", "1",
+                                      "--grid", "lr=0.01,0.1,batch=8", "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "lr=0.01 batch=8" in result.output and "lr=0.1 batch=8" in result.output
+    assert "chosen by validation accuracy" in result.output
+    runs = ResultsStore(tmp_path / "cache" / "results.sqlite").runs(method="scratch")
+    assert [r.config["train"]["lr"] for r in runs] == [0.01, 0.1] and {r.config["series"] for r in runs} == {"grid"}
