@@ -1,4 +1,4 @@
-"""Wall time of every stage of the Lite0 study, computed from nothing (a fresh cache), and the peak
+"""Wall time of each stage of the Lite0 study, computed from nothing (a fresh cache), and the peak
 memory of a full VGG16 pool5 extraction (25,088 floats per image, every image).
 
     python bench/stages.py --data ../shared/datasets/15scene --json bench/stages.json
@@ -18,19 +18,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from transfer.pipeline import Overrides, Planner, open_dataset, run_stages
+from transfer.pipeline import KINDS, Overrides, Planner, open_dataset, run_stages, select
 from transfer.results import ResultsStore
 from transfer.study import load_study
 
 BOW_STAGES = ("descriptors", "vocabulary", "encoding", "histograms", "fit_seconds")
 
 
-def study_stages(study_file: Path, data: Path, cache: Path, reports: Path) -> dict:
+def study_stages(study_file: Path, data: Path, cache: Path, reports: Path, kinds: list[str]) -> dict:
     study = load_study(study_file)
     dataset = open_dataset(study, Overrides(data=data), fetch_missing=False)
     planner = Planner(study, dataset, cache, Overrides(data=data), reports)
     begun = time.perf_counter()
-    reports_ = run_stages(planner.build())
+    reports_ = run_stages(select(planner.build(), kinds))
     figures = {"total_seconds": time.perf_counter() - begun,
                "stages": {r.stage.name: {"status": r.status, "seconds": r.seconds, "result": r.detail} for r in reports_}}
     for run in ResultsStore(cache / "results.sqlite").runs(method="bow"):
@@ -53,11 +53,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/15scene"))
     parser.add_argument("--study", type=Path, default=Path("pipelines/fifteen_scene_lite0.toml"))
     parser.add_argument("--no-pool5", action="store_true", help="skip the VGG16 pool5 extraction (about 8 minutes on 2 cores)")
+    parser.add_argument("--kinds", default="extract,svm,bow,head,report",
+                        help=f"stage kinds to run, of {','.join(KINDS)} (scratch: `transfer scratch --ladder` times it)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
-        figures["study"] = study_stages(args.study, args.data, Path(tmp) / "cache", Path(tmp) / "reports")
+        figures["study"] = study_stages(args.study, args.data, Path(tmp) / "cache", Path(tmp) / "reports",
+                                        args.kinds.split(","))
         if not args.no_pool5:
             figures["pool5_extraction"] = pool5_peak(args.data, Path(tmp) / "pool5")
     print(f"{'stage':40} {'status':8} {'seconds':>8}  result")

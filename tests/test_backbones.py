@@ -51,6 +51,21 @@ def test_every_vgg16_layer_name_returns_that_torchvision_module_output(vgg_rando
     torch.testing.assert_close(outputs["classifier.4"], relu7)
 
 
+def test_a_requested_conv_output_survives_the_in_place_relu_after_it_and_the_others_stay_in_place():
+    model = build_model(VGG, Weights("random"))
+    conv = VGG.layers["conv4_1"].node
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model.features[: int(conv.split(".")[1]) + 1](x)
+        outputs = feature_extractor(model, [conv, VGG.layers["relu7"].node])(x)
+    torch.testing.assert_close(outputs[conv], expected)
+    assert (outputs[conv] < 0).any()  # pre-activation: the ReLU did not overwrite it
+    relus = {name: m for name, m in model.named_modules() if isinstance(m, nn.ReLU)}
+    following = f"features.{int(conv.split('.')[1]) + 1}"
+    assert [name for name, m in relus.items() if not m.inplace] == [following]
+
+
 @pytest.mark.parametrize("pooling,expected", [("avg", nn.AvgPool2d), ("sum", nn.LPPool2d), ("l2", nn.LPPool2d)])
 def test_pooling_variants_change_exactly_the_five_pooling_layers(vgg_random, pooling, expected):
     variant = build_model(VGG, Weights("random"), pooling)
