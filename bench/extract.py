@@ -6,7 +6,7 @@ Each phase runs in a child process of its own, one after the other: in a single 
 inherited the previous one's freed-but-kept memory and malloc settings (fp32 showed a 6.2 GB peak
 there against 2.9 GB alone, and 15% fewer images/s), which is nobody's real run.
 
-    python bench/extract.py --data ../shared/datasets/15scene --limit 240 --json bench/extract.json
+    python bench/extract.py --data ../shared/datasets/15scene --limit 480 --json bench/extract.json
 
 Run by hand, not in CI. Random VGG16 weights: speed does not depend on the weight values.
 """
@@ -100,7 +100,7 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/15scene"))
-    parser.add_argument("--limit", type=int, default=240, help="VGG16 images (spread over classes and splits); 0: all")
+    parser.add_argument("--limit", type=int, default=480, help="VGG16 images (spread over classes and splits); 0: all")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-lite0", action="store_true", help="skip the Lite0 + LinearSVC parity (all images)")
     parser.add_argument("--json", type=Path, help="write the figures here")

@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/15scene"))
     parser.add_argument("--study", type=Path, default=Path("pipelines/fifteen_scene_lite0.toml"))
-    parser.add_argument("--no-pool5", action="store_true", help="skip the VGG16 pool5 extraction (about 8 minutes on 2 cores)")
+    parser.add_argument("--no-pool5", action="store_true", help="skip the VGG16 pool5 extraction (about 6 minutes on 2 cores)")
     parser.add_argument("--kinds", default="extract,svm,bow,head,report",
                         help=f"stage kinds to run, of {','.join(KINDS)} (scratch: `transfer scratch --ladder` times it)")
     parser.add_argument("--json", type=Path)

@@ -271,7 +271,8 @@ def feature_extractor(model: "torch.nn.Module", nodes: list[str]) -> "torch.nn.M
     """The network cut after ``nodes``, returning {node: output}.
 
     An in-place operation right after a returned node (VGG16's ReLU after a requested conv) would
-    overwrite that output before it is returned, so exactly those modules are made out-of-place.
+    overwrite that output before it is returned, so exactly those modules are made out-of-place
+    (they are shared with ``model``, which changes with them; results do not).
     All the others stay in place: making every ReLU out-of-place cost 13% of the images/s in bf16
     and 17% in fp32 (VGG16 relu7, 2 cores), from allocating and writing each activation twice.
     """
