@@ -2,6 +2,12 @@
 (fp32, NCHW, PIL preprocessing in a plain loop, as a course notebook writes it), and `transfer`'s
 extraction in fp32 and bf16; then parity (bf16 vs fp32 features, Lite0 + LinearSVC accuracy).
 
+Two accountings side by side. The issue's: 15.47 GFLOP per image against torch's matmul peak.
+15.47 G is VGG16's count of multiply-accumulates, while a matmul's FLOPs count each of them
+twice, so that fraction is half the real one. The counted one: FLOPs as torch's FlopCounterMode
+counts them (2 per multiply-accumulate: 30.9 G) against the CPU's own multiply-add peak, measured
+by bench/fma_peak.c (when a C compiler is there), which no library matmul reaches.
+
 Each phase runs in a child process of its own, one after the other: in a single process, a phase
 inherited the previous one's freed-but-kept memory and malloc settings (fp32 showed a 6.2 GB peak
 there against 2.9 GB alone, and 15% fewer images/s), which is nobody's real run.
@@ -17,7 +23,9 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import resource
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +39,7 @@ from transfer.classifiers import GridConfig, grid_search, linear_svm
 from transfer.datasets import SPLITS, ImageDataset, load_dataset
 from transfer.extraction import FeatureSpec, RunOptions, extract
 
-VGG16_GFLOP_PER_IMAGE = 15.47  # one 224×224 forward pass
+VGG16_GFLOP_PER_IMAGE = 15.47  # the issue's figure for one 224×224 pass: multiply-accumulates, in fact
 
 
 def in_child(function, *args):
@@ -62,14 +70,46 @@ def matmul_peak_gflops(dtype: torch.dtype, n: int = 4096, windows: int = 5) -> f
     return best
 
 
+def instruction_peak_gflops(threads: int) -> dict[str, float]:
+    """The CPU's multiply-add peak per precision (bench/fma_peak.c); {} where it cannot be built."""
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = Path(tmp) / "fma_peak"
+        try:
+            subprocess.run(["cc", "-O2", "-march=native", "-fopenmp", str(Path(__file__).with_name("fma_peak.c")),
+                            "-o", str(binary)], check=True, capture_output=True, text=True)
+            printed = subprocess.run([str(binary)], check=True, capture_output=True, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": str(threads)}).stdout
+        except (OSError, subprocess.CalledProcessError) as error:
+            print(f"no instruction peak (bench/fma_peak.c needs a C compiler with OpenMP): {error}")
+            return {}
+    return {precision: float(value) for precision, value in (line.split() for line in printed.splitlines())}
+
+
+def naive_vgg16_relu7() -> torch.nn.Module:
+    """torchvision's VGG16 as it comes (random weights), cut after relu7."""
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    model = vgg16(weights=None).eval()
+    return torch.nn.Sequential(model.features, model.avgpool, torch.nn.Flatten(), *model.classifier[:5])
+
+
+def counted_gflop_per_image() -> float:
+    """FLOPs of one relu7 forward pass as torch counts them (a multiply-accumulate is two)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        naive_vgg16_relu7()(torch.zeros(1, 3, 224, 224))
+    return counter.get_total_flops() / 1e9
+
+
 def naive_relu7(paths: list[Path], batch_size: int) -> tuple[float, np.ndarray]:
     """The plain model and loop: torchvision VGG16, fp32, NCHW, PIL transforms in the main process."""
     from PIL import Image
-    from torchvision import models, transforms
+    from torchvision import transforms
 
-    torch.manual_seed(0)
-    model = models.vgg16(weights=None).eval()
-    relu7 = torch.nn.Sequential(model.features, model.avgpool, torch.nn.Flatten(), *model.classifier[:5])
+    relu7 = naive_vgg16_relu7()
     preprocess = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
                                      transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     outputs = []
@@ -115,6 +155,8 @@ def main() -> None:
 
     figures["peak_gflops"] = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     peak = figures["peak_gflops"]
+    figures["counted_gflop_per_image"] = counted = counted_gflop_per_image()
+    figures["instruction_peak_gflops"] = cpu_peak = instruction_peak_gflops(torch.get_num_threads())
 
     with tempfile.TemporaryDirectory() as tmp:
         (rate, naive_features), rss = in_child(naive_relu7, paths, args.batch_size)
@@ -130,6 +172,12 @@ def main() -> None:
             row["gflops"] = row["images_per_s"] * VGG16_GFLOP_PER_IMAGE
             row["fraction_of_peak"] = row["gflops"] / peak[matching_peak]
             row["speedup_vs_naive"] = row["images_per_s"] / figures["naive"]["images_per_s"]
+            row["counted_gflops"] = row["images_per_s"] * counted
+            if matching_peak in cpu_peak:
+                row["fraction_of_instruction_peak"] = row["counted_gflops"] / cpu_peak[matching_peak]
+        if "bf16" in cpu_peak:  # the most any bf16 extraction could do on this CPU: every cycle a multiply-add
+            ceiling = cpu_peak["bf16"] / counted
+            figures["bf16_ceiling"] = {"images_per_s": ceiling, "speedup_vs_naive": ceiling / figures["naive"]["images_per_s"]}
         figures["parity"] = {
             "cosine": mean_cosine(features["bf16"], features["fp32"]),
             "fp32_vs_naive_max_abs_diff": float(np.abs(features["fp32"] - naive_features).max()),
@@ -144,14 +192,22 @@ def main() -> None:
                 figures["parity"][f"svm_acc_{precision}"] = svm.test_accuracy
                 figures["parity"][f"lite0_images_per_s_{precision}"] = result["images_per_s"]
 
-    print(f"{'':8} {'images/s':>9} {'GFLOP/s':>8} {'% peak':>7} {'× naive':>8} {'peak RSS MB':>12} {'loader %':>9}")
-    print(f"{'peak':8} {'':>9} {peak['fp32']:8.0f} {'fp32':>7}")
-    print(f"{'peak':8} {'':>9} {peak['bf16']:8.0f} {'bf16':>7}")
+    print(f"GFLOP/s and % peak: the issue's {VGG16_GFLOP_PER_IMAGE} per image against torch's matmul peak; "
+          f"counted: {counted:.2f} per image (FlopCounterMode) against the CPU's multiply-add peak (fma_peak.c)")
+    print(f"{'':8} {'images/s':>9} {'GFLOP/s':>8} {'% peak':>7} {'counted':>8} {'% CPU':>6} {'× naive':>8} "
+          f"{'peak RSS MB':>12} {'loader %':>9}")
+    for precision in ("fp32", "bf16"):
+        print(f"{'peak':8} {'':>9} {peak[precision]:8.0f} {precision:>7} {cpu_peak.get(precision, float('nan')):8.0f} {precision:>6}")
     for name in ("naive", "fp32", "bf16"):
         row = figures[name]
         loader = f"{100 * row['loader_wait_share']:.1f}" if "loader_wait_share" in row else ""
+        of_cpu = f"{100 * row['fraction_of_instruction_peak']:5.1f}%" if "fraction_of_instruction_peak" in row else ""
         print(f"{name:8} {row['images_per_s']:9.2f} {row['gflops']:8.1f} {100 * row['fraction_of_peak']:6.1f}% "
-              f"{row['speedup_vs_naive']:7.2f}× {row['peak_rss_mb']:12.0f} {loader:>9}")
+              f"{row['counted_gflops']:8.1f} {of_cpu:>6} {row['speedup_vs_naive']:7.2f}× {row['peak_rss_mb']:12.0f} {loader:>9}")
+    if "bf16_ceiling" in figures:
+        ceiling = figures["bf16_ceiling"]
+        print(f"bf16 ceiling (every cycle a bf16 multiply-add): {ceiling['images_per_s']:.2f} images/s = "
+              f"{ceiling['speedup_vs_naive']:.2f}× naive")
     print("parity:", json.dumps(figures["parity"]))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))

@@ -1,4 +1,6 @@
+import gc
 import importlib.util
+import weakref
 
 import pytest
 import torch
@@ -64,6 +66,19 @@ def test_a_requested_conv_output_survives_the_in_place_relu_after_it_and_the_oth
     relus = {name: m for name, m in model.named_modules() if isinstance(m, nn.ReLU)}
     following = f"features.{int(conv.split('.')[1]) + 1}"
     assert [name for name, m in relus.items() if not m.inplace] == [following]
+
+
+def test_layers_after_the_deepest_requested_node_are_freed_with_the_model():
+    model = build_model(VGG, Weights("random"))
+    classifier = weakref.ref(model.classifier)
+    gc.disable()  # as in a long extraction, where the cycle collector may not run for minutes
+    try:
+        extractor = feature_extractor(model, [VGG.layers["pool5"].node])
+        del model
+        assert classifier() is None
+    finally:
+        gc.enable()
+    assert sum(p.numel() for p in extractor.parameters()) == 14_714_688  # VGG16's 13 convolutions
 
 
 @pytest.mark.parametrize("pooling,expected", [("avg", nn.AvgPool2d), ("sum", nn.LPPool2d), ("l2", nn.LPPool2d)])
