@@ -10,9 +10,11 @@ by bench/fma_peak.c (when a C compiler is there), which no library matmul reache
 
 Each phase runs in a child process of its own, one after the other: in a single process, a phase
 inherited the previous one's freed-but-kept memory and malloc settings (fp32 showed a 6.2 GB peak
-there against 2.9 GB alone, and 15% fewer images/s), which is nobody's real run.
+there against 2.9 GB alone, and 15% fewer images/s), which is nobody's real run. The three VGG16
+phases take turns for several rounds and the figures are medians: this virtual machine's speed
+drifts by 10-20% over minutes, so one pass of each could compare a fast minute with a slow one.
 
-    python bench/extract.py --data ../shared/datasets/15scene --limit 480 --json bench/extract.json
+    python bench/extract.py --data ../shared/datasets/15scene --json bench/extract.json
 
 Run by hand, not in CI. Random VGG16 weights: speed does not depend on the weight values.
 """
@@ -30,6 +32,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import torch
@@ -137,11 +140,64 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(num / np.maximum(den, 1e-12)))
 
 
+def layer_profile(precision: str, batch_size: int) -> list[dict]:
+    """Seconds (the fastest of three batches, after one to warm up) and counted GFLOP of each VGG16
+    layer up to relu7, run as `transfer` runs it: where the time goes."""
+    from transfer.backbones import Weights, build_model, feature_extractor, get_backbone
+    from transfer.extraction import keep_freed_memory
+
+    keep_freed_memory()
+    spec = get_backbone("vgg16")
+    extractor = feature_extractor(build_model(spec, Weights("random")), [spec.layers["relu7"].node])
+    extractor = extractor.to(memory_format=torch.channels_last)
+    names = {node: name for name, node in ((n, layer.node) for n, layer in spec.layers.items())}
+    rows = {}
+    for node, module in extractor.named_modules():
+        if list(module.children()) or node == "":
+            continue
+        row = rows[node] = {"layer": names.get(node, node), "kind": type(module).__name__, "times": [], "gflop": 0.0}
+
+        def before(_module, _inputs, row=row):
+            row["times"].append(-time.perf_counter())
+
+        def after(module, inputs, output, row=row):
+            row["times"][-1] += time.perf_counter()
+            if isinstance(module, torch.nn.Conv2d):  # a multiply-add is two FLOPs, as in the peaks
+                row["gflop"] = 2 * output.numel() * module.weight[0].numel() / 1e9
+            elif isinstance(module, torch.nn.Linear):
+                row["gflop"] = 2 * output.numel() * module.in_features / 1e9
+
+        module.register_forward_pre_hook(before)
+        module.register_forward_hook(after)
+    images = torch.randn(batch_size, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for _ in range(4):
+            extractor(images)
+    return [{"layer": r["layer"], "kind": r["kind"], "seconds": min(r["times"][1:]), "gflop": r["gflop"]}
+            for r in rows.values()]
+
+
+def print_layer_profile(precision: str, layers: list[dict], cpu_peak: float | None) -> None:
+    total = sum(r["seconds"] for r in layers)
+    print(f"where a batch's time goes, {precision}: {total:.2f} s in the layers")
+    for kind in dict.fromkeys(r["kind"] for r in layers):
+        rows = [r for r in layers if r["kind"] == kind]
+        seconds, gflop = sum(r["seconds"] for r in rows), sum(r["gflop"] for r in rows)
+        rate = f", {gflop / seconds:.0f} GFLOP/s" + (f" = {100 * gflop / seconds / cpu_peak:.0f}% of the CPU's peak"
+                                                    if cpu_peak else "") if gflop else ""
+        print(f"  {len(rows):2d} {kind:10} {seconds:6.2f} s ({100 * seconds / total:4.1f}%){rate}")
+        if kind in ("Conv2d", "Linear"):
+            for r in rows:
+                of_peak = f" = {100 * r['gflop'] / r['seconds'] / cpu_peak:.0f}%" if cpu_peak else ""
+                print(f"       {r['layer']:8} {r['seconds']:6.3f} s  {r['gflop'] / r['seconds']:5.0f} GFLOP/s{of_peak}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/15scene"))
     parser.add_argument("--limit", type=int, default=480, help="VGG16 images (spread over classes and splits); 0: all")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="naive, fp32, bf16 in turn, this many times (medians)")
     parser.add_argument("--no-lite0", action="store_true", help="skip the Lite0 + LinearSVC parity (all images)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
@@ -159,19 +215,31 @@ def main() -> None:
     figures["instruction_peak_gflops"] = cpu_peak = instruction_peak_gflops(torch.get_num_threads())
 
     with tempfile.TemporaryDirectory() as tmp:
-        (rate, naive_features), rss = in_child(naive_relu7, paths, args.batch_size)
-        figures["naive"] = {"images_per_s": rate, "peak_rss_mb": rss}
+        figures["rounds"] = rounds = []
         features = {}
-        for precision in ("fp32", "bf16"):
-            (result, split_features, _), rss = in_child(transfer_features, dataset, "vgg16", "relu7", precision,
-                                                        Path(tmp), args.batch_size)
-            figures[precision] = {**result, "peak_rss_mb": rss}
-            features[precision] = np.concatenate([split_features[s] for s in SPLITS])
+        for number in range(args.rounds):
+            (rate, naive_features), rss = in_child(naive_relu7, paths, args.batch_size)
+            round_ = {"naive": {"images_per_s": rate, "peak_rss_mb": rss}}
+            for precision in ("fp32", "bf16"):
+                (result, split_features, _), rss = in_child(transfer_features, dataset, "vgg16", "relu7", precision,
+                                                            Path(tmp) / f"round{number}", args.batch_size)
+                round_[precision] = {**result, "peak_rss_mb": rss,
+                                     "speedup_vs_naive": result["images_per_s"] / round_["naive"]["images_per_s"]}
+                features[precision] = np.concatenate([split_features[s] for s in SPLITS])
+            rounds.append(round_)
+            print(f"round {number + 1}: " + ", ".join(
+                f"{name} {row['images_per_s']:.2f} images/s" + (f" ({row['speedup_vs_naive']:.2f}×)" if name != "naive" else "")
+                for name, row in round_.items()), flush=True)
         for name, matching_peak in (("naive", "fp32"), ("fp32", "fp32"), ("bf16", "bf16")):
-            row = figures[name]
+            # Medians over the rounds; a speed-up is the median of each round's own ratio, since a drift
+            # of the machine's speed moves the phases of one round together.
+            row = figures[name] = {"images_per_s": median(r[name]["images_per_s"] for r in rounds),
+                                   "peak_rss_mb": max(r[name]["peak_rss_mb"] for r in rounds),
+                                   "speedup_vs_naive": median(r[name].get("speedup_vs_naive", 1.0) for r in rounds)}
+            if name != "naive":
+                row["loader_wait_share"] = median(r[name]["loader_wait_share"] for r in rounds)
             row["gflops"] = row["images_per_s"] * VGG16_GFLOP_PER_IMAGE
             row["fraction_of_peak"] = row["gflops"] / peak[matching_peak]
-            row["speedup_vs_naive"] = row["images_per_s"] / figures["naive"]["images_per_s"]
             row["counted_gflops"] = row["images_per_s"] * counted
             if matching_peak in cpu_peak:
                 row["fraction_of_instruction_peak"] = row["counted_gflops"] / cpu_peak[matching_peak]
@@ -183,6 +251,7 @@ def main() -> None:
             "fp32_vs_naive_max_abs_diff": float(np.abs(features["fp32"] - naive_features).max()),
             "fp32_vs_naive_max_abs": float(np.abs(naive_features).max()),
         }
+        figures["layers"] = {precision: in_child(layer_profile, precision, args.batch_size)[0] for precision in ("fp32", "bf16")}
         if not args.no_lite0:
             grid = GridConfig()
             for precision in ("fp32", "bf16"):
@@ -208,6 +277,8 @@ def main() -> None:
         ceiling = figures["bf16_ceiling"]
         print(f"bf16 ceiling (every cycle a bf16 multiply-add): {ceiling['images_per_s']:.2f} images/s = "
               f"{ceiling['speedup_vs_naive']:.2f}× naive")
+    for precision, layers in figures["layers"].items():
+        print_layer_profile(precision, layers, cpu_peak.get(precision))
     print("parity:", json.dumps(figures["parity"]))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))

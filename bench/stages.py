@@ -39,7 +39,7 @@ def study_stages(study_file: Path, data: Path, cache: Path, reports: Path, kinds
 
 
 def pool5_peak(data: Path, cache: Path) -> dict:
-    """A separate process, so that its peak resident memory is its own."""
+    """A separate process, so that its peak resident memory is its own (the largest of it and its loader workers)."""
     command = [sys.executable, "-m", "transfer.cli", "extract", "--data", str(data), "--layer", "pool5",
                "--weights", "random", "--cache-dir", str(cache)]
     begun = time.perf_counter()
@@ -59,10 +59,10 @@ def main() -> None:
     args = parser.parse_args()
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_pool5:  # first: the study's own child processes would count in RUSAGE_CHILDREN
+            figures["pool5_extraction"] = pool5_peak(args.data, Path(tmp) / "pool5")
         figures["study"] = study_stages(args.study, args.data, Path(tmp) / "cache", Path(tmp) / "reports",
                                         args.kinds.split(","))
-        if not args.no_pool5:
-            figures["pool5_extraction"] = pool5_peak(args.data, Path(tmp) / "pool5")
     print(f"{'stage':40} {'status':8} {'seconds':>8}  result")
     for name, stage in figures["study"]["stages"].items():
         print(f"{name:40} {stage['status']:8} {stage['seconds']:8.1f}  {stage['result']}")

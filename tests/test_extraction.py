@@ -135,3 +135,17 @@ def test_spatial_reductions_are_separate_features(small_data, cache_dir):
     assert flat.shapes["train"] == {"conv5_3": (12, 512 * 4 * 4)}
     by_hand = read_features(flat.path, "conv5_3").splits["train"].features.reshape(12, 512, 16).mean(axis=2)
     np.testing.assert_allclose(read_features(outcome.path, "conv5_3:avg").splits["train"].features, by_hand, rtol=1e-5, atol=1e-6)
+
+
+def test_the_kept_heap_is_trimmed_only_when_it_grows_past_its_level(monkeypatch):
+    import transfer.extraction as extraction
+
+    resident = iter([1000, 1100, 1250, 1400, 900, 1200, 1500, 1500, 1100])  # MB after each batch
+    trimmed_after = []
+    monkeypatch.setattr(extraction, "_resident_mb", lambda: next(resident))
+    monkeypatch.setattr(extraction, "release_freed_memory", lambda: trimmed_after.append(batch))
+    heap = extraction.KeptHeap(slack_mb=256)
+    for batch in range(9):
+        heap.after_batch()
+    # The level is the first batch's 1000 MB: 1100, 1250, 900 and 1200 stay within 256 MB of it.
+    assert trimmed_after == [3, 6, 7] and heap.trims == 3

@@ -195,7 +195,7 @@ def keep_freed_memory() -> None:
     unmapped again, so each batch faults its pages in afresh: measured on VGG16 bf16, 1 million
     page faults and 13% of the time in the kernel per 96 images; with this, none, and +10% images/s.
     EfficientNet-Lite0 in fp32 gains most: 45.7 against 24.9 images/s. The kept heap fragments, so
-    the extraction loop calls `release_freed_memory` now and then. PyTorch's CPU tuning guide gets
+    the extraction loop trims it when it creeps (`KeptHeap`). PyTorch's CPU tuning guide gets
     the same from jemalloc/tcmalloc; this needs no extra library.
     """
     libc = _glibc()
@@ -205,21 +205,46 @@ def keep_freed_memory() -> None:
         libc.mallopt(m_trim_threshold, 1 << 30)
 
 
-RELEASE_EVERY = 8  # batches
-
-
 def release_freed_memory() -> None:
-    """Hand the free pages inside the kept heap back to the kernel (glibc's malloc_trim).
-
-    Without it, the holes left by 200-400 MB activations accumulate: VGG16 pool5 (bf16) over 1,800
-    images crept to a 2.8 GB peak, and VGG16 fp32 to 5.5 GB over 480; trimming every 8 batches held
-    the first at 2.3 GB for 4% of the images/s (the trimmed pages fault in again once). All 4,485
-    images: 2.4 and 3.2 GB in two runs; with the classifier freed and a trim before the loader's
-    workers are forked, 2.0 GB (workers 0.56 GB each, down from 1.0-1.8).
-    """
+    """Hand the free pages inside the kept heap back to the kernel (glibc's malloc_trim)."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def _resident_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):  # not Linux: glibc's settings were not changed either
+        return None
+
+
+class KeptHeap:
+    """Trims the kept heap (`keep_freed_memory`) whenever it grows past what the first batch needed.
+
+    A batch's activations come back freed and are reused by the next batch, so the resident memory
+    after the first batch is what the extraction needs; trimming when nothing grew would only cost
+    page faults (every batch: Lite0 fp32 -30% images/s). But the heap fragments and creeps: a
+    smaller last batch, or a small block left between freed activations, makes the next 200-400 MB
+    request miss every hole, which took VGG16 relu7 fp32 to 4-5 GB over 480 images. So the resident
+    memory is held to the first batch's level plus ``slack_mb``: trimmed whenever it goes beyond.
+    """
+
+    def __init__(self, slack_mb: float = 256) -> None:
+        self.slack_mb = slack_mb
+        self.level: float | None = None
+        self.trims = 0
+
+    def after_batch(self) -> None:
+        resident = _resident_mb()
+        if resident is None:
+            return
+        if self.level is None:
+            self.level = resident
+        elif resident > self.level + self.slack_mb:
+            release_freed_memory()
+            self.trims += 1
 
 
 def _peak_rss_mb() -> float:
@@ -312,7 +337,7 @@ def _extract_split(dataset, split, layer_keys, resolved, features, options, stor
     row = start
     begun = time.perf_counter()
     waited = 0.0
-    batches = 0
+    heap = KeptHeap() if resolved.device == "cpu" else None
     if start:
         console.print(f"{split}: resuming at image {start} of {len(samples)}")
     try:
@@ -328,9 +353,8 @@ def _extract_split(dataset, split, layer_keys, resolved, features, options, stor
                 store.write_batch(split, row, arrays, ok)
                 row += len(ok)
                 advance(len(ok))
-                batches += 1
-                if resolved.device == "cpu" and batches % RELEASE_EVERY == 0:
-                    release_freed_memory()
+                if heap is not None:
+                    heap.after_batch()
                 if on_batch is not None:
                     on_batch(row)
     finally:
