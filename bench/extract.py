@@ -6,7 +6,7 @@ Two accountings side by side. The issue's: 15.47 GFLOP per image against torch's
 15.47 G is VGG16's count of multiply-accumulates, while a matmul's FLOPs count each of them
 twice, so that fraction is half the real one. The counted one: FLOPs as torch's FlopCounterMode
 counts them (2 per multiply-accumulate: 30.9 G) against the CPU's own multiply-add peak, measured
-by bench/fma_peak.c (when a C compiler is there), which no library matmul reaches.
+by bench/fma_peak.c (when a C compiler is there), which torch's matmul does not reach here.
 
 Each phase runs in a child process of its own, one after the other: in a single process, a phase
 inherited the previous one's freed-but-kept memory and malloc settings (fp32 showed a 6.2 GB peak

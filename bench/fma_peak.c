@@ -1,7 +1,7 @@
 /* The CPU's own arithmetic peak: independent multiply-adds in registers, nothing from memory.
  *
- * A library matmul reaches some fraction of this (on the 2-core Zen 4 this project measured on,
- * torch's 4096² matmul: 77% in fp32, 83% in bf16), so it understates the ceiling a convolution
+ * A library matmul reaches a fraction of this (on the 2-core Zen 4 this project measured on,
+ * torch's 4096² matmul: 58-76% in fp32, 78-84% in bf16), so it understates the ceiling a convolution
  * can approach. Prints "fp32 GFLOPS" and, where the CPU has AVX512-BF16, "bf16 GFLOPS", best of
  * three runs, on every OpenMP thread (OMP_NUM_THREADS). A FLOP is a multiply or an add, so one
  * multiply-add counts two: the way a matmul's 2·n³ is counted.

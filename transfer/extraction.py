@@ -234,7 +234,6 @@ class KeptHeap:
     def __init__(self, slack_mb: float = 256) -> None:
         self.slack_mb = slack_mb
         self.level: float | None = None
-        self.trims = 0
 
     def after_batch(self) -> None:
         resident = _resident_mb()
@@ -244,7 +243,6 @@ class KeptHeap:
             self.level = resident
         elif resident > self.level + self.slack_mb:
             release_freed_memory()
-            self.trims += 1
 
 
 def _peak_rss_mb() -> float:
