@@ -143,6 +143,8 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 def layer_profile(precision: str, batch_size: int) -> list[dict]:
     """Seconds (the fastest of three batches, after one to warm up) and counted GFLOP of each VGG16
     layer up to relu7, run as `transfer` runs it: where the time goes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     from transfer.backbones import Weights, build_model, feature_extractor, get_backbone
     from transfer.extraction import keep_freed_memory
 
@@ -150,46 +152,38 @@ def layer_profile(precision: str, batch_size: int) -> list[dict]:
     spec = get_backbone("vgg16")
     extractor = feature_extractor(build_model(spec, Weights("random")), [spec.layers["relu7"].node])
     extractor = extractor.to(memory_format=torch.channels_last)
-    names = {node: name for name, node in ((n, layer.node) for n, layer in spec.layers.items())}
-    rows = {}
-    for node, module in extractor.named_modules():
-        if list(module.children()) or node == "":
-            continue
-        row = rows[node] = {"layer": names.get(node, node), "kind": type(module).__name__, "times": [], "gflop": 0.0}
-
-        def before(_module, _inputs, row=row):
-            row["times"].append(-time.perf_counter())
-
-        def after(module, inputs, output, row=row):
-            row["times"][-1] += time.perf_counter()
-            if isinstance(module, torch.nn.Conv2d):  # a multiply-add is two FLOPs, as in the peaks
-                row["gflop"] = 2 * output.numel() * module.weight[0].numel() / 1e9
-            elif isinstance(module, torch.nn.Linear):
-                row["gflop"] = 2 * output.numel() * module.in_features / 1e9
-
-        module.register_forward_pre_hook(before)
-        module.register_forward_hook(after)
+    names = {layer.node: name for name, layer in spec.layers.items()}
+    modules = {node: module for node, module in extractor.named_modules() if node and not list(module.children())}
+    times: dict[str, list[float]] = {node: [] for node in modules}
+    for node, module in modules.items():
+        module.register_forward_pre_hook(lambda _m, _i, node=node: times[node].append(-time.perf_counter()))
+        module.register_forward_hook(lambda _m, _i, _o, node=node: times[node].__setitem__(-1, times[node][-1] + time.perf_counter()))
     images = torch.randn(batch_size, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    counter = FlopCounterMode(display=False)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        for _ in range(4):
+        with counter:  # the warm-up batch
             extractor(images)
-    return [{"layer": r["layer"], "kind": r["kind"], "seconds": min(r["times"][1:]), "gflop": r["gflop"]}
-            for r in rows.values()]
+        for _ in range(3):
+            extractor(images)
+    # Keys are "<model class>.<node>"; a multiply-add counts two FLOPs, as in the peaks.
+    flops = {key.partition(".")[2]: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
+    return [{"layer": names.get(node, node), "kind": type(module).__name__, "seconds": min(times[node][1:]),
+             "gflop": flops.get(node, 0) / 1e9} for node, module in modules.items()]
 
 
 def print_layer_profile(precision: str, layers: list[dict], cpu_peak: float | None) -> None:
+    def rate(gflop: float, seconds: float) -> str:
+        of_peak = f" = {100 * gflop / seconds / cpu_peak:.0f}% of the CPU's peak" if cpu_peak else ""
+        return f"{gflop / seconds:5.0f} GFLOP/s{of_peak}"
+
     total = sum(r["seconds"] for r in layers)
     print(f"where a batch's time goes, {precision}: {total:.2f} s in the layers")
     for kind in dict.fromkeys(r["kind"] for r in layers):
         rows = [r for r in layers if r["kind"] == kind]
         seconds, gflop = sum(r["seconds"] for r in rows), sum(r["gflop"] for r in rows)
-        rate = f", {gflop / seconds:.0f} GFLOP/s" + (f" = {100 * gflop / seconds / cpu_peak:.0f}% of the CPU's peak"
-                                                    if cpu_peak else "") if gflop else ""
-        print(f"  {len(rows):2d} {kind:10} {seconds:6.2f} s ({100 * seconds / total:4.1f}%){rate}")
-        if kind in ("Conv2d", "Linear"):
-            for r in rows:
-                of_peak = f" = {100 * r['gflop'] / r['seconds'] / cpu_peak:.0f}%" if cpu_peak else ""
-                print(f"       {r['layer']:8} {r['seconds']:6.3f} s  {r['gflop'] / r['seconds']:5.0f} GFLOP/s{of_peak}")
+        print(f"  {len(rows):2d} {kind:10} {seconds:6.2f} s ({100 * seconds / total:4.1f}%)" + (f", {rate(gflop, seconds)}" if gflop else ""))
+        for r in rows if gflop else []:
+            print(f"       {r['layer']:8} {r['seconds']:6.3f} s  {rate(r['gflop'], r['seconds'])}")
 
 
 def main() -> None:
