@@ -66,7 +66,7 @@ def test_svm_without_cached_features_names_the_extract_command(small_data, cache
 
 
 def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, cache_dir):
-    import joblib
+    from transfer.modelfile import load_model
 
     dataset = load_dataset(small_data)
     spec = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
@@ -82,7 +82,7 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
     assert run.weights == "random:seed0" and run.classes == ["alpha", "beta", "gamma"]
     assert run.timings["extract_images"] == 21 and run.timings["extract_images_per_s"] > 0
     assert np.array(run.confusion).shape == (3, 3)
-    saved = joblib.load(run.model_path)
+    saved = load_model(run.model_path)
     assert saved["kind"] == "svm" and saved["layer_key"] == "relu7" and saved["classes"] == run.classes
     assert saved["model"].predict(np.zeros((1, 4096))).shape == (1,)
 

@@ -1,10 +1,10 @@
-import joblib
 import numpy as np
 import pytest
 
 from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
 from transfer.cache import read_features
 from transfer.classifiers import GridConfig
+from transfer.modelfile import load_model, save_estimator, save_model
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract
@@ -27,7 +27,7 @@ def test_predict_with_a_saved_svm_matches_the_model_on_cached_features(small_dat
     good = [p for p in predictions if not p.error]
     assert all(len(p.classes) == 3 and p.scores == sorted(p.scores, reverse=True) for p in good)
     cached = read_features(extraction.path, "pool5").splits["test"]
-    model = joblib.load(outcome.model_path)
+    model = load_model(outcome.model_path)
     expected = [model["classes"][i] for i in model["model"].predict(cached.features)]
     by_path = {p.path.split("test/")[-1]: p.classes[0] for p in good}
     assert [by_path[path.split("test/")[-1]] for path in cached.paths] == expected
@@ -44,13 +44,13 @@ def test_predict_with_a_saved_bow_model(small_data, cache_dir):
 
 def test_missing_or_foreign_model_files_are_clear_errors(tmp_path, small_data):
     with pytest.raises(UserError, match="not found"):
-        predict(tmp_path / "none.joblib", [small_data])
-    (tmp_path / "junk.joblib").write_text("not a model")
+        predict(tmp_path / "none.skops", [small_data])
+    (tmp_path / "junk.skops").write_text("not a model")
     with pytest.raises(UserError, match="is not a transfer model file"):
-        predict(tmp_path / "junk.joblib", [small_data])
-    joblib.dump({"kind": "svm", "format": 999}, tmp_path / "future.joblib")
+        predict(tmp_path / "junk.skops", [small_data])
+    save_estimator(tmp_path / "future.skops", {"kind": "svm", "format": 999})
     with pytest.raises(UserError, match="model format 999"):
-        predict(tmp_path / "future.joblib", [small_data])
-    joblib.dump({"kind": "svm", "format": 1}, tmp_path / "ok.joblib")
+        predict(tmp_path / "future.skops", [small_data])
+    save_model(tmp_path / "ok.skops", {"kind": "svm"})
     with pytest.raises(UserError, match="does not exist"):
-        predict(tmp_path / "ok.joblib", [tmp_path / "no-such-image.jpg"])
+        predict(tmp_path / "ok.skops", [tmp_path / "no-such-image.jpg"])

@@ -3,8 +3,11 @@
 Stages and their caches under ``<cache>/bow/``, each named by a digest of what it depends on:
 
 1. dense SIFT descriptors (uint8) and their keypoint positions, per image   ``sift-<digest>.h5``
-2. a visual vocabulary: MiniBatchKMeans on a sample of training descriptors ``vocab-<digest>.joblib``
+2. a visual vocabulary: MiniBatchKMeans on a sample of training descriptors ``vocab-<digest>.skops``
 3. the word of every descriptor                                             ``words-<digest>.h5``
+
+Every array is checksummed (Fletcher-32) and every file is verified as it is read: a damaged stage
+file is moved aside and that stage is computed again.
 
 Histograms (with or without a spatial pyramid) are rebuilt from stage 3 with one ``bincount``
 in well under a second, so changing only the pyramid or C reuses stages 1–3 and stores nothing.
@@ -19,16 +22,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
-import joblib
 import numpy as np
 from scipy import sparse
 from sklearn.kernel_approximation import AdditiveChi2Sampler
 
+from .cache import open_h5, reading, recover
 from .console import console, progress_bar, warn
 from .datasets import SPLITS, ImageDataset
-from .errors import UserError
+from .errors import DamagedFile, UserError
+from .images import UnreadableImage, read_gray
+from .modelfile import MODEL_SUFFIX, load_estimator, save_estimator
 
 FORMAT_VERSION = 2
+STAGE_FORMAT = 2  # 2: checksummed stage files (part of each stage file's digest)
 IMAGES_PER_TASK = 32
 
 
@@ -63,16 +69,12 @@ def digest_of(payload: dict) -> str:
 
 # ----------------------------------------------------------------------------- stage 1: SIFT
 
-def dense_sift(path: Path, config: SiftConfig) -> tuple[np.ndarray, np.ndarray] | None:
-    """(descriptors uint8 N×128, positions float32 N×2 in [0, 1)), or None for an unreadable image."""
+def dense_sift(path: Path, config: SiftConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors uint8 N×128, positions float32 N×2 in [0, 1)); `UnreadableImage` for an image that
+    cannot be read or is too small to hold one descriptor."""
     import cv2
-    from PIL import Image
 
-    try:
-        with Image.open(path) as image:
-            gray = np.asarray(image.convert("L"))
-    except (OSError, ValueError, SyntaxError):
-        return None
+    gray = read_gray(path)
     height, width = gray.shape
     scale = min(1.0, config.max_side / max(height, width))
     if scale < 1.0:
@@ -81,16 +83,26 @@ def dense_sift(path: Path, config: SiftConfig) -> tuple[np.ndarray, np.ndarray] 
     start = config.step / 2
     ys, xs = np.meshgrid(np.arange(start, height, config.step), np.arange(start, width, config.step), indexing="ij")
     keypoints = [cv2.KeyPoint(float(x), float(y), size) for size in config.sizes for y, x in zip(ys.ravel(), xs.ravel())]
-    _, descriptors = cv2.SIFT_create().compute(gray, keypoints)
+    if keypoints:
+        keypoints, descriptors = cv2.SIFT_create().compute(gray, keypoints)  # may drop some near the border
+    if not keypoints or descriptors is None:
+        raise UnreadableImage(f"too small for dense SIFT ({width}×{height} pixels, grid step {config.step})")
     positions = np.array([(kp.pt[0] / width, kp.pt[1] / height) for kp in keypoints], dtype=np.float32)
     return np.clip(np.rint(descriptors), 0, 255).astype(np.uint8), positions
+
+
+def _sift_or_reason(path: Path, config: SiftConfig) -> tuple[np.ndarray, np.ndarray] | str:
+    try:
+        return dense_sift(path, config)
+    except UnreadableImage as error:
+        return str(error)
 
 
 def _sift_task(paths: list[Path], config: SiftConfig) -> list:
     import cv2
 
     cv2.setNumThreads(1)  # the parallelism is across images
-    return [dense_sift(p, config) for p in paths]
+    return [_sift_or_reason(p, config) for p in paths]
 
 
 def _append(dataset: h5py.Dataset, rows: np.ndarray) -> None:
@@ -104,20 +116,21 @@ def compute_descriptors(dataset: ImageDataset, config: SiftConfig, cache_dir: Pa
     from joblib import Parallel, delayed
 
     config.check()
-    path = cache_dir / "bow" / f"sift-{digest_of({'dataset': dataset.fingerprint, **asdict(config)})}.h5"
+    path = cache_dir / "bow" / f"sift-{_stage_digest({'dataset': dataset.fingerprint, **asdict(config)})}.h5"
     path.parent.mkdir(parents=True, exist_ok=True)
     if _finished(path, "images_done"):
         return path
-    with h5py.File(path, "a") as h5:
+    with open_h5(path, "a", "dense SIFT file") as h5:
         for split in SPLITS:
             samples = dataset.samples(split)
             group = h5.require_group(split)
             if "descriptors" not in group:
-                group.create_dataset("descriptors", (0, 128), np.uint8, maxshape=(None, 128), chunks=(16384, 128))
-                group.create_dataset("positions", (0, 2), np.float32, maxshape=(None, 2), chunks=(16384, 2))
-                group.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(4096,))
-                group.create_dataset("valid", (0,), bool, maxshape=(None,), chunks=(4096,))
-                group["labels"] = np.array([s.label for s in samples], np.int32)
+                checked = {"fletcher32": True}
+                group.create_dataset("descriptors", (0, 128), np.uint8, maxshape=(None, 128), chunks=(16384, 128), **checked)
+                group.create_dataset("positions", (0, 2), np.float32, maxshape=(None, 2), chunks=(16384, 2), **checked)
+                group.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(4096,), **checked)
+                group.create_dataset("valid", (0,), bool, maxshape=(None,), chunks=(4096,), **checked)
+                group.create_dataset("labels", data=np.array([s.label for s in samples], np.int32), **checked)
                 group.attrs["images_done"] = 0
                 group.attrs["images"] = len(samples)
             done = int(group.attrs["images_done"])
@@ -137,11 +150,15 @@ def compute_descriptors(dataset: ImageDataset, config: SiftConfig, cache_dir: Pa
     return path
 
 
+def _stage_digest(payload: dict) -> str:
+    return digest_of({"stage_format": STAGE_FORMAT, **payload})
+
+
 def _finished(path: Path, counter: str) -> bool:
     """True when every split of a stage file reached its total (read-only: a cached file stays untouched)."""
     if not path.exists():
         return False
-    with h5py.File(path, "r") as h5:
+    with reading(path, "BoW stage file") as h5:
         totals = {"images_done": "images", "rows_done": "rows"}
         return all(split in h5 and h5[split].attrs[counter] == h5[split].attrs[totals[counter]] for split in SPLITS)
 
@@ -157,14 +174,14 @@ def _trim(group: h5py.Group, images: int) -> None:
 def _write_sift_batch(group: h5py.Group, batch: list, samples, first: int) -> None:
     empty = (np.zeros((0, 128), np.uint8), np.zeros((0, 2), np.float32))
     for i, item in enumerate(batch):
-        if item is None:
-            warn(f"skipping unreadable image {samples[first + i].relpath}")
-    items = [item or empty for item in batch]
+        if isinstance(item, str):
+            warn(f"skipping unreadable image {samples[first + i].relpath}: {item}")
+    items = [empty if isinstance(item, str) else item for item in batch]
     _append(group["descriptors"], np.concatenate([d for d, _ in items]))
     _append(group["positions"], np.concatenate([p for _, p in items]))
     ends = group["offsets"][-1] + np.cumsum([len(d) for d, _ in items])
     _append(group["offsets"], ends.astype(np.int64))
-    _append(group["valid"], np.array([item is not None for item in batch]))
+    _append(group["valid"], np.array([not isinstance(item, str) for item in batch]))
 
 
 # ------------------------------------------------------------------------ stage 2: vocabulary
@@ -174,11 +191,11 @@ def build_vocabulary(sift_path: Path, config: VocabularyConfig, cache_dir: Path)
     from sklearn.cluster import MiniBatchKMeans
 
     config.check()
-    path = cache_dir / "bow" / f"vocab-{digest_of({'sift': sift_path.name, **asdict(config)})}.joblib"
+    path = cache_dir / "bow" / f"vocab-{_stage_digest({'sift': sift_path.name, **asdict(config)})}{MODEL_SUFFIX}"
     if path.exists():
-        return joblib.load(path), path
+        return load_estimator(path, "a BoW vocabulary"), path
     rng = np.random.default_rng(config.seed)
-    with h5py.File(sift_path, "r") as h5:
+    with reading(sift_path, "dense SIFT file") as h5:
         descriptors = h5["train"]["descriptors"]
         total = descriptors.shape[0]
         if total < config.words:
@@ -194,10 +211,7 @@ def build_vocabulary(sift_path: Path, config: VocabularyConfig, cache_dir: Path)
             for i in range(0, len(sample), batch):
                 kmeans.partial_fit(sample[order[i : i + batch]])  # the first call seeds by k-means++
                 advance()
-    partial = path.with_suffix(".partial")
-    joblib.dump(kmeans, partial)
-    partial.replace(path)
-    return kmeans, path
+    return kmeans, save_estimator(path, kmeans)
 
 
 # ----------------------------------------------------------------------------- stage 3: words
@@ -207,15 +221,15 @@ ENCODE_ROWS = 100_000
 
 def encode(sift_path: Path, kmeans, vocab_path: Path, cache_dir: Path) -> Path:
     """Stage 3, resumable by chunk: the nearest word of every descriptor."""
-    path = cache_dir / "bow" / f"words-{digest_of({'sift': sift_path.name, 'vocab': vocab_path.name})}.h5"
+    path = cache_dir / "bow" / f"words-{_stage_digest({'sift': sift_path.name, 'vocab': vocab_path.name})}.h5"
     if _finished(path, "rows_done"):
         return path
-    with h5py.File(sift_path, "r") as sift, h5py.File(path, "a") as h5:
+    with reading(sift_path, "dense SIFT file") as sift, open_h5(path, "a", "BoW words file") as h5:
         for split in SPLITS:
             descriptors = sift[split]["descriptors"]
             total = descriptors.shape[0]
             if split not in h5:
-                h5.create_dataset(split, (total,), np.uint16, chunks=(min(max(total, 1), ENCODE_ROWS),))
+                h5.create_dataset(split, (total,), np.uint16, chunks=(min(max(total, 1), ENCODE_ROWS),), fletcher32=True)
                 h5[split].attrs["rows_done"] = 0
                 h5[split].attrs["rows"] = total
             done = int(h5[split].attrs["rows_done"])
@@ -253,7 +267,7 @@ def pyramid_histograms(words: np.ndarray, positions: np.ndarray, offsets: np.nda
 def load_histograms(sift_path: Path, words_path: Path, n_words: int, levels: int, sqrt: bool):
     """{split: (histograms, labels)} over valid images."""
     out = {}
-    with h5py.File(sift_path, "r") as sift, h5py.File(words_path, "r") as words:
+    with reading(sift_path, "dense SIFT file") as sift, reading(words_path, "BoW words file") as words:
         for split in SPLITS:
             group = sift[split]
             hist = pyramid_histograms(words[split][:].astype(np.int64), group["positions"][:], group["offsets"][:], n_words, levels)
@@ -265,9 +279,9 @@ def load_histograms(sift_path: Path, words_path: Path, n_words: int, levels: int
 
 def image_histograms(paths: list[Path], config: "BowConfig", kmeans) -> tuple[np.ndarray, np.ndarray]:
     """Histograms of new images with a fitted vocabulary (for `transfer predict`); (histograms, readable mask)."""
-    found = [dense_sift(path, config.sift) for path in paths]
-    ok = np.array([item is not None for item in found])
-    items = [item for item in found if item is not None]
+    found = [_sift_or_reason(path, config.sift) for path in paths]
+    ok = np.array([not isinstance(item, str) for item in found])
+    items = [item for item in found if not isinstance(item, str)]
     if not items:
         return np.zeros((0, config.vocabulary.words)), ok
     words = kmeans.predict(np.concatenate([d for d, _ in items]).astype(np.float32))
@@ -303,8 +317,21 @@ class BowFeatures:
 
 
 def bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, jobs: int = -1) -> BowFeatures:
-    """Stages 1–3 (each skipped when cached) and the histograms; timings of each stage in seconds."""
+    """Stages 1–3 (each skipped when cached) and the histograms; timings of each stage in seconds.
+    A damaged stage file is moved aside and the stages run again (each damaged file once)."""
     config.check()
+    damaged: set[Path] = set()
+    while True:
+        try:
+            return _bow_features(dataset, config, cache_dir, jobs)
+        except DamagedFile as error:
+            if error.path in damaged:
+                raise
+            damaged.add(error.path)
+            recover(error)
+
+
+def _bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, jobs: int) -> BowFeatures:
     timings = {}
     tick = time.perf_counter()
     sift_path = compute_descriptors(dataset, config.sift, cache_dir, jobs)

@@ -8,13 +8,19 @@ Layout of a file::
 
 Rows are written batch by batch and ``rows_done`` is advanced only after the batch is flushed,
 so a killed run resumes where it stopped and an unfinished layer is never read as finished.
+Every array carries a Fletcher-32 checksum, verified on every read: a flipped byte is reported as
+damage, never used as a feature. A damaged or truncated file is moved aside and extracted again; a
+file locked by another process is left alone. (HDF5's newer file format also checksums its metadata,
+but it marks a file "open for write" until closed, so a killed extraction could not resume.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,9 +31,10 @@ import numpy as np
 from .backbones import Preprocessing
 from .console import warn
 from .datasets import SPLITS, ImageDataset
-from .errors import UserError
+from .errors import DamagedFile, UserError
+from .files import move_aside
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksummed arrays
 
 
 @dataclass(frozen=True)
@@ -76,15 +83,54 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _open(path: Path, mode: str) -> h5py.File:
+def locked_by_another_process(path: Path, exclusive: bool) -> bool:
+    """Whether another process holds HDF5's lock on ``path`` (HDF5 locks files with flock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: HDF5's own error stands
+        return False
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def open_h5(path: Path, mode: str, what: str = "feature cache file") -> h5py.File:
+    """Open an HDF5 cache file; a lock held elsewhere is a `UserError` (wait), anything else that keeps it
+    from opening is a `DamagedFile`."""
     try:
         return h5py.File(path, mode)
-    except BlockingIOError as error:
-        raise UserError(f"{path} is being written by another transfer process; wait for it to finish") from error
     except OSError as error:
-        if "lock" in str(error).lower():
+        if locked_by_another_process(path, exclusive=mode != "r"):
             raise UserError(f"{path} is being written by another transfer process; wait for it to finish") from error
-        raise
+        if mode == "r" and not path.exists():
+            raise
+        raise DamagedFile(f"{what} {path} is damaged ({error})", path) from error
+
+
+@contextmanager
+def reading(path: Path, what: str = "feature cache file") -> Iterator[h5py.File]:
+    """Read-only access in which any failure to read (a checksum mismatch, a missing part) is a `DamagedFile`."""
+    with open_h5(path, "r", what) as h5:
+        try:
+            yield h5
+        except (OSError, KeyError, ValueError) as error:
+            raise DamagedFile(f"{what} {path} is damaged ({type(error).__name__}: {error})", path) from error
+
+
+def recover(error: DamagedFile) -> None:
+    """Move a damaged cache file aside (kept for inspection, never read again) so that it is computed again."""
+    aside = move_aside(error.path)
+    warn(f"{error}; moved it to {aside.name}, computing it again")
 
 
 class FeatureFile:
@@ -94,11 +140,10 @@ class FeatureFile:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.h5 = _open(path, "a")
-        except OSError as error:  # unreadable after a hard crash: start this file afresh
-            warn(f"{path} could not be read back ({error}); extracting it again")
-            path.unlink()
-            self.h5 = _open(path, "a")
+            self.h5 = open_h5(path, "a")
+        except DamagedFile as error:  # truncated by a hard crash, or damaged: start this file afresh
+            recover(error)
+            self.h5 = open_h5(path, "a")
         if "key" not in self.h5.attrs:  # new, or killed while writing its header
             for name in list(self.h5):
                 del self.h5[name]
@@ -114,9 +159,9 @@ class FeatureFile:
         for split in SPLITS:
             samples = dataset.samples(split)
             group = h5.create_group(split)
-            group["labels"] = np.array([s.label for s in samples], dtype=np.int32)
+            group.create_dataset("labels", data=np.array([s.label for s in samples], dtype=np.int32), fletcher32=True)
             group.create_dataset("paths", data=[s.relpath for s in samples], dtype=h5py.string_dtype())
-            group["valid"] = np.zeros(len(samples), dtype=bool)
+            group.create_dataset("valid", data=np.zeros(len(samples), dtype=bool), fletcher32=True)
         h5.attrs["key"] = json.dumps(key.as_dict(), sort_keys=True)  # last: marks a usable header
         h5.flush()
 
@@ -141,7 +186,7 @@ class FeatureFile:
                 rows = self.rows(split)
                 group.create_dataset(
                     layer, shape=(rows, array.shape[1]), dtype=np.float32,
-                    chunks=(max(1, min(rows, len(valid))), array.shape[1]),
+                    chunks=(max(1, min(rows, len(valid))), array.shape[1]), fletcher32=True,
                 )
                 group[layer].attrs["rows_done"] = 0
             group[layer][start:stop] = array
@@ -173,8 +218,9 @@ class LayerFeatures:
 
 
 def read_features(path: Path, layer: str) -> LayerFeatures:
-    """Features of one layer for both splits, valid rows only; an unfinished layer is an error."""
-    with _open(path, "r") as h5:
+    """Features of one layer for both splits, valid rows only; an unfinished layer is an error, a damaged
+    file a `DamagedFile`."""
+    with reading(path) as h5:
         splits = {}
         for split in SPLITS:
             group = h5[split]
@@ -191,7 +237,7 @@ def read_features(path: Path, layer: str) -> LayerFeatures:
 
 def extraction_timing(path: Path) -> dict[str, float]:
     """Seconds and images/s of the network passes that filled this file (all splits, all passes)."""
-    with _open(path, "r") as h5:
+    with reading(path) as h5:
         seconds = sum(float(h5[s].attrs.get("seconds", 0)) for s in SPLITS)
         images = sum(int(h5[s].attrs.get("images_timed", 0)) for s in SPLITS)
         wait = sum(float(h5[s].attrs.get("loader_wait_seconds", 0)) for s in SPLITS)
@@ -200,7 +246,7 @@ def extraction_timing(path: Path) -> dict[str, float]:
 
 
 def complete_layers(path: Path) -> list[str]:
-    with _open(path, "r") as h5:
+    with reading(path) as h5:
         layers = [k for k in h5["train"] if k not in ("labels", "paths", "valid")]
         return [
             layer for layer in layers
@@ -224,7 +270,7 @@ def _skipped(group: h5py.Group, rows: int) -> list[str]:
 
 def extraction_summary(path: Path, layers: list[str]) -> tuple[dict[str, dict[str, tuple[int, int]]], list[str]]:
     """(split -> layer -> (rows, dims), skipped images) of a finished extraction, read-only."""
-    with _open(path, "r") as h5:
+    with reading(path) as h5:
         shapes = {split: {layer: tuple(h5[split][layer].shape) for layer in layers} for split in SPLITS}
         skipped = [p for split in SPLITS for p in _skipped(h5[split], len(h5[split]["labels"]))]
     return shapes, skipped
@@ -233,7 +279,7 @@ def extraction_summary(path: Path, layers: list[str]) -> tuple[dict[str, dict[st
 def describe_file(path: Path) -> CacheEntry:
     size = path.stat().st_size
     try:
-        with _open(path, "r") as h5:
+        with reading(path) as h5:
             key = json.loads(h5.attrs["key"])
             layers: dict[str, str] = {}
             skipped: list[str] = []
@@ -250,7 +296,7 @@ def describe_file(path: Path) -> CacheEntry:
                     layers[name] = f"{layers[name]} / {shape}" if name in layers else shape
                 skipped += _skipped(group, done_rows)
             return CacheEntry(path, size, key, layers, skipped)
-    except (OSError, KeyError, UserError):
+    except UserError:  # damaged, or locked by a writer
         return CacheEntry(path, size, None, {}, [])
 
 

@@ -32,6 +32,14 @@ class GridConfig:
     jobs: int = -1
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_jobs(self.jobs)
+
+
+def check_jobs(jobs: int) -> None:
+    if jobs == 0:
+        raise UserError("--jobs must be a number of processes (1, 2, …) or -1 for all cores (-2: all but one), not 0")
+
 
 def parse_c_grid(text: str) -> tuple[float, ...]:
     try:

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from PIL import Image
-
 from .errors import UserError
+from .images import UnreadableImage, image_size
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -202,13 +201,6 @@ def _load_pooled(root: Path, policy: SplitPolicy, ignored: list[str]) -> ImageDa
     return ImageDataset(root, [dirs[k].name for k in order], splits, "pooled")
 
 
-def read_image(path: Path, color: bool = False) -> Image.Image:
-    """Decode fully (so truncated files fail here, not later); grayscale is replicated to 3 channels."""
-    with Image.open(path) as image:
-        image.load()
-        return image.convert("RGB") if color else image.convert("L").convert("RGB")
-
-
 @dataclass
 class DatasetSummary:
     counts: dict[str, Counter]  # split -> class name -> images
@@ -226,9 +218,10 @@ def summarize(dataset: ImageDataset) -> DatasetSummary:
     for split in SPLITS:
         for sample in dataset.samples(split):
             try:
-                with Image.open(dataset.path(sample)) as image:
-                    sizes[image.size] += 1
-                    modes[image.mode] += 1
-            except OSError:
+                size, mode = image_size(dataset.path(sample))
+            except UnreadableImage:
                 unreadable.append(sample.relpath)
+                continue
+            sizes[size] += 1
+            modes[mode] += 1
     return DatasetSummary(counts, sizes, modes, unreadable, dataset.duplicate_groups())

@@ -23,10 +23,21 @@ from .backbones import (
     get_backbone,
     weights_id,
 )
-from .cache import ExtractionKey, FeatureCache, FeatureFile, complete_layers, extraction_summary, layer_key
+from .cache import (
+    ExtractionKey,
+    FeatureCache,
+    FeatureFile,
+    LayerFeatures,
+    complete_layers,
+    extraction_summary,
+    layer_key,
+    read_features,
+    recover,
+)
 from .console import console, progress_bar, warn
-from .datasets import SPLITS, ImageDataset, read_image
-from .errors import UserError
+from .datasets import SPLITS, ImageDataset
+from .images import UnreadableImage, read_image
+from .errors import DamagedFile, UserError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -55,6 +66,16 @@ class RunOptions:
     workers: int | None = None  # None: a default that suits the device and core count
     strict: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_workers(self.workers)
+
+
+def check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be 0 (load images in the main process) or more, got {workers}")
 
 
 @dataclass(frozen=True)
@@ -173,7 +194,7 @@ class _ImageFiles:
 
         try:
             return self.transform(read_image(self.paths[index], self.preprocessing.color)), True
-        except (OSError, ValueError, SyntaxError):  # PIL raises all three for broken files
+        except UnreadableImage:
             size = self.preprocessing.crop
             return torch.zeros(3, size, size), False
 
@@ -266,12 +287,10 @@ def extract(
     import torch
 
     resolved = resolve(dataset, features, cache_dir, options.device)
-    if options.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {options.batch_size}")
     outcome = ExtractionOutcome(resolved.path, {})
     try:
         done = complete_layers(resolved.path) if resolved.path.exists() else []
-    except OSError:  # unreadable after a hard crash: FeatureFile starts it afresh
+    except DamagedFile:  # FeatureFile moves it aside and starts afresh
         done = []
     if any(lk not in done for lk in resolved.layer_keys):
         if resolved.device == "cpu":
@@ -387,3 +406,20 @@ def cached_features(dataset: ImageDataset, features: FeatureSpec, cache_dir: Pat
             f"Make them with:\n  {extract_command(dataset, features, missing)}"
         )
     return resolved, {lk: resolved.path for lk in resolved.layer_keys}
+
+
+def load_layer(dataset: ImageDataset, features: FeatureSpec, cache_dir: Path, layer: str,
+               options: RunOptions = RunOptions()) -> tuple[Resolved, LayerFeatures]:
+    """One cached layer's features (``layer``: a layer key of ``features``). Features never extracted are
+    an error naming the command; a damaged cache file is moved aside and extracted again."""
+
+    def read() -> tuple[Resolved, LayerFeatures]:
+        resolved, paths = cached_features(dataset, features, cache_dir)
+        return resolved, read_features(paths[layer], layer)
+
+    try:
+        return read()
+    except DamagedFile as error:
+        recover(error)
+    extract(dataset, features, cache_dir, options)
+    return read()

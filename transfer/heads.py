@@ -14,7 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from .console import warn
 from .errors import UserError
+from .files import atomic_path, move_aside
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "exp", "none")  # exp: lr × lr_decay after every epoch
@@ -102,9 +104,30 @@ class HeadResult:
     stopped_early: bool = False
 
 
+def check_validation_split(labels: np.ndarray, fraction: float) -> None:
+    """A stratified validation part needs two classes, and one image of every class on each side."""
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    if len(counts) < 2:
+        raise UserError(f"the training split has {len(counts)} class(es): a classifier needs at least two")
+    total, classes = len(labels), len(counts)
+    held_out = int(np.ceil(fraction * total))  # as scikit-learn's train_test_split rounds it
+    if counts.min() >= 2 and classes <= held_out <= total - classes:
+        return
+    if counts.min() < 2:
+        raise UserError(f"the smallest class has {counts.min()} training image(s): the validation part needs one "
+                        f"image of every class and training at least one more, so every class needs 2 or more "
+                        f"training images (--train-per-class)")
+    lowest, highest = classes / total, (total - classes) / total
+    raise UserError(f"--val-fraction {fraction:g} holds out {held_out} of {total} training images, but the "
+                    f"validation part needs at least one image of each of the {classes} classes and the fit part "
+                    f"one more of each: use a --val-fraction between {lowest:.2f} and {highest:.2f}")
+
+
 def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
+    check_validation_split(labels, fraction)
     indices = np.arange(len(labels))
     fit, val = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
     return np.sort(fit), np.sort(val)
@@ -162,9 +185,49 @@ def _trainable_state(model) -> dict:
 def _save_checkpoint(path: Path, state: dict) -> None:
     import torch
 
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        torch.save(state, partial)
+
+
+def _rng_states() -> dict:
+    """The global generators that dropout and augmentation draw from: a resumed run continues them."""
+    import torch
+
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _discard_checkpoint(path: Path, error: Exception) -> None:
+    aside = move_aside(path)
+    warn(f"checkpoint {path} could not be read back ({type(error).__name__}: {error}); "
+         f"moved to {aside.name}, training starts afresh")
+
+
+def _read_checkpoint(path: Path) -> dict | None:
+    """A checkpoint's state, loaded without running code (``weights_only``); None when there is none.
+    A file that is damaged or not a checkpoint is moved aside."""
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"expected a dict, found {type(state).__name__}")
+        return state
+    except Exception as error:  # UnpicklingError for foreign objects, RuntimeError/EOFError for damage
+        _discard_checkpoint(path, error)
+        return None
 
 
 @dataclass
@@ -195,13 +258,20 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
                                                      "val_top5", "epoch_seconds")}
     best = {"epoch": 0, "val_acc": -1.0, "state": None}
     start = 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        task.model.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        curves, best, start = state["curves"], state["best"], state["epoch"]
+    initial = _trainable_state(task.model)
+    state = _read_checkpoint(checkpoint)
+    if state is not None:
+        try:
+            curves, best, start = state["curves"], state["best"], state["epoch"]
+            task.model.load_state_dict(state["model"], strict=False)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            _set_rng_states(state["rng"])  # last: a failure above leaves the global generators untouched
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # readable, but not this training's
+            _discard_checkpoint(checkpoint, error)
+            task.model.load_state_dict(initial, strict=False)
+            return train(task, n_classes, config, checkpoint, progress, score_test)
     stopped_early = False
     for epoch in range(start, config.epochs):
         if epoch - best["epoch"] >= config.patience and best["state"] is not None:
@@ -219,7 +289,8 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
             best = {"epoch": epoch + 1, "val_acc": val.accuracy, "state": _trainable_state(task.model)}
         _save_checkpoint(checkpoint, {"model": _trainable_state(task.model), "optimizer": optimizer.state_dict(),
                                       "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                                      "curves": curves, "best": best, "epoch": epoch + 1, "config": asdict(config)})
+                                      "rng": _rng_states(), "curves": curves, "best": best, "epoch": epoch + 1,
+                                      "config": asdict(config)})
         if progress is not None:
             progress(epoch + 1, curves)
     task.model.load_state_dict(best["state"], strict=False)
@@ -327,11 +398,11 @@ class _LabelledImages:
     def __getitem__(self, index: int):
         import torch
 
-        from .datasets import read_image
+        from .images import UnreadableImage, read_image
 
         try:
             return self.transform(read_image(self.paths[index], self.color)), self.labels[index]
-        except (OSError, ValueError, SyntaxError):
+        except UnreadableImage:
             return torch.zeros(3, self.size, self.size), -1
 
 
@@ -342,6 +413,11 @@ class EndToEnd:
     unfreeze: str = "fc6,fc7"
     backbone_lr_scale: float = 0.1  # learning rate of unfrozen backbone layers, relative to the head's
     workers: int | None = None
+
+    def __post_init__(self) -> None:
+        from .extraction import check_workers
+
+        check_workers(self.workers)
 
 
 def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, preprocessing, precision: str, device: str,

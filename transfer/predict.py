@@ -5,15 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import joblib
 import numpy as np
 
 from .backbones import Preprocessing, Weights, build_model, feature_extractor, get_backbone, weights_id
 from .datasets import IMAGE_EXTENSIONS
 from .errors import UserError
-from .runs import MODEL_FORMAT
-
-KINDS = ("svm", "bow", "head", "network")
+from .modelfile import load_model, state_tensors
 
 
 @dataclass
@@ -22,20 +19,6 @@ class Prediction:
     classes: list[str]  # best first
     scores: list[float]
     error: str | None = None
-
-
-def load_model(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"model file {path} not found; `transfer results` lists the model file of every run")
-    try:
-        payload = joblib.load(path)
-    except Exception as error:  # pickle, EOF, zlib… all mean "not a model file we wrote"
-        raise UserError(f"{path} is not a transfer model file ({type(error).__name__}: {error})") from error
-    if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
-        raise UserError(f"{path} is not a transfer model file (expected one written by `transfer svm`, `bow` or `finetune`)")
-    if payload.get("format") != MODEL_FORMAT:
-        raise UserError(f"{path} has model format {payload.get('format')}, this transfer reads {MODEL_FORMAT}; re-run the fit")
-    return payload
 
 
 def image_paths(inputs: list[Path]) -> list[Path]:
@@ -102,7 +85,7 @@ def _network_probabilities(payload: dict, paths: list[Path], device: str, batch_
     model = build_model(spec, Weights("random"), key["pooling"])
     head = payload["head"]
     attach_head(model, spec.name, HeadSpec(head["name"], tuple(head["hidden"]), head["dropout"]), len(payload["classes"]))
-    model.load_state_dict(payload["state"])
+    model.load_state_dict(state_tensors(payload["state"]))
     device = resolve_device(device)
     model = model.eval().to(device, memory_format=torch.channels_last)
     logits, ok = _forward(lambda x: {"logits": model(x)}, {"logits": "logits"}, "flatten", key, paths, device, batch_size)
@@ -116,15 +99,16 @@ def _head_probabilities(payload: dict, features: np.ndarray) -> np.ndarray:
 
     spec = payload["head"]
     head = HeadSpec(spec["name"], tuple(spec["hidden"]), spec["dropout"]).build(payload["in_features"], len(payload["classes"]))
-    head.load_state_dict(payload["head_state"])
+    head.load_state_dict(state_tensors(payload["head_state"]))
     with torch.inference_mode():
         return torch.softmax(head.eval()(torch.as_tensor(features, dtype=torch.float32)), dim=1).numpy()
 
 
-def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "auto", batch_size: int = 32) -> list[Prediction]:
+def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "auto", batch_size: int = 32,
+            trust_pickle: bool = False) -> list[Prediction]:
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
-    payload = load_model(model_path)
+    payload = load_model(model_path, trust_pickle)
     paths = image_paths(inputs)
     classes = payload["classes"]
     if payload["kind"] == "bow":

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import joblib
 import numpy as np
 from scipy import sparse
 from sklearn.pipeline import Pipeline
 
 from .bow import BowConfig, bow_features, digest_of
-from .cache import extraction_timing, read_features
+from .cache import extraction_timing
 from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
-from .extraction import FeatureSpec, RunOptions, cached_features, extract, resolve
+from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve
 from .heads import EndToEnd, HeadResult, HeadSpec, TrainConfig, attach_head, train_end_to_end, train_head
 from .errors import UserError
+from .files import safe_name
+from .modelfile import MODEL_SUFFIX, save_model, state_arrays
 from .results import ResultsStore, RunRecord, library_versions
 
 if TYPE_CHECKING:
     from .scratch import ImageTensors, ScratchConfig, ScratchResult
-
-MODEL_FORMAT = 1
 
 
 @dataclass
@@ -60,17 +58,10 @@ def head_key(extraction_digest: str, layer: str, spec: HeadSpec, candidates: lis
                       "train": [asdict(c) for c in candidates]})
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-
-
-def save_model(path: Path, payload: dict) -> Path:
-    """joblib file with everything `transfer predict` needs; written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    joblib.dump({"format": MODEL_FORMAT, **payload}, partial)
-    partial.replace(path)
-    return path
+def model_path(cache_dir: Path, label: str, key: str) -> Path:
+    """The model file of one run: named by the run's full content key, so two runs that differ in
+    anything (C grid, folds, seed, splits, settings) never share a file."""
+    return cache_dir / "models" / f"{safe_name(label)}-{key}{MODEL_SUFFIX}"
 
 
 def _fit_and_record(
@@ -79,7 +70,7 @@ def _fit_and_record(
     classes: list[str],
     grid: GridConfig,
     redraws: int,
-    model_path: Path,
+    path: Path,
     model_payload: dict,
     record: RunRecord,
     store: ResultsStore,
@@ -98,8 +89,8 @@ def _fit_and_record(
             grid_search(make_model, (x[tr], y[tr]), (x[te], y[te]), grid, len(classes)).test_accuracy
             for tr, te in redraw_splits(y, per_class, redraws, grid.seed)
         ]
-    save_model(model_path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
-    outcome = GridOutcome(name, result, 0, model_path, split_accuracies, record.timings)
+    save_model(path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
+    outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings)
     mean, std = outcome.mean_std
     record = replace(
         record,
@@ -116,7 +107,7 @@ def _fit_and_record(
         per_class_accuracy=result.per_class_accuracy,
         confusion=result.confusion,
         timings={**record.timings, "fit_seconds": result.fit_seconds},
-        model_path=str(model_path),
+        model_path=str(path),
         versions=library_versions(),
     )
     outcome.run_id = store.add(record)
@@ -133,24 +124,23 @@ def run_svm(
     store: ResultsStore | None = None,
 ) -> list[GridOutcome]:
     """One linear-SVM grid search per cached layer."""
-    resolved, paths = cached_features(dataset, features, cache_dir)
     store = store_or_default(store, cache_dir)
     make_model = linear_svm(norm)
     outcomes = []
-    for layer, path in paths.items():
-        data = read_features(path, layer)
+    for layer in resolve(dataset, features, cache_dir).layer_keys:
+        resolved, data = load_layer(dataset, features, cache_dir, layer)
         one_layer = replace(features, layers=(layer.split(":")[0],))
+        key = svm_key(resolved.key.digest, layer, norm, grid, redraws)
         record = RunRecord(
             method="svm", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-            config={"norm": norm, "features": asdict(one_layer),
-                    "key": svm_key(resolved.key.digest, layer, norm, grid, redraws)}, test_accuracy=0.0, classes=data.classes,
+            config={"norm": norm, "features": asdict(one_layer), "key": key}, test_accuracy=0.0, classes=data.classes,
             backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling,
-            layer=layer, precision=resolved.key.precision, timings=extraction_timing(path),
+            layer=layer, precision=resolved.key.precision, timings=extraction_timing(resolved.path),
         )
-        model_path = cache_dir / "models" / _safe(f"svm-{resolved.key.backbone}-{layer}-{resolved.key.digest}-{norm}.joblib")
+        path = model_path(cache_dir, f"svm-{resolved.key.backbone}-{layer}-{norm}", key)
         payload = {"kind": "svm", "features": asdict(one_layer), "layer_key": layer, "extraction_key": resolved.key.as_dict()}
         splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
-        outcomes.append(_fit_and_record(make_model, splits, data.classes, grid, redraws, model_path, payload, record, store, layer))
+        outcomes.append(_fit_and_record(make_model, splits, data.classes, grid, redraws, path, payload, record, store, layer))
     return outcomes
 
 
@@ -166,16 +156,16 @@ def run_bow(
     features = bow_features(dataset, config, cache_dir, grid.jobs)
     store = store_or_default(store, cache_dir)
     name = f"bow-pyramid{config.pyramid}" if config.pyramid else "bow"
+    key = bow_key(dataset.fingerprint, config, grid, redraws)
     record = RunRecord(
         method="bow", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-        config={**asdict(config), "key": bow_key(dataset.fingerprint, config, grid, redraws)},
+        config={**asdict(config), "key": key},
         test_accuracy=0.0, classes=dataset.classes,
         layer=f"sift-L{config.pyramid}", timings=features.timings,
     )
-    digest = digest_of({"dataset": dataset.fingerprint, **asdict(config)})
     payload = {"kind": "bow", "vocabulary": features.kmeans, "bow_config": asdict(config)}
     return _fit_and_record(
-        plain_svm, features.splits, dataset.classes, grid, redraws, cache_dir / "models" / f"{name}-{digest}.joblib",
+        plain_svm, features.splits, dataset.classes, grid, redraws, model_path(cache_dir, name, key),
         payload, record, store, name, finalize=lambda svm: Pipeline([("chi2", features.feature_map), ("svm", svm)]),
     )
 
@@ -213,26 +203,25 @@ def run_head(
     layer = spec.input_layer(features.backbone)
     feature_spec = replace(features, layers=(layer,), spatial="flatten")
     extraction = extract(dataset, feature_spec, cache_dir, options)  # a no-op when cached
-    resolved, _ = cached_features(dataset, feature_spec, cache_dir)
-    data = read_features(extraction.path, layer)
+    resolved, data = load_layer(dataset, feature_spec, cache_dir, layer, options)
     train, test = data.splits["train"], data.splits["test"]
     n_classes = len(data.classes)
 
-    def fit(candidate: TrainConfig, score_test: bool) -> tuple[HeadResult, str]:
+    def fit(candidate: TrainConfig, score_test: bool) -> HeadResult:
         key = digest_of({"extraction": resolved.key.digest, "layer": layer, "head": asdict(spec), "train": asdict(candidate)})
-        checkpoint = cache_dir / "heads" / f"{spec.name.replace(':', '-').replace(',', '_')}-{key}.pt"
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint = cache_dir / "heads" / f"{safe_name(spec.name)}-{key}.pt"
         return train_head(spec, (train.features, train.labels), (test.features, test.labels), n_classes,
-                          candidate, checkpoint, progress, score_test), key
+                          candidate, checkpoint, progress, score_test)
 
     # Several settings: each is trained without touching the test split, the best validation accuracy
     # wins (first among ties), and only the winner is scored on test (it resumes from its checkpoint).
-    tried = [(candidate, fit(candidate, score_test=False)[0].best_val_accuracy) for candidate in candidates] if len(candidates) > 1 else []
+    tried = [(candidate, fit(candidate, score_test=False).best_val_accuracy) for candidate in candidates] if len(candidates) > 1 else []
     config = max(tried, key=lambda t: t[1])[0] if tried else candidates[0]
-    result, run_key = fit(config, score_test=True)
-    model_path = save_model(
-        cache_dir / "models" / _safe(f"head-{resolved.key.backbone}-{spec.name}-{run_key}.joblib"),
-        {"kind": "head", "head": asdict(spec), "head_state": result.head.state_dict(),
+    result = fit(config, score_test=True)
+    key = head_key(resolved.key.digest, layer, spec, candidates)
+    path = save_model(
+        model_path(cache_dir, f"head-{resolved.key.backbone}-{spec.name}", key),
+        {"kind": "head", "head": asdict(spec), "head_state": state_arrays(result.head.state_dict()),
          "in_features": int(train.features.shape[1]), "classes": data.classes, "features": asdict(feature_spec),
          "layer_key": layer, "extraction_key": resolved.key.as_dict()},
     )
@@ -240,16 +229,16 @@ def run_head(
         method="head", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
         config={"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
                 "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried],
-                "key": head_key(resolved.key.digest, layer, spec, candidates)},
+                "key": key},
         test_accuracy=result.test_accuracy, classes=data.classes, backbone=resolved.key.backbone,
         weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer, precision=resolved.key.precision,
         chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
         per_class_accuracy=result.per_class_accuracy, confusion=result.confusion, curves=result.curves,
         timings={**extraction_timing(extraction.path), "epoch_seconds": result.epoch_seconds,
                  "fit_seconds": float(sum(result.curves["epoch_seconds"]))},
-        model_path=str(model_path), versions=library_versions(),
+        model_path=str(path), versions=library_versions(),
     )
-    return HeadOutcome(spec, layer, result, store_or_default(store, cache_dir).add(record), model_path,
+    return HeadOutcome(spec, layer, result, store_or_default(store, cache_dir).add(record), path,
                        record.config["candidates"])
 
 
@@ -266,13 +255,12 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     model = build_model(backbone, weights, features.pooling)
     head = attach_head(model, backbone.name, spec, len(dataset.classes))
     run_key = digest_of({"extraction": resolved.key.digest, "head": asdict(spec), "train": asdict(config), "end_to_end": asdict(setup)})
-    checkpoint = cache_dir / "heads" / f"{spec.name.replace(':', '-').replace(',', '_')}-{setup.unfreeze.replace(',', '_')}-{run_key}.pt"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = cache_dir / "heads" / f"{safe_name(spec.name + '-' + setup.unfreeze)}-{run_key}.pt"
     result = train_end_to_end(dataset, spec, model, head, backbone.name, resolved.key.preprocessing, resolved.key.precision,
                               resolved.device, setup, config, checkpoint, progress)
-    model_path = save_model(
-        cache_dir / "models" / _safe(f"network-{backbone.name}-{spec.name}-{setup.unfreeze}-{run_key}.joblib"),
-        {"kind": "network", "head": asdict(spec), "state": {k: v.cpu() for k, v in result.head.state_dict().items()},
+    path = save_model(
+        model_path(cache_dir, f"network-{backbone.name}-{spec.name}-{setup.unfreeze}", run_key),
+        {"kind": "network", "head": asdict(spec), "state": state_arrays(result.head.state_dict()),
          "classes": dataset.classes, "features": asdict(features), "extraction_key": resolved.key.as_dict()},
     )
     record = RunRecord(
@@ -284,9 +272,9 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
         precision=resolved.key.precision, chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
         per_class_accuracy=result.per_class_accuracy, confusion=result.confusion, curves=result.curves,
         timings={"epoch_seconds": result.epoch_seconds, "fit_seconds": float(sum(result.curves["epoch_seconds"]))},
-        model_path=str(model_path), versions=library_versions(),
+        model_path=str(path), versions=library_versions(),
     )
-    return HeadOutcome(spec, f"images, unfreeze {setup.unfreeze}", result, store_or_default(store, cache_dir).add(record), model_path)
+    return HeadOutcome(spec, f"images, unfreeze {setup.unfreeze}", result, store_or_default(store, cache_dir).add(record), path)
 
 
 def scratch_key(dataset_fingerprint: str, config: "ScratchConfig") -> str:

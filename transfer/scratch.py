@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from .datasets import SPLITS, ImageDataset, read_image
+from .datasets import SPLITS, ImageDataset
+from .images import UnreadableImage, read_image
 from .errors import UserError
 from .heads import HeadResult, Scores, TrainConfig, TrainingTask, train, validation_split
 
@@ -139,7 +140,7 @@ def load_images(dataset: ImageDataset, size: int, color: bool = False) -> ImageT
     import torch
     from PIL import Image
 
-    from .console import progress_bar
+    from .console import progress_bar, warn
 
     splits = {}
     for split in SPLITS:
@@ -150,8 +151,9 @@ def load_images(dataset: ImageDataset, size: int, color: bool = False) -> ImageT
             for i, sample in enumerate(samples):
                 try:
                     image = read_image(dataset.path(sample), color)
-                except (OSError, ValueError, SyntaxError):
-                    labels[i] = -1  # unreadable: left out of losses and scores
+                except UnreadableImage as error:
+                    warn(f"skipping unreadable image {sample.relpath}: {error}")
+                    labels[i] = -1  # left out of losses and scores
                     continue
                 pixels[i] = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
                 advance()

@@ -1,0 +1,103 @@
+"""Model files (`transfer predict` input) and other saved estimators: the skops format.
+
+A skops file is a zip of JSON and ``.npy`` members. Loading it builds only types skops trusts
+(scikit-learn estimators, numpy arrays, builtins), so a crafted file cannot run code the way a
+pickle can; every member carries a CRC-32 that is checked when it is read, so a flipped byte is an
+error, not a silently different model. Torch weights travel inside as numpy arrays.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DamagedFile, UserError
+from .files import atomic_path
+
+MODEL_FORMAT = 2  # 1: joblib pickles (refused unless --trust-pickle)
+MODEL_SUFFIX = ".skops"
+KINDS = ("svm", "bow", "head", "network")
+
+
+def save_estimator(path: Path, obj: Any) -> Path:
+    """Write any skops-serialisable object atomically."""
+    import skops.io
+
+    with atomic_path(path) as partial:
+        skops.io.dump(obj, partial)
+    return path
+
+
+def load_estimator(path: Path, what: str) -> Any:
+    """Read a skops file; a damaged or foreign file is a `DamagedFile` naming ``what`` was expected.
+    Types outside skops' trusted set are refused before anything is built."""
+    import skops.io
+
+    if not zipfile.is_zipfile(path):
+        raise DamagedFile(f"{path} is not {what} (not a skops file)", path)
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+    except Exception as error:  # BadZipFile, KeyError, JSON errors: all "not what we wrote"
+        raise DamagedFile(f"{path} is damaged or not {what} ({type(error).__name__}: {error})", path) from error
+    if untrusted:
+        shown = ", ".join(untrusted[:5]) + (" …" if len(untrusted) > 5 else "")
+        raise DamagedFile(f"{path} holds types that {what} never contains ({shown}); it was not loaded", path)
+    try:
+        return skops.io.load(path)
+    except Exception as error:  # a bad CRC-32, a truncated member, a schema that does not fit
+        raise DamagedFile(f"{path} is damaged or not {what} ({type(error).__name__}: {error})", path) from error
+
+
+def state_arrays(state: dict) -> dict[str, np.ndarray]:
+    """A torch state_dict as numpy arrays (what a skops file can hold)."""
+    return {name: tensor.detach().cpu().numpy() for name, tensor in state.items()}
+
+
+def state_tensors(state: dict) -> dict:
+    import torch
+
+    return {name: torch.as_tensor(np.asarray(value)) for name, value in state.items()}
+
+
+def save_model(path: Path, payload: dict) -> Path:
+    """A model file with everything `transfer predict` needs."""
+    return save_estimator(path, {"format": MODEL_FORMAT, **payload})
+
+
+def _is_pickle(path: Path) -> bool:
+    """joblib writes a pickle (protocol byte 0x80), possibly zlib-compressed (0x78)."""
+    with open(path, "rb") as file:
+        return file.read(1) in (b"\x80", b"\x78")
+
+
+def load_model(path: Path, trust_pickle: bool = False) -> dict:
+    """A model file written by `transfer svm`, `bow` or `finetune`; anything else is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} not found; `transfer results` lists the model file of every run")
+    expected = "a transfer model file (written by `transfer svm`, `bow` or `finetune`)"
+    if not zipfile.is_zipfile(path) and _is_pickle(path):
+        if not trust_pickle:
+            raise UserError(
+                f"{path} is a pickle-based model file from an earlier transfer; loading a pickle can run any "
+                f"code it contains, so it was not loaded. Re-create it by re-running the command that made it "
+                f"(`transfer results` shows its settings): the new file is a {MODEL_SUFFIX} file. Only if you "
+                f"made this file yourself, `--trust-pickle` loads it as it is.")
+        import joblib
+
+        try:
+            payload = joblib.load(path)
+        except Exception as error:
+            raise UserError(f"{path} is damaged or not {expected} ({type(error).__name__}: {error})") from error
+        formats = (1, MODEL_FORMAT)
+    else:
+        payload = load_estimator(path, expected)
+        formats = (MODEL_FORMAT,)
+    if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
+        raise UserError(f"{path} is not {expected}")
+    if payload.get("format") not in formats:
+        raise UserError(f"{path} has model format {payload.get('format')}, this transfer reads {MODEL_FORMAT}; re-run the fit")
+    return payload
