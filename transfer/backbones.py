@@ -245,6 +245,32 @@ def weights_id(spec: BackboneSpec, weights: Weights) -> str:
     return f"imagenet:{spec.name}"
 
 
+def _load_state_file(model: "torch.nn.Module", spec: BackboneSpec, path: Path) -> None:
+    """A state_dict file into ``model``, loaded without running code; anything else is a one-line error."""
+    import torch
+
+    problem = f"--weights {path} is not a {spec.name} state_dict"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, damaged, or holding objects beyond tensors
+        raise UserError(f"{problem}: it does not load as a torch file of tensors (it is damaged, not a torch "
+                        f"file, or holds objects that could run code when loaded: {type(error).__name__})") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{problem}: it holds a {type(state).__name__}, not a dict of named tensors")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        parts = [f"{len(names)} {what} (e.g. {names[0]})" for names, what in
+                 ((missing, "of its weights missing"), (unexpected, "names it does not have"), (wrong, "of other shapes"))
+                 if names]
+        raise UserError(f"{problem}: {', '.join(parts)}")
+    model.load_state_dict(state)
+
+
 def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> "torch.nn.Module":
     """The network in eval mode with the requested weights and pooling variant."""
     import torch
@@ -256,13 +282,7 @@ def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> "
     if weights.source == "imagenet":
         spec.load_imagenet(model)
     elif weights.source == "file":
-        state = torch.load(weights.path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as error:
-            raise UserError(f"--weights {weights.path} is not a {spec.name} state_dict: {error}") from error
+        _load_state_file(model, spec, weights.path)
     replace_max_pooling(model, pooling)
     return model.eval()
 

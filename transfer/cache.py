@@ -300,8 +300,13 @@ def describe_file(path: Path) -> CacheEntry:
         return CacheEntry(path, size, None, {}, [])
 
 
+# Folders of the cache root that hold derived artifacts besides the extraction files.
+ARTIFACT_FOLDERS = ("bow", "heads", "scratch", "models")
+
+
 class FeatureCache:
-    """The folder of extraction files."""
+    """The cache folder: extraction files at the top, other artifacts in ``ARTIFACT_FOLDERS``. The
+    results store (``results.sqlite``) lives here too but is not a cache: nothing here removes it."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -315,9 +320,20 @@ class FeatureCache:
     def entries(self) -> list[CacheEntry]:
         return [describe_file(path) for path in self.files()]
 
+    def artifacts(self) -> list[Path]:
+        """Every cached file: extraction files (and damaged ones moved aside), BoW stages, checkpoints, models."""
+        if not self.root.is_dir():
+            return []
+        top = [p for p in self.root.iterdir() if p.is_file() and (p.suffix == ".h5" or ".h5.damaged-" in p.name)]
+        inner = [p for folder in ARTIFACT_FOLDERS for p in (self.root / folder).glob("*") if p.is_file()]
+        return sorted(top + inner)
+
     def remove(self, pattern: str) -> list[Path]:
-        """Delete files whose name contains ``pattern`` ('all' for every file)."""
-        removed = [p for p in self.files() if pattern == "all" or pattern in p.name]
+        """Delete cached files whose path inside the cache contains ``pattern`` ('all' for every one)."""
+        if not pattern.strip():
+            raise UserError("an empty pattern would match every cached file; give part of a file name, "
+                            "or 'all' to remove everything (`transfer cache ls` lists them)")
+        removed = [p for p in self.artifacts() if pattern == "all" or pattern in p.relative_to(self.root).as_posix()]
         for path in removed:
             path.unlink()
         return removed

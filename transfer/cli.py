@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .console import console, err_console
+from .console import console, err_console, note, styled
 from .errors import UserError
 from .paths import default_cache_dir, default_data_dir
 
@@ -18,7 +18,7 @@ class _App(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except UserError as error:
-            err_console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+            err_console.print(styled(("error:", "red"), f" {error}"), soft_wrap=True)
             raise SystemExit(2) from None
 
 
@@ -58,10 +58,13 @@ def _split_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _load_dataset(data: Optional[Path], train_per_class: int, split_seed: int, verbose: bool = False):
+def _load_dataset(data: Optional[Path], train_per_class: int, split_seed: int, verbose: bool = False,
+                  note_duplicates: bool = True):
     from .datasets import SplitPolicy, load_dataset
 
     dataset = load_dataset(data or default_data_dir(), SplitPolicy(train_per_class, split_seed))
+    if note_duplicates:
+        note(dataset.duplicates_note())
     if dataset.ignored_files:
         console.print(f"ignored {len(dataset.ignored_files)} non-image file(s)" + ("" if verbose else " (-v lists them)"))
         if verbose:
@@ -103,7 +106,7 @@ def extract(
     try:
         outcome = run_extraction(dataset, features, cache_dir or default_cache_dir(), options)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/yellow]: finished batches are saved; run the same command to resume.")
+        err_console.print(styled(("interrupted", "yellow"), ": finished batches are saved; run the same command to resume."))
         raise SystemExit(130) from None
     print_extraction(outcome)
 
@@ -217,6 +220,7 @@ def report(
 ) -> None:
     """Accuracy per configuration, side by side, from the results store; writes report.md/.html, results.csv, figures."""
     from .display import print_report
+    from .files import confined
     from .report import configuration_rows, write_report
     from .results import ResultsStore
 
@@ -227,7 +231,7 @@ def report(
     if not runs:
         raise UserError("no runs match these filters; `transfer results` lists what the store holds")
     rows = configuration_rows(runs, best_only)
-    files = write_report([r.run for r in rows], out or Path("reports") / name, published)
+    files = write_report([r.run for r in rows], out or confined(Path("reports"), name, "--name"), published)
     print_report(rows, files, published)
 
 
@@ -309,6 +313,7 @@ def run_study(
         console.print(f"data: {dataset_location(study, overrides)} is missing and would be fetched first; "
                       f"the plan depends on the images, so it is shown once they are there.")
         return
+    note(dataset.duplicates_note())
     cache = cache_dir or default_cache_dir()
     console.print(f"study {study.study.name} ({study_file}): {dataset.root}, {len(dataset.classes)} classes, "
                   f"{len(dataset.samples('train'))} train / {len(dataset.samples('test'))} test images; cache {cache}")
@@ -317,7 +322,7 @@ def run_study(
         print_plan([(stage, stage.check()) for stage in stages])
         return
     begun = time.perf_counter()
-    reports = run_stages(stages, on_start=lambda stage: console.print(f"[bold]▶ {stage.name}[/bold]"), on_end=print_stage_end)
+    reports = run_stages(stages, on_start=lambda stage: console.print(styled((f"▶ {stage.name}", "bold"))), on_end=print_stage_end)
     print_run_summary(reports, time.perf_counter() - begun)
     if any(r.status == "interrupted" for r in reports):
         raise SystemExit(130)
@@ -442,7 +447,7 @@ def data_info(
     from .datasets import summarize
     from .display import print_data_info
 
-    dataset = _load_dataset(data, train_per_class, split_seed, verbose)
+    dataset = _load_dataset(data, train_per_class, split_seed, verbose, note_duplicates=False)
     print_data_info(dataset, summarize(dataset))
 
 
@@ -469,10 +474,10 @@ def cache_ls(cache_dir: CacheDirOpt = None) -> None:
 
 @cache_app.command("rm")
 def cache_rm(
-    pattern: Annotated[str, typer.Argument(help="Remove cache files whose name contains this text; 'all' for every one.")],
+    pattern: Annotated[str, typer.Argument(help="Remove cached files whose path inside the cache contains this text (e.g. vgg16, bow/, models/svm); 'all' for every one.")],
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Remove cached extractions."""
+    """Remove cached files: extractions, BoW stages, checkpoints, model files (never the results store)."""
     from .cache import FeatureCache
 
     removed = FeatureCache(cache_dir or default_cache_dir()).remove(pattern)

@@ -1,4 +1,8 @@
-"""Terminal output: one rich console, and progress bars that show items/s and ETA."""
+"""Terminal output: one rich console, and progress bars that show items/s and ETA.
+
+Markup is off: paths, class names and messages are printed as they are (a name like ``foo[/x]``
+is text, not a rich tag). Styling is explicit, with `Text` pieces (`styled`).
+"""
 
 from __future__ import annotations
 
@@ -20,12 +24,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(stderr=False, highlight=False, markup=False)
+err_console = Console(stderr=True, highlight=False, markup=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """One line from plain strings and (text, style) pairs; no part is read as markup."""
+    return Text.assemble(*parts)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}")
+    err_console.print(styled(("warning:", "yellow"), " ", message))
+
+
+def note(message: str | None) -> None:
+    """Something the user should know about their data; nothing when ``message`` is None."""
+    if message:
+        err_console.print(styled(("note:", "cyan"), " ", message))
 
 
 class _Rate(ProgressColumn):
@@ -45,7 +60,7 @@ def progress_bar(total: int, description: str, unit: str = "img", enabled: bool 
     """Yields `advance(n)`; draws nothing when disabled or when output is not a terminal."""
     show = enabled and sys.stderr.isatty()
     progress = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),

@@ -97,6 +97,19 @@ class ImageDataset:
             by_digest[digest].append((where[relpath], relpath))
         return sorted(sorted(group) for group in by_digest.values() if len(group) > 1)
 
+    def test_duplicates(self) -> list[str]:
+        """Test images byte-identical to a training image: their test predictions are not independent."""
+        in_train = {self.file_digests[s.relpath] for s in self.splits["train"]}
+        return [s.relpath for s in self.splits["test"] if self.file_digests[s.relpath] in in_train]
+
+    def duplicates_note(self) -> str | None:
+        """One line for users and reports when the splits share images; None when they do not."""
+        shared = self.test_duplicates()
+        if not shared:
+            return None
+        return (f"{len(shared)} test image(s) are byte-identical to training images "
+                f"(`transfer data info {self.root}` lists them)")
+
 
 def _image_files(directory: Path, ignored: list[str], root: Path) -> list[Path]:
     files = []

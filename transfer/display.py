@@ -9,10 +9,10 @@ from rich.table import Table
 
 from .backbones import LayerInfo
 from .cache import CacheEntry
-from .console import console, err_console
+from .console import console, err_console, note, styled
 from .datasets import SPLITS, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
-from .report import HEADERS, PUBLISHED, ReportFiles, Row, table_cells
+from .report import HEADERS, PUBLISHED, ReportFiles, Row, data_notes, table_cells
 from .results import RunRecord
 
 if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed here
@@ -45,7 +45,7 @@ def print_extraction(outcome: ExtractionOutcome) -> None:
             f"peak RSS {outcome.peak_rss_mb:,.0f} MB"
         )
     if outcome.skipped:
-        console.print(f"[yellow]{len(outcome.skipped)} unreadable image(s) skipped[/yellow] (listed in the cache file):")
+        console.print(styled((f"{len(outcome.skipped)} unreadable image(s) skipped", "yellow"), " (listed in the cache file):"))
         for relpath in outcome.skipped:
             console.print(f"  {relpath}")
 
@@ -77,13 +77,13 @@ def print_data_info(dataset: ImageDataset, summary: DatasetSummary) -> None:
     console.print(f"sizes: {sizes}{more}")
     console.print("modes: " + ", ".join(f"{mode}: {n}" for mode, n in summary.modes.most_common()))
     if summary.unreadable:
-        console.print(f"[yellow]{len(summary.unreadable)} unreadable image(s):[/yellow] " + ", ".join(summary.unreadable))
+        console.print(styled((f"{len(summary.unreadable)} unreadable image(s):", "yellow"), " " + ", ".join(summary.unreadable)))
     groups = summary.duplicates
     across = [g for g in groups if len({split for split, _ in g}) > 1]
     console.print(f"byte-identical duplicates: {len(groups)} group(s), {len(across)} across train and test")
     for group in groups:
-        mark = "  [red]across splits[/red]" if group in across else ""
-        console.print("  " + "  =  ".join(relpath for _, relpath in group) + mark)
+        mark = ("  across splits" if group in across else "", "red")
+        console.print(styled("  " + "  =  ".join(relpath for _, relpath in group), mark))
 
 
 def print_cache(root: Path, entries: list[CacheEntry]) -> None:
@@ -91,9 +91,9 @@ def print_cache(root: Path, entries: list[CacheEntry]) -> None:
         console.print(f"no cached features in {root}")
         return
     for entry in entries:
-        console.print(f"[bold]{entry.path.name}[/bold]  {_mib(entry.size_bytes)}")
+        console.print(styled((entry.path.name, "bold"), f"  {_mib(entry.size_bytes)}"))
         if entry.key is None:
-            console.print("  [red]unreadable[/red] (an interrupted write; the next extraction redoes it)")
+            console.print(styled("  ", ("unreadable", "red"), " (damaged, or being written; the next extraction redoes a damaged file)"))
             continue
         key = entry.key
         crop = key["preprocessing"]["crop"]
@@ -120,12 +120,12 @@ def print_grid(outcome: GridOutcome) -> None:
         table.add_row(f"{c:g}", f"{100 * mean:.2f} ± {100 * std:.2f}", _pct(test), "← chosen by CV" if chosen else "",
                       style="bold" if chosen else None)
     console.print(table)
-    console.print(f"test accuracy at the CV-chosen C={result.chosen_c:g}: [bold]{_pct(result.test_accuracy)}%[/bold]"
-                  f"  (fit {result.fit_seconds:.1f} s)")
+    console.print(styled(f"test accuracy at the CV-chosen C={result.chosen_c:g}: ", (f"{_pct(result.test_accuracy)}%", "bold"),
+                         f"  (fit {result.fit_seconds:.1f} s)"))
     if outcome.split_accuracies:
         mean, std = outcome.mean_std
-        console.print(f"over {len(outcome.split_accuracies)} re-drawn splits: [bold]{_pct(mean)} ± {_pct(std)}%[/bold]"
-                      f" ({', '.join(_pct(a) for a in outcome.split_accuracies)})")
+        console.print(styled(f"over {len(outcome.split_accuracies)} re-drawn splits: ", (f"{_pct(mean)} ± {_pct(std)}%", "bold"),
+                             f" ({', '.join(_pct(a) for a in outcome.split_accuracies)})"))
     console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
 
 
@@ -154,6 +154,8 @@ def print_report(rows: list[Row], files: ReportFiles, published: bool) -> None:
         for name, value in PUBLISHED:
             table.add_row(name, "", "", "", "", "", "", "", "", f"{100 * value:.1f}", "", "", "", style="dim italic")
     console.print(table)
+    for text in data_notes(rows):
+        note(text)
     console.print(f"report: {files.markdown}, {files.html}, {files.csv}")
     console.print("figures: " + ", ".join(str(p) for p in files.figures.values()))
 
@@ -180,12 +182,12 @@ def print_predictions(predictions: list["Prediction"], output: str) -> None:
             table.add_column(column, justify="right" if column == "score" else "left")
         for p in predictions:
             if p.error:
-                table.add_row(p.path, f"[red]{p.error}[/red]", "")
+                table.add_row(p.path, styled((p.error, "red")), "")
             else:
                 table.add_row(p.path, "\n".join(p.classes), "\n".join(f"{s:.3f}" for s in p.scores))
         console.print(table)
     if failed:
-        err_console.print(f"[yellow]{len(failed)} of {len(predictions)} image(s) could not be read[/yellow]")
+        err_console.print(styled((f"{len(failed)} of {len(predictions)} image(s) could not be read", "yellow")))
 
 
 def print_head(outcome: "HeadOutcome") -> None:
@@ -205,8 +207,8 @@ def print_head(outcome: "HeadOutcome") -> None:
         console.print(f"resumed from the checkpoint after epoch {result.resumed_at}")
     if result.stopped_early:
         console.print(f"stopped early: no better validation accuracy for {len(curves['val_acc']) - result.best_epoch} epochs")
-    console.print(f"test accuracy of the best-validation epoch ({result.best_epoch}): [bold]{_pct(result.test_accuracy)}%[/bold]"
-                  f"  ({result.epoch_seconds:.3f} s per epoch)")
+    console.print(styled(f"test accuracy of the best-validation epoch ({result.best_epoch}): ",
+                         (f"{_pct(result.test_accuracy)}%", "bold"), f"  ({result.epoch_seconds:.3f} s per epoch)"))
     console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
 
 
@@ -218,7 +220,7 @@ def print_plan(plan: list[tuple["Stage", "State"]]) -> None:
     for column in ("#", "stage", "needs", "state", "detail"):
         table.add_column(column, justify="right" if column == "#" else "left")
     for index, (stage, state) in enumerate(plan, start=1):
-        table.add_row(str(index), stage.name, ", ".join(stage.needs), "[green]cached[/green]" if state.done else "will run",
+        table.add_row(str(index), stage.name, ", ".join(stage.needs), styled(("cached", "green")) if state.done else "will run",
                       state.detail)
     console.print(table)
     todo = sum(not state.done for _, state in plan)
@@ -227,8 +229,9 @@ def print_plan(plan: list[tuple["Stage", "State"]]) -> None:
 
 def print_stage_end(report: "StageReport") -> None:
     style = _STATUS_STYLE[report.status]
-    console.print(f"  [{style}]{report.status}[/{style}] {report.stage.name}"
-                  + (f" in {report.seconds:.1f} s" if report.status == "ran" else "") + f": {report.detail}", soft_wrap=True)
+    console.print(styled("  ", (report.status, style), f" {report.stage.name}"
+                         + (f" in {report.seconds:.1f} s" if report.status == "ran" else "") + f": {report.detail}"),
+                  soft_wrap=True)
 
 
 def print_run_summary(reports: list["StageReport"], seconds: float) -> None:
@@ -237,7 +240,7 @@ def print_run_summary(reports: list["StageReport"], seconds: float) -> None:
         table.add_column(column, justify="right" if column == "seconds" else "left")
     for report in reports:
         style = _STATUS_STYLE[report.status]
-        table.add_row(report.stage.name, f"[{style}]{report.status}[/{style}]", f"{report.seconds:.1f}", report.detail)
+        table.add_row(report.stage.name, styled((report.status, style)), f"{report.seconds:.1f}", report.detail)
     console.print(table)
     counts = {status: sum(r.status == status for r in reports) for status in _STATUS_STYLE}
     console.print(f"{len(reports)} stage(s) in {seconds:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
@@ -270,5 +273,6 @@ def print_scratch(outcomes: list["ScratchOutcome"], series: str) -> None:
                       style="bold" if outcome is chosen else None)
     console.print(table)
     if chosen is not None:
-        console.print(f"chosen by validation accuracy: [bold]{chosen.step}[/bold] → test {_pct(chosen.trained.result.test_accuracy)}%"
-                      " (every setting's test accuracy is shown as a curve, not used to choose)")
+        console.print(styled("chosen by validation accuracy: ", (chosen.step, "bold"),
+                             f" → test {_pct(chosen.trained.result.test_accuracy)}%"
+                             " (every setting's test accuracy is shown as a curve, not used to choose)"))

@@ -19,7 +19,7 @@ from .console import console, err_console
 from .datasets import ImageDataset, SplitPolicy, load_dataset
 from .errors import UserError
 from .paths import DATA_ENV
-from .study import FeaturesSection, Study
+from .study import FeaturesSection, Study, report_directory
 
 KINDS = ("extract", "svm", "bow", "head", "scratch", "report")
 
@@ -293,7 +293,7 @@ class Planner:
 
         report = self.study.report
         assert report is not None
-        directory = self.reports_dir / (report.name or self.study.study.name)
+        directory = report_directory(self.reports_dir, self.study)
         inputs = directory / "inputs.json"
         classifiers = [s.name for s in self.stages if s.kind in ("svm", "bow", "head", "scratch")]
 

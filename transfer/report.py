@@ -321,12 +321,14 @@ def write_report(runs: list[RunRecord], directory: Path, published: bool = True)
         "throughput": lambda p: _figure_throughput(rows, p),
     }
     figures = {}
-    for name in FIGURES:
-        path = directory / f"{name}.png"
-        if makers[name](path):
-            figures[name] = path
-        elif path.exists():
-            path.unlink()  # a figure from an older report that no longer applies
+    # Labels are class and run names as users wrote them: "$x^$" is text, not mathtext to parse.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        for name in FIGURES:
+            path = directory / f"{name}.png"
+            if makers[name](path):
+                figures[name] = path
+            elif path.exists():
+                path.unlink()  # a figure from an older report that no longer applies
     csv_path = directory / "results.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -355,9 +357,22 @@ def _published_lines() -> list[str]:
     return [f"- {name}: {100 * value:.1f}%" for name, value in PUBLISHED]
 
 
+def data_notes(rows: list[Row]) -> list[str]:
+    """Facts about the data behind the rows that a reader must know: test images shared with training."""
+    shared: dict[str, int] = {}
+    for row in rows:
+        count = (row.run.config or {}).get("test_duplicates", 0)
+        if count:
+            shared[row.run.dataset] = max(shared.get(row.run.dataset, 0), count)
+    return [f"{count} test image(s) of {dataset} are byte-identical to training images, so the test accuracy is "
+            f"slightly optimistic (`transfer data info {dataset}` lists them)." for dataset, count in shared.items()]
+
+
 def _markdown(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
     lines = ["# transfer report", "", f"{len(rows)} configuration(s); ★ marks the best test accuracy. "
              "C (or epochs) was chosen on training data only; the test split was scored once per value.", ""]
+    notes = data_notes(rows)
+    lines += [f"Note: {text}" for text in notes] + ([""] if notes else [])
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "---|" * len(HEADERS))
     for row in rows:
@@ -403,6 +418,7 @@ figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
 <h1>transfer report</h1>
 <p>{len(rows)} configuration(s); ★ marks the best test accuracy. C (or epochs) was chosen on training data only;
 the test split was scored once per value.</p>
+{"".join(f"<p class='note'>Note: {html.escape(text)}</p>" for text in data_notes(rows))}
 <table>{header}
 {body}</table>
 {references}

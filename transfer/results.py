@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from .errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -94,15 +97,28 @@ class ResultsStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        with self._connection() as db:
             db.execute(SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=60000")
-        db.row_factory = sqlite3.Row
-        return db
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection; a damaged or foreign file is a `UserError` that says how to go on."""
+        try:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA busy_timeout=60000")
+                db.row_factory = sqlite3.Row
+                yield db
+            finally:
+                db.close()
+        except sqlite3.OperationalError as error:  # locked for over a minute, a full disk, no permission
+            raise UserError(f"results store {self.path}: {error}") from error
+        except sqlite3.DatabaseError as error:
+            raise UserError(
+                f"results store {self.path} cannot be read ({error}): it is damaged or not a transfer results "
+                f"store. Restore it from a copy, or move it away (mv {self.path} {self.path}.damaged) and "
+                f"`transfer` starts a new one (re-running a study then recomputes its results)") from error
 
     def add(self, record: RunRecord) -> int:
         row = asdict(record)
@@ -112,14 +128,11 @@ class ResultsStore:
             row[name] = json.dumps(row[name])
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        db = self._connect()
-        try:
+        with self._connection() as db:
             db.execute("BEGIN IMMEDIATE")
             cursor = db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", list(row.values()))
             db.execute("COMMIT")
             return int(cursor.lastrowid)
-        finally:
-            db.close()
 
     def runs(self, **filters: str | None) -> list[RunRecord]:
         """Rows in insertion order; each non-None filter keeps rows whose column equals it
@@ -135,21 +148,15 @@ class ResultsStore:
                 clauses.append(f"{column} = ?")
                 values.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        db = self._connect()
-        try:
+        with self._connection() as db:
             rows = db.execute(f"SELECT * FROM runs {where} ORDER BY id", values).fetchall()
-        finally:
-            db.close()
         return [self._record(row) for row in rows]
 
     def find(self, key: str) -> RunRecord | None:
         """The latest run whose configuration carries this content key (see ``runs.*_key``)."""
-        db = self._connect()
-        try:
+        with self._connection() as db:
             row = db.execute("SELECT * FROM runs WHERE json_extract(config, '$.key') = ? ORDER BY id DESC LIMIT 1",
                              (key,)).fetchone()
-        finally:
-            db.close()
         return self._record(row) if row else None
 
     @staticmethod

@@ -15,7 +15,16 @@ from .cache import extraction_timing
 from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
 from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve
-from .heads import EndToEnd, HeadResult, HeadSpec, TrainConfig, attach_head, train_end_to_end, train_head
+from .heads import (
+    EndToEnd,
+    HeadResult,
+    HeadSpec,
+    TrainConfig,
+    attach_head,
+    check_validation_split,
+    train_end_to_end,
+    train_head,
+)
 from .errors import UserError
 from .files import safe_name
 from .modelfile import MODEL_SUFFIX, save_model, state_arrays
@@ -56,6 +65,11 @@ def bow_key(dataset_fingerprint: str, config: BowConfig, grid: GridConfig, redra
 def head_key(extraction_digest: str, layer: str, spec: HeadSpec, candidates: list[TrainConfig]) -> str:
     return digest_of({"method": "head", "extraction": extraction_digest, "layer": layer, "head": asdict(spec),
                       "train": [asdict(c) for c in candidates]})
+
+
+def _data_notes(dataset: ImageDataset) -> dict:
+    """What a report must say about the data a run saw (kept with the run, not part of its key)."""
+    return {"test_duplicates": len(dataset.test_duplicates())}
 
 
 def model_path(cache_dir: Path, label: str, key: str) -> Path:
@@ -133,7 +147,8 @@ def run_svm(
         key = svm_key(resolved.key.digest, layer, norm, grid, redraws)
         record = RunRecord(
             method="svm", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-            config={"norm": norm, "features": asdict(one_layer), "key": key}, test_accuracy=0.0, classes=data.classes,
+            config={"norm": norm, "features": asdict(one_layer), "key": key, **_data_notes(dataset)},
+            test_accuracy=0.0, classes=data.classes,
             backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling,
             layer=layer, precision=resolved.key.precision, timings=extraction_timing(resolved.path),
         )
@@ -159,7 +174,7 @@ def run_bow(
     key = bow_key(dataset.fingerprint, config, grid, redraws)
     record = RunRecord(
         method="bow", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-        config={**asdict(config), "key": key},
+        config={**asdict(config), "key": key, **_data_notes(dataset)},
         test_accuracy=0.0, classes=dataset.classes,
         layer=f"sift-L{config.pyramid}", timings=features.timings,
     )
@@ -196,6 +211,9 @@ def run_head(
     with ``end_to_end``, the head and the unfrozen layers are trained from images instead."""
     spec = HeadSpec.parse(head, len(dataset.classes), dropout)
     candidates = configs if isinstance(configs, list) else [configs]
+    labels = np.array([s.label for s in dataset.samples("train")])
+    for candidate in candidates:  # before any image is extracted
+        check_validation_split(labels, candidate.val_fraction)
     if end_to_end is not None:
         if len(candidates) > 1:
             raise UserError("--unfreeze trains one setting at a time: give a single --optimizer and --lr")
@@ -229,7 +247,7 @@ def run_head(
         method="head", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
         config={"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
                 "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried],
-                "key": key},
+                "key": key, **_data_notes(dataset)},
         test_accuracy=result.test_accuracy, classes=data.classes, backbone=resolved.key.backbone,
         weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer, precision=resolved.key.precision,
         chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
@@ -266,7 +284,7 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     record = RunRecord(
         method="head", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
         config={"head": spec.name, "dropout": spec.dropout, "train": asdict(config), "unfreeze": setup.unfreeze,
-                "backbone_lr_scale": setup.backbone_lr_scale, "features": asdict(features)},
+                "backbone_lr_scale": setup.backbone_lr_scale, "features": asdict(features), **_data_notes(dataset)},
         test_accuracy=result.test_accuracy, classes=dataset.classes, backbone=backbone.name,
         weights=resolved.key.weights, pooling=resolved.key.pooling, layer=f"unfreeze {setup.unfreeze}",
         precision=resolved.key.precision, chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,

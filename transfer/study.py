@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .files import confined, safe_name
 
 
 @dataclass
@@ -250,11 +251,24 @@ def _check_grid(section: str, values: list[float], problems: _Problems) -> None:
         problems.add((section, None, "c_grid"), str(error))
 
 
+def report_directory(reports_dir: Path, study: Study) -> Path:
+    """Where the study's report goes: ``reports_dir/<name>``. A name given in [report] must be a plain
+    folder name; the default, the study's name, is made one."""
+    name = study.report.name if study.report is not None and study.report.name else safe_name(study.study.name)
+    return confined(reports_dir, name, "report name")
+
+
 def _check(study: Study, problems: _Problems) -> None:
-    from .classifiers import NORMS
+    from .classifiers import NORMS, check_jobs
     from .fetch import PUBLIC_DATASETS
     from .heads import OPTIMIZERS, SCHEDULES, HeadSpec
 
+    for where, rule in ((("report", None, "name"), lambda: report_directory(Path("reports"), study)),
+                        (("study", None, "jobs"), lambda: check_jobs(study.study.jobs))):
+        try:
+            rule()
+        except UserError as error:
+            problems.add(where, str(error))
     data = study.data
     if bool(data.name) == bool(data.path):
         problems.add(("data", None), "[data] needs exactly one of name (e.g. \"15scene\") or path (a folder)")
