@@ -25,7 +25,8 @@ def test_pyramid_histograms_follow_lazebnik_weights():
     assert pyramid.shape == (1, 2 + 4 * 2)
     np.testing.assert_allclose(pyramid[0, :2], [0.25, 0.25])  # level 0 weight 1/2
     level1 = pyramid[0, 2:].reshape(4, 2)  # cells row-major: (0,0) (0,1) (1,0) (1,1)
-    np.testing.assert_allclose(level1[0], [0.25, 0]) and np.testing.assert_allclose(level1[3], [0, 0.25])
+    np.testing.assert_allclose(level1[0], [0.25, 0])
+    np.testing.assert_allclose(level1[3], [0, 0.25])
     assert pyramid_histograms(words, positions, offsets, 2, 2).shape == (1, 2 * (1 + 4 + 16))
 
 

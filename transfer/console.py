@@ -34,13 +34,13 @@ def styled(*parts: str | tuple[str, str]) -> Text:
 
 
 def warn(message: str) -> None:
-    err_console.print(styled(("warning:", "yellow"), " ", message))
+    err_console.print(styled(("warning:", "yellow"), " ", message), soft_wrap=True)  # one line per warning in logs
 
 
 def note(message: str | None) -> None:
     """Something the user should know about their data; nothing when ``message`` is None."""
     if message:
-        err_console.print(styled(("note:", "cyan"), " ", message))
+        err_console.print(styled(("note:", "cyan"), " ", message), soft_wrap=True)
 
 
 class _Rate(ProgressColumn):

@@ -209,8 +209,9 @@ def _set_rng_states(states: dict) -> None:
 
 def _discard_checkpoint(path: Path, error: Exception) -> None:
     aside = move_aside(path)
-    warn(f"checkpoint {path} could not be read back ({type(error).__name__}: {error}); "
-         f"moved to {aside.name}, training starts afresh")
+    reason = (str(error).strip().splitlines() or [""])[0][:100]
+    warn(f"checkpoint {path} could not be read back as a checkpoint of this training ({type(error).__name__}: "
+         f"{reason}); moved to {aside.name}, training starts afresh")
 
 
 def _read_checkpoint(path: Path) -> dict | None:
