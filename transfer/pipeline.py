@@ -18,6 +18,7 @@ from typing import Callable
 from .console import console, err_console
 from .datasets import ImageDataset, SplitPolicy, load_dataset
 from .errors import UserError
+from .files import atomic_write_text
 from .paths import DATA_ENV
 from .study import FeaturesSection, Study, report_directory
 
@@ -318,7 +319,7 @@ class Planner:
             if not runs:
                 raise UserError("no classifier stage has a result to report")
             files = write_report(runs, directory, report.published)
-            inputs.write_text(json.dumps({"study": str(self.study.path), "key": key(), "runs": sorted(ids)}, indent=1))
+            atomic_write_text(inputs, json.dumps({"study": str(self.study.path), "key": key(), "runs": sorted(ids)}, indent=1))
             return f"{len(runs)} runs → {files.markdown}"
 
         # The report needs no single stage: it shows whatever the classifier stages produced.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .files import atomic_path, atomic_write_text
 from .results import RunRecord
 
 # Published figures on 15-Scene, shown beside measured rows and never mixed with them.
@@ -163,7 +164,8 @@ def _save(fig, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps legends placed outside the axes
+    with atomic_path(path) as partial:
+        fig.savefig(partial, format="png", dpi=120, bbox_inches="tight")  # keeps legends placed outside the axes
     plt.close(fig)
     return True
 
@@ -330,15 +332,15 @@ def write_report(runs: list[RunRecord], directory: Path, published: bool = True)
             elif path.exists():
                 path.unlink()  # a figure from an older report that no longer applies
     csv_path = directory / "results.csv"
-    with open(csv_path, "w", newline="") as f:
+    with atomic_path(csv_path) as partial, open(partial, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run_id", "created", "dataset", *HEADERS])
         for row in rows:
             writer.writerow([row.run.id, row.run.created, row.run.dataset, *table_cells(row)])
     markdown = directory / "report.md"
-    markdown.write_text(_markdown(rows, figures, published))
+    atomic_write_text(markdown, _markdown(rows, figures, published))
     page = directory / "report.html"
-    page.write_text(_html(rows, figures, published))
+    atomic_write_text(page, _html(rows, figures, published))
     return ReportFiles(directory, markdown, page, csv_path, figures)
 
 
