@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -21,9 +21,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     reader never sees half a file. On an error the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    partial = Path(name)
+    # A fresh random name, created by the writer itself: the file gets the user's usual permissions
+    # (tempfile.mkstemp would make it private to its owner).
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
         yield partial
         with open(partial, "rb") as written:
