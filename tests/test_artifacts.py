@@ -185,3 +185,20 @@ def test_cache_rm_reaches_every_kind_of_artifact(tmp_path):
     assert cache.remove("heads/") == [tmp_path / "heads" / "fc3-dddd.pt"]
     assert len(cache.remove("all")) == 5
     assert (tmp_path / "results.sqlite").exists()
+
+
+def test_a_bit_flip_in_a_checkpoint_restarts_training_instead_of_resuming_from_it(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 6)).astype(np.float32), np.repeat(np.arange(3), 10)
+    config = TrainConfig(epochs=2, patience=100, batch_size=8)
+    checkpoint = tmp_path / "head.pt"
+    first = train_head(HeadSpec("fc3"), (x, y), (x, y), 3, config, checkpoint)
+    with zipfile.ZipFile(checkpoint) as archive:
+        largest = max(archive.infolist(), key=lambda info: info.file_size)
+    data = bytearray(checkpoint.read_bytes())
+    data[largest.header_offset + 30 + len(largest.filename.encode()) + len(largest.extra) + largest.compress_size // 2] ^= 1
+    checkpoint.write_bytes(bytes(data))
+    again = train_head(HeadSpec("fc3"), (x, y), (x, y), 3, config, checkpoint)
+    assert "bad CRC-32" in capsys.readouterr().err
+    assert again.resumed_at == 0
+    assert again.curves["val_loss"] == first.curves["val_loss"]  # a whole new training, equal to the first

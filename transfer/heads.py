@@ -217,11 +217,17 @@ def _discard_checkpoint(path: Path, error: Exception) -> None:
 def _read_checkpoint(path: Path) -> dict | None:
     """A checkpoint's state, loaded without running code (``weights_only``); None when there is none.
     A file that is damaged or not a checkpoint is moved aside."""
+    import zipfile
+
     import torch
 
     if not path.exists():
         return None
     try:
+        # torch.load does not check the CRC-32 that torch.save writes for every member; zipfile does.
+        damaged_member = zipfile.ZipFile(path).testzip()
+        if damaged_member is not None:
+            raise zipfile.BadZipFile(f"bad CRC-32 for {damaged_member}")
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
             raise TypeError(f"expected a dict, found {type(state).__name__}")
