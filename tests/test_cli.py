@@ -16,7 +16,7 @@ def invoke(*args: str):
 
 
 def test_every_command_has_help():
-    for command in ([], ["extract"], ["svm"], ["bow"], ["predict"], ["finetune"], ["report"], ["layers"], ["results"], ["run"], ["scratch"], ["summary"], ["data", "info"], ["data", "fetch"],
+    for command in ([], ["extract"], ["svm"], ["bow"], ["predict"], ["inspect"], ["finetune"], ["report"], ["layers"], ["results"], ["run"], ["scratch"], ["summary"], ["data", "info"], ["data", "fetch"],
                     ["cache", "ls"], ["cache", "rm"]):
         result = invoke(*command, "--help")
         assert result.exit_code == 0, command

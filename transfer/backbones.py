@@ -63,7 +63,17 @@ class BackboneSpec:
     load_imagenet: Callable[["torch.nn.Module"], str]  # loads weights in place, returns their id
     preprocessing: Preprocessing
     has_pooling_variants: bool
+    logits_layer: str  # the layer that gives the pretrained class scores (`transfer inspect`)
+    first_maps_layer: str  # the first convolution's maps (`transfer inspect --maps` default)
+    class_names: Callable[[], list[str]]  # names of the logits, in index order
     install_hint: str = ""
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k class names in their standard index order (torchvision ships the list)."""
+    from torchvision.models import VGG16_Weights
+
+    return list(VGG16_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 @dataclass(frozen=True)
@@ -172,10 +182,14 @@ BACKBONES: dict[str, BackboneSpec] = {
         load_imagenet=_load_vgg16_imagenet,
         preprocessing=Preprocessing(),
         has_pooling_variants=True,
+        logits_layer="fc8",
+        first_maps_layer="conv1_1",
+        class_names=imagenet_class_names,
     ),
     "efficientnet_lite0": BackboneSpec(
         name="efficientnet_lite0",
         layers={
+            "stem": Layer("_swish", True),  # the first convolution (3×3, stride 2) after its activation, 32×112×112
             "conv_head": Layer("_swish_1", True),  # last conv block after its activation, 1280×7×7
             "avgpool": Layer("_avg_pooling", False),  # global average pooled, 1280
             "logits": Layer("_fc", False),  # ImageNet logits, 1000
@@ -185,6 +199,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         # EfficientNet-Lite was trained on inputs scaled to [-1, 1] (TF: mean 127, std 128).
         preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         has_pooling_variants=False,
+        logits_layer="logits",
+        first_maps_layer="stem",
+        class_names=imagenet_class_names,
         install_hint=LITE0_HINT,
     ),
 }
@@ -323,14 +340,93 @@ class LayerInfo:
     node: str
     shape: tuple[int, ...]
     parameters: int
+    receptive_field: int | None  # input pixels one output unit sees along a side; None: the whole image
+    stride: int | None  # input pixels between neighbouring output units; None: not a spatial map
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Receptive field and stride (jump) of a node's output units, in input pixels."""
+
+    field: float  # inf: every input pixel
+    jump: int
+
+    def through(self, kernel: int, stride: int, dilation: int = 1) -> "_Geometry":
+        return _Geometry(self.field + (kernel - 1) * dilation * self.jump, self.jump * stride)
+
+
+def _first(value) -> int:
+    return int(value[0] if isinstance(value, (tuple, list)) else value)
+
+
+def _node_window(node, graph_module) -> tuple[int, int, int] | None:
+    """(kernel, stride, dilation) of a convolution or pooling node; None for anything else."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    if node.op == "call_module":
+        module = graph_module.get_submodule(node.target)
+        if isinstance(module, nn.Conv2d):
+            return _first(module.kernel_size), _first(module.stride), _first(module.dilation)
+        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)):
+            kernel = _first(module.kernel_size)
+            stride = _first(module.stride) if module.stride is not None else kernel
+            return kernel, stride, _first(getattr(module, "dilation", 1))
+        return None
+    if node.op == "call_function" and node.target in (torch.conv2d, F.conv2d):  # traced through a Conv2d subclass
+        weight = graph_module.get_parameter(node.args[1].target)
+        options = dict(zip(("stride", "padding", "dilation"), node.args[3:6]), **node.kwargs)
+        return int(weight.shape[-1]), _first(options.get("stride", 1)), _first(options.get("dilation", 1))
+    return None
+
+
+def _is_global(node, graph_module) -> bool:
+    """Nodes whose every output sees the whole input: fully connected layers and adaptive pooling to 1×1
+    (other adaptive pooling is taken as global too: its window depends on the input size)."""
+    from torch import nn
+
+    if node.op != "call_module":
+        return False
+    module = graph_module.get_submodule(node.target)
+    return isinstance(module, (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
+
+
+def receptive_fields(extractor: "torch.fx.GraphModule") -> dict[str, tuple[int | None, int | None]]:
+    """Receptive field and stride of each returned node of a feature extractor, computed from its traced
+    graph: field = previous field + (kernel - 1) × dilation × jump, jump = previous jump × stride, through
+    every convolution and pooling on the way (the largest over a node's inputs, e.g. a residual sum).
+    (None, None) for a node whose units see the whole image."""
+    import math
+
+    geometry: dict = {}
+    outputs = {}
+    for node in extractor.graph.nodes:
+        if node.op == "placeholder":
+            geometry[node] = _Geometry(1, 1)
+        elif node.op == "output":
+            outputs = node.args[0]
+        elif node.op != "get_attr":
+            inputs = [geometry[n] for n in node.all_input_nodes if n in geometry]
+            here = max(inputs, key=lambda g: (g.field, g.jump)) if inputs else _Geometry(1, 1)
+            window = _node_window(node, extractor)
+            if window is not None:
+                here = here.through(*window)
+            elif _is_global(node, extractor):
+                here = _Geometry(math.inf, here.jump)
+            geometry[node] = here
+    return {name: (None, None) if math.isinf(geometry[node].field) else (int(geometry[node].field), geometry[node].jump)
+            for name, node in outputs.items()}
 
 
 def describe_layers(spec: BackboneSpec, crop: int | None = None) -> tuple[list[LayerInfo], int]:
-    """Every named layer with its output shape (one image) and own parameter count; plus the total."""
+    """Every named layer with its output shape (one image), own parameter count, receptive field and
+    stride; plus the total parameter count."""
     import torch
 
     model = build_model(spec, Weights("random"))
     extractor = feature_extractor(model, [layer.node for layer in spec.layers.values()])
+    geometry = receptive_fields(extractor)
     size = crop or spec.preprocessing.crop
     with torch.inference_mode():
         outputs = extractor(torch.zeros(1, 3, size, size))
@@ -341,5 +437,5 @@ def describe_layers(spec: BackboneSpec, crop: int | None = None) -> tuple[list[L
             params = sum(p.numel() for p in module.parameters())
         except AttributeError:  # a functional node (no module of its own)
             params = 0
-        infos.append(LayerInfo(name, layer.node, tuple(outputs[layer.node].shape[1:]), params))
+        infos.append(LayerInfo(name, layer.node, tuple(outputs[layer.node].shape[1:]), params, *geometry[layer.node]))
     return infos, sum(p.numel() for p in model.parameters())

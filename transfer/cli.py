@@ -424,11 +424,35 @@ def predict(
 
 
 @app.command()
+def inspect(
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    backbone: BackboneOpt = "vgg16",
+    weights: WeightsOpt = "imagenet",
+    top: Annotated[int, typer.Option(help="How many of the network's own ImageNet classes to show per image.")] = 5,
+    maps: Annotated[Optional[str], typer.Option(help="Spatial layer whose feature maps are drawn [default: the first convolution: conv1_1 for VGG16, stem for EfficientNet-Lite].")] = None,
+    order: Annotated[str, typer.Option(help="Map order in the figure: index, or activation (most activated first).")] = "index",
+    out: Annotated[Path, typer.Option(help="Folder for the feature-map PNGs (one per image).")] = Path("reports/inspect"),
+    no_maps: Annotated[bool, typer.Option("--no-maps", help="Only the predictions, no figures.")] = False,
+    color: ColorOpt = False,
+    output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """What the pretrained network sees: its own top ImageNet classes, and a layer's feature maps beside the input."""
+    from .display import print_inspections
+    from .inspect import inspect_images
+
+    if output not in ("table", "json"):
+        raise UserError(f"--format must be table or json, got {output!r}")
+    found = inspect_images(images, backbone, weights, top, maps, None if no_maps else out, color, order, device)
+    print_inspections(found, output, weights == "random")
+
+
+@app.command()
 def layers(
     backbone: BackboneOpt = "vgg16",
     image_size: ImageSizeOpt = None,
 ) -> None:
-    """List a backbone's layer names with output shapes (one image) and parameter counts."""
+    """List a backbone's layer names with output shapes (one image), parameter counts, receptive fields and strides."""
     from .backbones import describe_layers, get_backbone
     from .display import print_layers
 

@@ -16,11 +16,8 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import UserError
-from .images import UnreadableImage, image_size
+from .images import IMAGE_EXTENSIONS, UnreadableImage, image_size
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-)
 SPLITS = ("train", "test")
 
 

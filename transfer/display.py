@@ -17,6 +17,7 @@ from .results import RunRecord
 
 if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed here
     from .pipeline import Stage, StageReport, State
+    from .inspect import Inspection
     from .predict import Prediction
     from .runs import GridOutcome, HeadOutcome, ScratchOutcome
     from .scratch import LayerSummary
@@ -52,15 +53,18 @@ def print_extraction(outcome: ExtractionOutcome) -> None:
 
 def print_layers(backbone: str, infos: list[LayerInfo], total: int) -> None:
     table = Table(title=f"{backbone} layers", title_justify="left")
-    for column, justify in (("layer", "left"), ("node", "left"), ("output", "right"), ("dims", "right"), ("parameters", "right")):
+    for column, justify in (("layer", "left"), ("node", "left"), ("output", "right"), ("dims", "right"),
+                            ("parameters", "right"), ("receptive field", "right"), ("stride", "right")):
         table.add_column(column, justify=justify)
     for info in infos:
         dims = 1
         for d in info.shape:
             dims *= d
-        table.add_row(info.name, info.node, "×".join(map(str, info.shape)), f"{dims:,}", f"{info.parameters:,}")
+        field = "whole image" if info.receptive_field is None else f"{info.receptive_field}×{info.receptive_field}"
+        table.add_row(info.name, info.node, "×".join(map(str, info.shape)), f"{dims:,}", f"{info.parameters:,}",
+                      field, "" if info.stride is None else str(info.stride))
     console.print(table)
-    console.print(f"total parameters: {total:,}")
+    console.print(f"total parameters: {total:,}; receptive field and stride in input pixels")
 
 
 def print_data_info(dataset: ImageDataset, summary: DatasetSummary) -> None:
@@ -188,6 +192,30 @@ def print_predictions(predictions: list["Prediction"], output: str) -> None:
         console.print(table)
     if failed:
         err_console.print(styled((f"{len(failed)} of {len(predictions)} image(s) could not be read", "yellow")))
+
+
+def print_inspections(found: list["Inspection"], output: str, random_weights: bool) -> None:
+    import json
+
+    if output == "json":
+        print(json.dumps([{"image": f.path, "classes": f.classes, "probabilities": f.probabilities,
+                           "maps": str(f.maps_png) if f.maps_png else None, "error": f.error} for f in found], indent=2))
+        return
+    table = Table(title="the network's own ImageNet predictions" + (" (random weights: meaningless)" if random_weights else ""),
+                  title_justify="left")
+    for column in ("image", "class", "probability"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for f in found:
+        if f.error:
+            table.add_row(f.path, styled((f.error, "red")), "")
+        else:
+            table.add_row(f.path, "\n".join(f.classes), "\n".join(f"{p:.3f}" for p in f.probabilities))
+    console.print(table)
+    drawn = [str(f.maps_png) for f in found if f.maps_png]
+    if drawn:
+        console.print("feature maps:")
+        for path in drawn:
+            console.print(f"  {path}", soft_wrap=True)
 
 
 def print_head(outcome: "HeadOutcome") -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .console import console, progress_bar
-from .datasets import IMAGE_EXTENSIONS
+from .images import IMAGE_EXTENSIONS
 from .errors import UserError
 
 

@@ -13,6 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import UserError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+)
+
 
 class UnreadableImage(Exception):
     """An image file that cannot be used; the message says why."""
@@ -64,3 +70,18 @@ def image_size(path: Path) -> tuple[tuple[int, int], str]:
         raise UnreadableImage(f"over Pillow's decompression-bomb limit ({error})") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise UnreadableImage(f"cannot be decoded ({type(error).__name__}: {error})") from error
+
+
+def image_paths(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for images."""
+    paths = []
+    for item in inputs:
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise UserError(f"{item} does not exist")
+    if not paths:
+        raise UserError("no images given (files, or folders that contain images)")
+    return paths

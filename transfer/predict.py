@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import Preprocessing, Weights, build_model, feature_extractor, get_backbone, weights_id
-from .datasets import IMAGE_EXTENSIONS
+from .images import image_paths
 from .errors import UserError
 from .modelfile import load_model, state_tensors
 
@@ -19,21 +19,6 @@ class Prediction:
     classes: list[str]  # best first
     scores: list[float]
     error: str | None = None
-
-
-def image_paths(inputs: list[Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images."""
-    paths = []
-    for item in inputs:
-        if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise UserError(f"{item} does not exist")
-    if not paths:
-        raise UserError("no images to classify")
-    return paths
 
 
 def _preprocessing(key: dict) -> Preprocessing:
