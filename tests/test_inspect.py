@@ -53,8 +53,8 @@ def test_inspect_gives_top_classes_and_one_figure_per_image(tmp_path, backbone, 
     for color in (False, True):
         found = inspect_images([gray, colour], backbone, "random", top=4, out=tmp_path / "out", color=color)
         assert [len(f.classes) for f in found] == [4, 4]
-        assert all(f.probabilities == sorted(f.probabilities, reverse=True) for f in found)
-        assert all(0 < sum(f.probabilities) <= 1 for f in found)
+        assert all(f.scores == sorted(f.scores, reverse=True) for f in found)
+        assert all(0 < sum(f.scores) <= 1 for f in found)
         assert [f.maps_png.name for f in found] == [f"00-gray-{backbone}-{maps}.png", f"01-colour-{backbone}-{maps}.png"]
         assert all(f.maps_png.stat().st_size > 0 for f in found)
 

@@ -181,36 +181,33 @@ def print_predictions(predictions: list["Prediction"], output: str) -> None:
             if p.error:
                 writer.writerow([p.path, "", "", "", p.error])
     else:
-        table = Table(title_justify="left")
-        for column in ("image", "class", "score"):
-            table.add_column(column, justify="right" if column == "score" else "left")
-        for p in predictions:
-            if p.error:
-                table.add_row(p.path, styled((p.error, "red")), "")
-            else:
-                table.add_row(p.path, "\n".join(p.classes), "\n".join(f"{s:.3f}" for s in p.scores))
-        console.print(table)
+        console.print(_ranked_table(predictions, "", "score"))
     if failed:
         err_console.print(styled((f"{len(failed)} of {len(predictions)} image(s) could not be read", "yellow")))
+
+
+def _ranked_table(predictions: list["Prediction"], title: str, score_name: str) -> Table:
+    """One row per image: its classes best first with their scores, or why it could not be read."""
+    table = Table(title=title or None, title_justify="left")
+    for column in ("image", "class", score_name):
+        table.add_column(column, justify="right" if column == score_name else "left")
+    for p in predictions:
+        if p.error:
+            table.add_row(p.path, styled((p.error, "red")), "")
+        else:
+            table.add_row(p.path, "\n".join(p.classes), "\n".join(f"{s:.3f}" for s in p.scores))
+    return table
 
 
 def print_inspections(found: list["Inspection"], output: str, random_weights: bool) -> None:
     import json
 
     if output == "json":
-        print(json.dumps([{"image": f.path, "classes": f.classes, "probabilities": f.probabilities,
+        print(json.dumps([{"image": f.path, "classes": f.classes, "probabilities": f.scores,
                            "maps": str(f.maps_png) if f.maps_png else None, "error": f.error} for f in found], indent=2))
         return
-    table = Table(title="the network's own ImageNet predictions" + (" (random weights: meaningless)" if random_weights else ""),
-                  title_justify="left")
-    for column in ("image", "class", "probability"):
-        table.add_column(column, justify="right" if column == "probability" else "left")
-    for f in found:
-        if f.error:
-            table.add_row(f.path, styled((f.error, "red")), "")
-        else:
-            table.add_row(f.path, "\n".join(f.classes), "\n".join(f"{p:.3f}" for p in f.probabilities))
-    console.print(table)
+    title = "the network's own ImageNet predictions" + (" (random weights: meaningless)" if random_weights else "")
+    console.print(_ranked_table(found, title, "probability"))
     drawn = [str(f.maps_png) for f in found if f.maps_png]
     if drawn:
         console.print("feature maps:")

@@ -12,17 +12,16 @@ from .backbones import BackboneSpec, Preprocessing, Weights, build_model, check_
 from .errors import UserError
 from .files import atomic_path, safe_name
 from .images import UnreadableImage, image_paths, read_image
+from .predict import Prediction
 
 MAP_ORDERS = ("index", "activation")
 
 
 @dataclass
-class Inspection:
-    path: str
-    classes: list[str]  # best first
-    probabilities: list[float]
+class Inspection(Prediction):
+    """A prediction (``scores`` are the network's own class probabilities) and the figure of its maps."""
+
     maps_png: Path | None = None
-    error: str | None = None
 
 
 def _check(spec: BackboneSpec, maps: str, top: int, order: str) -> None:
@@ -59,7 +58,7 @@ def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "
         try:
             image = transform(read_image(path, color))
         except UnreadableImage as error:
-            found.append(Inspection(str(path), [], [], error=str(error)))
+            found.append(Inspection(path=str(path), classes=[], scores=[], error=str(error)))
             continue
         with torch.inference_mode():
             outputs = extractor(image[None].to(device))
@@ -70,7 +69,8 @@ def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "
             drawn = draw_maps(image, preprocessing, outputs[nodes["maps"]][0].float().cpu().numpy(),
                               out / f"{index:02d}-{safe_name(path.stem)}-{spec.name}-{maps}.png",
                               f"{path.name}: {spec.name} {maps}", order)
-        found.append(Inspection(str(path), [names[i] for i in best.indices.tolist()], best.values.tolist(), drawn))
+        found.append(Inspection(path=str(path), classes=[names[i] for i in best.indices.tolist()],
+                                scores=best.values.tolist(), maps_png=drawn))
     return found
 
 
