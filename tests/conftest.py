@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +42,25 @@ def small_data(tmp_path: Path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+def extract_until_killed(data: Path, cache: Path, rows: int, batch_size: int) -> int:
+    """Run a local fp32 relu7+pool5 extraction (random weights, 32 px) in a child process that SIGKILLs
+    itself once ``rows`` rows are written: nothing gets to clean up. Returns the child's exit code."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from pathlib import Path
+        from transfer.datasets import load_dataset
+        from transfer.extraction import FeatureSpec, RunOptions, extract
+
+        def die(rows):
+            if rows >= {rows}:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        spec = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
+        run = RunOptions(device="cpu", batch_size={batch_size}, workers=0, progress=False)
+        extract(load_dataset(sys.argv[1]), spec, Path(sys.argv[2]), run, on_batch=die)
+        """
+    )
+    return subprocess.run([sys.executable, "-c", script, str(data), str(cache)]).returncode

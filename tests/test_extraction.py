@@ -1,6 +1,3 @@
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +8,7 @@ from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract, resolve
 
-from .conftest import make_image
+from .conftest import extract_until_killed, make_image
 
 # Small and deterministic: random weights, 32×32 crops, fp32.
 SPEC = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
@@ -73,24 +70,7 @@ def test_interrupted_extraction_resumes_to_the_same_features(small_data, tmp_pat
 
 def test_a_killed_process_leaves_a_file_that_resumes_correctly(small_data, tmp_path):
     """SIGKILL, not an exception: nothing gets to clean up."""
-    script = textwrap.dedent(
-        """
-        import os, signal, sys
-        from pathlib import Path
-        from transfer.datasets import load_dataset
-        from transfer.extraction import FeatureSpec, RunOptions, extract
-
-        def die(rows):
-            if rows >= 4:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        spec = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
-        run = RunOptions(device="cpu", batch_size=2, workers=0, progress=False)
-        extract(load_dataset(sys.argv[1]), spec, Path(sys.argv[2]), run, on_batch=die)
-        """
-    )
-    killed = subprocess.run([sys.executable, "-c", script, str(small_data), str(tmp_path / "killed")])
-    assert killed.returncode == -9
+    assert extract_until_killed(small_data, tmp_path / "killed", rows=4, batch_size=2) == -9
     dataset = load_dataset(small_data)
     resumed = extract(dataset, SPEC, tmp_path / "killed", RUN)
     assert resumed.images == 21 - 4

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import make_dataset, make_image
+from .conftest import make_dataset, make_image
 from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
 from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset, summarize

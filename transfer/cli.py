@@ -88,6 +88,10 @@ def extract(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[Optional[int], typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actors: a local cluster, or --address).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="With --engine ray: the cluster to join, e.g. auto [default: $RAY_ADDRESS, else a local cluster].")] = None,
+    actors: Annotated[Optional[int], typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = None,
+    gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = 0.0,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
     split_seed: SplitSeedOpt = 0,
@@ -95,14 +99,16 @@ def extract(
 ) -> None:
     """Pass the images through a network once and cache the chosen layers' features (HDF5).
 
-    Re-running is instant when the features are cached; an interrupted run resumes where it stopped.
+    Re-running is instant when the features are cached; an interrupted run resumes where it stopped,
+    with either engine.
     """
     from .extraction import FeatureSpec, RunOptions, extract as run_extraction
     from .display import print_extraction
 
     dataset = _load_dataset(data, train_per_class, split_seed, verbose)
     features = FeatureSpec(backbone, weights, _split_list(layer), spatial, pooling, precision, color, image_size)
-    options = RunOptions(device, batch_size, workers, strict)
+    options = RunOptions(device=device, batch_size=batch_size, workers=workers, strict=strict, engine=engine,
+                         address=address, actors=actors, gpus_per_actor=gpus_per_actor)
     try:
         outcome = run_extraction(dataset, features, cache_dir or default_cache_dir(), options)
     except KeyboardInterrupt:

@@ -39,12 +39,11 @@ def print_extraction(outcome: ExtractionOutcome) -> None:
     if outcome.cached:
         console.print("cached: nothing to compute (delete with `transfer cache rm`)")
     else:
-        console.print(
-            f"extracted {outcome.images} images in {outcome.seconds:.1f} s: {outcome.images_per_s:.1f} images/s, "
-            f"data loader wait {outcome.loader_wait_seconds:.1f} s "
-            f"({100 * outcome.loader_wait_seconds / max(outcome.seconds, 1e-9):.0f}%), "
-            f"peak RSS {outcome.peak_rss_mb:,.0f} MB"
-        )
+        where = ("on Ray actors" if outcome.engine == "ray" else
+                 f"data loader wait {outcome.loader_wait_seconds:.1f} s "
+                 f"({100 * outcome.loader_wait_seconds / max(outcome.seconds, 1e-9):.0f}%)")
+        console.print(f"extracted {outcome.images} images in {outcome.seconds:.1f} s: {outcome.images_per_s:.1f} images/s, "
+                      f"{where}, peak RSS {outcome.peak_rss_mb:,.0f} MB")
     if outcome.skipped:
         console.print(styled((f"{len(outcome.skipped)} unreadable image(s) skipped", "yellow"), " (listed in the cache file):"))
         for relpath in outcome.skipped:

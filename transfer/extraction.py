@@ -6,6 +6,7 @@ import functools
 import os
 import resource
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from .errors import DamagedFile, UserError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,23 @@ class RunOptions:
     workers: int | None = None  # None: a default that suits the device and core count
     strict: bool = False
     progress: bool = True
+    engine: str = "local"  # local: this process; ray: actors of a Ray cluster (`distributed.py`)
+    address: str | None = None  # the Ray cluster to join; None: $RAY_ADDRESS, else a local one
+    actors: int | None = None  # Ray actors; None: one per CPU of the cluster
+    gpus_per_actor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_workers(self.workers)
+        if self.engine not in ENGINES:
+            raise UserError(f"unknown --engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
+        if self.actors is not None and self.actors < 1:
+            raise UserError(f"--actors must be at least 1, got {self.actors}")
+        if self.gpus_per_actor < 0:
+            raise UserError(f"--gpus-per-actor must be 0 (CPU actors) or more, got {self.gpus_per_actor}")
+        if self.engine == "local" and (self.address or self.actors or self.gpus_per_actor):
+            raise UserError("--address, --actors and --gpus-per-actor are for --engine ray")
 
 
 def check_workers(workers: int | None) -> None:
@@ -152,6 +166,7 @@ class ExtractionOutcome:
     loader_wait_seconds: float = 0.0
     peak_rss_mb: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    engine: str = "local"
 
     @property
     def cached(self) -> bool:
@@ -286,30 +301,62 @@ def extract(
     """
     import torch
 
-    resolved = resolve(dataset, features, cache_dir, options.device)
-    outcome = ExtractionOutcome(resolved.path, {})
+    resolved = resolve(dataset, features, cache_dir, key_device(options))
+    outcome = ExtractionOutcome(resolved.path, {}, engine=options.engine)
     try:
         done = complete_layers(resolved.path) if resolved.path.exists() else []
     except DamagedFile:  # FeatureFile moves it aside and starts afresh
         done = []
     if any(lk not in done for lk in resolved.layer_keys):
-        if resolved.device == "cpu":
-            keep_freed_memory()
-        # The network (and its weights) first: a failure here leaves no empty cache file behind.
-        # Only the extractor is kept: it holds the layers it runs, so for pool5 VGG16's classifier
-        # (124 M parameters, 494 MB in fp32) is freed.
-        model = build_model(resolved.spec, resolved.weights, features.pooling)
-        extractor = feature_extractor(model, list(resolved.layer_keys.values()))
-        del model
-        extractor = extractor.to(resolved.device, memory_format=torch.channels_last)
-        with FeatureFile(resolved.path, resolved.key, dataset) as store:
+        with _batch_source(resolved, features, options) as batches, FeatureFile(resolved.path, resolved.key, dataset) as store:
             for split in SPLITS:
                 todo = [lk for lk in resolved.layer_keys if store.rows_done(split, lk) < store.rows(split)]
                 if todo:
-                    _extract_split(dataset, split, todo, resolved, features, options, store, extractor, outcome, on_batch)
+                    _extract_split(dataset, split, todo, resolved, options, store, batches, outcome, on_batch)
     outcome.shapes, outcome.skipped = extraction_summary(resolved.path, list(resolved.layer_keys))
     outcome.peak_rss_mb = _peak_rss_mb()
     return outcome
+
+
+def key_device(options: RunOptions) -> str:
+    """The device whose precision ``auto`` resolves to: Ray's GPU actors count as CUDA, CPU actors as a CPU."""
+    if options.engine == "ray":
+        return "cpu" if options.gpus_per_actor == 0 else "auto"
+    return options.device
+
+
+@contextmanager
+def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions):
+    """Yields ``batches(paths, nodes)`` -> iterator of (arrays, readable mask, seconds waited), from this
+    process (local) or from Ray actors; the network is built before any cache file is touched, so a
+    weights failure leaves nothing behind."""
+    if options.engine == "ray":
+        from .distributed import ray_batches, ray_session
+
+        with ray_session(options.address):
+            yield lambda paths, nodes: ray_batches(
+                paths, nodes, features.backbone, features.weights, features.pooling, resolved.key.preprocessing,
+                resolved.key.precision, features.spatial, options.batch_size, options.actors, options.gpus_per_actor)
+        return
+    import torch
+
+    if resolved.device == "cpu":
+        keep_freed_memory()
+    # Only the extractor is kept: it holds the layers it runs, so for pool5 VGG16's classifier
+    # (124 M parameters, 494 MB in fp32) is freed.
+    model = build_model(resolved.spec, resolved.weights, features.pooling)
+    extractor = feature_extractor(model, list(resolved.layer_keys.values()))
+    del model
+    extractor = extractor.to(resolved.device, memory_format=torch.channels_last)
+
+    def batches(paths: list[Path], nodes: dict[str, str]):
+        # The loader's workers are forked from this process and would keep its free heap pages resident
+        # for as long as they live (they showed 1.0-1.8 GB each in a pool5 run): hand them back first.
+        release_freed_memory()
+        loader = make_loader(paths, resolved.key.preprocessing, resolved.device, options.batch_size, options.workers)
+        return network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.spatial)
+
+    yield batches
 
 
 def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, batch_size: int, workers: int | None):
@@ -342,24 +389,20 @@ def network_batches(extractor, loader, device: str, precision: str, nodes: dict[
         yield arrays, ok.numpy().astype(bool), waited
 
 
-def _extract_split(dataset, split, layer_keys, resolved, features, options, store, extractor, outcome, on_batch):
+def _extract_split(dataset, split, layer_keys, resolved, options, store, batches, outcome, on_batch):
     samples = dataset.samples(split)
     start = min(store.rows_done(split, lk) for lk in layer_keys)
     paths = [dataset.path(s) for s in samples[start:]]
-    # The loader's workers are forked from this process and would keep its free heap pages resident
-    # for as long as they live (they showed 1.0-1.8 GB each in a pool5 run): hand them back first.
-    release_freed_memory()
-    loader = make_loader(paths, resolved.key.preprocessing, resolved.device, options.batch_size, options.workers)
     nodes = {lk: node for lk, node in resolved.layer_keys.items() if lk in layer_keys}
     row = start
     begun = time.perf_counter()
     waited = 0.0
-    heap = KeptHeap() if resolved.device == "cpu" else None
+    heap = KeptHeap() if resolved.device == "cpu" and options.engine == "local" else None
     if start:
         console.print(f"{split}: resuming at image {start} of {len(samples)}")
     try:
         with progress_bar(len(paths), f"{resolved.spec.name} {split}", enabled=options.progress) as advance:
-            for arrays, ok, wait in network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.spatial):
+            for arrays, ok, wait in batches(paths, nodes):
                 waited += wait
                 if not ok.all():
                     bad = [samples[row + i].relpath for i in np.flatnonzero(~ok)]

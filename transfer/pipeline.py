@@ -17,10 +17,10 @@ from typing import Callable
 
 from .console import console, err_console
 from .datasets import ImageDataset, SplitPolicy, load_dataset
-from .errors import UserError
+from .errors import DamagedFile, UserError
 from .files import atomic_write_text
 from .paths import DATA_ENV
-from .study import FeaturesSection, Study, report_directory
+from .study import FeaturesSection, Study, report_directory, run_options
 
 KINDS = ("extract", "svm", "bow", "head", "scratch", "report")
 
@@ -118,9 +118,7 @@ class Planner:
                            entry.precision, entry.color, entry.image_size or None)
 
     def _run_options(self, entry: FeaturesSection):
-        from .extraction import RunOptions
-
-        return RunOptions(entry.device, entry.batch_size)
+        return run_options(entry)
 
     def _classifier_state(self, stage_name: str, key: str, describe: Callable) -> State:
         run = self.store.find(key)
@@ -137,7 +135,7 @@ class Planner:
 
     def _extraction(self, entry: FeaturesSection, pooling: str) -> None:
         from .cache import complete_layers, describe_file
-        from .extraction import extract, resolve
+        from .extraction import extract, key_device, resolve
 
         heads = self.study.heads
         head_layers: tuple[str, ...] = ()
@@ -158,8 +156,11 @@ class Planner:
         def check() -> State:
             missing = []
             for spec in specs:
-                resolved = resolve(self.dataset, spec, self.cache_dir, entry.device)
-                done = complete_layers(resolved.path) if resolved.path.exists() else []
+                resolved = resolve(self.dataset, spec, self.cache_dir, key_device(self._run_options(entry)))
+                try:
+                    done = complete_layers(resolved.path) if resolved.path.exists() else []
+                except DamagedFile:  # the extraction moves it aside and starts afresh
+                    done = []
                 missing += [lk for lk in resolved.layer_keys if lk not in done]
             if not missing:
                 return State(True, f"{', '.join(l for s in specs for l in s.layers)} cached")

@@ -45,6 +45,10 @@ class FeaturesSection:
     image_size: int = 0  # 0: the backbone's own crop
     batch_size: int = 32
     device: str = "auto"
+    engine: str = "local"  # or "ray": Ray Data actors (`transfer extract --engine ray`)
+    address: str = ""  # with engine = "ray": the cluster to join ("" : $RAY_ADDRESS, else a local one)
+    actors: int = 0  # with engine = "ray": 0 = one per CPU
+    gpus_per_actor: float = 0.0
 
 
 @dataclass
@@ -238,8 +242,20 @@ def _check_features(entry: FeaturesSection, where: tuple, problems: _Problems) -
     check("device", entry.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {entry.device!r}")
     check("batch_size", entry.batch_size >= 1, f"batch_size must be at least 1, got {entry.batch_size}")
     check("image_size", entry.image_size == 0 or entry.image_size >= 32, f"image_size must be 0 (the backbone's) or at least 32")
+    try:
+        run_options(entry)
+    except UserError as error:
+        problems.add((*where, "engine"), str(error))
     if entry.weights not in ("imagenet", "random") and not Path(entry.weights).is_file():
         problems.add((*where, "weights"), f"weights {entry.weights!r}: expected imagenet, random or an existing state_dict file")
+
+
+def run_options(entry: FeaturesSection):
+    """How a [[features]] entry is extracted (`extraction.RunOptions`, which checks it)."""
+    from .extraction import RunOptions
+
+    return RunOptions(device=entry.device, batch_size=entry.batch_size, engine=entry.engine,
+                      address=entry.address or None, actors=entry.actors or None, gpus_per_actor=entry.gpus_per_actor)
 
 
 def _check_grid(section: str, values: list[float], problems: _Problems) -> None:

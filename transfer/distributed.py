@@ -1,0 +1,125 @@
+"""Extraction on Ray Data (`--engine ray`): the same network code as the local engine, on a cluster.
+
+The images still to extract are cut into the same batches as the local engine would use; Ray Data maps
+them over actors that each build the network once and run the local engine's own code
+(`extraction.network_batches`) on their batches. Batches stream back in order, so the caller writes
+them into the same HDF5 cache file exactly as a local run does: same key, same rows, resumable by
+either engine. `ray.init()` without an address starts a local cluster (nothing to set up); with
+``--address auto`` or ``RAY_ADDRESS`` it joins a running one, whose nodes need this package installed
+and the image folder at the same path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+RAY_HINT = "install the optional extra: pip install 'transfer[ray]' (ray[data])"
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray for the duration of one extraction: a local cluster started here is shut down after it
+    (also on Ctrl-C); a cluster this process is already connected to is left running."""
+    try:
+        import ray
+    except ImportError as error:
+        raise UserError(f"--engine ray needs Ray: {RAY_HINT}") from error
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                     logging_level=logging.ERROR, log_to_driver=False)
+        except ConnectionError as error:
+            raise UserError(f"could not reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')} "
+                            f"({error}); start it with `ray start --head`, or leave --address out for a local one") from error
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@dataclass(frozen=True)
+class _Network:
+    """What an actor needs to rebuild the network and run it as the local engine would."""
+
+    backbone: str
+    weights: str
+    pooling: str
+    nodes: dict[str, str]  # layer key -> FX node
+    preprocessing: object  # backbones.Preprocessing
+    precision: str
+    spatial: str
+    device: str
+
+
+def _actor_class(network: _Network) -> type:
+    """The Ray Data callable class, with ``network`` built in: no constructor arguments, so nothing
+    that an actor restart could lose sits in the object store."""
+
+    class NetworkActor:
+        """One per Ray actor: builds the network once, then turns a batch of image paths into features."""
+
+        def __init__(self) -> None:
+            import torch
+
+            from .backbones import Weights, build_model, feature_extractor, get_backbone
+
+            model = build_model(get_backbone(network.backbone), Weights.parse(network.weights), network.pooling)
+            self.extractor = feature_extractor(model, list(network.nodes.values()))
+            self.extractor = self.extractor.to(network.device, memory_format=torch.channels_last)
+
+        def __call__(self, batch: dict) -> dict:
+            from torch.utils.data import default_collate
+
+            from .extraction import _ImageFiles, network_batches
+
+            files = _ImageFiles([Path(p) for p in json.loads(batch["paths"][0])], network.preprocessing)
+            images = default_collate([files[i] for i in range(len(files))])  # as the local DataLoader does
+            ((arrays, ok, _),) = network_batches(self.extractor, [images], network.device, network.precision,
+                                                 network.nodes, network.spatial)
+            return {"ok": ok[None], **{f"layer{i}": arrays[key][None] for i, key in enumerate(network.nodes)}}
+
+    return NetworkActor
+
+
+def default_actors(cpus_per_actor: float) -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
+
+
+def ray_batches(paths: list[Path], nodes: dict[str, str], backbone: str, weights: str, pooling: str, preprocessing,
+                precision: str, spatial: str, batch_size: int, actors: int | None, gpus_per_actor: float):
+    """Yields ({layer key: array}, readable mask, 0) per batch, in order, like the local engine (there is no
+    local data loader to wait for: the driver's waiting is the actors' work)."""
+    import ray
+    import ray.data
+
+    for handler in logging.getLogger("ray.data").handlers:  # its INFO lines would bury our progress bar;
+        if "File" not in type(handler).__name__:  # all of it still goes to Ray's session log (ray-data.log)
+            handler.setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # rows are written in order: resumable like a local run
+    context.enable_progress_bars = False  # the caller draws its own
+    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+    if not batches:
+        return
+    device = "cuda" if gpus_per_actor > 0 else "cpu"
+    cpus = 0 if gpus_per_actor > 0 else 1  # on a CPU actor torch then runs one thread; the actors are the parallelism
+    items = [{"paths": json.dumps([str(p) for p in batch])} for batch in batches]
+    network = _Network(backbone, weights, pooling, nodes, preprocessing, precision, spatial, device)
+    pool = ray.data.ActorPoolStrategy(size=min(actors or default_actors(max(cpus, 1)), len(batches)))
+    mapped = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _actor_class(network), batch_size=1, batch_format="numpy", compute=pool, num_cpus=cpus,
+        num_gpus=gpus_per_actor)  # Ray Data's own defaults restart a dead actor and run its batch again
+    for out in mapped.iter_batches(batch_size=1, batch_format="numpy"):
+        yield {key: out[f"layer{i}"][0] for i, key in enumerate(nodes)}, out["ok"][0].astype(bool), 0.0
