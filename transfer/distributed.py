@@ -97,10 +97,25 @@ def default_actors(cpus_per_actor: float) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
 
 
-def ray_batches(paths: list[Path], nodes: dict[str, str], backbone: str, weights: str, pooling: str, preprocessing,
-                precision: str, spatial: str, batch_size: int, actors: int | None, gpus_per_actor: float):
-    """Yields ({layer key: array}, readable mask, 0) per batch, in order, like the local engine (there is no
-    local data loader to wait for: the driver's waiting is the actors' work)."""
+def ray_segments(segments: list[tuple[list[Path], dict[str, str]]], backbone: str, weights: str, pooling: str,
+                 preprocessing, precision: str, spatial: str, batch_size: int, actors: int | None, gpus_per_actor: float):
+    """For each segment (image paths, {layer key: node}): an iterator of ({layer key: array}, readable mask, 0)
+    per batch, in order, like the local engine's (there is no local data loader to wait for: the driver's
+    waiting is the actors' work). One Ray Data run over all segments, so the actors start once; the
+    iterators share its stream and must be consumed one after the other."""
+    import itertools
+
+    nodes = {key: node for _, segment_nodes in segments for key, node in segment_nodes.items()}
+    counts = [len(range(0, len(paths), batch_size)) for paths, _ in segments]
+    stream = _ray_batches([paths for paths, _ in segments], nodes, backbone, weights, pooling, preprocessing,
+                          precision, spatial, batch_size, actors, gpus_per_actor)
+    return [((({k: arrays[k] for k in segment_nodes}, ok, waited) for arrays, ok, waited in itertools.islice(stream, count)))
+            for count, (_, segment_nodes) in zip(counts, segments)]
+
+
+def _ray_batches(segments: list[list[Path]], nodes: dict[str, str], backbone: str, weights: str, pooling: str,
+                 preprocessing, precision: str, spatial: str, batch_size: int, actors: int | None, gpus_per_actor: float):
+    """Every segment cut into batches as the local engine cuts it, mapped over the actors, in order."""
     import ray
     import ray.data
 
@@ -110,7 +125,7 @@ def ray_batches(paths: list[Path], nodes: dict[str, str], backbone: str, weights
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows are written in order: resumable like a local run
     context.enable_progress_bars = False  # the caller draws its own
-    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+    batches = [paths[i : i + batch_size] for paths in segments for i in range(0, len(paths), batch_size)]
     if not batches:
         return
     device = "cuda" if gpus_per_actor > 0 else "cpu"

@@ -299,8 +299,6 @@ def extract(
     ``on_batch(rows_written)`` is called after each batch is safely on disk (tests use it to
     interrupt a run midway).
     """
-    import torch
-
     resolved = resolve(dataset, features, cache_dir, key_device(options))
     outcome = ExtractionOutcome(resolved.path, {}, engine=options.engine)
     try:
@@ -308,11 +306,16 @@ def extract(
     except DamagedFile:  # FeatureFile moves it aside and starts afresh
         done = []
     if any(lk not in done for lk in resolved.layer_keys):
-        with _batch_source(resolved, features, options) as batches, FeatureFile(resolved.path, resolved.key, dataset) as store:
+        with _batch_source(resolved, features, options) as source, FeatureFile(resolved.path, resolved.key, dataset) as store:
+            segments = []  # per split still to do: (split, first row, {layer key: node})
             for split in SPLITS:
-                todo = [lk for lk in resolved.layer_keys if store.rows_done(split, lk) < store.rows(split)]
+                todo = {lk: node for lk, node in resolved.layer_keys.items() if store.rows_done(split, lk) < store.rows(split)}
                 if todo:
-                    _extract_split(dataset, split, todo, resolved, options, store, batches, outcome, on_batch)
+                    segments.append((split, min(store.rows_done(split, lk) for lk in todo), todo))
+            streams = source([([dataset.path(s) for s in dataset.samples(split)[start:]], nodes)
+                              for split, start, nodes in segments])
+            for (split, start, nodes), batches in zip(segments, streams):
+                _extract_split(dataset, split, start, nodes, resolved, options, store, batches, outcome, on_batch)
     outcome.shapes, outcome.skipped = extraction_summary(resolved.path, list(resolved.layer_keys))
     outcome.peak_rss_mb = _peak_rss_mb()
     return outcome
@@ -327,15 +330,16 @@ def key_device(options: RunOptions) -> str:
 
 @contextmanager
 def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions):
-    """Yields ``batches(paths, nodes)`` -> iterator of (arrays, readable mask, seconds waited), from this
-    process (local) or from Ray actors; the network is built before any cache file is touched, so a
-    weights failure leaves nothing behind."""
+    """Yields ``source(segments)``: for each segment (image paths, {layer key: node}), an iterator of
+    (arrays, readable mask, seconds waited) per batch, consumed one segment after the other; from this
+    process (local) or from Ray actors (one actor pool for all segments). Locally the network is built
+    before any cache file is touched, so a weights failure leaves nothing behind."""
     if options.engine == "ray":
-        from .distributed import ray_batches, ray_session
+        from .distributed import ray_segments, ray_session
 
         with ray_session(options.address):
-            yield lambda paths, nodes: ray_batches(
-                paths, nodes, features.backbone, features.weights, features.pooling, resolved.key.preprocessing,
+            yield lambda segments: ray_segments(
+                segments, features.backbone, features.weights, features.pooling, resolved.key.preprocessing,
                 resolved.key.precision, features.spatial, options.batch_size, options.actors, options.gpus_per_actor)
         return
     import torch
@@ -354,9 +358,9 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
         # for as long as they live (they showed 1.0-1.8 GB each in a pool5 run): hand them back first.
         release_freed_memory()
         loader = make_loader(paths, resolved.key.preprocessing, resolved.device, options.batch_size, options.workers)
-        return network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.spatial)
+        yield from network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.spatial)
 
-    yield batches
+    yield lambda segments: [batches(paths, nodes) for paths, nodes in segments]  # each starts when iterated
 
 
 def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, batch_size: int, workers: int | None):
@@ -389,11 +393,8 @@ def network_batches(extractor, loader, device: str, precision: str, nodes: dict[
         yield arrays, ok.numpy().astype(bool), waited
 
 
-def _extract_split(dataset, split, layer_keys, resolved, options, store, batches, outcome, on_batch):
+def _extract_split(dataset, split, start, nodes, resolved, options, store, batches, outcome, on_batch):
     samples = dataset.samples(split)
-    start = min(store.rows_done(split, lk) for lk in layer_keys)
-    paths = [dataset.path(s) for s in samples[start:]]
-    nodes = {lk: node for lk, node in resolved.layer_keys.items() if lk in layer_keys}
     row = start
     begun = time.perf_counter()
     waited = 0.0
@@ -401,8 +402,8 @@ def _extract_split(dataset, split, layer_keys, resolved, options, store, batches
     if start:
         console.print(f"{split}: resuming at image {start} of {len(samples)}")
     try:
-        with progress_bar(len(paths), f"{resolved.spec.name} {split}", enabled=options.progress) as advance:
-            for arrays, ok, wait in batches(paths, nodes):
+        with progress_bar(len(samples) - start, f"{resolved.spec.name} {split}", enabled=options.progress) as advance:
+            for arrays, ok, wait in batches:
                 waited += wait
                 if not ok.all():
                     bad = [samples[row + i].relpath for i in np.flatnonzero(~ok)]
