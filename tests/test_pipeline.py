@@ -161,3 +161,32 @@ def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, small_data, cach
     assert not list(cache_dir.glob("*.h5"))
     bad = CliRunner().invoke(app, ["run", str(tmp_path / "nope.toml")])
     assert isinstance(bad.exception, UserError) and "does not exist" in str(bad.exception)
+
+
+def test_a_study_whose_weights_cannot_load_stops_before_any_stage(tmp_path, small_data, monkeypatch):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from transfer.backbones import BACKBONES
+    from transfer.cli import app
+
+    monkeypatch.setitem(BACKBONES, "vgg16", replace(BACKBONES["vgg16"], imagenet_missing=lambda: "no network here"))
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(data=small_data, c_grid="[1]").replace('weights = "random"', 'weights = "imagenet"'))
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(app, ["run", str(study), "--cache-dir", str(cache)])
+    assert isinstance(result.exception, UserError)  # the installed command prints it and exits with 2
+    message = str(result.exception)
+    assert "vgg16: no network here" in message
+    assert "TRANSFER_VGG16_WEIGHTS=/path/to/vgg16-397923af.pth" in message
+    assert "make study STUDY=pipelines/fifteen_scene_lite0.toml" in message
+    assert not list(cache.glob("*.h5"))
+    assert not (cache / "bow").exists()  # nothing ran, not even the stages that need no weights
+    dry = CliRunner().invoke(app, ["run", str(study), "--cache-dir", str(cache), "--dry-run"])
+    assert dry.exit_code == 0
+    assert "vgg16: no network here" in dry.output
+    other_weights = CliRunner().invoke(app, ["run", str(study), "--cache-dir", str(cache), "--dry-run", "--weights", "random"])
+    assert "no network here" not in other_weights.output
+    keep_going = CliRunner().invoke(app, ["run", str(study), "--cache-dir", str(cache), "--dry-run", "--keep-going"])
+    assert "no network here" not in keep_going.output

