@@ -1,6 +1,7 @@
 import gc
 import importlib.util
 import weakref
+from dataclasses import replace
 
 import pytest
 import torch
@@ -139,3 +140,32 @@ def test_lite0_has_pooled_features_and_logits():
     shapes = {info.name: info.shape for info in infos}
     assert shapes["avgpool"] == (1280, 1, 1) and shapes["logits"] == (1000,)
     assert 4_000_000 < total < 5_000_000
+
+
+@pytest.mark.parametrize("backbone, crop, parameters", [("efficientnet_lite1", 240, 5_416_680), ("efficientnet_lite2", 260, 6_092_072)])
+def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data, tmp_path, backbone, crop, parameters):
+    """One registry entry each: extraction, SVM, a head on cached features, end-to-end training and
+    predict all work from its facts alone (random weights, 32-pixel crops)."""
+    from transfer.classifiers import GridConfig
+    from transfer.datasets import load_dataset
+    from transfer.extraction import FeatureSpec, RunOptions, extract
+    from transfer.heads import EndToEnd, TrainConfig
+    from transfer.predict import predict
+    from transfer.runs import run_head, run_svm
+
+    spec = BACKBONES[backbone]
+    assert (spec.preprocessing.crop, spec.preprocessing.resize) == (crop, crop + 32)
+    infos, total = describe_layers(spec, 64)
+    assert total == parameters
+    assert {info.name: info.shape for info in infos}["avgpool"] == (1280, 1, 1)
+    dataset = load_dataset(small_data)
+    features = FeatureSpec(backbone, "random", ("avgpool",), image_size=32, precision="fp32")
+    options = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
+    assert extract(dataset, features, tmp_path, options).images == 21
+    (svm,) = run_svm(dataset, features, tmp_path, GridConfig(c_grid=(1.0,), cv=2, jobs=1))
+    config = TrainConfig(epochs=1, val_fraction=0.25, batch_size=3)  # 9 fit images: no batch of one for batch norm
+    head = run_head(dataset, replace(features, layers=()), "fc", config, tmp_path, options)
+    assert head.layer == "avgpool"
+    network = run_head(dataset, replace(features, layers=()), "fc", config, tmp_path, options, end_to_end=EndToEnd("all", 0.1, 0))
+    for model in (svm.model_path, head.model_path, network.model_path):
+        assert len(predict(model, [small_data / "test"], device="cpu")) == 9

