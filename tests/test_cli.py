@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 
 from typer.testing import CliRunner
 
@@ -23,12 +22,11 @@ def test_every_command_has_help():
         assert "Usage" in result.output
 
 
-def test_help_answers_quickly_without_importing_torch():
-    begun = time.perf_counter()
+def test_help_does_not_import_torch():
+    """What keeps `--help` fast (a wall-clock limit would flake on a busy machine)."""
     out = subprocess.run([sys.executable, "-c", "import sys; from transfer.cli import app; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-    assert time.perf_counter() - begun < 5
 
 
 def test_user_errors_are_messages_with_exit_code_2(tmp_path):

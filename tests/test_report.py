@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from transfer.cli import app
 from transfer.errors import UserError
-from transfer.report import FIGURES, configuration_rows, table_cells, write_report
+from transfer.report import FIGURES, HEADERS, configuration_rows, table_cells, write_report
 from transfer.results import ResultsStore, RunRecord
 
 CLASSES = ["alpha", "beta", "gamma"]
@@ -54,12 +54,11 @@ def test_rows_are_the_latest_run_per_configuration_with_the_store_numbers(store)
         "from scratch: base 32px ladder +normalize"]
     relu7 = rows[0]
     assert relu7.run.id == 2 and relu7.best
-    cells = dict(zip(["configuration", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",
-                      "cv", "test", "splits", "extract", "fit"], table_cells(relu7)))
-    assert cells["test"] == "82.00" and cells["cv"] == "81.00" and cells["chosen"] == "C=0.1"
-    assert cells["extract"] == "100.0" and cells["fit"] == "2.5" and cells["configuration"].startswith("★")
-    bow = dict(zip(range(13), table_cells(rows[2])))
-    assert bow[9] == "77.00 ± 1.00" and bow[10] == "10" and bow[11] == "155.0"
+    cells = dict(zip(HEADERS, table_cells(relu7)))
+    assert cells["test %"] == "82.00" and cells["CV / val %"] == "81.00" and cells["chosen"] == "C=0.1"
+    assert cells["extract s"] == "100.0" and cells["fit s"] == "2.5" and cells["configuration"].startswith("★")
+    bow = dict(zip(HEADERS, table_cells(rows[2])))
+    assert bow["test %"] == "77.00 ± 1.00" and bow["splits"] == "10" and bow["extract s"] == "155.0"
     assert [r.label for r in configuration_rows(store.runs(), best_only=True)] == ["vgg16 (random weights) relu7 SVM"]
 
 

@@ -89,9 +89,10 @@ def test_every_ladder_step_is_a_stored_run_with_its_curves(images, tmp_path):
     outcomes = run_scratch(images, steps, "ladder", tmp_path / "cache")
     runs = ResultsStore(tmp_path / "cache" / "results.sqlite").runs(method="scratch")
     assert [r.config["step"] for r in runs] == ["baseline", "+normalize"] == [o.step for o in outcomes]
-    for run in runs:
+    for run, outcome in zip(runs, outcomes):
         assert set(run.curves) >= {"train_loss", "train_acc", "train_top5", "val_loss", "val_acc", "val_top5"}
-        assert run.backbone == "base" and run.weights == "scratch" and 0 <= run.test_accuracy <= 1
+        assert run.backbone == "base" and run.weights == "scratch"
+        assert run.test_accuracy == outcome.trained.result.test_accuracy
 
 
 def test_cifar10_without_a_copy_or_internet_is_a_clear_message(tmp_path, monkeypatch):

@@ -392,8 +392,8 @@ def feature_extractor(model: "torch.nn.Module", nodes: list[str]) -> "torch.nn.M
     An in-place operation right after a returned node (VGG16's ReLU after a requested conv) would
     overwrite that output before it is returned, so exactly those modules are made out-of-place
     (they are shared with ``model``, which changes with them; results do not).
-    All the others stay in place: making every ReLU out-of-place cost 13% of the images/s in bf16
-    and 17% in fp32 (VGG16 relu7, 2 cores), from allocating and writing each activation twice.
+    All the others stay in place: making every ReLU out-of-place allocates and writes each activation
+    twice, a measurable loss of images/s (README, "Measured notes").
     """
     import gc
     import warnings
@@ -404,7 +404,7 @@ def feature_extractor(model: "torch.nn.Module", nodes: list[str]) -> "torch.nn.M
         warnings.simplefilter("ignore", UserWarning)  # train/eval node-set note; we always run in eval
         extractor = create_feature_extractor(model, return_nodes={n: n for n in dict.fromkeys(nodes)}).eval()
     # torchvision's tracer is left in a reference cycle that holds the whole model: collect it now, so
-    # that the layers the extractor does not run go when the caller drops the model (VGG16 pool5: 494 MB).
+    # that the layers the extractor does not run go when the caller drops the model.
     gc.collect()
     output = next(node for node in extractor.graph.nodes if node.op == "output")
     returned = set(output.args[0].values())

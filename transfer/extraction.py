@@ -227,12 +227,11 @@ def _glibc():
 def keep_freed_memory() -> None:
     """Let glibc keep freed memory for reuse instead of returning it to the kernel.
 
-    By default every large block (a batch's activations: hundreds of MB for VGG16) is mmap'ed and
-    unmapped again, so each batch faults its pages in afresh: measured on VGG16 bf16, 1 million
-    page faults and 13% of the time in the kernel per 96 images; with this, none, and +10% images/s.
-    EfficientNet-Lite0 in fp32 gains most: 45.7 against 24.9 images/s. The kept heap fragments, so
-    the extraction loop trims it when it creeps (`KeptHeap`). PyTorch's CPU tuning guide gets
-    the same from jemalloc/tcmalloc; this needs no extra library.
+    By default every large block (a batch's activations) is mmap'ed and unmapped again, so each batch
+    faults its pages in afresh and a good part of the time goes to the kernel; keeping the memory
+    removes those faults (README, "Measured notes": the figures). The kept heap fragments, so the
+    extraction loop trims it when it creeps (`KeptHeap`). PyTorch's CPU tuning guide gets the same
+    from jemalloc/tcmalloc; this needs no extra library.
     """
     libc = _glibc()
     if libc is not None:
@@ -261,10 +260,10 @@ class KeptHeap:
 
     A batch's activations come back freed and are reused by the next batch, so the resident memory
     after the first batch is what the extraction needs; trimming when nothing grew would only cost
-    page faults (every batch: Lite0 fp32 -30% images/s). But the heap fragments and creeps: a
-    smaller last batch, or a small block left between freed activations, makes the next 200-400 MB
-    request miss every hole, which took VGG16 relu7 fp32 to 4-5 GB over 480 images. So the resident
-    memory is held to the first batch's level plus ``slack_mb``: trimmed whenever it goes beyond.
+    page faults. But the heap fragments and creeps: a smaller last batch, or a small block left
+    between freed activations, makes the next large request miss every hole, and the memory grows
+    batch after batch. So the resident memory is held to the first batch's level plus ``slack_mb``:
+    trimmed whenever it goes beyond (README, "Measured notes": the figures).
     """
 
     def __init__(self, slack_mb: float = 256) -> None:
@@ -347,7 +346,7 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
     if resolved.device == "cpu":
         keep_freed_memory()
     # Only the extractor is kept: it holds the layers it runs, so for pool5 VGG16's classifier
-    # (124 M parameters, 494 MB in fp32) is freed.
+    # (124 M parameters) is freed.
     model = build_model(resolved.spec, resolved.weights, features.pooling)
     extractor = feature_extractor(model, list(resolved.layer_keys.values()))
     del model
@@ -355,7 +354,7 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
 
     def batches(paths: list[Path], nodes: dict[str, str]):
         # The loader's workers are forked from this process and would keep its free heap pages resident
-        # for as long as they live (they showed 1.0-1.8 GB each in a pool5 run): hand them back first.
+        # for as long as they live: hand them back first.
         release_freed_memory()
         loader = make_loader(paths, resolved.key.preprocessing, resolved.device, options.batch_size, options.workers)
         yield from network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.spatial)
