@@ -19,7 +19,9 @@ env = {**os.environ, "COLUMNS": "160"}
 PY = [sys.executable, "-m", "transfer.cli"]
 
 def run(label, *args, cwd=None):
-    r = subprocess.run([*PY, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd)
+    # In the output folder: `python -m` puts the working directory first on the path, and a checkout
+    # there would shadow the one PYTHONPATH names.
+    r = subprocess.run([*PY, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd or root)
     out = (r.stdout + r.stderr).strip().splitlines()
     tb = any("Traceback" in l for l in out)
     last = [l for l in out if l.strip()][-3:]
@@ -108,7 +110,7 @@ print(f"--- 6 16-bit ramp 0..65535 read as: min {d.min()}, mean {d.mean():.0f}, 
 p = np.asarray(read_image(root / "phone.jpg"))
 print(f"--- 6 EXIF-rotated 40x20 photo read as shape {p.shape[:2]} (a viewer shows 40 rows x 20 columns)")
 Image.fromarray(np.zeros((9000, 9000), np.uint8)).save(im / "train" / "beta" / "huge.png")  # 81 Mpx
-bomb = subprocess.run([sys.executable, "-c", "import PIL.Image as I; I.MAX_IMAGE_PIXELS = 10_000_000; import sys; sys.argv=['transfer','data','info',sys.argv[1]]; from transfer.cli import app; app()", str(im)], capture_output=True, text=True, env=env)
+bomb = subprocess.run([sys.executable, "-c", "import PIL.Image as I; I.MAX_IMAGE_PIXELS = 10_000_000; import sys; sys.argv=['transfer','data','info',sys.argv[1]]; from transfer.cli import app; app()", str(im)], capture_output=True, text=True, env=env, cwd=root)
 print(f"--- 6 data info with a bomb (limit lowered to 10 Mpx for the demo): exit {bomb.returncode}{' (TRACEBACK)' if 'Traceback' in bomb.stderr else ''}")
 for l in (bomb.stdout + bomb.stderr).strip().splitlines()[-2:]: print("   ", l[:200])
 (im / "train" / "beta" / "huge.png").unlink()
