@@ -434,7 +434,6 @@ def predict(
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Also load a pickle-based model file of an earlier transfer. A pickle can run any code: only for files you made yourself.")] = False,
 ) -> None:
     """Classify new images with a saved model, using the model's own layer and preprocessing."""
     from .display import print_predictions
@@ -442,7 +441,7 @@ def predict(
 
     if output not in ("table", "csv", "json"):
         raise UserError(f"--format must be table, csv or json, got {output!r}")
-    print_predictions(run_predict(model, images, top, device, batch_size, trust_pickle), output)
+    print_predictions(run_predict(model, images, top, device, batch_size), output)
 
 
 @app.command()

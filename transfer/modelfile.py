@@ -17,7 +17,7 @@ import numpy as np
 from .errors import DamagedFile, UserError
 from .files import atomic_path
 
-MODEL_FORMAT = 2  # 1: joblib pickles (refused unless --trust-pickle)
+MODEL_FORMAT = 2  # 1: joblib pickles (refused: loading them could run code)
 MODEL_SUFFIX = ".skops"
 KINDS = ("svm", "bow", "head", "network")
 
@@ -73,31 +73,21 @@ def _is_pickle(path: Path) -> bool:
         return file.read(1) in (b"\x80", b"\x78")
 
 
-def load_model(path: Path, trust_pickle: bool = False) -> dict:
-    """A model file written by `transfer svm`, `bow` or `finetune`; anything else is a clear error."""
+def load_model(path: Path) -> dict:
+    """A model file written by `transfer svm`, `bow` or `finetune`; anything else is a clear error.
+    Pickle-based files of earlier versions are never loaded: a pickle can run any code it contains."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} not found; `transfer results` lists the model file of every run")
     expected = "a transfer model file (written by `transfer svm`, `bow` or `finetune`)"
     if not zipfile.is_zipfile(path) and _is_pickle(path):
-        if not trust_pickle:
-            raise UserError(
-                f"{path} is a pickle-based model file from an earlier transfer; loading a pickle can run any "
-                f"code it contains, so it was not loaded. Re-create it by re-running the command that made it "
-                f"(`transfer results` shows its settings): the new file is a {MODEL_SUFFIX} file. Only if you "
-                f"made this file yourself, `--trust-pickle` loads it as it is.")
-        import joblib
-
-        try:
-            payload = joblib.load(path)
-        except Exception as error:
-            raise UserError(f"{path} is damaged or not {expected} ({type(error).__name__}: {error})") from error
-        formats = (1, MODEL_FORMAT)
-    else:
-        payload = load_estimator(path, expected)
-        formats = (MODEL_FORMAT,)
+        raise UserError(
+            f"{path} is a pickle-based model file from an earlier transfer; loading a pickle can run any code "
+            f"it contains, so it is not loaded. Re-create it by re-running the command that made it (`transfer "
+            f"results` shows its settings): the new file is a {MODEL_SUFFIX} file, which loads without running code.")
+    payload = load_estimator(path, expected)
     if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
         raise UserError(f"{path} is not {expected}")
-    if payload.get("format") not in formats:
+    if payload.get("format") != MODEL_FORMAT:
         raise UserError(f"{path} has model format {payload.get('format')}, this transfer reads {MODEL_FORMAT}; re-run the fit")
     return payload

@@ -89,11 +89,10 @@ def _head_probabilities(payload: dict, features: np.ndarray) -> np.ndarray:
         return torch.softmax(head.eval()(torch.as_tensor(features, dtype=torch.float32)), dim=1).numpy()
 
 
-def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "auto", batch_size: int = 32,
-            trust_pickle: bool = False) -> list[Prediction]:
+def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "auto", batch_size: int = 32) -> list[Prediction]:
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
-    payload = load_model(model_path, trust_pickle)
+    payload = load_model(model_path)
     paths = image_paths(inputs)
     classes = payload["classes"]
     if payload["kind"] == "bow":
