@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from transfer.bow import BowConfig, SiftConfig, VocabularyConfig

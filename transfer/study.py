@@ -241,7 +241,7 @@ def _check_features(entry: FeaturesSection, where: tuple, problems: _Problems) -
     check("precision", entry.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {entry.precision!r}")
     check("device", entry.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {entry.device!r}")
     check("batch_size", entry.batch_size >= 1, f"batch_size must be at least 1, got {entry.batch_size}")
-    check("image_size", entry.image_size == 0 or entry.image_size >= 32, f"image_size must be 0 (the backbone's) or at least 32")
+    check("image_size", entry.image_size == 0 or entry.image_size >= 32, "image_size must be 0 (the backbone's) or at least 32")
     try:
         run_options(entry)
     except UserError as error:
