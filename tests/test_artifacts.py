@@ -182,6 +182,11 @@ def test_cache_rm_reaches_every_kind_of_artifact(tmp_path):
         path.write_bytes(b"x")
     (tmp_path / "results.sqlite").write_bytes(b"x")
     assert cache.artifacts() == sorted(files)
+    listed = subprocess.run([sys.executable, "-m", "transfer.cli", "cache", "ls", "--cache-dir", str(tmp_path)],
+                            capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    for line in ("damaged, moved aside: 1 file(s)", "bow: 1 file(s)", "heads: 1 file(s)", "scratch: 1 file(s)",
+                 "models: 1 file(s)", "unreadable"):
+        assert line in listed.stdout, line
     assert cache.remove("heads/") == [tmp_path / "heads" / "fc3-dddd.pt"]
     assert len(cache.remove("all")) == 5
     assert (tmp_path / "results.sqlite").exists()

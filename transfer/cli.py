@@ -509,12 +509,13 @@ def data_fetch(
 
 @cache_app.command("ls")
 def cache_ls(cache_dir: CacheDirOpt = None) -> None:
-    """What is cached: one line per extraction with its layers, shapes and size."""
+    """What is cached: each extraction with its layers, shapes and size; BoW stages, checkpoints, models."""
     from .cache import FeatureCache
     from .display import print_cache
 
     root = cache_dir or default_cache_dir()
-    print_cache(root, FeatureCache(root).entries())
+    cache = FeatureCache(root)
+    print_cache(root, cache.entries(), cache.artifacts())
 
 
 @cache_app.command("rm")

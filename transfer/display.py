@@ -89,10 +89,10 @@ def print_data_info(dataset: ImageDataset, summary: DatasetSummary) -> None:
         console.print(styled("  " + "  =  ".join(relpath for _, relpath in group), mark))
 
 
-def print_cache(root: Path, entries: list[CacheEntry]) -> None:
+def print_cache(root: Path, entries: list[CacheEntry], artifacts: list[Path]) -> None:
+    """Each extraction file, then a line per kind of other cached file (`transfer cache rm` reaches them all)."""
     if not entries:
         console.print(f"no cached features in {root}")
-        return
     for entry in entries:
         console.print(styled((entry.path.name, "bold"), f"  {_mib(entry.size_bytes)}"))
         if entry.key is None:
@@ -106,7 +106,17 @@ def print_cache(root: Path, entries: list[CacheEntry]) -> None:
             console.print(f"  {name}: {shape}")
         if entry.skipped:
             console.print(f"  {len(entry.skipped)} unreadable image(s) skipped: {', '.join(entry.skipped)}")
-    console.print(f"{len(entries)} file(s), {_mib(sum(e.size_bytes for e in entries))} in {root}")
+    if entries:
+        console.print(f"{len(entries)} file(s), {_mib(sum(e.size_bytes for e in entries))} in {root}")
+    kinds: dict[str, list[Path]] = {}
+    for path in artifacts:
+        kind = "damaged, moved aside" if ".damaged-" in path.name else path.parent.name if path.parent != root else None
+        if kind:
+            kinds.setdefault(kind, []).append(path)
+    for kind, paths in kinds.items():
+        pattern = "damaged" if kind.startswith("damaged") else f"{kind}/"
+        console.print(f"{kind}: {len(paths)} file(s), {_mib(sum(p.stat().st_size for p in paths))} "
+                      f"(remove with `transfer cache rm {pattern}`)")
 
 
 def _pct(x: float | None) -> str:
