@@ -103,3 +103,27 @@ def test_report_command_prints_the_table(store, tmp_path):
     assert result.exit_code == 0, result.output
     assert "82.00" in result.output and "(published)" in result.output
     assert (out / "report.html").exists()
+
+
+def test_the_headline_is_chosen_on_training_data_and_every_accuracy_has_its_interval(store, tmp_path):
+    store.add(_svm("fc6", [0.99, 0.99, 0.99], [0.50, 0.55, 0.60], 1.0))  # the best test accuracy, the worst CV
+    rows = configuration_rows(store.runs())
+    assert [r.label for r in rows if r.best] == ["vgg16 (random weights) relu7 SVM"]
+    relu7 = dict(zip(HEADERS, table_cells(next(r for r in rows if r.best))))
+    # 24 of 30 test images right: Wilson 95% interval by hand, (p + z²/2n ± z·√(p(1-p)/n + z²/4n²)) / (1 + z²/n)
+    assert relu7["test 95% CI"] == "62.7–90.5"
+    assert relu7["class mean %"] == "80.00"
+    files = write_report(store.runs(), tmp_path / "report", published=False)
+    with open(files.csv, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert not any("★" in value for line in table for value in line.values())
+    assert [line["configuration"] for line in table if line["headline"] == "1"] == ["vgg16 (random weights) relu7 SVM"]
+
+
+def test_the_class_mean_leaves_out_classes_without_test_images():
+    from transfer.report import Row
+
+    run = RunRecord(method="svm", dataset="d", dataset_fingerprint="f", config={}, test_accuracy=0.75, classes=CLASSES,
+                    per_class_accuracy=[1.0, 0.5, 0.0], confusion=[[5, 0, 0], [1, 1, 0], [0, 0, 0]])
+    assert Row(run, "x").class_mean_accuracy == 0.75  # (1.0 + 0.5) / 2: gamma has no test image
+    assert Row(run, "x").test_images == 7

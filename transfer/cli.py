@@ -219,7 +219,7 @@ def report(
     data: Annotated[Optional[str], typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
     method: Annotated[Optional[str], typer.Option(help="Only this method: svm, bow, head, ...")] = None,
-    best_only: Annotated[bool, typer.Option("--best-only", help="Only the best configuration.")] = False,
+    best_only: Annotated[bool, typer.Option("--best-only", help="Only the headline: the best CV / validation accuracy (chosen without the test split).")] = False,
     name: Annotated[str, typer.Option(help="Report folder name under reports/.")] = "study",
     out: Annotated[Optional[Path], typer.Option(help="Report folder [default: reports/<name>].")] = None,
     published: Annotated[bool, typer.Option(help="Show the published reference points beside the measured rows.")] = True,

@@ -12,7 +12,7 @@ from .cache import CacheEntry
 from .console import console, err_console, note, styled
 from .datasets import SPLITS, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
-from .report import HEADERS, PUBLISHED, ReportFiles, Row, data_notes, table_cells
+from .report import HEADERS, HEADLINE_RULE, PUBLISHED, ReportFiles, Row, data_notes, reference_cells, table_cells
 from .results import RunRecord
 
 if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed here
@@ -158,15 +158,16 @@ def print_results(runs: list[RunRecord]) -> None:
 
 
 def print_report(rows: list[Row], files: ReportFiles, published: bool) -> None:
-    table = Table(title="accuracy per configuration (★ best test accuracy)", title_justify="left")
+    table = Table(title="accuracy per configuration (★ headline: best CV / validation accuracy)", title_justify="left")
     for header in HEADERS:
-        table.add_column(header, justify="right" if header.endswith(("%", " s")) or header == "splits" else "left")
+        table.add_column(header, justify="right" if header.endswith(("%", " s", "CI")) or header == "splits" else "left")
     for row in rows:
         table.add_row(*table_cells(row), style="bold" if row.best else None)
     if published:
         for name, value in PUBLISHED:
-            table.add_row(name, "", "", "", "", "", "", "", "", f"{100 * value:.1f}", "", "", "", style="dim italic")
+            table.add_row(*reference_cells(name, value), style="dim italic")
     console.print(table)
+    console.print(HEADLINE_RULE, soft_wrap=True)
     for text in data_notes(rows):
         note(text)
     console.print(f"report: {files.markdown}, {files.html}, {files.csv}")

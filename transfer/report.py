@@ -32,7 +32,34 @@ class Row:
 
     run: RunRecord
     label: str  # what the bar chart and the curves call it
-    best: bool = False
+    best: bool = False  # the headline: best CV / validation accuracy, chosen without the test split
+
+    @property
+    def test_images(self) -> int | None:
+        """How many test images the test accuracy counts (from the confusion matrix)."""
+        return int(sum(map(sum, self.run.confusion))) if self.run.confusion else None
+
+    @property
+    def test_interval(self) -> tuple[float, float] | None:
+        """95% Wilson interval of the test accuracy on the dataset's own split (None without counts)."""
+        from scipy.stats import binomtest
+
+        n = self.test_images
+        if not n:
+            return None
+        correct = int(sum(self.run.confusion[i][i] for i in range(len(self.run.confusion))))
+        interval = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+        return float(interval.low), float(interval.high)
+
+    @property
+    def class_mean_accuracy(self) -> float | None:
+        """Mean of the per-class accuracies over the classes that have test images (balanced accuracy)."""
+        per_class = self.run.per_class_accuracy
+        if not per_class:
+            return None
+        support = [sum(row) for row in self.run.confusion] if self.run.confusion else [1] * len(per_class)
+        present = [accuracy for accuracy, count in zip(per_class, support) if count]
+        return sum(present) / len(present) if present else None
 
     @property
     def fit_seconds(self) -> float | None:
@@ -99,15 +126,21 @@ def _configuration(run: RunRecord) -> str:
                        run.precision, run.splits, config], sort_keys=True, default=str)
 
 
+def _by_training_score(row: Row) -> float:
+    """What a choice among configurations may look at: the CV / validation accuracy, never the test split."""
+    return row.run.cv_best if row.run.cv_best is not None else float("-inf")
+
+
 def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[Row]:
-    """The latest run of each configuration, best test accuracy first marked."""
+    """The latest run of each configuration; the headline (best CV / validation accuracy) marked."""
     latest: dict[str, RunRecord] = {}
     for run in runs:  # runs come in insertion order: later ones replace earlier ones
         latest[_configuration(run)] = run
     rows = [Row(run, _label(run)) for run in latest.values()]
-    if not rows:
-        return rows
-    best = max(rows, key=lambda r: r.run.test_accuracy)
+    scored = [row for row in rows if row.run.cv_best is not None]
+    if not scored:
+        return [] if best_only else rows
+    best = max(scored, key=_by_training_score)  # the first among ties
     best.best = True
     return [best] if best_only else rows
 
@@ -120,18 +153,32 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def table_cells(row: Row) -> list[str]:
+def table_cells(row: Row, mark: bool = True) -> list[str]:
+    """The row's cells under `HEADERS`; ``mark`` puts ★ before the headline's name (not in CSV data)."""
     run = row.run
     test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)}" if run.test_std is not None else "")
+    interval = row.test_interval
     return [
-        ("★ " if row.best else "") + row.label, run.method, run.backbone or "", run.weights or "",
+        ("★ " if row.best and mark else "") + row.label, run.method, run.backbone or "", run.weights or "",
         run.pooling or "", run.layer or "", row.classifier, row.chosen, _pct(run.cv_best), test,
+        f"{100 * interval[0]:.1f}–{100 * interval[1]:.1f}" if interval else "", _pct(row.class_mean_accuracy),
         str(run.splits), _seconds(row.extract_seconds), _seconds(row.fit_seconds),
     ]
 
 
 HEADERS = ["configuration", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",
-           "CV / val %", "test %", "splits", "extract s", "fit s"]
+           "CV / val %", "test %", "test 95% CI", "class mean %", "splits", "extract s", "fit s"]
+
+
+def reference_cells(name: str, accuracy: float) -> list[str]:
+    """A published figure as a row under `HEADERS`: its name and test accuracy, nothing measured."""
+    return [name if header == "configuration" else f"{100 * accuracy:.1f}" if header == "test %" else ""
+            for header in HEADERS]
+
+
+HEADLINE_RULE = ("★ marks the headline: the best CV / validation accuracy, chosen on training data only. Every "
+                 "configuration's test accuracy is shown with its 95% interval (Wilson, over the test images) and "
+                 "the mean of its per-class accuracies.")
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -189,8 +236,8 @@ def _bar_chart(path: Path, labels: list[str], values: list[float], title: str, x
 
 def _figure_best_by_method(rows: list[Row], path: Path, published: bool) -> bool:
     best: dict[str, Row] = {}
-    for row in rows:
-        if row.label not in best or row.run.test_accuracy > best[row.label].run.test_accuracy:
+    for row in rows:  # a label shared by several rows (other data sets): the one chosen on training data
+        if row.label not in best or _by_training_score(row) > _by_training_score(best[row.label]):
             best[row.label] = row
     ordered = sorted(best.values(), key=lambda r: r.run.test_accuracy)
     references = PUBLISHED if published else ()
@@ -201,7 +248,7 @@ def _figure_best_by_method(rows: list[Row], path: Path, published: bool) -> bool
         errors=[100 * (r.run.test_std or 0) for r in ordered] + [0] * len(references),
         colors=["tab:blue"] * len(ordered) + ["lightgray"] * len(references),
         hatches=[""] * len(ordered) + ["//"] * len(references),
-        title="Best test accuracy per method",
+        title="Test accuracy per method (where a method has several rows: the one chosen on training data)",
         xlabel="test accuracy (%)" + ("\ngrey hatched bars: published figures, not measured here" if published else ""),
         xlim=105,
     )
@@ -214,7 +261,7 @@ def _figure_scratch_vs_transfer(rows: list[Row], path: Path) -> bool:
         return False
     datasets = {r.run.dataset_fingerprint for r in from_scratch}
     transfer = [r for r in rows if r.run.method in TRANSFER_METHODS and r.run.dataset_fingerprint in datasets]
-    best = [max(transfer, key=lambda r: r.run.test_accuracy)] if transfer else []
+    best = [max(transfer, key=_by_training_score)] if transfer else []
     shown = list(reversed(from_scratch)) + best  # barh draws bottom-up: the ladder reads top-down
     return _bar_chart(
         path, labels=[r.label for r in shown], values=[100 * r.run.test_accuracy for r in shown],
@@ -312,13 +359,13 @@ def write_report(runs: list[RunRecord], directory: Path, published: bool = True)
     if not rows:
         raise UserError("no runs to report: the results store is empty or the filters match nothing")
     directory.mkdir(parents=True, exist_ok=True)
-    best = next(r for r in rows if r.best)
+    best = next((r for r in rows if r.best), None)  # None: no row has a CV / validation score
     makers = {
         "accuracy_vs_c": lambda p: _figure_accuracy_vs_c(rows, p),
         "best_by_method": lambda p: _figure_best_by_method(rows, p, published),
         "scratch_vs_transfer": lambda p: _figure_scratch_vs_transfer(rows, p),
-        "confusion": lambda p: _figure_confusion(best, p),
-        "per_class": lambda p: _figure_per_class(best, p),
+        "confusion": lambda p: best is not None and _figure_confusion(best, p),
+        "per_class": lambda p: best is not None and _figure_per_class(best, p),
         "training_curves": lambda p: _figure_training_curves(rows, p),
         "throughput": lambda p: _figure_throughput(rows, p),
     }
@@ -334,9 +381,9 @@ def write_report(runs: list[RunRecord], directory: Path, published: bool = True)
     csv_path = directory / "results.csv"
     with atomic_path(csv_path) as partial, open(partial, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["run_id", "created", "dataset", *HEADERS])
+        writer.writerow(["run_id", "created", "dataset", "headline", *HEADERS])
         for row in rows:
-            writer.writerow([row.run.id, row.run.created, row.run.dataset, *table_cells(row)])
+            writer.writerow([row.run.id, row.run.created, row.run.dataset, int(row.best), *table_cells(row, mark=False)])
     markdown = directory / "report.md"
     atomic_write_text(markdown, _markdown(rows, figures, published))
     page = directory / "report.html"
@@ -346,9 +393,9 @@ def write_report(runs: list[RunRecord], directory: Path, published: bool = True)
 
 CAPTIONS = {
     "accuracy_vs_c": "Test and cross-validation accuracy against C",
-    "best_by_method": "Best test accuracy per method",
-    "confusion": "Confusion matrix of the best configuration",
-    "per_class": "Per-class accuracy of the best configuration",
+    "best_by_method": "Test accuracy per method",
+    "confusion": "Confusion matrix of the headline configuration",
+    "per_class": "Per-class accuracy of the headline configuration",
     "scratch_vs_transfer": "From scratch vs transfer on the same data",
     "training_curves": "Training curves of the heads and from-scratch networks",
     "throughput": "Extraction throughput",
@@ -371,7 +418,7 @@ def data_notes(rows: list[Row]) -> list[str]:
 
 
 def _markdown(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
-    lines = ["# transfer report", "", f"{len(rows)} configuration(s); ★ marks the best test accuracy. "
+    lines = ["# transfer report", "", f"{len(rows)} configuration(s). {HEADLINE_RULE} "
              "C (or epochs) was chosen on training data only; the test split was scored once per value.", ""]
     notes = data_notes(rows)
     lines += [f"Note: {text}" for text in notes] + ([""] if notes else [])
@@ -418,7 +465,7 @@ figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
 .published {{ color: #666; }}
 </style></head><body>
 <h1>transfer report</h1>
-<p>{len(rows)} configuration(s); ★ marks the best test accuracy. C (or epochs) was chosen on training data only;
+<p>{len(rows)} configuration(s). {html.escape(HEADLINE_RULE)} C (or epochs) was chosen on training data only;
 the test split was scored once per value.</p>
 {"".join(f"<p class='note'>Note: {html.escape(text)}</p>" for text in data_notes(rows))}
 <table>{header}
