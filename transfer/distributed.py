@@ -15,11 +15,14 @@ import json
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .cache import ExtractionKey
+    from .extraction import FeatureSpec, RunOptions
 
 RAY_HINT = "install the optional extra: pip install 'transfer[ray]' (ray[data])"
 
@@ -47,22 +50,8 @@ def ray_session(address: str | None) -> Iterator[None]:
             ray.shutdown()
 
 
-@dataclass(frozen=True)
-class _Network:
-    """What an actor needs to rebuild the network and run it as the local engine would."""
-
-    backbone: str
-    weights: str
-    pooling: str
-    nodes: dict[str, str]  # layer key -> FX node
-    preprocessing: object  # backbones.Preprocessing
-    precision: str
-    spatial: str
-    device: str
-
-
-def _actor_class(network: _Network) -> type:
-    """The Ray Data callable class, with ``network`` built in: no constructor arguments, so nothing
+def _actor_class(features: "FeatureSpec", key: "ExtractionKey", nodes: dict[str, str], device: str) -> type:
+    """The Ray Data callable class, with what it runs built in: no constructor arguments, so nothing
     that an actor restart could lose sits in the object store."""
 
     class NetworkActor:
@@ -73,20 +62,18 @@ def _actor_class(network: _Network) -> type:
 
             from .backbones import Weights, build_model, feature_extractor, get_backbone
 
-            model = build_model(get_backbone(network.backbone), Weights.parse(network.weights), network.pooling)
-            self.extractor = feature_extractor(model, list(network.nodes.values()))
-            self.extractor = self.extractor.to(network.device, memory_format=torch.channels_last)
+            model = build_model(get_backbone(features.backbone), Weights.parse(features.weights), features.pooling)
+            self.extractor = feature_extractor(model, list(nodes.values())).to(device, memory_format=torch.channels_last)
 
         def __call__(self, batch: dict) -> dict:
             from torch.utils.data import default_collate
 
             from .extraction import _ImageFiles, network_batches
 
-            files = _ImageFiles([Path(p) for p in json.loads(batch["paths"][0])], network.preprocessing)
+            files = _ImageFiles([Path(p) for p in json.loads(batch["paths"][0])], key.preprocessing)
             images = default_collate([files[i] for i in range(len(files))])  # as the local DataLoader does
-            ((arrays, ok, _),) = network_batches(self.extractor, [images], network.device, network.precision,
-                                                 network.nodes, network.spatial)
-            return {"ok": ok[None], **{f"layer{i}": arrays[key][None] for i, key in enumerate(network.nodes)}}
+            ((arrays, ok, _),) = network_batches(self.extractor, [images], device, key.precision, nodes, features.spatial)
+            return {"ok": ok[None], **{f"layer{i}": arrays[layer][None] for i, layer in enumerate(nodes)}}
 
     return NetworkActor
 
@@ -97,8 +84,8 @@ def default_actors(cpus_per_actor: float) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
 
 
-def ray_segments(segments: list[tuple[list[Path], dict[str, str]]], backbone: str, weights: str, pooling: str,
-                 preprocessing, precision: str, spatial: str, batch_size: int, actors: int | None, gpus_per_actor: float):
+def ray_segments(segments: list[tuple[list[Path], dict[str, str]]], features: "FeatureSpec", key: "ExtractionKey",
+                 options: "RunOptions"):
     """For each segment (image paths, {layer key: node}): an iterator of ({layer key: array}, readable mask, 0)
     per batch, in order, like the local engine's (there is no local data loader to wait for: the driver's
     waiting is the actors' work). One Ray Data run over all segments, so the actors start once; the
@@ -106,15 +93,14 @@ def ray_segments(segments: list[tuple[list[Path], dict[str, str]]], backbone: st
     import itertools
 
     nodes = {key: node for _, segment_nodes in segments for key, node in segment_nodes.items()}
-    counts = [len(range(0, len(paths), batch_size)) for paths, _ in segments]
-    stream = _ray_batches([paths for paths, _ in segments], nodes, backbone, weights, pooling, preprocessing,
-                          precision, spatial, batch_size, actors, gpus_per_actor)
+    counts = [len(range(0, len(paths), options.batch_size)) for paths, _ in segments]
+    stream = _ray_batches([paths for paths, _ in segments], nodes, features, key, options)
     return [((({k: arrays[k] for k in segment_nodes}, ok, waited) for arrays, ok, waited in itertools.islice(stream, count)))
             for count, (_, segment_nodes) in zip(counts, segments)]
 
 
-def _ray_batches(segments: list[list[Path]], nodes: dict[str, str], backbone: str, weights: str, pooling: str,
-                 preprocessing, precision: str, spatial: str, batch_size: int, actors: int | None, gpus_per_actor: float):
+def _ray_batches(segments: list[list[Path]], nodes: dict[str, str], features: "FeatureSpec", key: "ExtractionKey",
+                 options: "RunOptions"):
     """Every segment cut into batches as the local engine cuts it, mapped over the actors, in order."""
     import ray
     import ray.data
@@ -125,16 +111,16 @@ def _ray_batches(segments: list[list[Path]], nodes: dict[str, str], backbone: st
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows are written in order: resumable like a local run
     context.enable_progress_bars = False  # the caller draws its own
-    batches = [paths[i : i + batch_size] for paths in segments for i in range(0, len(paths), batch_size)]
+    size = options.batch_size
+    batches = [paths[i : i + size] for paths in segments for i in range(0, len(paths), size)]
     if not batches:
         return
-    device = "cuda" if gpus_per_actor > 0 else "cpu"
-    cpus = 0 if gpus_per_actor > 0 else 1  # on a CPU actor torch then runs one thread; the actors are the parallelism
+    gpus = options.gpus_per_actor
+    cpus = 0 if gpus > 0 else 1  # on a CPU actor torch then runs one thread; the actors are the parallelism
     items = [{"paths": json.dumps([str(p) for p in batch])} for batch in batches]
-    network = _Network(backbone, weights, pooling, nodes, preprocessing, precision, spatial, device)
-    pool = ray.data.ActorPoolStrategy(size=min(actors or default_actors(max(cpus, 1)), len(batches)))
+    pool = ray.data.ActorPoolStrategy(size=min(options.actors or default_actors(max(cpus, 1)), len(batches)))
     mapped = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _actor_class(network), batch_size=1, batch_format="numpy", compute=pool, num_cpus=cpus,
-        num_gpus=gpus_per_actor)  # Ray Data's own defaults restart a dead actor and run its batch again
+        _actor_class(features, key, nodes, "cuda" if gpus > 0 else "cpu"), batch_size=1, batch_format="numpy",
+        compute=pool, num_cpus=cpus, num_gpus=gpus)  # Ray Data's defaults restart a dead actor and rerun its batch
     for out in mapped.iter_batches(batch_size=1, batch_format="numpy"):
         yield {key: out[f"layer{i}"][0] for i, key in enumerate(nodes)}, out["ok"][0].astype(bool), 0.0

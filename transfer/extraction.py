@@ -337,9 +337,7 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
         from .distributed import ray_segments, ray_session
 
         with ray_session(options.address):
-            yield lambda segments: ray_segments(
-                segments, features.backbone, features.weights, features.pooling, resolved.key.preprocessing,
-                resolved.key.precision, features.spatial, options.batch_size, options.actors, options.gpus_per_actor)
+            yield lambda segments: ray_segments(segments, features, resolved.key, options)
         return
     import torch
 

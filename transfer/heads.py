@@ -273,9 +273,9 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
                                                      "val_top5", "epoch_seconds")}
     best = {"epoch": 0, "val_acc": -1.0, "state": None}
     start = 0
-    initial = _trainable_state(task.model)
     state = _read_checkpoint(checkpoint)
     if state is not None:
+        initial = _trainable_state(task.model)  # to undo a partial restore (only when there is one to do)
         try:
             curves, best, start = state["curves"], state["best"], state["epoch"]
             task.model.load_state_dict(state["model"], strict=False)

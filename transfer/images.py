@@ -8,7 +8,9 @@ callers skip it with a warning naming the file (or stop, with ``--strict``).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -37,15 +39,22 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def _decode(path: Path) -> Image.Image:
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """The image file open; whatever keeps it from being read is an `UnreadableImage` saying why."""
     try:
         with Image.open(path) as image:
-            image.load()  # decode fully, so a truncated file fails here rather than later
-            return _eight_bit(ImageOps.exif_transpose(image))
+            yield image
     except Image.DecompressionBombError as error:
         raise UnreadableImage(f"over Pillow's decompression-bomb limit ({error})") from error
     except (OSError, ValueError, SyntaxError) as error:  # what Pillow raises for broken or foreign files
         raise UnreadableImage(f"cannot be decoded ({type(error).__name__}: {error})") from error
+
+
+def _decode(path: Path) -> Image.Image:
+    with _opened(path) as image:
+        image.load()  # decode fully, so a truncated file fails here rather than later
+        return _eight_bit(ImageOps.exif_transpose(image))
 
 
 def read_image(path: Path, color: bool = False) -> Image.Image:
@@ -61,15 +70,10 @@ def read_gray(path: Path) -> np.ndarray:
 
 def image_size(path: Path) -> tuple[tuple[int, int], str]:
     """((width, height), mode) from the header alone, orientation applied; `UnreadableImage` if unreadable."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)  # 5-8: rotated by 90° or 270°
-            return ((height, width) if orientation in (5, 6, 7, 8) else (width, height)), image.mode
-    except Image.DecompressionBombError as error:
-        raise UnreadableImage(f"over Pillow's decompression-bomb limit ({error})") from error
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UnreadableImage(f"cannot be decoded ({type(error).__name__}: {error})") from error
+    with _opened(path) as image:
+        width, height = image.size
+        orientation = image.getexif().get(0x0112, 1)  # 5-8: rotated by 90° or 270°
+        return ((height, width) if orientation in (5, 6, 7, 8) else (width, height)), image.mode
 
 
 def image_paths(inputs: list[Path]) -> list[Path]:
