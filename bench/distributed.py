@@ -47,7 +47,7 @@ def main() -> None:
                 begun = time.perf_counter()
                 outcome = extract(dataset, spec, Path(cache), options)
                 wall = time.perf_counter() - begun
-                features = np.concatenate([s.features for s in read_features(outcome.path, args.layer).splits.values()])
+                features = np.concatenate([s.features for s in read_features(outcome.path, args.layer, dataset).splits.values()])
             reference = features if reference is None else reference
             row = {"images": outcome.images, "images_per_s": outcome.images_per_s, "wall_seconds": wall,
                    "max_abs_difference_to_local": float(np.abs(features - reference).max())}

@@ -128,7 +128,7 @@ def transfer_features(dataset: ImageDataset, backbone: str, layer: str, precisio
                       batch_size: int) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
     outcome = extract(dataset, FeatureSpec(backbone, "random" if backbone == "vgg16" else "imagenet", (layer,),
                                            precision=precision), cache, RunOptions(batch_size=batch_size, progress=False))
-    data = read_features(outcome.path, layer)
+    data = read_features(outcome.path, layer, dataset)
     figures = {"images_per_s": outcome.images_per_s, "seconds": outcome.seconds,
                "loader_wait_share": outcome.loader_wait_seconds / outcome.seconds}
     return figures, {s: data.splits[s].features for s in SPLITS}, {s: data.splits[s].labels for s in SPLITS}

@@ -45,7 +45,7 @@ def main() -> None:
     dataset = load_dataset(args.data)
     spec = FeatureSpec(weights=args.weights, layers=("relu7",))
     outcome = extract(dataset, spec, Path(args.cache_dir), RunOptions())  # no-op when cached
-    train = read_features(outcome.path, "relu7").splits["train"]
+    train = read_features(outcome.path, "relu7", dataset).splits["train"]
     n_classes = len(dataset.classes)
     x, y = torch.as_tensor(train.features), torch.as_tensor(train.labels, dtype=torch.long)
 
@@ -59,7 +59,7 @@ def main() -> None:
                                     for i in range(0, len(y), args.batch_size)))
     cached = (time.perf_counter() - begun) / args.cached_epochs
 
-    resolved = resolve(dataset, spec, Path(args.cache_dir))
+    resolved = resolve(spec, Path(args.cache_dir))
     backbone = get_backbone("vgg16")
     extractor = feature_extractor(build_model(backbone, Weights.parse(args.weights)), [backbone.layers["relu7"].node])
     extractor = extractor.to(memory_format=torch.channels_last)

@@ -73,7 +73,7 @@ except OSError:
 # 4. flipped bytes in features and in a model file
 import h5py
 with h5py.File(h5, "r") as f:
-    ch = f["train"]["relu7"].id.get_chunk_info(0)
+    ch = f["layers"]["relu7"]["values"].id.get_chunk_info(0)
 raw = bytearray(h5.read_bytes())
 for k in range(0, ch.size, 4):   # flip the exponent bit of every float in the first chunk
     raw[ch.byte_offset + k + 3] ^= 0x40

@@ -42,7 +42,7 @@ def test_two_grids_give_two_model_files_and_predict_uses_each_runs_own(small_dat
         model = load_model(run.model_path)
         assert model["chosen_c"] == run.chosen
         assert model["model"].named_steps["svm"].C == run.chosen
-    features = read_features(next(FeatureCache(cache_dir).files()), "relu7").splits["test"].features
+    features = read_features(next(FeatureCache(cache_dir).files()), "relu7", dataset).splits["test"].features
     for outcome in (first, second):
         expected = outcome.result.model.decision_function(features)
         saved = load_model(outcome.model_path)["model"].decision_function(features)
@@ -77,19 +77,19 @@ def test_concurrent_saves_of_one_file_never_collide(tmp_path):
 def test_a_truncated_cache_file_is_moved_aside_and_extracted_again(small_data, cache_dir, capsys):
     dataset = load_dataset(small_data)
     path = extract(dataset, SPEC, cache_dir, RUN).path
-    original = read_features(path, "relu7")
+    original = read_features(path, "relu7", dataset)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     again = extract(dataset, SPEC, cache_dir, RUN)
     assert again.images == 21
     assert "is damaged" in capsys.readouterr().err
     assert len(list(cache_dir.glob("*.h5.damaged-*"))) == 1
-    np.testing.assert_array_equal(read_features(path, "relu7").splits["test"].features, original.splits["test"].features)
+    np.testing.assert_array_equal(read_features(path, "relu7", dataset).splits["test"].features, original.splits["test"].features)
 
 
 def _flip_a_feature_byte(path, layer="relu7"):
     with h5py.File(path, "r") as h5:
-        chunk = h5["train"][layer].id.get_chunk_info(0)
+        chunk = h5["layers"][layer]["values"].id.get_chunk_info(0)
     with open(path, "r+b") as file:
         file.seek(chunk.byte_offset + chunk.size // 2)
         byte = file.read(1)[0]
@@ -103,7 +103,7 @@ def test_a_bit_flip_in_cached_features_is_detected_and_recomputed(small_data, ca
     clean = _svm(dataset, cache_dir, (0.1, 1.0))
     _flip_a_feature_byte(path)
     with pytest.raises(UserError, match="damaged"):
-        read_features(path, "relu7")
+        read_features(path, "relu7", dataset)
     recomputed = _svm(dataset, cache_dir, (0.1, 1.0))
     assert "is damaged" in capsys.readouterr().err
     assert recomputed.result.cv_mean == clean.result.cv_mean

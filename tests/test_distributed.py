@@ -24,13 +24,13 @@ def cluster():
     ray.shutdown()
 
 
-def _features(path):
-    return {(layer, split): read_features(path, layer).splits[split].features
+def _features(path, dataset):
+    return {(layer, split): read_features(path, layer, dataset).splits[split].features
             for layer in ("relu7", "pool5") for split in ("train", "test")}
 
 
-def _assert_same(path_a, path_b):
-    a, b = _features(path_a), _features(path_b)
+def _assert_same(path_a, path_b, dataset):
+    a, b = _features(path_a, dataset), _features(path_b, dataset)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
 
@@ -41,7 +41,7 @@ def test_ray_features_equal_the_local_engines_bit_for_bit(small_data, tmp_path):
     distributed = extract(dataset, SPEC, tmp_path / "ray", RAY)
     assert distributed.images == 21
     assert distributed.path.name == local.path.name  # the same cache key
-    _assert_same(local.path, distributed.path)
+    _assert_same(local.path, distributed.path, dataset)
 
 
 def test_an_interrupted_ray_run_resumes_with_either_engine(small_data, tmp_path):
@@ -58,7 +58,7 @@ def test_an_interrupted_ray_run_resumes_with_either_engine(small_data, tmp_path)
             extract(dataset, SPEC, cache, RAY, on_batch=interrupt)
         resumed = extract(dataset, SPEC, cache, resume_with)
         assert resumed.images == 21 - 4
-        _assert_same(reference.path, resumed.path)
+        _assert_same(reference.path, resumed.path, dataset)
 
 
 def test_a_killed_local_run_resumes_on_ray(small_data, tmp_path):
@@ -66,7 +66,7 @@ def test_a_killed_local_run_resumes_on_ray(small_data, tmp_path):
     dataset = load_dataset(small_data)
     resumed = extract(dataset, SPEC, tmp_path / "killed", RAY)
     assert resumed.images == 21 - 8
-    _assert_same(extract(dataset, SPEC, tmp_path / "reference", LOCAL).path, resumed.path)
+    _assert_same(extract(dataset, SPEC, tmp_path / "reference", LOCAL).path, resumed.path, dataset)
 
 
 def test_unreadable_images_are_skipped_with_the_local_warning(small_data, tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_unreadable_images_are_skipped_with_the_local_warning(small_data, tmp_pa
     outcome = extract(load_dataset(small_data), SPEC, tmp_path / "cache", RAY)
     assert outcome.skipped == ["train/beta/broken.jpg"]
     assert "skipping unreadable image train/beta/broken.jpg" in capsys.readouterr().err
-    assert len(read_features(outcome.path, "relu7").splits["train"].labels) == 12
+    assert len(read_features(outcome.path, "relu7", load_dataset(small_data)).splits["train"].labels) == 12
 
 
 def test_ray_options_are_checked_where_they_are_built():

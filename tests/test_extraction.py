@@ -15,8 +15,8 @@ SPEC = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, p
 RUN = RunOptions(device="cpu", batch_size=2, workers=0, progress=False)
 
 
-def _all_features(path: Path, layer: str):
-    return read_features(path, layer).splits
+def _all_features(path: Path, layer: str, dataset):
+    return read_features(path, layer, dataset).splits
 
 
 def test_extract_writes_features_labels_and_paths_then_reruns_from_cache(small_data, cache_dir):
@@ -25,7 +25,7 @@ def test_extract_writes_features_labels_and_paths_then_reruns_from_cache(small_d
     assert outcome.images == 21 and not outcome.cached
     assert outcome.shapes["train"] == {"relu7": (12, 4096), "pool5": (12, 512)}
     assert outcome.shapes["test"]["relu7"] == (9, 4096)
-    layer = read_features(outcome.path, "relu7")
+    layer = read_features(outcome.path, "relu7", dataset)
     assert layer.classes == ["alpha", "beta", "gamma"]
     assert layer.splits["train"].features.shape == (12, 4096)
     assert list(layer.splits["test"].labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -37,12 +37,12 @@ def test_extract_writes_features_labels_and_paths_then_reruns_from_cache(small_d
 def test_adding_a_layer_computes_only_that_layer(small_data, cache_dir):
     dataset = load_dataset(small_data)
     first = extract(dataset, SPEC, cache_dir, RUN)
-    before = read_features(first.path, "relu7").splits["train"].features
+    before = read_features(first.path, "relu7", dataset).splits["train"].features
     more = FeatureSpec(**{**SPEC.__dict__, "layers": ("relu7", "relu6")})
     second = extract(dataset, more, cache_dir, RUN)
     assert second.path == first.path and second.images == 21
-    np.testing.assert_array_equal(read_features(first.path, "relu7").splits["train"].features, before)
-    assert read_features(first.path, "relu6").splits["train"].features.shape == (12, 4096)
+    np.testing.assert_array_equal(read_features(first.path, "relu7", dataset).splits["train"].features, before)
+    assert read_features(first.path, "relu6", dataset).splits["train"].features.shape == (12, 4096)
 
 
 def test_interrupted_extraction_resumes_to_the_same_features(small_data, tmp_path):
@@ -55,16 +55,16 @@ def test_interrupted_extraction_resumes_to_the_same_features(small_data, tmp_pat
 
     with pytest.raises(KeyboardInterrupt):
         extract(dataset, SPEC, tmp_path / "resumed", RUN, on_batch=interrupt)
-    path = resolve(dataset, SPEC, tmp_path / "resumed", "cpu").path
-    with pytest.raises(UserError, match="not completely extracted"):
-        read_features(path, "relu7")  # a half-written file is never taken for a complete one
+    path = resolve(SPEC, tmp_path / "resumed", "cpu").path
+    with pytest.raises(UserError, match="not extracted for every train image"):
+        read_features(path, "relu7", dataset)  # a half-written file is never taken for a complete one
     resumed = extract(dataset, SPEC, tmp_path / "resumed", RUN)
     assert resumed.images == 21 - 6
     for layer in ("relu7", "pool5"):
         for split in ("train", "test"):
             np.testing.assert_array_equal(
-                _all_features(resumed.path, layer)[split].features,
-                _all_features(reference.path, layer)[split].features,
+                _all_features(resumed.path, layer, dataset)[split].features,
+                _all_features(reference.path, layer, dataset)[split].features,
             )
 
 
@@ -77,8 +77,8 @@ def test_a_killed_process_leaves_a_file_that_resumes_correctly(small_data, tmp_p
     reference = extract(dataset, SPEC, tmp_path / "reference", RUN)
     for split in ("train", "test"):
         np.testing.assert_array_equal(
-            _all_features(resumed.path, "pool5")[split].features,
-            _all_features(reference.path, "pool5")[split].features,
+            _all_features(resumed.path, "pool5", dataset)[split].features,
+            _all_features(reference.path, "pool5", dataset)[split].features,
         )
 
 
@@ -90,20 +90,67 @@ def test_unreadable_images_are_skipped_and_listed_or_stop_a_strict_run(small_dat
         extract(dataset, SPEC, cache_dir, RunOptions(**{**RUN.__dict__, "strict": True}))
     outcome = extract(dataset, SPEC, cache_dir, RUN)
     assert outcome.skipped == ["train/beta/img_000.png"]
-    train = read_features(outcome.path, "relu7").splits["train"]
-    assert train.features.shape == (11, 4096) and "train/beta/img_000.png" not in train.paths
+    train = read_features(outcome.path, "relu7", dataset).splits["train"]
+    assert train.features.shape == (11, 4096)
+    assert "train/beta/img_000.png" not in train.paths
     entry = FeatureCache(cache_dir).entries()[0]
-    assert entry.skipped == ["train/beta/img_000.png"]
+    assert entry.unreadable == 1
 
 
-def test_changed_data_weights_or_pooling_never_reuse_stale_features(small_data, cache_dir):
+def test_changed_weights_pooling_precision_or_colour_never_reuse_stale_features(cache_dir):
+    base = resolve(SPEC, cache_dir, "cpu").path
+    assert resolve(FeatureSpec(**{**SPEC.__dict__, "pooling": "avg"}), cache_dir, "cpu").path != base
+    assert resolve(FeatureSpec(**{**SPEC.__dict__, "precision": "bf16"}), cache_dir, "cpu").path != base
+    assert resolve(FeatureSpec(**{**SPEC.__dict__, "color": True}), cache_dir, "cpu").path != base
+    assert resolve(FeatureSpec(**{**SPEC.__dict__, "image_size": 48}), cache_dir, "cpu").path != base
+
+
+def test_a_changed_image_is_extracted_again_and_only_it(small_data, cache_dir):
     dataset = load_dataset(small_data)
-    base = resolve(dataset, SPEC, cache_dir, "cpu").path
-    assert resolve(dataset, FeatureSpec(**{**SPEC.__dict__, "pooling": "avg"}), cache_dir, "cpu").path != base
-    assert resolve(dataset, FeatureSpec(**{**SPEC.__dict__, "precision": "bf16"}), cache_dir, "cpu").path != base
-    assert resolve(dataset, FeatureSpec(**{**SPEC.__dict__, "color": True}), cache_dir, "cpu").path != base
-    make_image(small_data / "test/alpha/img_000.png", 2, 55)
-    assert resolve(load_dataset(small_data), SPEC, cache_dir, "cpu").path != base
+    before = _all_features(extract(dataset, SPEC, cache_dir, RUN).path, "relu7", dataset)["test"].features
+    make_image(small_data / "test/alpha/img_000.png", 2, 55)  # new content under the same name
+    changed = load_dataset(small_data)
+    outcome = extract(changed, SPEC, cache_dir, RUN)
+    assert outcome.images == 1
+    after = _all_features(outcome.path, "relu7", changed)["test"].features
+    assert not np.array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1:], before[1:])
+
+
+def test_features_are_keyed_by_image_content_not_by_split(tmp_path, cache_dir):
+    """A pooled folder re-split with another seed, or listed again elsewhere, reuses every row."""
+    from transfer.datasets import SplitPolicy
+
+    pooled = tmp_path / "pooled"
+    for label, name in enumerate(("alpha", "beta")):
+        for i in range(6):
+            make_image(pooled / name / f"img_{i:03d}.png", label, i)
+    first = load_dataset(pooled, SplitPolicy(train_per_class=3, seed=0))
+    reseeded = load_dataset(pooled, SplitPolicy(train_per_class=3, seed=1))
+    assert first.fingerprint != reseeded.fingerprint
+    assert extract(first, SPEC, cache_dir, RUN).images == 12
+    outcome = extract(reseeded, SPEC, cache_dir, RUN)
+    assert outcome.images == 0
+    assert outcome.shapes["train"]["relu7"] == (6, 4096)
+    by_path = {}
+    for dataset in (first, reseeded):
+        for split in read_features(outcome.path, "relu7", dataset).splits.values():
+            for path, row in zip(split.paths, split.features):
+                by_path.setdefault(path, []).append(row)
+    assert all(np.array_equal(rows[0], rows[1]) for rows in by_path.values())
+    assert len(by_path) == 12
+
+
+def test_byte_identical_images_are_computed_once(small_data, cache_dir):
+    copy = small_data / "test/alpha/copy.png"
+    copy.write_bytes((small_data / "train/alpha/img_000.png").read_bytes())
+    dataset = load_dataset(small_data)
+    outcome = extract(dataset, SPEC, cache_dir, RUN)
+    assert outcome.images == 21
+    features = _all_features(outcome.path, "relu7", dataset)
+    test_paths = features["test"].paths
+    np.testing.assert_array_equal(features["test"].features[test_paths.index("test/alpha/copy.png")],
+                                  features["train"].features[0])
 
 
 def test_spatial_reductions_are_separate_features(small_data, cache_dir):
@@ -113,8 +160,8 @@ def test_spatial_reductions_are_separate_features(small_data, cache_dir):
     assert outcome.shapes["train"] == {"conv5_3:avg": (12, 512)}
     flat = extract(dataset, FeatureSpec(**{**spec.__dict__, "spatial": "flatten"}), cache_dir, RUN)
     assert flat.shapes["train"] == {"conv5_3": (12, 512 * 4 * 4)}
-    by_hand = read_features(flat.path, "conv5_3").splits["train"].features.reshape(12, 512, 16).mean(axis=2)
-    np.testing.assert_allclose(read_features(outcome.path, "conv5_3:avg").splits["train"].features, by_hand, rtol=1e-5, atol=1e-6)
+    by_hand = read_features(flat.path, "conv5_3", dataset).splits["train"].features.reshape(12, 512, 16).mean(axis=2)
+    np.testing.assert_allclose(read_features(outcome.path, "conv5_3:avg", dataset).splits["train"].features, by_hand, rtol=1e-5, atol=1e-6)
 
 
 def test_the_kept_heap_is_trimmed_only_when_it_grows_past_its_level(monkeypatch):
@@ -129,3 +176,14 @@ def test_the_kept_heap_is_trimmed_only_when_it_grows_past_its_level(monkeypatch)
         heap.after_batch()
     # The level is the first batch's 1000 MB: 1100, 1250, 900 and 1200 stay within 256 MB of it.
     assert trimmed_after == [3, 6, 7]
+
+
+@pytest.mark.parametrize("extracted", ["fp32", "bf16"])
+def test_a_reader_asking_for_auto_precision_finds_what_any_device_extracted(small_data, cache_dir, extracted):
+    """The key never depends on the reader: `svm` has no --device, the extraction may have run elsewhere."""
+    from transfer.extraction import cached_features
+
+    dataset = load_dataset(small_data)
+    extract(dataset, FeatureSpec(**{**SPEC.__dict__, "precision": extracted}), cache_dir, RUN)
+    found = cached_features(dataset, FeatureSpec(**{**SPEC.__dict__, "precision": "auto"}), cache_dir)
+    assert found.key.precision == extracted

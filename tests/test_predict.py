@@ -25,7 +25,7 @@ def test_predict_with_a_saved_svm_matches_the_model_on_cached_features(small_dat
     assert [p.path.endswith("broken.png") for p in broken] == [True]
     good = [p for p in predictions if not p.error]
     assert all(len(p.classes) == 3 and p.scores == sorted(p.scores, reverse=True) for p in good)
-    cached = read_features(extraction.path, "pool5").splits["test"]
+    cached = read_features(extraction.path, "pool5", dataset).splits["test"]
     model = load_model(outcome.model_path)
     expected = [model["classes"][i] for i in model["model"].predict(cached.features)]
     by_path = {p.path.split("test/")[-1]: p.classes[0] for p in good}

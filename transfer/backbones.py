@@ -7,14 +7,13 @@ torch and torchvision are imported inside functions so that the CLI starts quick
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .errors import UserError
+from .keys import file_digest
 
 if TYPE_CHECKING:
     import torch
@@ -100,15 +99,6 @@ class Weights:
         if not path.is_file():
             raise UserError(f"--weights {value!r}: expected 'imagenet', 'random' or an existing state_dict file")
         return cls("file", path.resolve())
-
-
-@lru_cache(maxsize=None)
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------- VGG16

@@ -15,10 +15,8 @@ in well under a second, so changing only the pyramid or C reuses stages 1–3 an
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -31,10 +29,9 @@ from .console import console, progress_bar, warn
 from .datasets import SPLITS, ImageDataset
 from .errors import DamagedFile, UserError
 from .images import UnreadableImage, read_gray
+from .keys import KeyKind, content_key
 from .modelfile import MODEL_SUFFIX, load_estimator, save_estimator
 
-FORMAT_VERSION = 2
-STAGE_FORMAT = 2  # 2: checksummed stage files (part of each stage file's digest)
 IMAGES_PER_TASK = 32
 
 
@@ -61,10 +58,6 @@ class VocabularyConfig:
     def check(self) -> None:
         if not 2 <= self.words <= 65535:
             raise UserError(f"--words must be between 2 and 65535, got {self.words}")
-
-
-def digest_of(payload: dict) -> str:
-    return hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **payload}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- stage 1: SIFT
@@ -116,7 +109,7 @@ def compute_descriptors(dataset: ImageDataset, config: SiftConfig, cache_dir: Pa
     from joblib import Parallel, delayed
 
     config.check()
-    path = cache_dir / "bow" / f"sift-{_stage_digest({'dataset': dataset.fingerprint, **asdict(config)})}.h5"
+    path = cache_dir / "bow" / f"sift-{content_key(KeyKind.SIFT, dataset=dataset.fingerprint, sift=config)}.h5"
     path.parent.mkdir(parents=True, exist_ok=True)
     if _finished(path, "images_done"):
         return path
@@ -148,10 +141,6 @@ def compute_descriptors(dataset: ImageDataset, config: SiftConfig, cache_dir: Pa
                     h5.flush()
                     advance(len(batch))
     return path
-
-
-def _stage_digest(payload: dict) -> str:
-    return digest_of({"stage_format": STAGE_FORMAT, **payload})
 
 
 def _finished(path: Path, counter: str) -> bool:
@@ -191,7 +180,7 @@ def build_vocabulary(sift_path: Path, config: VocabularyConfig, cache_dir: Path)
     from sklearn.cluster import MiniBatchKMeans
 
     config.check()
-    path = cache_dir / "bow" / f"vocab-{_stage_digest({'sift': sift_path.name, **asdict(config)})}{MODEL_SUFFIX}"
+    path = cache_dir / "bow" / f"vocab-{content_key(KeyKind.VOCABULARY, sift=sift_path.name, vocabulary=config)}{MODEL_SUFFIX}"
     if path.exists():
         return load_estimator(path, "a BoW vocabulary"), path
     rng = np.random.default_rng(config.seed)
@@ -221,7 +210,7 @@ ENCODE_ROWS = 100_000
 
 def encode(sift_path: Path, kmeans, vocab_path: Path, cache_dir: Path) -> Path:
     """Stage 3, resumable by chunk: the nearest word of every descriptor."""
-    path = cache_dir / "bow" / f"words-{_stage_digest({'sift': sift_path.name, 'vocab': vocab_path.name})}.h5"
+    path = cache_dir / "bow" / f"words-{content_key(KeyKind.WORDS, sift=sift_path.name, vocab=vocab_path.name)}.h5"
     if _finished(path, "rows_done"):
         return path
     with reading(sift_path, "dense SIFT file") as sift, open_h5(path, "a", "BoW words file") as h5:

@@ -1,22 +1,26 @@
-"""HDF5 feature cache, one file per extraction, named by a digest of everything that shapes the features.
+"""HDF5 feature cache, one file per extraction (network, weights, pooling, precision, preprocessing),
+with one row per distinct image *content*: the features of an image do not depend on the data set or
+split it is listed in, so a new split, a new seed or a second folder holding the same images reuses
+every row, and byte-identical images are computed once.
 
 Layout of a file::
 
-    attrs: key (JSON), classes (JSON), dataset_root, versions (JSON), format
-    /<split>/labels, /<split>/paths, /<split>/valid      one row per image
-    /<split>/<layer key>                                 (images, dims) float32, attr rows_done
+    attrs: key (JSON), format, versions (JSON), created, images_timed, seconds, loader_wait_seconds
+    /digests                     (rows,) image content digests (`keys.bytes_digest`), in order of arrival
+    /valid                       (rows,) False for an image that could not be read
+    /layers/<layer key>/values   (rows, dims) float32
+    /layers/<layer key>/done     (rows,) True once that row's values are on disk
 
-Rows are written batch by batch and ``rows_done`` is advanced only after the batch is flushed,
-so a killed run resumes where it stopped and an unfinished layer is never read as finished.
-Every array carries a Fletcher-32 checksum, verified on every read: a flipped byte is reported as
-damage, never used as a feature. A damaged or truncated file is moved aside and extracted again; a
-file locked by another process is left alone. (HDF5's newer file format also checksums its metadata,
-but it marks a file "open for write" until closed, so a killed extraction could not resume.)
+A batch's values are flushed before its rows are marked done, so a killed run resumes where it stopped
+and an unfinished row is never read. Every array carries a Fletcher-32 checksum, verified on every
+read: a flipped byte is reported as damage, never used as a feature. A damaged or truncated file is
+moved aside and extracted again; a file locked by another process is left alone. (HDF5's newer file
+format also checksums its metadata, but it marks a file "open for write" until closed, so a killed
+extraction could not resume.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -33,15 +37,16 @@ from .console import warn
 from .datasets import SPLITS, ImageDataset
 from .errors import DamagedFile, UserError
 from .files import move_aside
+from .keys import VERSIONS, KeyKind, content_key
 
-FORMAT_VERSION = 2  # 2: checksummed arrays
+MAX_CHUNK_BYTES = 8 << 20
+TIMING_ATTRS = ("images_timed", "seconds", "loader_wait_seconds")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExtractionKey:
-    """Everything that determines the feature values; its digest names the cache file."""
+    """Everything that determines the feature values of an image; its digest names the cache file."""
 
-    dataset: str  # ImageDataset.fingerprint
     backbone: str
     weights: str  # backbones.weights_id
     pooling: str
@@ -49,11 +54,11 @@ class ExtractionKey:
     preprocessing: Preprocessing
 
     def as_dict(self) -> dict:
-        return {"format": FORMAT_VERSION, **asdict(self)}
+        return {"format": VERSIONS[KeyKind.FEATURES], **asdict(self)}
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return content_key(KeyKind.FEATURES, **asdict(self))
 
     @property
     def filename(self) -> str:
@@ -136,7 +141,7 @@ def recover(error: DamagedFile) -> None:
 class FeatureFile:
     """Writer for one extraction file; use as a context manager."""
 
-    def __init__(self, path: Path, key: ExtractionKey, dataset: ImageDataset) -> None:
+    def __init__(self, path: Path, key: ExtractionKey) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -147,21 +152,17 @@ class FeatureFile:
         if "key" not in self.h5.attrs:  # new, or killed while writing its header
             for name in list(self.h5):
                 del self.h5[name]
-            self._initialise(key, dataset)
+            self._initialise(key)
+        self.index = {d.decode(): row for row, d in enumerate(self.h5["digests"][:])}
 
-    def _initialise(self, key: ExtractionKey, dataset: ImageDataset) -> None:
+    def _initialise(self, key: ExtractionKey) -> None:
         h5 = self.h5
-        h5.attrs["format"] = FORMAT_VERSION
-        h5.attrs["classes"] = json.dumps(dataset.classes)
-        h5.attrs["dataset_root"] = str(dataset.root.resolve())
+        h5.attrs["format"] = VERSIONS[KeyKind.FEATURES]
         h5.attrs["versions"] = json.dumps(_versions())
         h5.attrs["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        for split in SPLITS:
-            samples = dataset.samples(split)
-            group = h5.create_group(split)
-            group.create_dataset("labels", data=np.array([s.label for s in samples], dtype=np.int32), fletcher32=True)
-            group.create_dataset("paths", data=[s.relpath for s in samples], dtype=h5py.string_dtype())
-            group.create_dataset("valid", data=np.zeros(len(samples), dtype=bool), fletcher32=True)
+        h5.create_dataset("digests", (0,), h5py.string_dtype(), maxshape=(None,), chunks=(4096,))
+        h5.create_dataset("valid", (0,), bool, maxshape=(None,), chunks=(4096,), fletcher32=True)
+        h5.create_group("layers")
         h5.attrs["key"] = json.dumps(key.as_dict(), sort_keys=True)  # last: marks a usable header
         h5.flush()
 
@@ -171,34 +172,48 @@ class FeatureFile:
     def __exit__(self, *exc) -> None:
         self.h5.close()
 
-    def rows(self, split: str) -> int:
-        return len(self.h5[split]["labels"])
+    def rows_for(self, digests: list[str]) -> np.ndarray:
+        """The row of each image digest, adding rows (not yet done) for digests not seen before."""
+        new = [d for d in dict.fromkeys(digests) if d not in self.index]
+        if new:
+            start = len(self.index)
+            for name in ("digests", "valid"):
+                self.h5[name].resize(start + len(new), axis=0)
+            self.h5["digests"][start:] = new
+            for layer in self.h5["layers"].values():
+                for name in ("values", "done"):
+                    layer[name].resize(start + len(new), axis=0)
+            self.index.update((d, start + i) for i, d in enumerate(new))
+            self.h5.flush()
+        return np.array([self.index[d] for d in digests], dtype=np.int64)
 
-    def rows_done(self, split: str, layer: str) -> int:
-        group = self.h5[split]
-        return int(group[layer].attrs["rows_done"]) if layer in group else 0
+    def done(self, layer: str) -> np.ndarray:
+        layers = self.h5["layers"]
+        return layers[layer]["done"][:] if layer in layers else np.zeros(len(self.index), dtype=bool)
 
-    def write_batch(self, split: str, start: int, features: dict[str, np.ndarray], valid: np.ndarray) -> None:
-        group = self.h5[split]
-        stop = start + len(valid)
+    def write_batch(self, rows: np.ndarray, features: dict[str, np.ndarray], valid: np.ndarray) -> None:
+        """Values of ``rows`` (strictly increasing) for each layer key, then the rows marked done."""
+        layers = self.h5["layers"]
+        where = slice(int(rows[0]), int(rows[-1]) + 1) if rows[-1] - rows[0] == len(rows) - 1 else rows
         for layer, array in features.items():
-            if layer not in group:
-                rows = self.rows(split)
-                group.create_dataset(
-                    layer, shape=(rows, array.shape[1]), dtype=np.float32,
-                    chunks=(max(1, min(rows, len(valid))), array.shape[1]), fletcher32=True,
-                )
-                group[layer].attrs["rows_done"] = 0
-            group[layer][start:stop] = array
-        group["valid"][start:stop] = valid
+            if layer not in layers:
+                group = layers.create_group(layer)
+                total, dims = len(self.index), array.shape[1]
+                chunk_rows = max(1, min(len(rows), MAX_CHUNK_BYTES // (4 * dims)))
+                group.create_dataset("values", (total, dims), np.float32, maxshape=(None, dims),
+                                     chunks=(chunk_rows, dims), fletcher32=True)
+                group.create_dataset("done", data=np.zeros(total, dtype=bool), maxshape=(None,),
+                                     chunks=(4096,), fletcher32=True)
+            layers[layer]["values"][where] = array
+        self.h5["valid"][where] = valid
         self.h5.flush()
         for layer in features:
-            group[layer].attrs["rows_done"] = max(stop, self.rows_done(split, layer))
+            layers[layer]["done"][where] = True
         self.h5.flush()
 
-    def add_timing(self, split: str, images: int, seconds: float, loader_wait: float) -> None:
-        attrs = self.h5[split].attrs
-        for name, value in (("images_timed", images), ("seconds", seconds), ("loader_wait_seconds", loader_wait)):
+    def add_timing(self, images: int, seconds: float, loader_wait: float) -> None:
+        attrs = self.h5.attrs
+        for name, value in zip(TIMING_ATTRS, (images, seconds, loader_wait)):
             attrs[name] = attrs.get(name, 0) + value
 
 
@@ -217,41 +232,73 @@ class LayerFeatures:
     source: Path
 
 
-def read_features(path: Path, layer: str) -> LayerFeatures:
-    """Features of one layer for both splits, valid rows only; an unfinished layer is an error, a damaged
-    file a `DamagedFile`."""
+def _rows(h5: h5py.File, dataset: ImageDataset, split: str) -> np.ndarray | None:
+    """Rows of a split's images in this file; None when any image has no row."""
+    index = {d.decode(): row for row, d in enumerate(h5["digests"][:])}
+    digests = dataset.file_digests
+    rows = [index.get(digests[s.relpath]) for s in dataset.samples(split)]
+    return None if None in rows else np.array(rows, dtype=np.int64)
+
+
+def _layer_done(h5: h5py.File, layer: str, rows: np.ndarray | None) -> bool:
+    return rows is not None and layer in h5["layers"] and bool(h5["layers"][layer]["done"][:][rows].all())
+
+
+def _read_rows(array: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` for any rows (repeats, any order), reading one contiguous slice."""
+    if len(rows) == 0:
+        return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+    low, high = int(rows.min()), int(rows.max()) + 1
+    return array[low:high][rows - low]
+
+
+def read_features(path: Path, layer: str, dataset: ImageDataset) -> LayerFeatures:
+    """Features of one layer for both splits of ``dataset``, readable images only; an unfinished layer is
+    an error, a damaged file a `DamagedFile`."""
     with reading(path) as h5:
         splits = {}
         for split in SPLITS:
-            group = h5[split]
-            if layer not in group or int(group[layer].attrs["rows_done"]) < len(group["labels"]):
-                raise UserError(f"layer {layer!r} of {path} is not completely extracted; run the extraction again")
-            valid = group["valid"][:]
+            rows = _rows(h5, dataset, split)
+            if not _layer_done(h5, layer, rows):
+                raise UserError(f"layer {layer!r} of {path} is not extracted for every {split} image; "
+                                "run the extraction again")
+            valid = _read_rows(h5["valid"], rows)
+            samples = dataset.samples(split)
             splits[split] = SplitFeatures(
-                features=group[layer][:][valid],
-                labels=group["labels"][:][valid],
-                paths=[p.decode() for p, ok in zip(group["paths"][:], valid) if ok],
+                features=_read_rows(h5["layers"][layer]["values"], rows[valid]),
+                labels=np.array([s.label for s in samples], dtype=np.int32)[valid],
+                paths=[s.relpath for s, ok in zip(samples, valid) if ok],
             )
-        return LayerFeatures(layer, json.loads(h5.attrs["classes"]), splits, path)
+        return LayerFeatures(layer, list(dataset.classes), splits, path)
 
 
 def extraction_timing(path: Path) -> dict[str, float]:
-    """Seconds and images/s of the network passes that filled this file (all splits, all passes)."""
+    """Seconds and images/s of the network passes that filled this file (all passes, all data sets)."""
     with reading(path) as h5:
-        seconds = sum(float(h5[s].attrs.get("seconds", 0)) for s in SPLITS)
-        images = sum(int(h5[s].attrs.get("images_timed", 0)) for s in SPLITS)
-        wait = sum(float(h5[s].attrs.get("loader_wait_seconds", 0)) for s in SPLITS)
-    return {"extract_seconds": seconds, "extract_images": images,
+        images, seconds, wait = (float(h5.attrs.get(name, 0)) for name in TIMING_ATTRS)
+    return {"extract_seconds": seconds, "extract_images": int(images),
             "extract_images_per_s": images / seconds if seconds else 0.0, "loader_wait_seconds": wait}
 
 
-def complete_layers(path: Path) -> list[str]:
+def complete_layers(path: Path, dataset: ImageDataset) -> list[str]:
+    """Layer keys of this file that are extracted for every image of ``dataset``."""
     with reading(path) as h5:
-        layers = [k for k in h5["train"] if k not in ("labels", "paths", "valid")]
-        return [
-            layer for layer in layers
-            if all(layer in h5[s] and h5[s][layer].attrs["rows_done"] >= len(h5[s]["labels"]) for s in SPLITS)
-        ]
+        rows = [_rows(h5, dataset, split) for split in SPLITS]
+        return [layer for layer in h5["layers"] if all(_layer_done(h5, layer, r) for r in rows)]
+
+
+def extraction_summary(path: Path, layers: list[str], dataset: ImageDataset
+                       ) -> tuple[dict[str, dict[str, tuple[int, int]]], list[str]]:
+    """(split -> layer -> (readable images, dims), unreadable images) of a finished extraction, read-only."""
+    with reading(path) as h5:
+        shapes: dict[str, dict[str, tuple[int, int]]] = {}
+        skipped: list[str] = []
+        for split in SPLITS:
+            rows = _rows(h5, dataset, split)
+            valid = _read_rows(h5["valid"], rows)
+            shapes[split] = {layer: (int(valid.sum()), h5["layers"][layer]["values"].shape[1]) for layer in layers}
+            skipped += [s.relpath for s, ok in zip(dataset.samples(split), valid) if not ok]
+    return shapes, skipped
 
 
 @dataclass
@@ -259,21 +306,8 @@ class CacheEntry:
     path: Path
     size_bytes: int
     key: dict | None  # None: unreadable
-    layers: dict[str, str]  # layer -> "1500×4096 / 2985×4096" or "partial 320/1500"
-    skipped: list[str]
-
-
-def _skipped(group: h5py.Group, rows: int) -> list[str]:
-    """Relative paths of the unreadable images among the first `rows` of a split."""
-    return [p.decode() for p, ok in zip(group["paths"][:rows], group["valid"][:rows]) if not ok]
-
-
-def extraction_summary(path: Path, layers: list[str]) -> tuple[dict[str, dict[str, tuple[int, int]]], list[str]]:
-    """(split -> layer -> (rows, dims), skipped images) of a finished extraction, read-only."""
-    with reading(path) as h5:
-        shapes = {split: {layer: tuple(h5[split][layer].shape) for layer in layers} for split in SPLITS}
-        skipped = [p for split in SPLITS for p in _skipped(h5[split], len(h5[split]["labels"]))]
-    return shapes, skipped
+    layers: dict[str, str]  # layer key -> "4470 images × 4096" or "partial 320/4470 images × 4096"
+    unreadable: int  # images that could not be read
 
 
 def describe_file(path: Path) -> CacheEntry:
@@ -281,23 +315,19 @@ def describe_file(path: Path) -> CacheEntry:
     try:
         with reading(path) as h5:
             key = json.loads(h5.attrs["key"])
-            layers: dict[str, str] = {}
-            skipped: list[str] = []
-            for split in SPLITS:
-                group = h5[split]
-                rows = len(group["labels"])
-                done_rows = 0
-                for name in group:
-                    if name in ("labels", "paths", "valid"):
-                        continue
-                    done = int(group[name].attrs["rows_done"])
-                    done_rows = max(done_rows, done)
-                    shape = f"{rows}×{group[name].shape[1]}" if done >= rows else f"partial {done}/{rows}"
-                    layers[name] = f"{layers[name]} / {shape}" if name in layers else shape
-                skipped += _skipped(group, done_rows)
-            return CacheEntry(path, size, key, layers, skipped)
+            total = len(h5["digests"])
+            layers = {}
+            for name, group in h5["layers"].items():
+                done = int(group["done"][:].sum())
+                dims = group["values"].shape[1]
+                layers[name] = f"{done} images × {dims}" if done == total else f"partial {done}/{total} images × {dims}"
+            done_any = np.zeros(total, dtype=bool)
+            for group in h5["layers"].values():
+                done_any |= group["done"][:]
+            unreadable = int((done_any & ~h5["valid"][:]).sum())
+            return CacheEntry(path, size, key, layers, unreadable)
     except UserError:  # damaged, or locked by a writer
-        return CacheEntry(path, size, None, {}, [])
+        return CacheEntry(path, size, None, {}, 0)
 
 
 # Folders of the cache root that hold derived artifacts besides the extraction files.

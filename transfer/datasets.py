@@ -7,8 +7,6 @@ Nothing here imports torch, so ``transfer data info`` and ``--help`` stay fast.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .images import IMAGE_EXTENSIONS, UnreadableImage, image_size
+from .keys import KeyKind, bytes_digest, content_key
 
 SPLITS = ("train", "test")
 
@@ -53,7 +52,7 @@ class ImageDataset:
     def file_digests(self) -> dict[str, str]:
         """Content hash of every image, by relative path."""
         return {
-            s.relpath: hashlib.blake2b(self.path(s).read_bytes(), digest_size=16).hexdigest()
+            s.relpath: bytes_digest(self.path(s).read_bytes())
             for split in SPLITS
             for s in self.splits[split]
         }
@@ -69,7 +68,7 @@ class ImageDataset:
                 for split in SPLITS
             },
         }
-        return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()[:16]
+        return content_key(KeyKind.DATASET, **listing)
 
     def limited(self, per_class: int, seed: int = 0) -> "ImageDataset":
         """The same dataset with at most ``per_class`` images per class in each split (a seeded draw,

@@ -101,11 +101,11 @@ def print_cache(root: Path, entries: list[CacheEntry], artifacts: list[Path]) ->
         key = entry.key
         crop = key["preprocessing"]["crop"]
         console.print(f"  {key['backbone']}, weights {key['weights']}, pooling {key['pooling']}, {key['precision']}, "
-                      f"{crop}×{crop} crops, dataset {key['dataset']}")
+                      f"{crop}×{crop} crops{', colour' if key['preprocessing']['color'] else ''}")
         for name, shape in entry.layers.items():
             console.print(f"  {name}: {shape}")
-        if entry.skipped:
-            console.print(f"  {len(entry.skipped)} unreadable image(s) skipped: {', '.join(entry.skipped)}")
+        if entry.unreadable:
+            console.print(f"  {entry.unreadable} unreadable image(s) skipped (`transfer extract` names them)")
     if entries:
         console.print(f"{len(entries)} file(s), {_mib(sum(e.size_bytes for e in entries))} in {root}")
     kinds: dict[str, list[Path]] = {}

@@ -128,7 +128,8 @@ def resolve_precision(precision: str, device: str) -> str:
         return "fp32"
 
 
-def resolve(dataset: ImageDataset, features: FeatureSpec, cache_dir: Path, device: str = "auto") -> Resolved:
+def resolve(features: FeatureSpec, cache_dir: Path, device: str = "auto") -> Resolved:
+    """The backbone, weights, cache key and cache file of a feature selection (the same for every data set)."""
     spec = get_backbone(features.backbone)
     check_layers(spec, list(features.layers))
     check_pooling(spec, features.pooling)
@@ -143,7 +144,6 @@ def resolve(dataset: ImageDataset, features: FeatureSpec, cache_dir: Path, devic
         preprocessing = replace(preprocessing, crop=features.image_size, resize=round(features.image_size * ratio))
     device = resolve_device(device)
     key = ExtractionKey(
-        dataset=dataset.fingerprint,
         backbone=spec.name,
         weights=weights_id(spec, weights),
         pooling=features.pooling,
@@ -298,26 +298,42 @@ def extract(
     ``on_batch(rows_written)`` is called after each batch is safely on disk (tests use it to
     interrupt a run midway).
     """
-    resolved = resolve(dataset, features, cache_dir, key_device(options))
+    resolved = resolve(features, cache_dir, key_device(options))
     outcome = ExtractionOutcome(resolved.path, {}, engine=options.engine)
     try:
-        done = complete_layers(resolved.path) if resolved.path.exists() else []
+        done = complete_layers(resolved.path, dataset) if resolved.path.exists() else []
     except DamagedFile:  # FeatureFile moves it aside and starts afresh
         done = []
     if any(lk not in done for lk in resolved.layer_keys):
-        with _batch_source(resolved, features, options) as source, FeatureFile(resolved.path, resolved.key, dataset) as store:
-            segments = []  # per split still to do: (split, first row, {layer key: node})
-            for split in SPLITS:
-                todo = {lk: node for lk, node in resolved.layer_keys.items() if store.rows_done(split, lk) < store.rows(split)}
-                if todo:
-                    segments.append((split, min(store.rows_done(split, lk) for lk in todo), todo))
-            streams = source([([dataset.path(s) for s in dataset.samples(split)[start:]], nodes)
-                              for split, start, nodes in segments])
-            for (split, start, nodes), batches in zip(segments, streams):
-                _extract_split(dataset, split, start, nodes, resolved, options, store, batches, outcome, on_batch)
-    outcome.shapes, outcome.skipped = extraction_summary(resolved.path, list(resolved.layer_keys))
+        with _batch_source(resolved, features, options) as source, FeatureFile(resolved.path, resolved.key) as store:
+            segments = _segments(dataset, resolved, store)
+            streams = source([([dataset.path(s) for s in samples], nodes) for _, samples, nodes in segments])
+            for (rows, samples, nodes), batches in zip(segments, streams):
+                _extract_rows(rows, samples, nodes, resolved, options, store, batches, outcome, on_batch)
+    outcome.shapes, outcome.skipped = extraction_summary(resolved.path, list(resolved.layer_keys), dataset)
     outcome.peak_rss_mb = _peak_rss_mb()
     return outcome
+
+
+def _segments(dataset: ImageDataset, resolved: Resolved, store: FeatureFile) -> list[tuple[np.ndarray, list, dict[str, str]]]:
+    """What is left to compute: (rows, one sample per row, {layer key: node}) per set of missing layers.
+    Each distinct image content is one row, computed once however often and wherever it is listed."""
+    samples = [s for split in SPLITS for s in dataset.samples(split)]
+    rows = store.rows_for([dataset.file_digests[s.relpath] for s in samples])
+    first = {}
+    for row, sample in zip(rows.tolist(), samples):
+        first.setdefault(row, sample)
+    done = {lk: store.done(lk) for lk in resolved.layer_keys}
+    todo: dict[tuple[str, ...], list[int]] = {}
+    for row in sorted(first):
+        missing = tuple(lk for lk in resolved.layer_keys if not done[lk][row])
+        if missing:
+            todo.setdefault(missing, []).append(row)
+    cached = len(first) - len({row for group in todo.values() for row in group})
+    if cached and todo:
+        console.print(f"{cached} of {len(first)} distinct images already cached; extracting the rest")
+    return [(np.array(group), [first[row] for row in group], {lk: resolved.layer_keys[lk] for lk in missing})
+            for missing, group in todo.items()]
 
 
 def key_device(options: RunOptions) -> str:
@@ -390,35 +406,32 @@ def network_batches(extractor, loader, device: str, precision: str, nodes: dict[
         yield arrays, ok.numpy().astype(bool), waited
 
 
-def _extract_split(dataset, split, start, nodes, resolved, options, store, batches, outcome, on_batch):
-    samples = dataset.samples(split)
-    row = start
+def _extract_rows(rows, samples, nodes, resolved, options, store, batches, outcome, on_batch):
+    done = 0
     begun = time.perf_counter()
     waited = 0.0
     heap = KeptHeap() if resolved.device == "cpu" and options.engine == "local" else None
-    if start:
-        console.print(f"{split}: resuming at image {start} of {len(samples)}")
     try:
-        with progress_bar(len(samples) - start, f"{resolved.spec.name} {split}", enabled=options.progress) as advance:
+        with progress_bar(len(rows), resolved.spec.name, enabled=options.progress) as advance:
             for arrays, ok, wait in batches:
                 waited += wait
                 if not ok.all():
-                    bad = [samples[row + i].relpath for i in np.flatnonzero(~ok)]
+                    bad = [samples[done + i].relpath for i in np.flatnonzero(~ok)]
                     if options.strict:
                         raise UserError(f"unreadable image(s) (--strict): {', '.join(bad)}")
                     for relpath in bad:
                         warn(f"skipping unreadable image {relpath}")
-                store.write_batch(split, row, arrays, ok)
-                row += len(ok)
+                store.write_batch(rows[done:done + len(ok)], arrays, ok)
+                done += len(ok)
                 advance(len(ok))
                 if heap is not None:
                     heap.after_batch()
                 if on_batch is not None:
-                    on_batch(row)
+                    on_batch(done)
     finally:
         seconds = time.perf_counter() - begun
-        store.add_timing(split, row - start, seconds, waited)
-        outcome.images += row - start
+        store.add_timing(done, seconds, waited)
+        outcome.images += done
         outcome.seconds += seconds
         outcome.loader_wait_seconds += waited
 
@@ -436,17 +449,27 @@ def extract_command(dataset: ImageDataset, features: FeatureSpec, layers: list[s
     return " ".join(parts)
 
 
-def cached_features(dataset: ImageDataset, features: FeatureSpec, cache_dir: Path) -> tuple[Resolved, dict[str, Path]]:
-    """Cache file of each requested layer; a layer not (completely) extracted is an error naming the command."""
-    resolved = resolve(dataset, features, cache_dir)
-    done = complete_layers(resolved.path) if resolved.path.exists() else []
-    missing = [name for name, lk in zip(features.layers, resolved.layer_keys) if lk not in done]
-    if missing:
-        raise UserError(
-            f"no cached features for {', '.join(missing)} of this selection (looked for {resolved.path}). "
-            f"Make them with:\n  {extract_command(dataset, features, missing)}"
-        )
-    return resolved, {lk: resolved.path for lk in resolved.layer_keys}
+def cached_features(dataset: ImageDataset, features: FeatureSpec, cache_dir: Path) -> Resolved:
+    """The cache file holding every requested layer for ``dataset``; a layer not (completely) extracted is
+    an error naming the command. Precision ``auto`` takes whichever precision the extraction chose (it
+    depends on the device that extracted), so the key a reader looks for never depends on the reader."""
+    precisions = [features.precision] if features.precision != "auto" else ["auto", "bf16", "fp32"]
+    candidates = [resolve(replace(features, precision=p), cache_dir) for p in precisions]
+    missing: list[str] = []
+    for resolved in reversed(candidates):  # the first candidate last: its missing layers are reported
+        try:
+            done = complete_layers(resolved.path, dataset) if resolved.path.exists() else []
+        except DamagedFile:
+            if resolved is candidates[0]:
+                raise
+            continue
+        missing = [name for name, lk in zip(features.layers, resolved.layer_keys) if lk not in done]
+        if not missing:
+            return resolved
+    raise UserError(
+        f"no cached features for {', '.join(missing)} of this selection (looked for {candidates[0].path}). "
+        f"Make them with:\n  {extract_command(dataset, features, missing)}"
+    )
 
 
 def load_layer(dataset: ImageDataset, features: FeatureSpec, cache_dir: Path, layer: str,
@@ -455,8 +478,8 @@ def load_layer(dataset: ImageDataset, features: FeatureSpec, cache_dir: Path, la
     an error naming the command; a damaged cache file is moved aside and extracted again."""
 
     def read() -> tuple[Resolved, LayerFeatures]:
-        resolved, paths = cached_features(dataset, features, cache_dir)
-        return resolved, read_features(paths[layer], layer)
+        resolved = cached_features(dataset, features, cache_dir)
+        return resolved, read_features(resolved.path, layer, dataset)
 
     try:
         return read()

@@ -121,6 +121,15 @@ class Planner:
     def _run_options(self, entry: FeaturesSection):
         return run_options(entry)
 
+    def _cached(self, features):
+        """The cached extraction a classifier stage would read; None while it is not (completely) extracted."""
+        from .extraction import cached_features
+
+        try:
+            return cached_features(self.dataset, features, self.cache_dir)
+        except UserError:  # not extracted yet, or damaged (the extraction stage redoes it)
+            return None
+
     def _classifier_state(self, stage_name: str, key: str, describe: Callable) -> State:
         run = self.store.find(key)
         if run is None or (run.model_path and not Path(run.model_path).exists()):
@@ -157,9 +166,9 @@ class Planner:
         def check() -> State:
             missing = []
             for spec in specs:
-                resolved = resolve(self.dataset, spec, self.cache_dir, key_device(self._run_options(entry)))
+                resolved = resolve(spec, self.cache_dir, key_device(self._run_options(entry)))
                 try:
-                    done = complete_layers(resolved.path) if resolved.path.exists() else []
+                    done = complete_layers(resolved.path, self.dataset) if resolved.path.exists() else []
                 except DamagedFile:  # the extraction moves it aside and starts afresh
                     done = []
                 missing += [lk for lk in resolved.layer_keys if lk not in done]
@@ -186,7 +195,6 @@ class Planner:
 
     def _svm(self, entry: FeaturesSection, where: str, layer: str, features, extract_stage: str) -> None:
         from .classifiers import GridConfig, check_c_grid
-        from .extraction import resolve
         from .runs import run_svm, svm_key
 
         svm = self.study.svm
@@ -196,10 +204,12 @@ class Planner:
         name = f"svm {where}"
 
         def check() -> State:
-            resolved = resolve(self.dataset, one_layer, self.cache_dir, entry.device)
+            resolved = self._cached(one_layer)
+            if resolved is None:
+                return State(False)
             layer_key = next(iter(resolved.layer_keys))
-            return self._classifier_state(name, svm_key(resolved.key.digest, layer_key, svm.norm, grid, svm.splits),
-                                          _accuracy_detail)
+            key = svm_key(self.dataset.fingerprint, resolved.key.digest, layer_key, svm.norm, grid, svm.splits)
+            return self._classifier_state(name, key, _accuracy_detail)
 
         def run() -> str:
             (outcome,) = run_svm(self.dataset, one_layer, self.cache_dir, grid, svm.norm, svm.splits, self.store)
@@ -215,7 +225,6 @@ class Planner:
         return HeadSpec.parse(head, len(self.dataset.classes), self.study.heads.dropout)
 
     def _head(self, entry: FeaturesSection, pooling: str, head: str, extract_stage: str) -> None:
-        from .extraction import resolve
         from .heads import TrainConfig
         from .runs import head_key, run_head
 
@@ -230,8 +239,11 @@ class Planner:
         name = f"head {entry.backbone}/{spec.name}"
 
         def check() -> State:
-            resolved = resolve(self.dataset, features, self.cache_dir, entry.device)
-            return self._classifier_state(name, head_key(resolved.key.digest, layer, spec, configs), _accuracy_detail)
+            resolved = self._cached(features)
+            if resolved is None:
+                return State(False)
+            key = head_key(self.dataset.fingerprint, resolved.key.digest, layer, spec, configs)
+            return self._classifier_state(name, key, _accuracy_detail)
 
         def run() -> str:
             outcome = run_head(self.dataset, replace(features, layers=()), head, configs, self.cache_dir,
@@ -292,7 +304,7 @@ class Planner:
         self.stages.append(Stage(name, "scratch", [], check, run))
 
     def _report(self) -> None:
-        from .bow import digest_of
+        from .keys import KeyKind, content_key
         from .report import write_report
 
         report = self.study.report
@@ -308,7 +320,7 @@ class Planner:
             return sorted(i for name in classifiers for i in self.run_ids.get(name, []))
 
         def key() -> str:
-            return digest_of({"report": run_ids(), "published": report.published})
+            return content_key(KeyKind.REPORT, runs=run_ids(), published=report.published)
 
         def check() -> State:
             current = key()

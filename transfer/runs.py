@@ -10,10 +10,11 @@ import numpy as np
 from scipy import sparse
 from sklearn.pipeline import Pipeline
 
-from .bow import BowConfig, bow_features, digest_of
+from .bow import BowConfig, bow_features
 from .cache import extraction_timing
 from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
+from .keys import KeyKind, content_key
 from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve
 from .heads import (
     EndToEnd,
@@ -51,20 +52,23 @@ class GridOutcome:
         return float(np.mean(self.split_accuracies)), float(np.std(self.split_accuracies))
 
 
-def svm_key(extraction_digest: str, layer_key: str, norm: str, grid: GridConfig, redraws: int) -> str:
+def _grid_fields(grid: GridConfig, redraws: int) -> dict:
+    return {"c_grid": list(grid.c_grid), "cv": grid.cv, "seed": grid.seed, "splits": redraws}
+
+
+def svm_key(dataset_fingerprint: str, features_key: str, layer_key: str, norm: str, grid: GridConfig, redraws: int) -> str:
     """Content key of an SVM run: same key, same result (a pipeline skips a run whose key is stored)."""
-    return digest_of({"method": "svm", "extraction": extraction_digest, "layer": layer_key, "norm": norm,
-                      "c_grid": list(grid.c_grid), "cv": grid.cv, "seed": grid.seed, "splits": redraws})
+    return content_key(KeyKind.SVM, dataset=dataset_fingerprint, features=features_key, layer=layer_key, norm=norm,
+                       **_grid_fields(grid, redraws))
 
 
 def bow_key(dataset_fingerprint: str, config: BowConfig, grid: GridConfig, redraws: int) -> str:
-    return digest_of({"method": "bow", "dataset": dataset_fingerprint, **asdict(config),
-                      "c_grid": list(grid.c_grid), "cv": grid.cv, "seed": grid.seed, "splits": redraws})
+    return content_key(KeyKind.BOW, dataset=dataset_fingerprint, bow=config, **_grid_fields(grid, redraws))
 
 
-def head_key(extraction_digest: str, layer: str, spec: HeadSpec, candidates: list[TrainConfig]) -> str:
-    return digest_of({"method": "head", "extraction": extraction_digest, "layer": layer, "head": asdict(spec),
-                      "train": [asdict(c) for c in candidates]})
+def head_key(dataset_fingerprint: str, features_key: str, layer: str, spec: HeadSpec, candidates: list[TrainConfig]) -> str:
+    return content_key(KeyKind.HEAD, dataset=dataset_fingerprint, features=features_key, layer=layer, head=spec,
+                       train=candidates)
 
 
 def _data_notes(dataset: ImageDataset) -> dict:
@@ -141,10 +145,10 @@ def run_svm(
     store = store_or_default(store, cache_dir)
     make_model = linear_svm(norm)
     outcomes = []
-    for layer in resolve(dataset, features, cache_dir).layer_keys:
+    for layer in resolve(features, cache_dir).layer_keys:
         resolved, data = load_layer(dataset, features, cache_dir, layer)
         one_layer = replace(features, layers=(layer.split(":")[0],))
-        key = svm_key(resolved.key.digest, layer, norm, grid, redraws)
+        key = svm_key(dataset.fingerprint, resolved.key.digest, layer, norm, grid, redraws)
         record = RunRecord(
             method="svm", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
             config={"norm": norm, "features": asdict(one_layer), "key": key, **_data_notes(dataset)},
@@ -226,7 +230,8 @@ def run_head(
     n_classes = len(data.classes)
 
     def fit(candidate: TrainConfig, score_test: bool) -> HeadResult:
-        key = digest_of({"extraction": resolved.key.digest, "layer": layer, "head": asdict(spec), "train": asdict(candidate)})
+        key = content_key(KeyKind.HEAD_CHECKPOINT, dataset=dataset.fingerprint, features=resolved.key.digest,
+                          layer=layer, head=spec, train=candidate)
         checkpoint = cache_dir / "heads" / f"{safe_name(spec.name)}-{key}.pt"
         return train_head(spec, (train.features, train.labels), (test.features, test.labels), n_classes,
                           candidate, checkpoint, progress, score_test)
@@ -236,7 +241,7 @@ def run_head(
     tried = [(candidate, fit(candidate, score_test=False).best_val_accuracy) for candidate in candidates] if len(candidates) > 1 else []
     config = max(tried, key=lambda t: t[1])[0] if tried else candidates[0]
     result = fit(config, score_test=True)
-    key = head_key(resolved.key.digest, layer, spec, candidates)
+    key = head_key(dataset.fingerprint, resolved.key.digest, layer, spec, candidates)
     path = save_model(
         model_path(cache_dir, f"head-{resolved.key.backbone}-{spec.name}", key),
         {"kind": "head", "head": asdict(spec), "head_state": state_arrays(result.head.state_dict()),
@@ -267,12 +272,13 @@ def store_or_default(store: ResultsStore | None, cache_dir: Path) -> ResultsStor
 def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: EndToEnd, store, progress) -> HeadOutcome:
     from .backbones import Weights, build_model, get_backbone
 
-    resolved = resolve(dataset, replace(features, layers=(spec.input_layer(features.backbone),)), cache_dir, options.device)
+    resolved = resolve(replace(features, layers=(spec.input_layer(features.backbone),)), cache_dir, options.device)
     backbone = get_backbone(features.backbone)
     weights = Weights.parse(features.weights)
     model = build_model(backbone, weights, features.pooling)
     head = attach_head(model, backbone.name, spec, len(dataset.classes))
-    run_key = digest_of({"extraction": resolved.key.digest, "head": asdict(spec), "train": asdict(config), "end_to_end": asdict(setup)})
+    run_key = content_key(KeyKind.NETWORK, dataset=dataset.fingerprint, features=resolved.key.digest, head=spec,
+                          train=config, end_to_end=setup)
     checkpoint = cache_dir / "heads" / f"{safe_name(spec.name + '-' + setup.unfreeze)}-{run_key}.pt"
     result = train_end_to_end(dataset, spec, model, head, backbone.name, resolved.key.preprocessing, resolved.key.precision,
                               resolved.device, setup, config, checkpoint, progress)
@@ -298,7 +304,7 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
 def scratch_key(dataset_fingerprint: str, config: "ScratchConfig") -> str:
     from .scratch import config_dict
 
-    return digest_of({"method": "scratch", "data": dataset_fingerprint, **config_dict(config)})
+    return content_key(KeyKind.SCRATCH, data=dataset_fingerprint, **config_dict(config))
 
 
 @dataclass

@@ -1,0 +1,66 @@
+"""Every kind of content key pinned to a literal: a change that alters a key (and so orphans every user's
+cache or stored runs) fails here, and is made on purpose by bumping that kind's version in `keys.py`."""
+
+from pathlib import Path
+
+import pytest
+
+from transfer.backbones import Preprocessing
+from transfer.bow import BowConfig
+from transfer.cache import ExtractionKey
+from transfer.classifiers import GridConfig
+from transfer.datasets import ImageDataset, Sample
+from transfer.heads import HeadSpec, TrainConfig
+from transfer.keys import VERSIONS, KeyKind, content_key
+from transfer.runs import bow_key, head_key, scratch_key, svm_key
+from transfer.scratch import ScratchConfig
+
+FEATURES = ExtractionKey(backbone="vgg16", weights="random:seed0", pooling="max", precision="fp32",
+                         preprocessing=Preprocessing())
+GRID = GridConfig(c_grid=(0.1, 1.0), cv=5, jobs=1, seed=0)
+
+
+def _dataset(root: Path) -> ImageDataset:
+    """Files of fixed bytes (not encoded images), so the digest does not depend on an image library."""
+    splits = {"train": [Sample("a/1.jpg", 0), Sample("b/1.jpg", 1)], "test": [Sample("a/2.jpg", 0)]}
+    for index, sample in enumerate(s for split in splits.values() for s in split):
+        (root / sample.relpath).parent.mkdir(parents=True, exist_ok=True)
+        (root / sample.relpath).write_bytes(bytes([index]) * 100)
+    return ImageDataset(root, ["a", "b"], splits, "train/test")
+
+
+def test_every_key_kind_has_a_version():
+    assert set(VERSIONS) == set(KeyKind)
+
+
+def test_the_dataset_fingerprint_is_pinned(tmp_path):
+    assert _dataset(tmp_path).fingerprint == "ad5ba02b9eb9ba76"
+
+
+@pytest.mark.parametrize("make, literal", [
+    (lambda: FEATURES.digest, "fcb796b4c7133a55"),
+    (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", "l2", GRID, 1), "ff4b60865b2efd25"),
+    (lambda: bow_key("d" * 16, BowConfig(), GRID, 1), "fb15d209ee50319a"),
+    (lambda: head_key("d" * 16, FEATURES.digest, "relu7", HeadSpec("fc3"), [TrainConfig()]), "e278f7988b0e0287"),
+    (lambda: scratch_key("d" * 16, ScratchConfig()), "67b78fa27185d6bb"),
+    (lambda: content_key(KeyKind.SIFT, dataset="d" * 16, sift=BowConfig().sift), "94f0fd073adb77ac"),
+    (lambda: content_key(KeyKind.REPORT, runs=[1, 2], published=True), "905d757abf5e7d9e"),
+])
+def test_each_key_kind_is_pinned(make, literal):
+    assert make() == literal
+
+
+def test_field_order_does_not_matter_and_every_field_does():
+    assert content_key(KeyKind.SVM, a=1, b=2) == content_key(KeyKind.SVM, b=2, a=1)
+    assert content_key(KeyKind.SVM, a=1, b=2) != content_key(KeyKind.SVM, a=1, b=3)
+    assert content_key(KeyKind.SVM, a=1) != content_key(KeyKind.HEAD, a=1)
+
+
+def test_the_feature_key_does_not_depend_on_the_data_set_but_a_run_key_does():
+    assert "dataset" not in FEATURES.as_dict()
+    assert svm_key("a" * 16, FEATURES.digest, "relu7", "l2", GRID, 1) != svm_key("b" * 16, FEATURES.digest, "relu7", "l2", GRID, 1)
+
+
+def test_a_key_refuses_what_it_cannot_encode_faithfully():
+    with pytest.raises(TypeError, match="object"):
+        content_key(KeyKind.SVM, thing=object())
