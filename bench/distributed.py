@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     dataset = load_dataset(args.data)
-    spec = FeatureSpec(args.backbone, args.weights, (args.layer,), precision=args.precision)
+    spec = FeatureSpec(backbone=args.backbone, weights=args.weights, layers=(args.layer,), precision=args.precision)
     engines = {"local": RunOptions(batch_size=args.batch_size, progress=False),
                "ray, 1 actor": RunOptions(batch_size=args.batch_size, progress=False, engine="ray", actors=1),
                "ray, 2 actors": RunOptions(batch_size=args.batch_size, progress=False, engine="ray", actors=2)}

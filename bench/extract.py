@@ -126,7 +126,7 @@ def naive_relu7(paths: list[Path], batch_size: int) -> tuple[float, np.ndarray]:
 
 def transfer_features(dataset: ImageDataset, backbone: str, layer: str, precision: str, cache: Path,
                       batch_size: int) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    outcome = extract(dataset, FeatureSpec(backbone, "random" if backbone == "vgg16" else "imagenet", (layer,),
+    outcome = extract(dataset, FeatureSpec(backbone=backbone, weights="random" if backbone == "vgg16" else "imagenet", layers=(layer,),
                                            precision=precision), cache, RunOptions(batch_size=batch_size, progress=False))
     data = read_features(outcome.path, layer, dataset)
     figures = {"images_per_s": outcome.images_per_s, "seconds": outcome.seconds,
@@ -146,7 +146,7 @@ def layer_profile(precision: str, batch_size: int) -> list[dict]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from transfer.backbones import Weights, build_model, feature_extractor, get_backbone
-    from transfer.extraction import keep_freed_memory
+    from transfer.memory import keep_freed_memory
 
     keep_freed_memory()
     spec = get_backbone("vgg16")

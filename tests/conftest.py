@@ -34,6 +34,14 @@ def make_dataset(root: Path, classes=("alpha", "beta", "gamma"), train: int = 4,
     return root
 
 
+def make_pooled(root: Path, classes=("a", "b"), per_class: int = 10) -> Path:
+    """A ``DIR/<class>/*`` folder, split by the tool itself."""
+    for label, name in enumerate(classes):
+        for i in range(per_class):
+            make_image(root / name / f"{i}.png", label, i)
+    return root
+
+
 @pytest.fixture
 def small_data(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")

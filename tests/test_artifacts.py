@@ -16,11 +16,12 @@ from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract
-from transfer.heads import HeadSpec, TrainConfig, train_head
+from transfer.heads import HeadSpec, train_head
+from transfer.training import TrainConfig
 from transfer.modelfile import load_model, save_model
 from transfer.predict import predict
 from transfer.results import ResultsStore
-from transfer.runs import run_svm
+from transfer.experiments import run_svm
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
 RUN = RunOptions(device="cpu", batch_size=4, workers=0, progress=False)
@@ -148,7 +149,7 @@ def test_a_resumed_training_with_dropout_equals_an_uninterrupted_one(tmp_path):
     x = rng.normal(size=(60, 12)).astype(np.float32)
     y = np.repeat(np.arange(3), 20)
     train, test = (x + y[:, None], y), (x[:15] + y[:15, None], y[:15])
-    spec = HeadSpec("mlp:16", (16,), dropout=0.5)
+    spec = HeadSpec(name="mlp:16", hidden=(16,), dropout=0.5)
     config = TrainConfig(epochs=5, patience=100, batch_size=8)
     whole = train_head(spec, train, test, 3, config, tmp_path / "whole.pt")
 
@@ -197,13 +198,13 @@ def test_a_bit_flip_in_a_checkpoint_restarts_training_instead_of_resuming_from_i
     x, y = rng.normal(size=(30, 6)).astype(np.float32), np.repeat(np.arange(3), 10)
     config = TrainConfig(epochs=2, patience=100, batch_size=8)
     checkpoint = tmp_path / "head.pt"
-    first = train_head(HeadSpec("fc3"), (x, y), (x, y), 3, config, checkpoint)
+    first = train_head(HeadSpec(name="fc3"), (x, y), (x, y), 3, config, checkpoint)
     with zipfile.ZipFile(checkpoint) as archive:
         largest = max(archive.infolist(), key=lambda info: info.file_size)
     data = bytearray(checkpoint.read_bytes())
     data[largest.header_offset + 30 + len(largest.filename.encode()) + len(largest.extra) + largest.compress_size // 2] ^= 1
     checkpoint.write_bytes(bytes(data))
-    again = train_head(HeadSpec("fc3"), (x, y), (x, y), 3, config, checkpoint)
+    again = train_head(HeadSpec(name="fc3"), (x, y), (x, y), 3, config, checkpoint)
     assert "bad CRC-32" in capsys.readouterr().err
     assert again.resumed_at == 0
     assert again.curves["val_loss"] == first.curves["val_loss"]  # a whole new training, equal to the first

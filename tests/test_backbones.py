@@ -1,7 +1,6 @@
 import gc
 import importlib.util
 import weakref
-from dataclasses import replace
 
 import pytest
 import torch
@@ -115,7 +114,7 @@ def test_unknown_names_say_what_exists():
         get_backbone("resnet")
     with pytest.raises(UserError, match="pooling variants replace VGG16"):
         build_model(BACKBONES["efficientnet_lite0"], Weights("random"), "avg")
-    with pytest.raises(UserError, match="expected 'imagenet', 'random' or an existing state_dict"):
+    with pytest.raises(UserError, match="expected imagenet, random or an existing state_dict"):
         Weights.parse("/no/such/file.pth")
 
 
@@ -149,9 +148,10 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     from transfer.classifiers import GridConfig
     from transfer.datasets import load_dataset
     from transfer.extraction import FeatureSpec, RunOptions, extract
-    from transfer.heads import EndToEnd, TrainConfig
+    from transfer.heads import EndToEnd
+    from transfer.training import TrainConfig
     from transfer.predict import predict
-    from transfer.runs import run_head, run_svm
+    from transfer.experiments import run_head, run_svm
 
     spec = BACKBONES[backbone]
     assert (spec.preprocessing.crop, spec.preprocessing.resize) == (crop, crop + 32)
@@ -159,13 +159,13 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     assert total == parameters
     assert {info.name: info.shape for info in infos}["avgpool"] == (1280, 1, 1)
     dataset = load_dataset(small_data)
-    features = FeatureSpec(backbone, "random", ("avgpool",), image_size=32, precision="fp32")
+    features = FeatureSpec(backbone=backbone, weights="random", layers=("avgpool",), image_size=32, precision="fp32")
     options = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
     assert extract(dataset, features, tmp_path, options).images == 21
     (svm,) = run_svm(dataset, features, tmp_path, GridConfig(c_grid=(1.0,), cv=2, jobs=1))
     config = TrainConfig(epochs=1, val_fraction=0.25, batch_size=3)  # 9 fit images: no batch of one for batch norm
-    head = run_head(dataset, replace(features, layers=()), "fc", config, tmp_path, options)
+    head = run_head(dataset, features, "fc", config, tmp_path, options)
     assert head.layer == "avgpool"
-    network = run_head(dataset, replace(features, layers=()), "fc", config, tmp_path, options, end_to_end=EndToEnd("all", 0.1, 0))
+    network = run_head(dataset, features, "fc", config, tmp_path, options, end_to_end=EndToEnd(unfreeze="all", backbone_lr_scale=0.1, workers=0))
     for model in (svm.model_path, head.model_path, network.model_path):
         assert len(predict(model, [small_data / "test"], device="cpu")) == 9

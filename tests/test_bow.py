@@ -6,11 +6,10 @@ import transfer.bow as bow
 from transfer.bow import BowConfig, SiftConfig, VocabularyConfig, pyramid_histograms
 from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset
-from transfer.errors import UserError
 from transfer.results import ResultsStore
-from transfer.runs import run_bow
+from transfer.experiments import run_bow
 
-CONFIG = BowConfig(SiftConfig(step=8, sizes=(2.7,)), VocabularyConfig(words=20, sample=2000, epochs=2))
+CONFIG = BowConfig(sift=SiftConfig(step=8, sizes=(2.7,)), vocabulary=VocabularyConfig(words=20, sample=2000, epochs=2))
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
 
 
@@ -42,7 +41,7 @@ def test_changing_c_or_pyramid_reuses_descriptors_vocabulary_and_words(small_dat
         raise AssertionError("descriptors were recomputed")
 
     monkeypatch.setattr(bow, "dense_sift", no_sift)
-    second = run_bow(dataset, BowConfig(CONFIG.sift, CONFIG.vocabulary, pyramid=2), cache_dir, GridConfig(c_grid=(1.0, 10.0), cv=2, jobs=1))
+    second = run_bow(dataset, BowConfig(sift=CONFIG.sift, vocabulary=CONFIG.vocabulary, pyramid=2), cache_dir, GridConfig(c_grid=(1.0, 10.0), cv=2, jobs=1))
     assert sorted((cache_dir / "bow").iterdir()) == files
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
     assert second.name == "bow-pyramid2"
@@ -75,11 +74,13 @@ def test_interrupted_descriptor_extraction_resumes(small_data, cache_dir, monkey
                 np.testing.assert_array_equal(a[split][name][:], b[split][name][:])
 
 
-def test_bad_bow_settings_are_refused(small_data, cache_dir):
-    dataset = load_dataset(small_data)
-    with pytest.raises(UserError, match="--pyramid"):
-        run_bow(dataset, BowConfig(CONFIG.sift, CONFIG.vocabulary, pyramid=5), cache_dir, GRID)
-    with pytest.raises(UserError, match="--words"):
-        run_bow(dataset, BowConfig(CONFIG.sift, VocabularyConfig(words=1)), cache_dir, GRID)
-    with pytest.raises(UserError, match="--step"):
-        run_bow(dataset, BowConfig(SiftConfig(step=0)), cache_dir, GRID)
+def test_bad_bow_settings_are_refused_where_they_are_built():
+    from transfer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pyramid must be 0, 1, 2 or 3") as error:
+        BowConfig(pyramid=5)
+    assert error.value.field == "pyramid"
+    with pytest.raises(ConfigError, match="words must be between 2 and 65535"):
+        VocabularyConfig(words=70_000)
+    with pytest.raises(ConfigError, match="step must be at least 1"):
+        SiftConfig(step=0)

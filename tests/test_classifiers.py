@@ -8,7 +8,7 @@ from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract
 from transfer.results import ResultsStore, RunRecord
-from transfer.runs import run_svm
+from transfer.experiments import run_svm
 
 
 def _blobs(n_per_class=20, classes=3, dims=10, seed=0, spread=1.5):
@@ -34,16 +34,16 @@ def test_the_test_split_never_influences_the_chosen_c():
 
 
 def test_c_grid_and_training_data_errors_are_clear():
-    assert parse_c_grid("0.1, 0.01,0.1") == (0.01, 0.1)
+    assert GridConfig(c_grid=parse_c_grid("0.1, 0.01,0.1")).c_grid == (0.01, 0.1)
     for bad, message in (("", "empty"), ("0.1,-1", "positive"), ("0,1", "positive"), ("a,b", "comma-separated")):
         with pytest.raises(UserError, match=message):
-            parse_c_grid(bad)
+            GridConfig(c_grid=parse_c_grid(bad))
     x, y = _blobs()
     with pytest.raises(UserError, match="only one class"):
         grid_search(linear_svm(), (x, np.zeros_like(y)), (x, y), GridConfig(cv=3, jobs=1), 3)
     with pytest.raises(UserError, match="lower --cv"):
         grid_search(linear_svm(), (x, y), (x, y), GridConfig(cv=25, jobs=1), 3)
-    with pytest.raises(UserError, match="unknown --norm"):
+    with pytest.raises(UserError, match="norm 'max' is not one of: l2, standard, none"):
         linear_svm("max")
 
 
@@ -71,7 +71,7 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
     dataset = load_dataset(small_data)
     spec = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
     extract(dataset, spec, cache_dir, RunOptions(device="cpu", batch_size=8, workers=0, progress=False))
-    outcomes = run_svm(dataset, spec, cache_dir, GridConfig(c_grid=(0.1, 10), cv=2, jobs=1), redraws=3)
+    outcomes = run_svm(dataset, spec, cache_dir, GridConfig(c_grid=(0.1, 10), cv=2, jobs=1, splits=3))
     assert [o.name for o in outcomes] == ["relu7", "pool5"]
     runs = ResultsStore(cache_dir / "results.sqlite").runs(method="svm")
     assert [r.layer for r in runs] == ["relu7", "pool5"]

@@ -5,7 +5,7 @@ import pytest
 from transfer.datasets import SplitPolicy, load_dataset, summarize
 from transfer.errors import UserError
 
-from .conftest import make_dataset, make_image
+from .conftest import make_dataset, make_image, make_pooled
 
 
 def test_train_test_layout_is_read_in_a_deterministic_class_order(small_data):
@@ -50,10 +50,7 @@ def test_non_image_files_are_ignored_and_listed(small_data):
 
 
 def test_pooled_layout_is_split_reproducibly_by_seed(tmp_path):
-    root = tmp_path / "pooled"
-    for label, name in enumerate(("a", "b")):
-        for i in range(10):
-            make_image(root / name / f"{i}.png", label, i)
+    root = make_pooled(tmp_path / "pooled")
     first = load_dataset(root, SplitPolicy(train_per_class=4, seed=1))
     again = load_dataset(root, SplitPolicy(train_per_class=4, seed=1))
     other = load_dataset(root, SplitPolicy(train_per_class=4, seed=2))

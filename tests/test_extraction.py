@@ -8,7 +8,7 @@ from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract, resolve
 
-from .conftest import extract_until_killed, make_image
+from .conftest import extract_until_killed, make_image, make_pooled
 
 # Small and deterministic: random weights, 32×32 crops, fp32.
 SPEC = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
@@ -121,10 +121,7 @@ def test_features_are_keyed_by_image_content_not_by_split(tmp_path, cache_dir):
     """A pooled folder re-split with another seed, or listed again elsewhere, reuses every row."""
     from transfer.datasets import SplitPolicy
 
-    pooled = tmp_path / "pooled"
-    for label, name in enumerate(("alpha", "beta")):
-        for i in range(6):
-            make_image(pooled / name / f"img_{i:03d}.png", label, i)
+    pooled = make_pooled(tmp_path / "pooled", per_class=6)
     first = load_dataset(pooled, SplitPolicy(train_per_class=3, seed=0))
     reseeded = load_dataset(pooled, SplitPolicy(train_per_class=3, seed=1))
     assert first.fingerprint != reseeded.fingerprint
@@ -165,7 +162,7 @@ def test_spatial_reductions_are_separate_features(small_data, cache_dir):
 
 
 def test_the_kept_heap_is_trimmed_only_when_it_grows_past_its_level(monkeypatch):
-    import transfer.extraction as extraction
+    import transfer.memory as extraction
 
     resident = iter([1000, 1100, 1250, 1400, 900, 1200, 1500, 1500, 1100])  # MB after each batch
     trimmed_after = []

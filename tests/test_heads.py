@@ -5,10 +5,11 @@ import torch
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions
-from transfer.heads import HeadSpec, TrainConfig, train_head, validation_split
+from transfer.heads import HeadSpec, train_head
+from transfer.training import TrainConfig, validation_split
 from transfer.predict import predict
 from transfer.results import ResultsStore
-from transfer.runs import run_head
+from transfer.experiments import run_head
 
 
 def _blobs(n_per_class, classes=3, dims=16, seed=0):
@@ -28,7 +29,7 @@ def test_head_names_follow_the_class_count_and_pick_their_input_layer():
     assert layers == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
     with pytest.raises(UserError, match="the head is fc15"):
         HeadSpec.parse("fc10", 15)
-    with pytest.raises(UserError, match="unknown --head"):
+    with pytest.raises(UserError, match="unknown head"):
         HeadSpec.parse("svm", 15)
 
 
@@ -36,8 +37,8 @@ def test_early_stopping_and_best_epoch_use_the_validation_part_only(tmp_path):
     train = _blobs(20)
     x_test, y_test = _blobs(10, seed=1)
     config = TrainConfig(epochs=12, patience=3, lr=0.05, batch_size=16)
-    honest = train_head(HeadSpec("fc3"), train, (x_test, y_test), 3, config, tmp_path / "a.pt")
-    tampered = train_head(HeadSpec("fc3"), train, (x_test, (y_test + 1) % 3), 3, config, tmp_path / "b.pt")
+    honest = train_head(HeadSpec(name="fc3"), train, (x_test, y_test), 3, config, tmp_path / "a.pt")
+    tampered = train_head(HeadSpec(name="fc3"), train, (x_test, (y_test + 1) % 3), 3, config, tmp_path / "b.pt")
     assert honest.best_epoch == tampered.best_epoch
     assert honest.curves["val_acc"] == tampered.curves["val_acc"]
     assert honest.best_val_accuracy == max(honest.curves["val_acc"])
@@ -51,15 +52,15 @@ def test_early_stopping_and_best_epoch_use_the_validation_part_only(tmp_path):
 def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path):
     train, test = _blobs(20), _blobs(10, seed=1)
     config = TrainConfig(epochs=6, patience=100, batch_size=16)
-    reference = train_head(HeadSpec("fc3"), train, test, 3, config, tmp_path / "ref.pt")
+    reference = train_head(HeadSpec(name="fc3"), train, test, 3, config, tmp_path / "ref.pt")
 
     def stop_after_three(epoch, curves):
         if epoch == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_head(HeadSpec("fc3"), train, test, 3, config, tmp_path / "run.pt", progress=stop_after_three)
-    resumed = train_head(HeadSpec("fc3"), train, test, 3, config, tmp_path / "run.pt")
+        train_head(HeadSpec(name="fc3"), train, test, 3, config, tmp_path / "run.pt", progress=stop_after_three)
+    resumed = train_head(HeadSpec(name="fc3"), train, test, 3, config, tmp_path / "run.pt")
     assert resumed.resumed_at == 3
     assert resumed.curves["val_loss"] == pytest.approx(reference.curves["val_loss"])
     for a, b in zip(resumed.head.state_dict().values(), reference.head.state_dict().values()):
@@ -69,7 +70,7 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path):
 
 def test_finetune_from_the_cache_records_a_run_and_predicts(small_data, cache_dir):
     dataset = load_dataset(small_data)
-    features = FeatureSpec(weights="random", layers=(), image_size=32, precision="fp32")
+    features = FeatureSpec(weights="random", image_size=32, precision="fp32")
     options = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
     outcome = run_head(dataset, features, "mlp:32", TrainConfig(epochs=3, val_fraction=0.25, batch_size=4), cache_dir, options)
     assert outcome.layer == "pool5"
@@ -100,12 +101,12 @@ def test_end_to_end_training_from_images_resumes_and_predicts(small_data, cache_
     from transfer.heads import EndToEnd
 
     dataset = load_dataset(small_data)
-    features = FeatureSpec(weights="random", layers=(), image_size=32, precision="fp32")
+    features = FeatureSpec(weights="random", image_size=32, precision="fp32")
     options = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
     config = TrainConfig(epochs=2, val_fraction=0.25, batch_size=4)
-    outcome = run_head(dataset, features, "fc", config, cache_dir, options, end_to_end=EndToEnd("fc6,fc7", 0.1, 0))
+    outcome = run_head(dataset, features, "fc", config, cache_dir, options, end_to_end=EndToEnd(unfreeze="fc6,fc7", backbone_lr_scale=0.1, workers=0))
     assert len(outcome.result.curves["train_loss"]) == 2 and outcome.result.best_epoch in (1, 2)
-    again = run_head(dataset, features, "fc", config, cache_dir, options, end_to_end=EndToEnd("fc6,fc7", 0.1, 0))
+    again = run_head(dataset, features, "fc", config, cache_dir, options, end_to_end=EndToEnd(unfreeze="fc6,fc7", backbone_lr_scale=0.1, workers=0))
     assert again.result.resumed_at == 2 and again.result.test_accuracy == outcome.result.test_accuracy
     run = ResultsStore(cache_dir / "results.sqlite").runs(method="head")[-1]
     assert run.config["unfreeze"] == "fc6,fc7" and run.layer == "unfreeze fc6,fc7"
@@ -115,7 +116,7 @@ def test_end_to_end_training_from_images_resumes_and_predicts(small_data, cache_
 
 def test_several_settings_are_chosen_on_the_validation_part(small_data, cache_dir):
     dataset = load_dataset(small_data)
-    features = FeatureSpec(weights="random", layers=(), image_size=32, precision="fp32")
+    features = FeatureSpec(weights="random", image_size=32, precision="fp32")
     options = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
     configs = [TrainConfig(optimizer=o, lr=lr, epochs=3, val_fraction=0.25, batch_size=4)
                for o, lr in (("sgd", 0.01), ("adam", 0.001))]

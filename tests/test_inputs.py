@@ -16,7 +16,7 @@ from transfer.extraction import FeatureSpec, RunOptions, extract
 from transfer.images import read_image
 from transfer.report import write_report
 from transfer.results import ResultsStore
-from transfer.runs import run_bow, run_svm
+from transfer.experiments import run_bow, run_svm
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
 RUN = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
@@ -85,7 +85,7 @@ def test_decompression_bombs_are_skipped_with_a_warning(tmp_path, cache_dir, mon
 def test_a_one_pixel_image_is_skipped_by_bow(tmp_path, cache_dir, capsys):
     data = make_dataset(tmp_path / "data")
     Image.fromarray(np.zeros((1, 1), np.uint8)).save(data / "train" / "alpha" / "dot.png")
-    config = BowConfig(SiftConfig(step=8, sizes=(2.7,)), VocabularyConfig(words=20, sample=2000, epochs=2))
+    config = BowConfig(sift=SiftConfig(step=8, sizes=(2.7,)), vocabulary=VocabularyConfig(words=20, sample=2000, epochs=2))
     outcome = run_bow(load_dataset(data), config, cache_dir, GridConfig(c_grid=(1.0,), cv=2, jobs=1))
     assert "skipping unreadable image train/alpha/dot.png: too small for dense SIFT" in capsys.readouterr().err
     assert len(outcome.result.confusion) == 3
@@ -109,9 +109,9 @@ def test_one_class_is_refused(tmp_path):
     assert "1 class(es): a classifier needs at least two" in result.stderr
 
 
-@pytest.mark.parametrize("option, message", [(("svm", "--jobs", "0"), "--jobs must be"),
-                                             (("extract", "--workers", "-1"), "--workers must be 0"),
-                                             (("bow", "--jobs", "0"), "--jobs must be")])
+@pytest.mark.parametrize("option, message", [(("svm", "--jobs", "0"), "jobs must be"),
+                                             (("extract", "--workers", "-1"), "workers must be 0"),
+                                             (("bow", "--jobs", "0"), "jobs must be")])
 def test_impossible_process_counts_are_one_line_errors(small_data, tmp_path, option, message):
     result = _cli(*option, "--data", small_data, "--cache-dir", tmp_path / "cache")
     assert result.returncode == 2

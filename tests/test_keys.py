@@ -10,9 +10,10 @@ from transfer.bow import BowConfig
 from transfer.cache import ExtractionKey
 from transfer.classifiers import GridConfig
 from transfer.datasets import ImageDataset, Sample
-from transfer.heads import HeadSpec, TrainConfig
+from transfer.heads import HeadSpec
+from transfer.training import TrainConfig
 from transfer.keys import VERSIONS, KeyKind, content_key
-from transfer.runs import bow_key, head_key, scratch_key, svm_key
+from transfer.experiments import bow_key, head_key, scratch_key, svm_key
 from transfer.scratch import ScratchConfig
 
 FEATURES = ExtractionKey(backbone="vgg16", weights="random:seed0", pooling="max", precision="fp32",
@@ -39,9 +40,9 @@ def test_the_dataset_fingerprint_is_pinned(tmp_path):
 
 @pytest.mark.parametrize("make, literal", [
     (lambda: FEATURES.digest, "fcb796b4c7133a55"),
-    (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", "l2", GRID, 1), "ff4b60865b2efd25"),
-    (lambda: bow_key("d" * 16, BowConfig(), GRID, 1), "fb15d209ee50319a"),
-    (lambda: head_key("d" * 16, FEATURES.digest, "relu7", HeadSpec("fc3"), [TrainConfig()]), "e278f7988b0e0287"),
+    (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", "l2", GRID), "ff4b60865b2efd25"),
+    (lambda: bow_key("d" * 16, BowConfig(), GRID), "fb15d209ee50319a"),
+    (lambda: head_key("d" * 16, FEATURES.digest, "relu7", HeadSpec(name="fc3"), [TrainConfig()]), "e278f7988b0e0287"),
     (lambda: scratch_key("d" * 16, ScratchConfig()), "67b78fa27185d6bb"),
     (lambda: content_key(KeyKind.SIFT, dataset="d" * 16, sift=BowConfig().sift), "94f0fd073adb77ac"),
     (lambda: content_key(KeyKind.REPORT, runs=[1, 2], published=True), "905d757abf5e7d9e"),
@@ -58,7 +59,7 @@ def test_field_order_does_not_matter_and_every_field_does():
 
 def test_the_feature_key_does_not_depend_on_the_data_set_but_a_run_key_does():
     assert "dataset" not in FEATURES.as_dict()
-    assert svm_key("a" * 16, FEATURES.digest, "relu7", "l2", GRID, 1) != svm_key("b" * 16, FEATURES.digest, "relu7", "l2", GRID, 1)
+    assert svm_key("a" * 16, FEATURES.digest, "relu7", "l2", GRID) != svm_key("b" * 16, FEATURES.digest, "relu7", "l2", GRID)
 
 
 def test_a_key_refuses_what_it_cannot_encode_faithfully():

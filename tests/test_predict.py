@@ -8,7 +8,7 @@ from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract
 from transfer.predict import predict
-from transfer.runs import run_bow, run_svm
+from transfer.experiments import run_bow, run_svm
 
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
 
@@ -34,7 +34,7 @@ def test_predict_with_a_saved_svm_matches_the_model_on_cached_features(small_dat
 
 def test_predict_with_a_saved_bow_model(small_data, cache_dir):
     dataset = load_dataset(small_data)
-    config = BowConfig(SiftConfig(step=8, sizes=(2.7,)), VocabularyConfig(words=20, sample=2000, epochs=2), pyramid=1)
+    config = BowConfig(sift=SiftConfig(step=8, sizes=(2.7,)), vocabulary=VocabularyConfig(words=20, sample=2000, epochs=2), pyramid=1)
     outcome = run_bow(dataset, config, cache_dir, GRID)
     predictions = predict(outcome.model_path, [small_data / "test" / "alpha" / "img_000.png"], top=2)
     assert len(predictions) == 1 and len(predictions[0].classes) == 2

@@ -9,9 +9,9 @@ import torch
 from transfer import scratch
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
-from transfer.heads import TrainConfig
+from transfer.training import TrainConfig
 from transfer.results import ResultsStore
-from transfer.runs import run_scratch
+from transfer.experiments import run_scratch
 from transfer.scratch import ScratchConfig, ladder, load_images, parse_grid, summarize_network, train_scratch
 from tests.conftest import make_dataset
 
@@ -31,7 +31,7 @@ def test_base_has_the_published_parameter_count_and_the_variants_stay_small():
     assert rows[-1].output == (10,) and rows[-1].macs == 1000 * 10
     for arch in ("wide", "deep", "widedeep"):
         assert sum(r.parameters for r in summarize_network(arch, 10, 32, batchnorm=True)) < 256_000, arch
-    with pytest.raises(UserError, match="unknown --arch"):
+    with pytest.raises(UserError, match="unknown arch"):
         summarize_network("huge")
 
 

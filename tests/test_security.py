@@ -16,10 +16,11 @@ from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract
-from transfer.heads import HeadSpec, TrainConfig, train_head
+from transfer.heads import HeadSpec, train_head
+from transfer.training import TrainConfig
 from transfer.modelfile import load_model, save_estimator
 from transfer.predict import predict
-from transfer.runs import run_bow, run_svm
+from transfer.experiments import run_bow, run_svm
 from transfer.study import load_study
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
@@ -92,18 +93,18 @@ def test_a_planted_checkpoint_never_runs_and_training_starts_afresh(tmp_path, ca
     checkpoint = tmp_path / "head.pt"
     torch.save({"model": Touch(marker)}, checkpoint)
     config = TrainConfig(epochs=3, patience=100, batch_size=16)
-    planted = train_head(HeadSpec("fc3"), _blobs(10), _blobs(5, 1), 3, config, checkpoint)
+    planted = train_head(HeadSpec(name="fc3"), _blobs(10), _blobs(5, 1), 3, config, checkpoint)
     assert not marker.exists()
     assert "moved to head.pt.damaged-" in capsys.readouterr().err
     assert len(list(tmp_path.glob("head.pt.damaged-*"))) == 1
-    clean = train_head(HeadSpec("fc3"), _blobs(10), _blobs(5, 1), 3, config, tmp_path / "clean.pt")
+    clean = train_head(HeadSpec(name="fc3"), _blobs(10), _blobs(5, 1), 3, config, tmp_path / "clean.pt")
     assert planted.curves["val_acc"] == clean.curves["val_acc"]
     assert planted.test_accuracy == clean.test_accuracy
 
 
 def test_a_planted_vocabulary_never_runs_and_is_rebuilt(small_data, cache_dir):
     marker = cache_dir.parent / "ran"
-    config = BowConfig(SiftConfig(step=8, sizes=(2.7,)), VocabularyConfig(words=20, sample=2000, epochs=2))
+    config = BowConfig(sift=SiftConfig(step=8, sizes=(2.7,)), vocabulary=VocabularyConfig(words=20, sample=2000, epochs=2))
     dataset = load_dataset(small_data)
     first = run_bow(dataset, config, cache_dir, GRID)
     (vocabulary,) = (cache_dir / "bow").glob("vocab-*.skops")

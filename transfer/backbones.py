@@ -7,11 +7,14 @@ torch and torchvision are imported inside functions so that the CLI starts quick
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from .choices import Pooling, WeightsSource
+from .config import ConfigError, require
 from .errors import UserError
 from .keys import file_digest
 
@@ -20,8 +23,8 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-POOLING_VARIANTS = ("max", "avg", "sum", "l2")
-SPATIAL_REDUCTIONS = ("flatten", "avg", "max")
+
+
 RANDOM_SEED = 0
 
 
@@ -86,19 +89,16 @@ def imagenet_class_names() -> list[str]:
 
 @dataclass(frozen=True)
 class Weights:
-    """``imagenet`` (the backbone's published weights), ``random`` (tests), or a state_dict file."""
-
-    source: str  # "imagenet" | "random" | "file"
+    source: WeightsSource
     path: Path | None = None
 
     @classmethod
     def parse(cls, value: str) -> "Weights":
-        if value in ("imagenet", "random"):
-            return cls(value)
+        if value in (WeightsSource.IMAGENET, WeightsSource.RANDOM):
+            return cls(WeightsSource(value))
         path = Path(value)
-        if not path.is_file():
-            raise UserError(f"--weights {value!r}: expected 'imagenet', 'random' or an existing state_dict file")
-        return cls("file", path.resolve())
+        require(path.is_file(), "weights", f"weights {value!r}: expected imagenet, random or an existing state_dict file")
+        return cls(WeightsSource.FILE, path.resolve())
 
 
 # ---------------------------------------------------------------------------------- VGG16
@@ -280,28 +280,25 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
+    if name not in BACKBONES:
+        close = difflib.get_close_matches(name, list(BACKBONES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError("backbone", f"unknown backbone {name!r}{hint}; choose one of: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
 
 
-def check_layers(spec: BackboneSpec, layers: list[str]) -> None:
+def check_layers(spec: BackboneSpec, layers: tuple[str, ...]) -> None:
     unknown = [layer for layer in layers if layer not in spec.layers]
     if unknown:
-        raise UserError(
-            f"unknown layer(s) {', '.join(unknown)} for {spec.name}; `transfer layers --backbone {spec.name}` "
-            f"lists them: {', '.join(spec.layers)}"
-        )
-    if not layers:
-        raise UserError("no layer given: pass --layer NAME[,NAME...]")
+        close = difflib.get_close_matches(unknown[0], list(spec.layers), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError("layers", f"unknown layer(s) {', '.join(map(repr, unknown))}{hint} for {spec.name}; "
+                                    f"`transfer layers --backbone {spec.name}` lists them: {', '.join(spec.layers)}")
 
 
-def check_pooling(spec: BackboneSpec, pooling: str) -> None:
-    if pooling not in POOLING_VARIANTS:
-        raise UserError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLING_VARIANTS)}")
-    if pooling != "max" and not spec.has_pooling_variants:
-        raise UserError(f"pooling variants replace VGG16's max-pooling layers; {spec.name} has none (use --pooling max)")
+def check_pooling(spec: BackboneSpec, pooling: Pooling) -> None:
+    require(pooling == Pooling.MAX or spec.has_pooling_variants, "pooling",
+            f"pooling variants replace VGG16's max-pooling layers; {spec.name} has none (pooling must be max)")
 
 
 def replace_max_pooling(model: "torch.nn.Module", pooling: str) -> int:

@@ -24,40 +24,44 @@ import numpy as np
 from scipy import sparse
 from sklearn.kernel_approximation import AdditiveChi2Sampler
 
-from .cache import open_h5, reading, recover
+from .cache import FeatureCache, open_h5, reading, recover
 from .console import console, progress_bar, warn
 from .datasets import SPLITS, ImageDataset
 from .errors import DamagedFile, UserError
 from .images import UnreadableImage, read_gray
+from .config import require
 from .keys import KeyKind, content_key
 from .modelfile import MODEL_SUFFIX, load_estimator, save_estimator
 
 IMAGES_PER_TASK = 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SiftConfig:
     step: int = 4  # grid spacing in pixels
     sizes: tuple[float, ...] = (2.7, 4.5)  # OpenCV keypoint sizes; a descriptor spans ~6× size (2.7 ≈ 16 px)
     max_side: int = 300  # larger images are downscaled first
 
-    def check(self) -> None:
-        if self.step < 1:
-            raise UserError(f"--step must be at least 1, got {self.step}")
-        if not self.sizes or any(s <= 0 for s in self.sizes):
-            raise UserError(f"--sizes must be positive numbers, got {self.sizes}")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", tuple(self.sizes))
+        require(self.step >= 1, "step", f"step must be at least 1, got {self.step}")
+        require(bool(self.sizes) and min(self.sizes) > 0, "sizes", f"sizes must be positive numbers, got {list(self.sizes)}")
+        require(self.max_side >= 16, "max_side", f"max_side must be at least 16, got {self.max_side}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VocabularyConfig:
     words: int = 1000
     sample: int = 100_000  # training descriptors drawn for k-means
     epochs: int = 10  # passes of mini-batch k-means over the sample
     seed: int = 0
 
-    def check(self) -> None:
-        if not 2 <= self.words <= 65535:
-            raise UserError(f"--words must be between 2 and 65535, got {self.words}")
+    def __post_init__(self) -> None:
+        # Words are stored as uint16.
+        require(2 <= self.words <= 65535, "words", f"words must be between 2 and 65535, got {self.words}")
+        require(self.sample >= self.words, "sample",
+                f"sample must be at least words ({self.words}): k-means needs a descriptor per word, got {self.sample}")
+        require(self.epochs >= 1, "epochs", f"epochs must be at least 1, got {self.epochs}")
 
 
 # ----------------------------------------------------------------------------- stage 1: SIFT
@@ -108,9 +112,7 @@ def compute_descriptors(dataset: ImageDataset, config: SiftConfig, cache_dir: Pa
     """Stage 1, resumable: images are appended in batches and `images_done` advances after each flush."""
     from joblib import Parallel, delayed
 
-    config.check()
-    path = cache_dir / "bow" / f"sift-{content_key(KeyKind.SIFT, dataset=dataset.fingerprint, sift=config)}.h5"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = FeatureCache(cache_dir).artifact("bow", f"sift-{content_key(KeyKind.SIFT, dataset=dataset.fingerprint, sift=config)}.h5")
     if _finished(path, "images_done"):
         return path
     with open_h5(path, "a", "dense SIFT file") as h5:
@@ -179,8 +181,7 @@ def build_vocabulary(sift_path: Path, config: VocabularyConfig, cache_dir: Path)
     """Stage 2: MiniBatchKMeans on a seeded sample of training descriptors."""
     from sklearn.cluster import MiniBatchKMeans
 
-    config.check()
-    path = cache_dir / "bow" / f"vocab-{content_key(KeyKind.VOCABULARY, sift=sift_path.name, vocabulary=config)}{MODEL_SUFFIX}"
+    path = FeatureCache(cache_dir).artifact("bow", f"vocab-{content_key(KeyKind.VOCABULARY, sift=sift_path.name, vocabulary=config)}{MODEL_SUFFIX}")
     if path.exists():
         return load_estimator(path, "a BoW vocabulary"), path
     rng = np.random.default_rng(config.seed)
@@ -210,7 +211,7 @@ ENCODE_ROWS = 100_000
 
 def encode(sift_path: Path, kmeans, vocab_path: Path, cache_dir: Path) -> Path:
     """Stage 3, resumable by chunk: the nearest word of every descriptor."""
-    path = cache_dir / "bow" / f"words-{content_key(KeyKind.WORDS, sift=sift_path.name, vocab=vocab_path.name)}.h5"
+    path = FeatureCache(cache_dir).artifact("bow", f"words-{content_key(KeyKind.WORDS, sift=sift_path.name, vocab=vocab_path.name)}.h5")
     if _finished(path, "rows_done"):
         return path
     with reading(sift_path, "dense SIFT file") as sift, open_h5(path, "a", "BoW words file") as h5:
@@ -280,21 +281,20 @@ def image_histograms(paths: list[Path], config: "BowConfig", kmeans) -> tuple[np
     return (np.sqrt(hist) if config.sqrt else hist), ok
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BowConfig:
     sift: SiftConfig = SiftConfig()
     vocabulary: VocabularyConfig = VocabularyConfig()
     pyramid: int = 0
     sqrt: bool = False
 
+    def __post_init__(self) -> None:
+        require(self.pyramid in (0, 1, 2, 3), "pyramid", f"pyramid must be 0, 1, 2 or 3, got {self.pyramid}")
+
     @classmethod
     def from_dict(cls, data: dict) -> "BowConfig":
-        sift = {**data["sift"], "sizes": tuple(data["sift"]["sizes"])}
-        return cls(SiftConfig(**sift), VocabularyConfig(**data["vocabulary"]), data["pyramid"], data["sqrt"])
-
-    def check(self) -> None:
-        if self.pyramid not in (0, 1, 2, 3):
-            raise UserError(f"--pyramid must be 0, 1, 2 or 3, got {self.pyramid}")
+        return cls(sift=SiftConfig(**data["sift"]), vocabulary=VocabularyConfig(**data["vocabulary"]),
+                   pyramid=data["pyramid"], sqrt=data["sqrt"])
 
 
 @dataclass
@@ -308,7 +308,6 @@ class BowFeatures:
 def bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, jobs: int = -1) -> BowFeatures:
     """Stages 1–3 (each skipped when cached) and the histograms; timings of each stage in seconds.
     A damaged stage file is moved aside and the stages run again (each damaged file once)."""
-    config.check()
     damaged: set[Path] = set()
     while True:
         try:

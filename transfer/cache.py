@@ -332,14 +332,25 @@ def describe_file(path: Path) -> CacheEntry:
 
 # Folders of the cache root that hold derived artifacts besides the extraction files.
 ARTIFACT_FOLDERS = ("bow", "heads", "scratch", "models")
+RESULTS_STORE = "results.sqlite"
 
 
 class FeatureCache:
-    """The cache folder: extraction files at the top, other artifacts in ``ARTIFACT_FOLDERS``. The
-    results store (``results.sqlite``) lives here too but is not a cache: nothing here removes it."""
+    """The cache folder, and the one place that spells its layout: extraction files at the top, other
+    artifacts in ``ARTIFACT_FOLDERS``, the results store beside them (not a cache: nothing here removes it)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @property
+    def results_path(self) -> Path:
+        return self.root / RESULTS_STORE
+
+    def artifact(self, folder: str, name: str) -> Path:
+        """Where a cached artifact named ``name`` lives (its folder is created on demand)."""
+        assert folder in ARTIFACT_FOLDERS, folder
+        (self.root / folder).mkdir(parents=True, exist_ok=True)
+        return self.root / folder / name
 
     def path_for(self, key: ExtractionKey) -> Path:
         return self.root / key.filename

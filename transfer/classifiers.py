@@ -13,56 +13,58 @@ from typing import Callable
 import numpy as np
 from scipy import sparse
 from sklearn.base import clone
-from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import LinearSVC
 
+from .choices import Norm
+from .config import ConfigError, choice, require
 from .errors import UserError
+from .metrics import per_class_summary
 
-NORMS = ("l2", "standard", "none")
 DEFAULT_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GridConfig:
-    c_grid: tuple[float, ...] = DEFAULT_C_GRID
+    """The C grid searched by stratified k-fold CV on the training split."""
+
+    c_grid: tuple[float, ...] = DEFAULT_C_GRID  # kept sorted and deduplicated
     cv: int = 5
     jobs: int = -1
     seed: int = 0
+    splits: int = 1  # > 1: also this many re-drawn train/test splits, reported as mean ± std
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "c_grid", check_c_grid(self.c_grid))
+        require(self.cv >= 2, "cv", f"cv must be at least 2 folds, got {self.cv}")
+        require(self.splits >= 1, "splits", f"splits must be at least 1, got {self.splits}")
         check_jobs(self.jobs)
 
 
 def check_jobs(jobs: int) -> None:
-    if jobs == 0:
-        raise UserError("--jobs must be a number of processes (1, 2, …) or -1 for all cores (-2: all but one), not 0")
+    require(jobs != 0, "jobs", "jobs must be a number of processes (1, 2, …) or -1 for all cores (-2: all but one), not 0")
 
 
 def parse_c_grid(text: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
+        return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise UserError(f"--C-grid {text!r}: expected comma-separated numbers, e.g. 0.001,0.01,0.1") from None
-    return check_c_grid(values)
+        raise ConfigError("c_grid", f"C grid {text!r}: expected comma-separated numbers, e.g. 0.001,0.01,0.1") from None
 
 
-def check_c_grid(values, option: str = "--C-grid") -> tuple[float, ...]:
+def check_c_grid(values) -> tuple[float, ...]:
     """Sorted, deduplicated positive C values (the order a grid is searched and stored in)."""
-    if not values:
-        raise UserError(f"{option} is empty: give at least one C, e.g. 0.001,0.01,0.1")
+    require(bool(values), "c_grid", "the C grid is empty: give at least one C, e.g. 0.001,0.01,0.1")
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not np.isfinite(v)]
-    if bad:
-        raise UserError(f"{option}: C must be a positive number, got {', '.join(map(repr, bad))}")
+    require(not bad, "c_grid", f"C must be a positive number, got {', '.join(map(repr, bad))}")
     return tuple(sorted({float(v) for v in values}))
 
 
-def linear_svm(norm: str = "l2") -> Callable[[float], Pipeline]:
+def linear_svm(norm: Norm = Norm.L2) -> Callable[[float], Pipeline]:
     """Factory of Pipeline(normalisation, LinearSVC(C))."""
-    if norm not in NORMS:
-        raise UserError(f"unknown --norm {norm!r}; choose one of: {', '.join(NORMS)}")
+    norm = choice(Norm, norm, "norm")
     scaler = {"l2": Normalizer(), "standard": StandardScaler(), "none": "passthrough"}[norm]
 
     def make(c: float) -> Pipeline:
@@ -104,14 +106,6 @@ def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> No
     values = features.data if sparse.issparse(features) else features
     if not np.isfinite(values).all():
         raise UserError("the features contain NaN or infinite values")
-
-
-def per_class_summary(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> tuple[list[float], list[list[int]]]:
-    """Per-class accuracy (recall) and the confusion matrix, rows = true class."""
-    confusion = confusion_matrix(labels, predictions, labels=list(range(n_classes)))
-    support = confusion.sum(axis=1)
-    per_class = np.divide(np.diag(confusion), support, out=np.zeros(n_classes), where=support > 0)
-    return per_class.tolist(), confusion.tolist()
 
 
 def _fit(model, x, y, fit: np.ndarray, held_out: np.ndarray | None):

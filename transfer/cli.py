@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .backbones import BACKBONES
+from .choices import Device, Engine, Norm, Pooling, Precision, Schedule, Spatial
 from .console import console, err_console, note, styled
 from .errors import UserError
 from .paths import default_cache_dir, default_data_dir
@@ -44,9 +45,9 @@ SplitSeedOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: seed
 BackboneOpt = Annotated[str, typer.Option(help=f"Network: {', '.join(BACKBONES)} (`transfer layers --backbone B` lists its layers).")]
 WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
 LayerOpt = Annotated[str, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7.")]
-SpatialOpt = Annotated[str, typer.Option(help="How spatial outputs become vectors: flatten, avg or max.")]
-PoolingOpt = Annotated[str, typer.Option(help="VGG16 pooling variant: max, avg, sum (LP p=1) or l2 (LP p=2).")]
-PrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 where the hardware has it), fp32 or bf16.")]
+SpatialOpt = Annotated[Spatial, typer.Option(help="How spatial outputs become vectors.")]
+PoolingOpt = Annotated[Pooling, typer.Option(help="VGG16 pooling variant: sum is LP pooling with p=1, l2 with p=2.")]
+PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where the hardware computes it natively.")]
 ColorOpt = Annotated[bool, typer.Option("--color", help="Keep colour (default: read grayscale, replicate to 3 channels).")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Centre-crop size fed to the network [default: the backbone's, 224].")]
 CacheDirOpt = Annotated[
@@ -74,22 +75,31 @@ def _load_dataset(data: Optional[Path], train_per_class: int, split_seed: int, v
     return dataset
 
 
+def _results_path(cache_dir: Optional[Path]) -> Path:
+    from .cache import FeatureCache
+
+    path = FeatureCache(cache_dir or default_cache_dir()).results_path
+    if not path.exists():
+        raise UserError(f"no results store at {path} yet: run `transfer svm` or `transfer bow` first")
+    return path
+
+
 @app.command()
 def extract(
     data: DataOpt = None,
     layer: LayerOpt = "relu7",
     backbone: BackboneOpt = "vgg16",
     weights: WeightsOpt = "imagenet",
-    spatial: SpatialOpt = "flatten",
-    pooling: PoolingOpt = "max",
-    precision: PrecisionOpt = "auto",
+    spatial: SpatialOpt = Spatial.FLATTEN,
+    pooling: PoolingOpt = Pooling.MAX,
+    precision: PrecisionOpt = Precision.AUTO,
     color: ColorOpt = False,
     image_size: ImageSizeOpt = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[Optional[int], typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actors: a local cluster, or --address).")] = "local",
+    engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (a local cluster, or --address).")] = Engine.LOCAL,
     address: Annotated[Optional[str], typer.Option(help="With --engine ray: the cluster to join, e.g. auto [default: $RAY_ADDRESS, else a local cluster].")] = None,
     actors: Annotated[Optional[int], typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = None,
     gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = 0.0,
@@ -107,7 +117,8 @@ def extract(
     from .display import print_extraction
 
     dataset = _load_dataset(data, train_per_class, split_seed, verbose)
-    features = FeatureSpec(backbone, weights, _split_list(layer), spatial, pooling, precision, color, image_size)
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer), spatial=spatial, pooling=pooling,
+                           precision=precision, color=color, image_size=image_size)
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, strict=strict, engine=engine,
                          address=address, actors=actors, gpus_per_actor=gpus_per_actor)
     try:
@@ -123,16 +134,16 @@ def svm(
     data: DataOpt = None,
     layer: LayerOpt = "relu7",
     c_grid: Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")] = "0.001,0.01,0.1,1,10",
-    norm: Annotated[str, typer.Option(help="Feature normalisation before the SVM: l2, standard or none.")] = "l2",
+    norm: Annotated[Norm, typer.Option(help="Feature normalisation before the SVM.")] = Norm.L2,
     cv: Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")] = 5,
     splits: Annotated[int, typer.Option(help="Also re-draw K random training splits (same size per class) from all images; report mean ± std.")] = 1,
     jobs: Annotated[int, typer.Option(help="Parallel fits (-1: all cores).")] = -1,
     seed: Annotated[int, typer.Option(help="Seed of the CV folds and re-drawn splits.")] = 0,
     backbone: BackboneOpt = "vgg16",
     weights: WeightsOpt = "imagenet",
-    spatial: SpatialOpt = "flatten",
-    pooling: PoolingOpt = "max",
-    precision: PrecisionOpt = "auto",
+    spatial: SpatialOpt = Spatial.FLATTEN,
+    pooling: PoolingOpt = Pooling.MAX,
+    precision: PrecisionOpt = Precision.AUTO,
     color: ColorOpt = False,
     image_size: ImageSizeOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -146,14 +157,13 @@ def svm(
     from .classifiers import GridConfig, parse_c_grid
     from .display import print_grid
     from .extraction import FeatureSpec
-    from .runs import run_svm
+    from .experiments import run_svm
 
-    if splits < 1:
-        raise UserError(f"--splits must be at least 1, got {splits}")
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer), spatial=spatial, pooling=pooling,
+                           precision=precision, color=color, image_size=image_size)
+    grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     dataset = _load_dataset(data, train_per_class, split_seed)
-    features = FeatureSpec(backbone, weights, _split_list(layer), spatial, pooling, precision, color, image_size)
-    grid = GridConfig(parse_c_grid(c_grid), cv, jobs, seed)
-    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norm, splits):
+    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norm):
         print_grid(outcome)
 
 
@@ -182,18 +192,17 @@ def bow(
     from .bow import BowConfig, SiftConfig, VocabularyConfig
     from .classifiers import GridConfig, parse_c_grid
     from .display import print_grid
-    from .runs import run_bow
+    from .experiments import run_bow
 
-    if splits < 1:
-        raise UserError(f"--splits must be at least 1, got {splits}")
     try:
         size_values = tuple(float(v) for v in _split_list(sizes))
     except ValueError:
         raise UserError(f"--sizes {sizes!r}: expected comma-separated numbers, e.g. 2.7,4") from None
+    config = BowConfig(sift=SiftConfig(step=step, sizes=size_values),
+                       vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed), pyramid=pyramid, sqrt=sqrt)
+    grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     dataset = _load_dataset(data, train_per_class, split_seed)
-    config = BowConfig(SiftConfig(step, size_values), VocabularyConfig(words, sample, seed=seed), pyramid, sqrt)
-    grid = GridConfig(parse_c_grid(c_grid), cv, jobs, seed)
-    print_grid(run_bow(dataset, config, cache_dir or default_cache_dir(), grid, splits))
+    print_grid(run_bow(dataset, config, cache_dir or default_cache_dir(), grid))
 
 
 @app.command()
@@ -208,9 +217,7 @@ def results(
     from .display import print_results
     from .results import ResultsStore
 
-    path = (cache_dir or default_cache_dir()) / "results.sqlite"
-    if not path.exists():
-        raise UserError(f"no results store at {path} yet: run `transfer svm` or `transfer bow` first")
+    path = _results_path(cache_dir)
     print_results(ResultsStore(path).runs(dataset=data, method=method, backbone=backbone, layer=layer))
 
 
@@ -231,9 +238,7 @@ def report(
     from .report import configuration_rows, write_report
     from .results import ResultsStore
 
-    path = (cache_dir or default_cache_dir()) / "results.sqlite"
-    if not path.exists():
-        raise UserError(f"no results store at {path} yet: run `transfer svm` or `transfer bow` first")
+    path = _results_path(cache_dir)
     runs = ResultsStore(path).runs(dataset=data, method=method, backbone=backbone)
     if not runs:
         raise UserError("no runs match these filters; `transfer results` lists what the store holds")
@@ -251,7 +256,7 @@ def finetune(
     lr: Annotated[str, typer.Option(help="Learning rate; a comma list tries each (with every optimizer), chosen on the validation part.")] = "0.01",
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 5e-4,
-    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: cosine or none.")] = "cosine",
+    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule (exp: lr × 0.95 after every epoch).")] = Schedule.COSINE,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = 8,
     batch_size: Annotated[int, typer.Option(help="Training batch size (also the extraction batch size).")] = 64,
@@ -262,11 +267,11 @@ def finetune(
     workers: Annotated[Optional[int], typer.Option(help="With --unfreeze: image-loading processes.")] = None,
     backbone: BackboneOpt = "vgg16",
     weights: WeightsOpt = "imagenet",
-    pooling: PoolingOpt = "max",
-    precision: PrecisionOpt = "auto",
+    pooling: PoolingOpt = Pooling.MAX,
+    precision: PrecisionOpt = Precision.AUTO,
     color: ColorOpt = False,
     image_size: ImageSizeOpt = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (for the extraction).")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
     split_seed: SplitSeedOpt = 0,
@@ -278,18 +283,22 @@ def finetune(
     """
     from .display import print_head
     from .extraction import FeatureSpec, RunOptions
-    from .heads import EndToEnd, TrainConfig
-    from .runs import run_head
+    from .heads import EndToEnd, HeadSpec
+    from .experiments import run_head
+    from .training import TrainConfig
 
-    dataset = _load_dataset(data, train_per_class, split_seed)
-    features = FeatureSpec(backbone, weights, (), "flatten", pooling, precision, color, image_size)
+    input_layer = HeadSpec.parse(head, None, dropout).input_layer(backbone)
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=(input_layer,), pooling=pooling,
+                           precision=precision, color=color, image_size=image_size)
     try:
         rates = [float(v) for v in _split_list(lr)]
     except ValueError:
         raise UserError(f"--lr {lr!r}: expected a number or a comma list of numbers") from None
-    configs = [TrainConfig(name, rate, momentum, weight_decay, schedule, batch_size, epochs, patience, val_fraction, seed)
+    configs = [TrainConfig(optimizer=name, lr=rate, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+                           batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction, seed=seed)
                for name in _split_list(optimizer) for rate in rates]
-    end_to_end = EndToEnd(unfreeze, backbone_lr_scale, workers) if unfreeze else None
+    dataset = _load_dataset(data, train_per_class, split_seed)
+    end_to_end = EndToEnd(unfreeze=unfreeze, backbone_lr_scale=backbone_lr_scale, workers=workers) if unfreeze else None
     outcome = run_head(dataset, features, head, configs, cache_dir or default_cache_dir(),
                        RunOptions(device=device, batch_size=batch_size), dropout, end_to_end=end_to_end)
     print_head(outcome)
@@ -384,16 +393,17 @@ def scratch(
     Every run is a row in the results store with its curves (loss, top-1, top-5, train and validation).
     """
     from .display import print_scratch
-    from .heads import TrainConfig
-    from .runs import run_scratch
+    from .experiments import run_scratch
+    from .training import TrainConfig
     from .scratch import ScratchConfig, grid_configs, ladder as ladder_steps, load_cifar10, load_images, parse_grid
 
     if ladder and grid:
         raise UserError("--ladder and --grid are two different studies: give one of them")
-    train = TrainConfig("sgd", lr, momentum, 0.0, "exp" if lr_decay else "none", batch_size, epochs, patience,
-                        val_fraction, seed, lr_decay or 1.0)
-    config = ScratchConfig(arch, size, normalize, _split_list(augment), batchnorm, dropout, train)
-    config.check()
+    train = TrainConfig(optimizer="sgd", lr=lr, momentum=momentum, weight_decay=0.0, schedule="exp" if lr_decay else "none",
+                        batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction, seed=seed,
+                        lr_decay=lr_decay or 1.0)
+    config = ScratchConfig(arch=arch, size=size, normalize=normalize, augment=_split_list(augment), batchnorm=batchnorm,
+                           dropout=dropout, train=train)
     if data == "cifar10":
         images = load_cifar10()
     else:
@@ -432,7 +442,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     top: Annotated[int, typer.Option(help="How many classes to show per image, best first.")] = 1,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
 ) -> None:
     """Classify new images with a saved model, using the model's own layer and preprocessing."""
@@ -456,7 +466,7 @@ def inspect(
     no_maps: Annotated[bool, typer.Option("--no-maps", help="Only the predictions, no figures.")] = False,
     color: ColorOpt = False,
     output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
 ) -> None:
     """What the pretrained network sees: its own top ImageNet classes, and a layer's feature maps beside the input."""
     from .display import print_inspections

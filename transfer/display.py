@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed her
     from .pipeline import Stage, StageReport, State
     from .inspect import Inspection
     from .predict import Prediction
-    from .runs import GridOutcome, HeadOutcome, ScratchOutcome
+    from .experiments import GridOutcome, HeadOutcome, ScratchOutcome
     from .scratch import LayerSummary
 
 
@@ -151,9 +151,8 @@ def print_results(runs: list[RunRecord]) -> None:
         table.add_column(column, justify="right" if column in ("#", "CV %", "test %") else "left")
     for run in runs:
         test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)} ({run.splits} splits)" if run.test_std is not None else "")
-        chosen = f"C={run.chosen:g}" if isinstance(run.chosen, (int, float)) else str(run.chosen or "")
         table.add_row(str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "",
-                      run.pooling or "", run.layer or "", chosen, _pct(run.cv_best), test, run.dataset)
+                      run.pooling or "", run.layer or "", run.chosen_text, _pct(run.cv_best), test, run.dataset)
     console.print(table)
 
 

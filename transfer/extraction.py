@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import resource
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -13,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import (
-    SPATIAL_REDUCTIONS,
     BackboneSpec,
     Preprocessing,
     Weights,
@@ -38,58 +35,68 @@ from .cache import (
 from .console import console, progress_bar, warn
 from .datasets import SPLITS, ImageDataset
 from .images import UnreadableImage, read_image
+from .choices import Device, Engine, Pooling, Precision, Spatial
+from .config import choice, require
 from .errors import DamagedFile, UserError
-
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
-ENGINES = ("local", "ray")
+from .memory import KeptHeap, keep_freed_memory, peak_rss_mb, release_freed_memory
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FeatureSpec:
-    """Which features: the part of a command line that selects an extraction and its layers."""
+    """Which features: the part of a command line that selects an extraction and its layers. Every rule
+    of a selection is checked here, once, on construction."""
 
     backbone: str = "vgg16"
-    weights: str = "imagenet"
+    weights: str = "imagenet"  # imagenet, random or a state_dict file (checked where it is loaded)
     layers: tuple[str, ...] = ("relu7",)
-    spatial: str = "flatten"
-    pooling: str = "max"
-    precision: str = "auto"
+    spatial: Spatial = Spatial.FLATTEN
+    pooling: Pooling = Pooling.MAX
+    precision: Precision = Precision.AUTO
     color: bool = False
     image_size: int | None = None  # centre-crop size; None: the backbone's own (224)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        require(bool(self.layers), "layers", "no layer given: name at least one, e.g. relu7")
+        object.__setattr__(self, "spatial", choice(Spatial, self.spatial, "spatial"))
+        object.__setattr__(self, "pooling", choice(Pooling, self.pooling, "pooling"))
+        object.__setattr__(self, "precision", choice(Precision, self.precision, "precision"))
+        spec = get_backbone(self.backbone)
+        check_layers(spec, self.layers)
+        check_pooling(spec, self.pooling)
+        require(self.image_size is None or self.image_size >= 32, "image_size",
+                f"image_size must be at least 32, got {self.image_size}")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """How to run an extraction; none of this changes the features."""
 
-    device: str = "auto"
+    device: Device = Device.AUTO
     batch_size: int = 32
     workers: int | None = None  # None: a default that suits the device and core count
     strict: bool = False
     progress: bool = True
-    engine: str = "local"  # local: this process; ray: actors of a Ray cluster (`distributed.py`)
+    engine: Engine = Engine.LOCAL
     address: str | None = None  # the Ray cluster to join; None: $RAY_ADDRESS, else a local one
     actors: int | None = None  # Ray actors; None: one per CPU of the cluster
     gpus_per_actor: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        object.__setattr__(self, "device", choice(Device, self.device, "device"))
+        object.__setattr__(self, "engine", choice(Engine, self.engine, "engine"))
+        require(self.batch_size >= 1, "batch_size", f"batch_size must be at least 1, got {self.batch_size}")
         check_workers(self.workers)
-        if self.engine not in ENGINES:
-            raise UserError(f"unknown --engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
-        if self.actors is not None and self.actors < 1:
-            raise UserError(f"--actors must be at least 1, got {self.actors}")
-        if self.gpus_per_actor < 0:
-            raise UserError(f"--gpus-per-actor must be 0 (CPU actors) or more, got {self.gpus_per_actor}")
-        if self.engine == "local" and (self.address or self.actors or self.gpus_per_actor):
-            raise UserError("--address, --actors and --gpus-per-actor are for --engine ray")
+        require(self.actors is None or self.actors >= 1, "actors", f"actors must be at least 1, got {self.actors}")
+        require(self.gpus_per_actor >= 0, "gpus_per_actor",
+                f"gpus_per_actor must be 0 (CPU actors) or more, got {self.gpus_per_actor}")
+        require(self.engine == Engine.RAY or not (self.address or self.actors or self.gpus_per_actor), "engine",
+                "address, actors and gpus_per_actor are for the ray engine")
 
 
 def check_workers(workers: int | None) -> None:
-    if workers is not None and workers < 0:
-        raise UserError(f"--workers must be 0 (load images in the main process) or more, got {workers}")
+    require(workers is None or workers >= 0, "workers",
+            f"workers must be 0 (load images in the main process) or more, got {workers}")
 
 
 @dataclass(frozen=True)
@@ -102,11 +109,10 @@ class Resolved:
     path: Path
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: Device) -> str:
     import torch
 
-    if device not in DEVICES:
-        raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    device = choice(Device, device, "device")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here; use --device cpu or auto")
     return "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
@@ -116,10 +122,8 @@ def resolve_precision(precision: str, device: str) -> str:
     """``auto`` is bf16 where the hardware computes it natively (CUDA, or CPUs with AVX512-BF16/AMX)."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
+    if precision != Precision.AUTO:
+        return str(precision)
     if device == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     try:
@@ -131,15 +135,9 @@ def resolve_precision(precision: str, device: str) -> str:
 def resolve(features: FeatureSpec, cache_dir: Path, device: str = "auto") -> Resolved:
     """The backbone, weights, cache key and cache file of a feature selection (the same for every data set)."""
     spec = get_backbone(features.backbone)
-    check_layers(spec, list(features.layers))
-    check_pooling(spec, features.pooling)
-    if features.spatial not in SPATIAL_REDUCTIONS:
-        raise UserError(f"unknown --spatial {features.spatial!r}; choose one of: {', '.join(SPATIAL_REDUCTIONS)}")
     weights = Weights.parse(features.weights)
     preprocessing = replace(spec.preprocessing, color=features.color)
     if features.image_size is not None:
-        if features.image_size < 32:
-            raise UserError(f"--image-size must be at least 32, got {features.image_size}")
         ratio = spec.preprocessing.resize / spec.preprocessing.crop
         preprocessing = replace(preprocessing, crop=features.image_size, resize=round(features.image_size * ratio))
     device = resolve_device(device)
@@ -177,7 +175,7 @@ class ExtractionOutcome:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-def _default_workers(device: str) -> int:
+def default_workers(device: str) -> int:
     cores = os.cpu_count() or 1
     # On a CPU the network wants every core; one loader process keeps JPEG decoding overlapped.
     return min(8, cores) if device == "cuda" else (1 if cores <= 4 else 2)
@@ -214,78 +212,6 @@ class _ImageFiles:
             return torch.zeros(3, size, size), False
 
 
-@functools.cache
-def _glibc():
-    import ctypes
-
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: its allocator's own defaults apply
-        return None
-
-
-def keep_freed_memory() -> None:
-    """Let glibc keep freed memory for reuse instead of returning it to the kernel.
-
-    By default every large block (a batch's activations) is mmap'ed and unmapped again, so each batch
-    faults its pages in afresh and a good part of the time goes to the kernel; keeping the memory
-    removes those faults (README, "Measured notes": the figures). The kept heap fragments, so the
-    extraction loop trims it when it creeps (`KeptHeap`). PyTorch's CPU tuning guide gets the same
-    from jemalloc/tcmalloc; this needs no extra library.
-    """
-    libc = _glibc()
-    if libc is not None:
-        m_trim_threshold, m_mmap_max = -1, -4
-        libc.mallopt(m_mmap_max, 0)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-
-
-def release_freed_memory() -> None:
-    """Hand the free pages inside the kept heap back to the kernel (glibc's malloc_trim)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def _resident_mb() -> float | None:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):  # not Linux: glibc's settings were not changed either
-        return None
-
-
-class KeptHeap:
-    """Trims the kept heap (`keep_freed_memory`) whenever it grows past what the first batch needed.
-
-    A batch's activations come back freed and are reused by the next batch, so the resident memory
-    after the first batch is what the extraction needs; trimming when nothing grew would only cost
-    page faults. But the heap fragments and creeps: a smaller last batch, or a small block left
-    between freed activations, makes the next large request miss every hole, and the memory grows
-    batch after batch. So the resident memory is held to the first batch's level plus ``slack_mb``:
-    trimmed whenever it goes beyond (README, "Measured notes": the figures).
-    """
-
-    def __init__(self, slack_mb: float = 256) -> None:
-        self.slack_mb = slack_mb
-        self.level: float | None = None
-
-    def after_batch(self) -> None:
-        resident = _resident_mb()
-        if resident is None:
-            return
-        if self.level is None:
-            self.level = resident
-        elif resident > self.level + self.slack_mb:
-            release_freed_memory()
-
-
-def _peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # loader workers, once joined
-    return max(own, children) / 1024
-
-
 def extract(
     dataset: ImageDataset,
     features: FeatureSpec,
@@ -311,7 +237,7 @@ def extract(
             for (rows, samples, nodes), batches in zip(segments, streams):
                 _extract_rows(rows, samples, nodes, resolved, options, store, batches, outcome, on_batch)
     outcome.shapes, outcome.skipped = extraction_summary(resolved.path, list(resolved.layer_keys), dataset)
-    outcome.peak_rss_mb = _peak_rss_mb()
+    outcome.peak_rss_mb = peak_rss_mb()
     return outcome
 
 
@@ -382,7 +308,7 @@ def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, ba
     return DataLoader(
         _ImageFiles(paths, preprocessing),
         batch_size=batch_size,
-        num_workers=_default_workers(device) if workers is None else workers,
+        num_workers=default_workers(device) if workers is None else workers,
         pin_memory=device == "cuda",
     )
 

@@ -1,6 +1,6 @@
 """`transfer run`: a study file becomes stages, run in dependency order through the same code as the
 single commands. A stage whose result is already stored under its content key is skipped (the keys
-are those of `runs.py` and the feature cache, so a stage is up to date exactly when its inputs are
+are those of `experiments.py` and the feature cache, so a stage is up to date exactly when its inputs are
 unchanged); a failing stage is reported and the stages that do not need it still run.
 """
 
@@ -15,12 +15,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from .cache import FeatureCache
 from .console import console, err_console
 from .datasets import ImageDataset, SplitPolicy, load_dataset
 from .errors import DamagedFile, UserError
 from .files import atomic_write_text
 from .paths import DATA_ENV
-from .study import FeaturesSection, Study, report_directory, run_options
+from .study import (
+    FeaturesSection,
+    Study,
+    bow_config,
+    feature_spec,
+    grid_config,
+    head_spec,
+    report_directory,
+    run_options,
+    scratch_config,
+    svm_norm,
+    train_configs,
+)
 
 KINDS = ("extract", "svm", "bow", "head", "scratch", "report")
 
@@ -92,7 +105,7 @@ class Planner:
         self.cache_dir = cache_dir
         self.overrides = overrides
         self.reports_dir = reports_dir
-        self.store = ResultsStore(cache_dir / "results.sqlite")
+        self.store = ResultsStore(FeatureCache(cache_dir).results_path)
         self.stages: list[Stage] = []
         self.run_ids: dict[str, list[int]] = {}  # classifier stage -> its stored run(s), for the report
 
@@ -113,10 +126,7 @@ class Planner:
     # ------------------------------------------------------------------------------ helpers
 
     def _feature_spec(self, entry: FeaturesSection, pooling: str, layers: tuple[str, ...], spatial: str):
-        from .extraction import FeatureSpec
-
-        return FeatureSpec(entry.backbone, self.overrides.weights or entry.weights, layers, spatial, pooling,
-                           entry.precision, entry.color, entry.image_size or None)
+        return feature_spec(entry, pooling, layers, spatial, self.overrides.weights)
 
     def _run_options(self, entry: FeaturesSection):
         return run_options(entry)
@@ -194,13 +204,13 @@ class Planner:
                 self._head(entry, pooling, head, name)
 
     def _svm(self, entry: FeaturesSection, where: str, layer: str, features, extract_stage: str) -> None:
-        from .classifiers import GridConfig, check_c_grid
-        from .runs import run_svm, svm_key
+        from .experiments import run_svm, svm_key
 
         svm = self.study.svm
         assert svm is not None
         one_layer = replace(features, layers=(layer,))
-        grid = GridConfig(check_c_grid(svm.c_grid), svm.cv, self.study.study.jobs, self.study.study.seed)
+        grid = grid_config(self.study, svm)
+        norm = svm_norm(svm)
         name = f"svm {where}"
 
         def check() -> State:
@@ -208,32 +218,26 @@ class Planner:
             if resolved is None:
                 return State(False)
             layer_key = next(iter(resolved.layer_keys))
-            key = svm_key(self.dataset.fingerprint, resolved.key.digest, layer_key, svm.norm, grid, svm.splits)
+            key = svm_key(self.dataset.fingerprint, resolved.key.digest, layer_key, norm, grid)
             return self._classifier_state(name, key, _accuracy_detail)
 
         def run() -> str:
-            (outcome,) = run_svm(self.dataset, one_layer, self.cache_dir, grid, svm.norm, svm.splits, self.store)
+            (outcome,) = run_svm(self.dataset, one_layer, self.cache_dir, grid, norm, self.store)
             mean, _ = outcome.mean_std
             return self._stored(name, outcome.run_id, f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g})")
 
         self.stages.append(Stage(name, "svm", [extract_stage], check, run))
 
     def _head_spec(self, head: str):
-        from .heads import HeadSpec
-
-        assert self.study.heads is not None
-        return HeadSpec.parse(head, len(self.dataset.classes), self.study.heads.dropout)
+        return head_spec(self.study, head, len(self.dataset.classes))
 
     def _head(self, entry: FeaturesSection, pooling: str, head: str, extract_stage: str) -> None:
-        from .heads import TrainConfig
-        from .runs import head_key, run_head
+        from .experiments import head_key, run_head
 
         heads = self.study.heads
         assert heads is not None
         spec = self._head_spec(head)
-        configs = [TrainConfig(optimizer, lr, heads.momentum, heads.weight_decay, heads.schedule, heads.batch_size,
-                               heads.epochs, heads.patience, heads.val_fraction, self.study.study.seed)
-                   for optimizer in heads.optimizers for lr in heads.lrs]
+        configs = train_configs(self.study)
         layer = spec.input_layer(entry.backbone)
         features = self._feature_spec(entry, pooling, (layer,), "flatten")
         name = f"head {entry.backbone}/{spec.name}"
@@ -246,30 +250,25 @@ class Planner:
             return self._classifier_state(name, key, _accuracy_detail)
 
         def run() -> str:
-            outcome = run_head(self.dataset, replace(features, layers=()), head, configs, self.cache_dir,
+            outcome = run_head(self.dataset, features, head, configs, self.cache_dir,
                                self._run_options(entry), heads.dropout, self.store)
             return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (epoch {outcome.result.best_epoch})")
 
         self.stages.append(Stage(name, "head", [extract_stage], check, run))
 
     def _bow(self, pyramid: int) -> None:
-        from .bow import BowConfig, SiftConfig, VocabularyConfig
-        from .classifiers import GridConfig, check_c_grid
-        from .runs import bow_key, run_bow
+        from .experiments import bow_key, run_bow
 
-        bow = self.study.bow
-        assert bow is not None
-        seed = self.study.study.seed
-        config = BowConfig(SiftConfig(bow.step, tuple(bow.sizes)), VocabularyConfig(bow.words, bow.sample, seed=seed),
-                           pyramid, bow.sqrt)
-        grid = GridConfig(check_c_grid(bow.c_grid, "bow.c_grid"), bow.cv, self.study.study.jobs, seed)
+        assert self.study.bow is not None
+        config = bow_config(self.study, pyramid)
+        grid = grid_config(self.study, self.study.bow)
         name = f"bow L{pyramid}"
 
         def check() -> State:
-            return self._classifier_state(name, bow_key(self.dataset.fingerprint, config, grid, 1), _accuracy_detail)
+            return self._classifier_state(name, bow_key(self.dataset.fingerprint, config, grid), _accuracy_detail)
 
         def run() -> str:
-            outcome = run_bow(self.dataset, config, self.cache_dir, grid, 1, self.store)
+            outcome = run_bow(self.dataset, config, self.cache_dir, grid, self.store)
             return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (C={outcome.result.chosen_c:g})")
 
         # The pyramid levels share the cached SIFT, vocabulary and word stages: the first one computes them.
@@ -277,15 +276,12 @@ class Planner:
         self.stages.append(Stage(name, "bow", needs, check, run))
 
     def _scratch(self, arch: str) -> None:
-        from .runs import run_scratch, scratch_key
-        from .scratch import ScratchConfig, ladder, load_images
+        from .experiments import run_scratch, scratch_key
+        from .scratch import ladder, load_images
 
         section = self.study.scratch
         assert section is not None
-        defaults = ScratchConfig()
-        train = replace(defaults.train, lr=section.lr, batch_size=section.batch_size, epochs=section.epochs,
-                        patience=section.patience, seed=self.study.study.seed)
-        config = replace(defaults, arch=arch, size=section.size, train=train)
+        config = scratch_config(self.study, arch)
         steps, series = (ladder(config), "ladder") if section.ladder else ([("", config)], "single")
         name = f"scratch {arch} {section.size}px" + (" ladder" if section.ladder else "")
 
@@ -342,9 +338,8 @@ class Planner:
 
 
 def _accuracy_detail(run) -> str:
-    chosen = f"C={run.chosen:g}" if isinstance(run.chosen, (int, float)) else str(run.chosen)
     std = f" ± {100 * run.test_std:.2f}" if run.test_std is not None else ""
-    return f"{100 * run.test_accuracy:.2f}%{std} ({chosen})"
+    return f"{100 * run.test_accuracy:.2f}%{std} ({run.chosen_text})"
 
 
 def select(stages: list[Stage], only: list[str]) -> list[Stage]:

@@ -69,7 +69,7 @@ def _network_probabilities(payload: dict, paths: list[Path], device: str, batch_
     spec = get_backbone(key["backbone"])
     model = build_model(spec, Weights("random"), key["pooling"])
     head = payload["head"]
-    attach_head(model, spec.name, HeadSpec(head["name"], tuple(head["hidden"]), head["dropout"]), len(payload["classes"]))
+    attach_head(model, spec.name, HeadSpec(name=head["name"], hidden=tuple(head["hidden"]), dropout=head["dropout"]), len(payload["classes"]))
     model.load_state_dict(state_tensors(payload["state"]))
     device = resolve_device(device)
     model = model.eval().to(device, memory_format=torch.channels_last)
@@ -83,7 +83,7 @@ def _head_probabilities(payload: dict, features: np.ndarray) -> np.ndarray:
     from .heads import HeadSpec
 
     spec = payload["head"]
-    head = HeadSpec(spec["name"], tuple(spec["hidden"]), spec["dropout"]).build(payload["in_features"], len(payload["classes"]))
+    head = HeadSpec(name=spec["name"], hidden=tuple(spec["hidden"]), dropout=spec["dropout"]).build(payload["in_features"], len(payload["classes"]))
     head.load_state_dict(state_tensors(payload["head_state"]))
     with torch.inference_mode():
         return torch.softmax(head.eval()(torch.as_tensor(features, dtype=torch.float32)), dim=1).numpy()

@@ -75,10 +75,7 @@ class Row:
 
     @property
     def chosen(self) -> str:
-        chosen = self.run.chosen
-        if chosen is None:
-            return ""
-        return f"C={chosen:g}" if isinstance(chosen, (int, float)) else str(chosen)
+        return self.run.chosen_text
 
     @property
     def classifier(self) -> str:

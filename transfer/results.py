@@ -79,6 +79,13 @@ class RunRecord:
     id: int | None = None
     created: str | None = None
 
+    @property
+    def chosen_text(self) -> str:
+        """The setting chosen on training data, as people read it: "C=0.1", "epoch 12", or ""."""
+        if self.chosen is None:
+            return ""
+        return f"C={self.chosen:g}" if isinstance(self.chosen, (int, float)) else str(self.chosen)
+
 
 def library_versions() -> dict[str, str]:
     import platform

@@ -19,11 +19,12 @@ import numpy as np
 
 from .datasets import SPLITS, ImageDataset
 from .images import UnreadableImage, read_image
+from .choices import Augmentation
+from .config import choice, require
 from .errors import UserError
-from .heads import HeadResult, Scores, TrainConfig, TrainingTask, train, validation_split
+from .training import Scores, TrainConfig, TrainingResult, TrainingTask, train, validation_split
 
 CIFAR10_ENV = "TRANSFER_CIFAR10"
-AUGMENTATIONS = ("crop", "flip")
 
 
 # ------------------------------------------------------------------------------ architectures
@@ -78,8 +79,7 @@ ARCHITECTURES: dict[str, Callable] = {
 def build_network(arch: str, n_classes: int, size: int, batchnorm: bool = False, dropout: float = 0.0):
     import torch
 
-    if arch not in ARCHITECTURES:
-        raise UserError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    require(arch in ARCHITECTURES, "arch", f"unknown arch {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
     if size < 8:  # three 2×2 poolings
         raise UserError(f"input size must be at least 8 pixels, got {size}")
     with torch.random.fork_rng(devices=[]):
@@ -182,7 +182,7 @@ def load_cifar10(root: Path | None = None) -> ImageTensors:
 
 # --------------------------------------------------------------------------------- training
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScratchConfig:
     """One rung of the ladder: architecture and the improvements switched on, plus training settings."""
 
@@ -195,15 +195,11 @@ class ScratchConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.05, momentum=0.0, weight_decay=0.0, schedule="none",
                                                                     batch_size=32, epochs=60, patience=15, lr_decay=1.0))
 
-    def check(self) -> None:
-        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
-        if unknown:
-            raise UserError(f"--augment {','.join(unknown)}: choose from {', '.join(AUGMENTATIONS)}")
-        if self.size < 16:
-            raise UserError(f"--size must be at least 16, got {self.size}")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
-        self.train.check()
+    def __post_init__(self) -> None:
+        require(self.arch in ARCHITECTURES, "arch", f"unknown arch {self.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+        object.__setattr__(self, "augment", tuple(choice(Augmentation, a, "augment") for a in self.augment))
+        require(self.size >= 16, "size", f"size must be at least 16, got {self.size}")
+        require(0 <= self.dropout < 1, "dropout", f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def input_size(self) -> int:
@@ -216,7 +212,7 @@ def ladder(config: ScratchConfig) -> list[tuple[str, ScratchConfig]]:
                                   train=replace(config.train, momentum=0.0, schedule="none")))]
     for name, change in (
         ("+normalize", lambda c: replace(c, normalize=True)),
-        ("+augment", lambda c: replace(c, augment=AUGMENTATIONS)),
+        ("+augment", lambda c: replace(c, augment=tuple(Augmentation))),
         ("+momentum/schedule", lambda c: replace(c, train=replace(c.train, momentum=0.9, schedule="exp", lr_decay=0.95))),
         ("+dropout", lambda c: replace(c, dropout=0.5)),
         ("+batchnorm", lambda c: replace(c, batchnorm=True)),
@@ -282,7 +278,7 @@ def centre_crop(images, out: int):
 
 @dataclass
 class ScratchResult:
-    result: HeadResult
+    result: TrainingResult
     config: ScratchConfig
     mean: list[float]
     std: list[float]
@@ -295,7 +291,6 @@ def train_scratch(data: ImageTensors, config: ScratchConfig, checkpoint: Path, p
     import torch
     from torch.nn import functional as F
 
-    config.check()
     x_train, y_train = data.splits["train"]
     x_test, y_test = data.splits["test"]
     fit, val = validation_split(y_train.numpy(), config.train.val_fraction, config.train.seed)

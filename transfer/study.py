@@ -10,7 +10,7 @@ import difflib
 import re
 import tomllib
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import UserError
@@ -169,7 +169,8 @@ class _Problems:
 
     def add(self, where: tuple, message: str) -> None:
         line = self.lines.get(where) or self.lines.get(where[:2]) or 0
-        self.items.append((line, message))
+        if (line, message) not in self.items:
+            self.items.append((line, message))
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -214,57 +215,105 @@ def _section(cls: type, table: dict, where: tuple, problems: _Problems):
     return cls(**values)
 
 
-def _check_features(entry: FeaturesSection, where: tuple, problems: _Problems) -> None:
-    from .backbones import BACKBONES, POOLING_VARIANTS, SPATIAL_REDUCTIONS
-    from .extraction import DEVICES, PRECISIONS
+# ----------------------------------------------------------- sections → configurations
+# The pipeline builds its configurations with these functions and the checker builds the very same ones:
+# each rule is checked once, where its configuration is constructed (a `ConfigError` naming the field),
+# and the checker reports it at the line of the key that field comes from.
 
-    def check(key: str, ok: bool, message: str) -> None:
-        if not ok:
-            problems.add((*where, key), message)
+def feature_spec(entry: FeaturesSection, pooling: str, layers=None, spatial: str | None = None,
+                 weights: str | None = None):
+    from .extraction import FeatureSpec
 
-    spec = BACKBONES.get(entry.backbone)
-    check("backbone", spec is not None, f"unknown backbone {entry.backbone!r}{_suggest(entry.backbone, BACKBONES)}; "
-                                        f"choose one of: {', '.join(BACKBONES)}")
-    if spec is not None:
-        unknown = [layer for layer in entry.layers if layer not in spec.layers]
-        check("layers", not unknown, f"unknown layer(s) {', '.join(map(repr, unknown))} for {spec.name}"
-                                     f"{_suggest(unknown[0], spec.layers) if unknown else ''}; `transfer layers "
-                                     f"--backbone {spec.name}` lists them")
-        variants = [p for p in entry.poolings if p != "max"]
-        check("poolings", spec.has_pooling_variants or not variants,
-              f"{spec.name} has no max-pooling layers to replace: poolings must be [\"max\"], got {entry.poolings}")
-    check("layers", bool(entry.layers), "layers is empty: name at least one, e.g. [\"relu7\"]")
-    bad = [p for p in entry.poolings if p not in POOLING_VARIANTS]
-    check("poolings", not bad and bool(entry.poolings), f"poolings must be a non-empty list of {', '.join(POOLING_VARIANTS)}; "
-                                                        f"got {entry.poolings}")
-    check("spatial", entry.spatial in SPATIAL_REDUCTIONS, f"spatial must be one of {', '.join(SPATIAL_REDUCTIONS)}, got {entry.spatial!r}")
-    check("precision", entry.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {entry.precision!r}")
-    check("device", entry.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {entry.device!r}")
-    check("batch_size", entry.batch_size >= 1, f"batch_size must be at least 1, got {entry.batch_size}")
-    check("image_size", entry.image_size == 0 or entry.image_size >= 32, "image_size must be 0 (the backbone's) or at least 32")
-    try:
-        run_options(entry)
-    except UserError as error:
-        problems.add((*where, "engine"), str(error))
-    if entry.weights not in ("imagenet", "random") and not Path(entry.weights).is_file():
-        problems.add((*where, "weights"), f"weights {entry.weights!r}: expected imagenet, random or an existing state_dict file")
+    return FeatureSpec(backbone=entry.backbone, weights=weights or entry.weights,
+                       layers=tuple(entry.layers if layers is None else layers),
+                       spatial=entry.spatial if spatial is None else spatial, pooling=pooling,
+                       precision=entry.precision, color=entry.color, image_size=entry.image_size or None)
 
 
 def run_options(entry: FeaturesSection):
-    """How a [[features]] entry is extracted (`extraction.RunOptions`, which checks it)."""
+    """How a [[features]] entry is extracted."""
     from .extraction import RunOptions
 
     return RunOptions(device=entry.device, batch_size=entry.batch_size, engine=entry.engine,
                       address=entry.address or None, actors=entry.actors or None, gpus_per_actor=entry.gpus_per_actor)
 
 
-def _check_grid(section: str, values: list[float], problems: _Problems) -> None:
-    from .classifiers import check_c_grid
+def grid_config(study: Study, section: SvmSection | BowSection):
+    from .classifiers import GridConfig
+
+    splits = section.splits if isinstance(section, SvmSection) else 1
+    return GridConfig(c_grid=tuple(section.c_grid), cv=section.cv, jobs=study.study.jobs, seed=study.study.seed,
+                      splits=splits)
+
+
+def svm_norm(section: SvmSection):
+    from .choices import Norm
+    from .config import choice
+
+    return choice(Norm, section.norm, "norm")
+
+
+def bow_config(study: Study, pyramid: int):
+    from .bow import BowConfig, SiftConfig, VocabularyConfig
+
+    bow = study.bow
+    assert bow is not None
+    return BowConfig(sift=SiftConfig(step=bow.step, sizes=tuple(bow.sizes)),
+                     vocabulary=VocabularyConfig(words=bow.words, sample=bow.sample, seed=study.study.seed),
+                     pyramid=pyramid, sqrt=bow.sqrt)
+
+
+def head_spec(study: Study, name: str, n_classes: int | None):
+    from .heads import HeadSpec
+
+    assert study.heads is not None
+    return HeadSpec.parse(name, n_classes, study.heads.dropout)
+
+
+def train_configs(study: Study):
+    """One training setting per optimizer × learning rate; the best on validation is kept."""
+    from .training import TrainConfig
+
+    heads = study.heads
+    assert heads is not None
+    return [TrainConfig(optimizer=optimizer, lr=lr, momentum=heads.momentum, weight_decay=heads.weight_decay,
+                        schedule=heads.schedule, batch_size=heads.batch_size, epochs=heads.epochs,
+                        patience=heads.patience, val_fraction=heads.val_fraction, seed=study.study.seed)
+            for optimizer in heads.optimizers for lr in heads.lrs]
+
+
+def scratch_config(study: Study, arch: str):
+    from .scratch import ScratchConfig
+
+    section = study.scratch
+    assert section is not None
+    defaults = ScratchConfig()
+    train = replace(defaults.train, lr=section.lr, batch_size=section.batch_size, epochs=section.epochs,
+                    patience=section.patience, seed=study.study.seed)
+    return replace(defaults, arch=arch, size=section.size, train=train)
+
+
+# A configuration field → the study key it comes from, where the names differ.
+_KEYS_OF_FIELDS: dict[str, dict[str, tuple]] = {
+    "features": {"pooling": ("poolings",)},
+    "svm": {"jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
+    "bow": {"pyramid": ("pyramids",), "jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
+    "heads": {"optimizer": ("optimizers",), "lr": ("lrs",), "head": ("names",)},
+    "scratch": {"arch": ("archs",)},
+}
+
+
+def _built(problems: _Problems, where: tuple, build: typing.Callable) -> None:
+    """Build a configuration as the pipeline will; its `ConfigError` is reported at its key's line."""
+    from .config import ConfigError
 
     try:
-        check_c_grid(values, f"{section}.c_grid")
+        build()
+    except ConfigError as error:
+        key = _KEYS_OF_FIELDS.get(where[0], {}).get(error.field, (error.field,))
+        problems.add(key if len(key) == 3 else (*where, *key), str(error))
     except UserError as error:
-        problems.add((section, None, "c_grid"), str(error))
+        problems.add(where, str(error))
 
 
 def report_directory(reports_dir: Path, study: Study) -> Path:
@@ -275,16 +324,12 @@ def report_directory(reports_dir: Path, study: Study) -> Path:
 
 
 def _check(study: Study, problems: _Problems) -> None:
-    from .classifiers import NORMS, check_jobs
     from .fetch import PUBLIC_DATASETS
-    from .heads import OPTIMIZERS, SCHEDULES, HeadSpec
 
-    for where, rule in ((("report", None, "name"), lambda: report_directory(Path("reports"), study)),
-                        (("study", None, "jobs"), lambda: check_jobs(study.study.jobs))):
-        try:
-            rule()
-        except UserError as error:
-            problems.add(where, str(error))
+    try:
+        report_directory(Path("reports"), study)
+    except UserError as error:
+        problems.add(("report", None, "name"), str(error))
     data = study.data
     if bool(data.name) == bool(data.path):
         problems.add(("data", None), "[data] needs exactly one of name (e.g. \"15scene\") or path (a folder)")
@@ -300,53 +345,41 @@ def _check(study: Study, problems: _Problems) -> None:
     if study.svm is not None and not study.features:
         problems.add(("svm", None), "[svm] needs at least one [[features]] entry")
     for index, entry in enumerate(study.features):
-        _check_features(entry, ("features", index), problems)
+        where = ("features", index)
+        if not entry.poolings:
+            problems.add((*where, "poolings"), "poolings is empty: e.g. [\"max\"]")
+        for pooling in dict.fromkeys(entry.poolings):
+            _built(problems, where, lambda: feature_spec(entry, pooling))
+        _built(problems, where, lambda: run_options(entry))
+        if entry.weights not in ("imagenet", "random"):
+            from .backbones import Weights
+
+            _built(problems, where, lambda: Weights.parse(entry.weights))
     if study.svm is not None:
-        _check_grid("svm", study.svm.c_grid, problems)
-        if study.svm.norm not in NORMS:
-            problems.add(("svm", None, "norm"), f"norm must be one of {', '.join(NORMS)}, got {study.svm.norm!r}")
-        if study.svm.cv < 2 or study.svm.splits < 1:
-            problems.add(("svm", None, "cv"), "cv must be at least 2 and splits at least 1")
+        _built(problems, ("svm", None), lambda: grid_config(study, study.svm))
+        _built(problems, ("svm", None), lambda: svm_norm(study.svm))
     if study.bow is not None:
-        _check_grid("bow", study.bow.c_grid, problems)
-        bad = [p for p in study.bow.pyramids if p not in (0, 1, 2, 3)]
-        if bad or not study.bow.pyramids:
-            problems.add(("bow", None, "pyramids"), f"pyramids must be a non-empty list of levels 0-3, got {study.bow.pyramids}")
-        if study.bow.step < 1 or study.bow.words < 2 or not study.bow.sizes or min(study.bow.sizes) <= 0:
-            problems.add(("bow", None), "bow: step must be ≥ 1, words ≥ 2, sizes non-empty and positive")
+        _built(problems, ("bow", None), lambda: grid_config(study, study.bow))
+        if not study.bow.pyramids:
+            problems.add(("bow", None, "pyramids"), "pyramids is empty: e.g. [0, 2]")
+        for pyramid in dict.fromkeys(study.bow.pyramids):
+            _built(problems, ("bow", None), lambda: bow_config(study, pyramid))
     if study.heads is not None:
         heads = study.heads
-        for name in heads.names:
-            if name.startswith("fc"):  # N is checked against the data's classes when the stage runs
-                if name[2:] and not name[2:].isdigit():
-                    problems.add(("heads", None, "names"), f"head {name!r}: expected fc or fcN (N = the number of classes)")
-                continue
-            try:
-                HeadSpec.parse(name, 0, heads.dropout)
-            except UserError as error:
-                problems.add(("heads", None, "names"), str(error).replace("--head ", "head "))
         if not heads.names:
-            problems.add(("heads", None, "names"), "names is empty: e.g. [\"fc15\", \"mlp:1024,1024\"]")
-        bad = [o for o in heads.optimizers if o not in OPTIMIZERS]
-        if bad:
-            problems.add(("heads", None, "optimizers"), f"unknown optimizer(s) {bad}; choose from {', '.join(OPTIMIZERS)}")
-        if heads.schedule not in SCHEDULES:
-            problems.add(("heads", None, "schedule"), f"schedule must be one of {', '.join(SCHEDULES)}")
-        if not heads.lrs or min(heads.lrs) <= 0:
-            problems.add(("heads", None, "lrs"), "lrs must be a non-empty list of positive learning rates")
-        if heads.epochs < 1 or heads.batch_size < 1 or not 0 < heads.val_fraction < 1:
-            problems.add(("heads", None), "heads: epochs and batch_size must be positive, val_fraction between 0 and 1")
+            problems.add(("heads", None, "names"), "names is empty: e.g. [\"fc\", \"mlp:1024,1024\"]")
+        if not heads.optimizers or not heads.lrs:
+            problems.add(("heads", None), "heads: optimizers and lrs must each name at least one")
+        for name in heads.names:  # fcN is checked against the data's classes when the stage runs
+            _built(problems, ("heads", None), lambda: head_spec(study, name, None))
+        _built(problems, ("heads", None), lambda: train_configs(study))
         if study.features and heads.pooling not in {p for f in study.features for p in f.poolings}:
             problems.add(("heads", None, "pooling"), f"heads.pooling {heads.pooling!r} is not among the features' poolings")
-
     if study.scratch is not None:
-        from .scratch import ARCHITECTURES
-
-        unknown = [a for a in study.scratch.archs if a not in ARCHITECTURES]
-        if unknown or not study.scratch.archs:
-            problems.add(("scratch", None, "archs"), f"archs must name some of {', '.join(ARCHITECTURES)}; got {study.scratch.archs}")
-        if study.scratch.size < 16 or study.scratch.epochs < 1 or study.scratch.lr <= 0 or study.scratch.batch_size < 1:
-            problems.add(("scratch", None), "scratch: size must be ≥ 16; epochs, lr and batch_size positive")
+        if not study.scratch.archs:
+            problems.add(("scratch", None, "archs"), "archs is empty: e.g. [\"base\"]")
+        for arch in study.scratch.archs:
+            _built(problems, ("scratch", None), lambda: scratch_config(study, arch))
 
 
 def load_study(path: Path) -> Study:

@@ -11,21 +11,13 @@ from scipy import sparse
 from sklearn.pipeline import Pipeline
 
 from .bow import BowConfig, bow_features
-from .cache import extraction_timing
+from .cache import FeatureCache, extraction_timing
 from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
 from .keys import KeyKind, content_key
 from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve
-from .heads import (
-    EndToEnd,
-    HeadResult,
-    HeadSpec,
-    TrainConfig,
-    attach_head,
-    check_validation_split,
-    train_end_to_end,
-    train_head,
-)
+from .heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
+from .training import TrainConfig, TrainingResult, check_validation_split
 from .errors import UserError
 from .files import safe_name
 from .modelfile import MODEL_SUFFIX, save_model, state_arrays
@@ -52,18 +44,18 @@ class GridOutcome:
         return float(np.mean(self.split_accuracies)), float(np.std(self.split_accuracies))
 
 
-def _grid_fields(grid: GridConfig, redraws: int) -> dict:
-    return {"c_grid": list(grid.c_grid), "cv": grid.cv, "seed": grid.seed, "splits": redraws}
+def _grid_fields(grid: GridConfig) -> dict:
+    return {"c_grid": list(grid.c_grid), "cv": grid.cv, "seed": grid.seed, "splits": grid.splits}
 
 
-def svm_key(dataset_fingerprint: str, features_key: str, layer_key: str, norm: str, grid: GridConfig, redraws: int) -> str:
+def svm_key(dataset_fingerprint: str, features_key: str, layer_key: str, norm: str, grid: GridConfig) -> str:
     """Content key of an SVM run: same key, same result (a pipeline skips a run whose key is stored)."""
     return content_key(KeyKind.SVM, dataset=dataset_fingerprint, features=features_key, layer=layer_key, norm=norm,
-                       **_grid_fields(grid, redraws))
+                       **_grid_fields(grid))
 
 
-def bow_key(dataset_fingerprint: str, config: BowConfig, grid: GridConfig, redraws: int) -> str:
-    return content_key(KeyKind.BOW, dataset=dataset_fingerprint, bow=config, **_grid_fields(grid, redraws))
+def bow_key(dataset_fingerprint: str, config: BowConfig, grid: GridConfig) -> str:
+    return content_key(KeyKind.BOW, dataset=dataset_fingerprint, bow=config, **_grid_fields(grid))
 
 
 def head_key(dataset_fingerprint: str, features_key: str, layer: str, spec: HeadSpec, candidates: list[TrainConfig]) -> str:
@@ -76,10 +68,27 @@ def _data_notes(dataset: ImageDataset) -> dict:
     return {"test_duplicates": len(dataset.test_duplicates())}
 
 
+def _record(method: str, dataset: ImageDataset, config: dict, **fields) -> RunRecord:
+    """A store row for a run on ``dataset``: what every run records (the data, its classes, notes on it,
+    the library versions), plus the method's own ``fields``."""
+    return RunRecord(method=method, dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
+                     classes=list(dataset.classes), config={**config, **_data_notes(dataset)},
+                     versions=library_versions(), **{"test_accuracy": 0.0, **fields})
+
+
+def _training_fields(result: TrainingResult, timings: dict | None = None) -> dict:
+    """The store fields of a trained network: test scores, the validation-chosen epoch, curves, times."""
+    return {"test_accuracy": result.test_accuracy, "chosen": f"epoch {result.best_epoch}",
+            "cv_best": result.best_val_accuracy, "per_class_accuracy": result.per_class_accuracy,
+            "confusion": result.confusion, "curves": result.curves,
+            "timings": {**(timings or {}), "epoch_seconds": result.epoch_seconds,
+                        "fit_seconds": float(sum(result.curves["epoch_seconds"]))}}
+
+
 def model_path(cache_dir: Path, label: str, key: str) -> Path:
     """The model file of one run: named by the run's full content key, so two runs that differ in
     anything (C grid, folds, seed, splits, settings) never share a file."""
-    return cache_dir / "models" / f"{safe_name(label)}-{key}{MODEL_SUFFIX}"
+    return FeatureCache(cache_dir).artifact("models", f"{safe_name(label)}-{key}{MODEL_SUFFIX}")
 
 
 def _fit_and_record(
@@ -87,7 +96,6 @@ def _fit_and_record(
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     classes: list[str],
     grid: GridConfig,
-    redraws: int,
     path: Path,
     model_payload: dict,
     record: RunRecord,
@@ -99,13 +107,13 @@ def _fit_and_record(
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     result = grid_search(make_model, (x_train, y_train), (x_test, y_test), grid, len(classes))
     split_accuracies = None
-    if redraws > 1:
+    if grid.splits > 1:
         x = sparse.vstack([x_train, x_test]).tocsr() if sparse.issparse(x_train) else np.concatenate([x_train, x_test])
         y = np.concatenate([y_train, y_test])
         per_class = int(np.bincount(y_train).max())
         split_accuracies = [
             grid_search(make_model, (x[tr], y[tr]), (x[te], y[te]), grid, len(classes)).test_accuracy
-            for tr, te in redraw_splits(y, per_class, redraws, grid.seed)
+            for tr, te in redraw_splits(y, per_class, grid.splits, grid.seed)
         ]
     save_model(path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
     outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings)
@@ -115,7 +123,7 @@ def _fit_and_record(
         config={**record.config, "cv": grid.cv, "seed": grid.seed, "split_accuracies": split_accuracies},
         test_accuracy=mean,
         test_std=std,
-        splits=redraws,
+        splits=grid.splits,
         classes=classes,
         c_grid=result.c_grid,
         cv_accuracy=result.cv_mean,
@@ -138,7 +146,6 @@ def run_svm(
     cache_dir: Path,
     grid: GridConfig,
     norm: str = "l2",
-    redraws: int = 1,
     store: ResultsStore | None = None,
 ) -> list[GridOutcome]:
     """One linear-SVM grid search per cached layer."""
@@ -148,18 +155,16 @@ def run_svm(
     for layer in resolve(features, cache_dir).layer_keys:
         resolved, data = load_layer(dataset, features, cache_dir, layer)
         one_layer = replace(features, layers=(layer.split(":")[0],))
-        key = svm_key(dataset.fingerprint, resolved.key.digest, layer, norm, grid, redraws)
-        record = RunRecord(
-            method="svm", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-            config={"norm": norm, "features": asdict(one_layer), "key": key, **_data_notes(dataset)},
-            test_accuracy=0.0, classes=data.classes,
+        key = svm_key(dataset.fingerprint, resolved.key.digest, layer, norm, grid)
+        record = _record(
+            "svm", dataset, {"norm": norm, "features": asdict(one_layer), "key": key},
             backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling,
             layer=layer, precision=resolved.key.precision, timings=extraction_timing(resolved.path),
         )
         path = model_path(cache_dir, f"svm-{resolved.key.backbone}-{layer}-{norm}", key)
         payload = {"kind": "svm", "features": asdict(one_layer), "layer_key": layer, "extraction_key": resolved.key.as_dict()}
         splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
-        outcomes.append(_fit_and_record(make_model, splits, data.classes, grid, redraws, path, payload, record, store, layer))
+        outcomes.append(_fit_and_record(make_model, splits, data.classes, grid, path, payload, record, store, layer))
     return outcomes
 
 
@@ -168,23 +173,17 @@ def run_bow(
     config: BowConfig,
     cache_dir: Path,
     grid: GridConfig,
-    redraws: int = 1,
     store: ResultsStore | None = None,
 ) -> GridOutcome:
     """Dense SIFT → vocabulary → (pyramid) histograms → additive-χ² map → linear SVM."""
     features = bow_features(dataset, config, cache_dir, grid.jobs)
     store = store_or_default(store, cache_dir)
     name = f"bow-pyramid{config.pyramid}" if config.pyramid else "bow"
-    key = bow_key(dataset.fingerprint, config, grid, redraws)
-    record = RunRecord(
-        method="bow", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-        config={**asdict(config), "key": key, **_data_notes(dataset)},
-        test_accuracy=0.0, classes=dataset.classes,
-        layer=f"sift-L{config.pyramid}", timings=features.timings,
-    )
+    key = bow_key(dataset.fingerprint, config, grid)
+    record = _record("bow", dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
     payload = {"kind": "bow", "vocabulary": features.kmeans, "bow_config": asdict(config)}
     return _fit_and_record(
-        plain_svm, features.splits, dataset.classes, grid, redraws, model_path(cache_dir, name, key),
+        plain_svm, features.splits, dataset.classes, grid, model_path(cache_dir, name, key),
         payload, record, store, name, finalize=lambda svm: Pipeline([("chi2", features.feature_map), ("svm", svm)]),
     )
 
@@ -193,7 +192,7 @@ def run_bow(
 class HeadOutcome:
     spec: HeadSpec
     layer: str
-    result: HeadResult
+    result: TrainingResult
     run_id: int
     model_path: Path
     candidates: list[dict] = field(default_factory=list)  # settings tried, with their validation accuracy
@@ -229,10 +228,10 @@ def run_head(
     train, test = data.splits["train"], data.splits["test"]
     n_classes = len(data.classes)
 
-    def fit(candidate: TrainConfig, score_test: bool) -> HeadResult:
+    def fit(candidate: TrainConfig, score_test: bool) -> TrainingResult:
         key = content_key(KeyKind.HEAD_CHECKPOINT, dataset=dataset.fingerprint, features=resolved.key.digest,
                           layer=layer, head=spec, train=candidate)
-        checkpoint = cache_dir / "heads" / f"{safe_name(spec.name)}-{key}.pt"
+        checkpoint = FeatureCache(cache_dir).artifact("heads", f"{safe_name(spec.name)}-{key}.pt")
         return train_head(spec, (train.features, train.labels), (test.features, test.labels), n_classes,
                           candidate, checkpoint, progress, score_test)
 
@@ -248,25 +247,20 @@ def run_head(
          "in_features": int(train.features.shape[1]), "classes": data.classes, "features": asdict(feature_spec),
          "layer_key": layer, "extraction_key": resolved.key.as_dict()},
     )
-    record = RunRecord(
-        method="head", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-        config={"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
-                "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried],
-                "key": key, **_data_notes(dataset)},
-        test_accuracy=result.test_accuracy, classes=data.classes, backbone=resolved.key.backbone,
-        weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer, precision=resolved.key.precision,
-        chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
-        per_class_accuracy=result.per_class_accuracy, confusion=result.confusion, curves=result.curves,
-        timings={**extraction_timing(extraction.path), "epoch_seconds": result.epoch_seconds,
-                 "fit_seconds": float(sum(result.curves["epoch_seconds"]))},
-        model_path=str(path), versions=library_versions(),
+    record = _record(
+        "head", dataset,
+        {"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
+         "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried], "key": key},
+        backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer,
+        precision=resolved.key.precision, model_path=str(path),
+        **_training_fields(result, extraction_timing(extraction.path)),
     )
     return HeadOutcome(spec, layer, result, store_or_default(store, cache_dir).add(record), path,
                        record.config["candidates"])
 
 
 def store_or_default(store: ResultsStore | None, cache_dir: Path) -> ResultsStore:
-    return store or ResultsStore(cache_dir / "results.sqlite")
+    return store or ResultsStore(FeatureCache(cache_dir).results_path)
 
 
 def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: EndToEnd, store, progress) -> HeadOutcome:
@@ -279,7 +273,7 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     head = attach_head(model, backbone.name, spec, len(dataset.classes))
     run_key = content_key(KeyKind.NETWORK, dataset=dataset.fingerprint, features=resolved.key.digest, head=spec,
                           train=config, end_to_end=setup)
-    checkpoint = cache_dir / "heads" / f"{safe_name(spec.name + '-' + setup.unfreeze)}-{run_key}.pt"
+    checkpoint = FeatureCache(cache_dir).artifact("heads", f"{safe_name(spec.name + '-' + setup.unfreeze)}-{run_key}.pt")
     result = train_end_to_end(dataset, spec, model, head, backbone.name, resolved.key.preprocessing, resolved.key.precision,
                               resolved.device, setup, config, checkpoint, progress)
     path = save_model(
@@ -287,16 +281,13 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
         {"kind": "network", "head": asdict(spec), "state": state_arrays(result.head.state_dict()),
          "classes": dataset.classes, "features": asdict(features), "extraction_key": resolved.key.as_dict()},
     )
-    record = RunRecord(
-        method="head", dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
-        config={"head": spec.name, "dropout": spec.dropout, "train": asdict(config), "unfreeze": setup.unfreeze,
-                "backbone_lr_scale": setup.backbone_lr_scale, "features": asdict(features), **_data_notes(dataset)},
-        test_accuracy=result.test_accuracy, classes=dataset.classes, backbone=backbone.name,
-        weights=resolved.key.weights, pooling=resolved.key.pooling, layer=f"unfreeze {setup.unfreeze}",
-        precision=resolved.key.precision, chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
-        per_class_accuracy=result.per_class_accuracy, confusion=result.confusion, curves=result.curves,
-        timings={"epoch_seconds": result.epoch_seconds, "fit_seconds": float(sum(result.curves["epoch_seconds"]))},
-        model_path=str(path), versions=library_versions(),
+    record = _record(
+        "head", dataset,
+        {"head": spec.name, "dropout": spec.dropout, "train": asdict(config), "unfreeze": setup.unfreeze,
+         "backbone_lr_scale": setup.backbone_lr_scale, "features": asdict(features), "key": run_key},
+        backbone=backbone.name, weights=resolved.key.weights, pooling=resolved.key.pooling,
+        layer=f"unfreeze {setup.unfreeze}", precision=resolved.key.precision, model_path=str(path),
+        **_training_fields(result),
     )
     return HeadOutcome(spec, f"images, unfreeze {setup.unfreeze}", result, store_or_default(store, cache_dir).add(record), path)
 
@@ -324,19 +315,15 @@ def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], 
     for step, config in steps:
         settings = config_dict(config)
         key = scratch_key(data.fingerprint, config)
-        checkpoint = cache_dir / "scratch" / f"{config.arch}-{key}.pt"
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint = FeatureCache(cache_dir).artifact("scratch", f"{config.arch}-{key}.pt")
         trained = train_scratch(data, config, checkpoint, progress)
         result = trained.result
         record = RunRecord(
-            method="scratch", dataset=data.name, dataset_fingerprint=data.fingerprint,
+            method="scratch", dataset=data.name, dataset_fingerprint=data.fingerprint, classes=data.classes,
             config={"series": series, "step": step, **settings, "parameters": trained.parameters,
                     "normalization": {"mean": trained.mean, "std": trained.std}, "key": key},
-            test_accuracy=result.test_accuracy, classes=data.classes, backbone=config.arch, weights="scratch",
-            layer=f"{config.input_size}px", chosen=f"epoch {result.best_epoch}", cv_best=result.best_val_accuracy,
-            per_class_accuracy=result.per_class_accuracy, confusion=result.confusion, curves=result.curves,
-            timings={"epoch_seconds": result.epoch_seconds, "fit_seconds": float(sum(result.curves["epoch_seconds"]))},
-            versions=library_versions(),
+            backbone=config.arch, weights="scratch", layer=f"{config.input_size}px", versions=library_versions(),
+            **_training_fields(result),
         )
         outcomes.append(ScratchOutcome(step, trained, store.add(record)))
     return outcomes

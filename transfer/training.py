@@ -1,0 +1,253 @@
+"""The training loop shared by heads on cached features, end-to-end fine-tuning and the from-scratch
+ladder: settings, the stratified validation part, epochs with a validation-chosen best state and early
+stopping, checkpoints that resume a killed run (loaded without running code), and the test split scored
+once at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .console import warn
+from .choices import Optimizer, Schedule
+from .config import as_plain, choice, require
+from .errors import UserError
+from .files import atomic_path, move_aside
+from .metrics import per_class_summary
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    optimizer: Optimizer = Optimizer.SGD
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Schedule = Schedule.COSINE
+    batch_size: int = 64
+    epochs: int = 30
+    patience: int = 8  # epochs without a better validation accuracy before stopping
+    val_fraction: float = 0.2
+    seed: int = 0
+    lr_decay: float = 0.95  # per-epoch factor of the exp schedule
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimizer", choice(Optimizer, self.optimizer, "optimizer"))
+        object.__setattr__(self, "schedule", choice(Schedule, self.schedule, "schedule"))
+        require(0 < self.val_fraction < 1, "val_fraction", f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        for name in ("lr", "epochs", "batch_size", "patience", "lr_decay"):
+            require(getattr(self, name) > 0, name, f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("momentum", "weight_decay"):
+            require(getattr(self, name) >= 0, name, f"{name} must be 0 or more, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainingResult:
+    head: object  # the trained nn.Module, best epoch's weights
+    best_epoch: int
+    best_val_accuracy: float
+    test_accuracy: float
+    per_class_accuracy: list[float]
+    confusion: list[list[int]]
+    curves: dict[str, list[float]]
+    epoch_seconds: float  # mean wall time of one training epoch
+    resumed_at: int = 0
+    stopped_early: bool = False
+
+
+def check_validation_split(labels: np.ndarray, fraction: float) -> None:
+    """A stratified validation part needs two classes, and one image of every class on each side."""
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    if len(counts) < 2:
+        raise UserError(f"the training split has {len(counts)} class(es): a classifier needs at least two")
+    total, classes = len(labels), len(counts)
+    held_out = int(np.ceil(fraction * total))  # as scikit-learn's train_test_split rounds it
+    if counts.min() >= 2 and classes <= held_out <= total - classes:
+        return
+    if counts.min() < 2:
+        raise UserError(f"the smallest class has {counts.min()} training image(s): the validation part needs one "
+                        f"image of every class and training at least one more, so every class needs 2 or more "
+                        f"training images (--train-per-class)")
+    lowest, highest = classes / total, (total - classes) / total
+    raise UserError(f"--val-fraction {fraction:g} holds out {held_out} of {total} training images, but the "
+                    f"validation part needs at least one image of each of the {classes} classes and the fit part "
+                    f"one more of each: use a --val-fraction between {lowest:.2f} and {highest:.2f}")
+
+
+def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    check_validation_split(labels, fraction)
+    indices = np.arange(len(labels))
+    fit, val = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+    return np.sort(fit), np.sort(val)
+
+
+@dataclass
+class Scores:
+    loss: float
+    accuracy: float
+    top5: float | None  # None when not measured (running averages of an augmented epoch)
+    predictions: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, logits, labels) -> "Scores":
+        """Scores of float logits against labels; images labelled -1 (unreadable) are left out."""
+        from torch.nn import functional as F
+
+        known = labels >= 0
+        logits, labels = logits[known], labels[known]
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        predictions = top[:, 0]
+        return cls(float(F.cross_entropy(logits, labels)), float((predictions == labels).float().mean()),
+                   float((top == labels[:, None]).any(1).float().mean()), predictions.numpy(), labels.numpy())
+
+
+def _optimizer(param_groups: list[dict], config: TrainConfig):
+    import torch
+
+    if config.optimizer == "adam":
+        return torch.optim.Adam(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _trainable_state(model) -> dict:
+    """Trainable parameters and all buffers: what a checkpoint must restore (frozen weights are rebuilt)."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name for name, _ in model.named_buffers()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable | buffers}
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
+    with atomic_path(path) as partial:
+        torch.save(state, partial)
+
+
+def _rng_states() -> dict:
+    """The global generators that dropout and augmentation draw from: a resumed run continues them."""
+    import torch
+
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _discard_checkpoint(path: Path, error: Exception) -> None:
+    aside = move_aside(path)
+    reason = (str(error).strip().splitlines() or [""])[0][:100]
+    warn(f"checkpoint {path} could not be read back as a checkpoint of this training ({type(error).__name__}: "
+         f"{reason}); moved to {aside.name}, training starts afresh")
+
+
+def _read_checkpoint(path: Path) -> dict | None:
+    """A checkpoint's state, loaded without running code (``weights_only``); None when there is none.
+    A file that is damaged or not a checkpoint is moved aside."""
+    import zipfile
+
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        # torch.load does not check the CRC-32 that torch.save writes for every member; zipfile does.
+        damaged_member = zipfile.ZipFile(path).testzip()
+        if damaged_member is not None:
+            raise zipfile.BadZipFile(f"bad CRC-32 for {damaged_member}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"expected a dict, found {type(state).__name__}")
+        return state
+    except Exception as error:  # UnpicklingError for foreign objects, RuntimeError/EOFError for damage
+        _discard_checkpoint(path, error)
+        return None
+
+
+@dataclass
+class TrainingTask:
+    """One training problem for the shared loop: the model, its parameter groups, one epoch, evaluation."""
+
+    model: object  # nn.Module; its trainable state is what gets checkpointed
+    param_groups: list[dict]
+    fit_epoch: Callable  # (optimizer, torch.Generator) -> None, or the epoch's running Scores
+    evaluate: Callable  # split name ("fit", "val", "test") -> Scores
+
+
+def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: Path, progress=None,
+          score_test: bool = True) -> TrainingResult:
+    """Epochs with validation-chosen best state and early stopping; resumes from ``checkpoint``.
+    ``score_test=False`` leaves the test split untouched (a candidate that may not be chosen)."""
+    import torch
+
+
+    optimizer = _optimizer(task.param_groups, config)
+    schedules = {"cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs),
+                 "exp": lambda: torch.optim.lr_scheduler.ExponentialLR(optimizer, config.lr_decay),
+                 "none": lambda: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)}
+    scheduler = schedules[config.schedule]()
+    generator = torch.Generator().manual_seed(config.seed)
+    curves: dict[str, list] = {name: [] for name in ("train_loss", "train_acc", "train_top5", "val_loss", "val_acc",
+                                                     "val_top5", "epoch_seconds")}
+    best = {"epoch": 0, "val_acc": -1.0, "state": None}
+    start = 0
+    state = _read_checkpoint(checkpoint)
+    if state is not None:
+        initial = _trainable_state(task.model)  # to undo a partial restore (only when there is one to do)
+        try:
+            curves, best, start = state["curves"], state["best"], state["epoch"]
+            task.model.load_state_dict(state["model"], strict=False)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            _set_rng_states(state["rng"])  # last: a failure above leaves the global generators untouched
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # readable, but not this training's
+            _discard_checkpoint(checkpoint, error)
+            task.model.load_state_dict(initial, strict=False)
+            return train(task, n_classes, config, checkpoint, progress, score_test)
+    stopped_early = False
+    for epoch in range(start, config.epochs):
+        if epoch - best["epoch"] >= config.patience and best["state"] is not None:
+            stopped_early = True
+            break
+        begun = time.perf_counter()
+        running = task.fit_epoch(optimizer, generator)  # end-to-end runs report running metrics
+        scheduler.step()
+        seconds = time.perf_counter() - begun
+        fit = running if running is not None else task.evaluate("fit")
+        val = task.evaluate("val")
+        for name, value in zip(curves, (fit.loss, fit.accuracy, fit.top5, val.loss, val.accuracy, val.top5, seconds)):
+            curves[name].append(value)
+        if val.accuracy > best["val_acc"]:
+            best = {"epoch": epoch + 1, "val_acc": val.accuracy, "state": _trainable_state(task.model)}
+        _save_checkpoint(checkpoint, {"model": _trainable_state(task.model), "optimizer": optimizer.state_dict(),
+                                      "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                                      "rng": _rng_states(), "curves": curves, "best": best, "epoch": epoch + 1,
+                                      "config": as_plain(config)})
+        if progress is not None:
+            progress(epoch + 1, curves)
+    task.model.load_state_dict(best["state"], strict=False)
+    if not score_test:
+        return TrainingResult(task.model, best["epoch"], best["val_acc"], float("nan"), [], [], curves,
+                          float(np.mean(curves["epoch_seconds"])), start, stopped_early)
+    test = task.evaluate("test")  # the test split's one use
+    per_class, confusion = per_class_summary(test.labels, test.predictions, n_classes)
+    return TrainingResult(task.model, best["epoch"], best["val_acc"], test.accuracy, per_class, confusion,
+                      curves, float(np.mean(curves["epoch_seconds"])), start, stopped_early)
+
+
