@@ -1,4 +1,3 @@
-import multiprocessing
 
 import numpy as np
 import pytest
@@ -7,7 +6,7 @@ from transfer.classifiers import GridConfig, grid_search, linear_svm, parse_c_gr
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract
-from transfer.results import ResultsStore, RunRecord
+from transfer.results import ResultsStore
 from transfer.experiments import run_svm
 
 
@@ -87,24 +86,3 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
     assert saved["model"].predict(np.zeros((1, 4096))).shape == (1,)
 
 
-def _write_rows(path, worker, count):
-    store = ResultsStore(path)
-    for i in range(count):
-        store.add(RunRecord(method="svm", dataset=f"w{worker}", dataset_fingerprint="x", config={"i": i},
-                            test_accuracy=i / count, classes=["a", "b"]))
-
-
-def test_concurrent_writers_lose_no_row(tmp_path):
-    path = tmp_path / "results.sqlite"
-    ResultsStore(path)
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_write_rows, args=(path, w, 40)) for w in range(3)]
-    for p in workers:
-        p.start()
-    for p in workers:
-        p.join(60)
-        assert p.exitcode == 0
-    runs = ResultsStore(path).runs()
-    assert len(runs) == 120 and len({r.id for r in runs}) == 120
-    assert sorted(r.config["i"] for r in runs if r.dataset == "w1") == list(range(40))
-    assert len(ResultsStore(path).runs(dataset="w2")) == 40

@@ -8,7 +8,7 @@ from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract, resolve
 
-from .conftest import extract_until_killed, make_image, make_pooled
+from .conftest import extract_until_killed
 
 # Small and deterministic: random weights, 32×32 crops, fp32.
 SPEC = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
@@ -97,59 +97,6 @@ def test_unreadable_images_are_skipped_and_listed_or_stop_a_strict_run(small_dat
     assert entry.unreadable == 1
 
 
-def test_changed_weights_pooling_precision_or_colour_never_reuse_stale_features(cache_dir):
-    base = resolve(SPEC, cache_dir, "cpu").path
-    assert resolve(FeatureSpec(**{**SPEC.__dict__, "pooling": "avg"}), cache_dir, "cpu").path != base
-    assert resolve(FeatureSpec(**{**SPEC.__dict__, "precision": "bf16"}), cache_dir, "cpu").path != base
-    assert resolve(FeatureSpec(**{**SPEC.__dict__, "color": True}), cache_dir, "cpu").path != base
-    assert resolve(FeatureSpec(**{**SPEC.__dict__, "image_size": 48}), cache_dir, "cpu").path != base
-
-
-def test_a_changed_image_is_extracted_again_and_only_it(small_data, cache_dir):
-    dataset = load_dataset(small_data)
-    before = _all_features(extract(dataset, SPEC, cache_dir, RUN).path, "relu7", dataset)["test"].features
-    make_image(small_data / "test/alpha/img_000.png", 2, 55)  # new content under the same name
-    changed = load_dataset(small_data)
-    outcome = extract(changed, SPEC, cache_dir, RUN)
-    assert outcome.images == 1
-    after = _all_features(outcome.path, "relu7", changed)["test"].features
-    assert not np.array_equal(after[0], before[0])
-    np.testing.assert_array_equal(after[1:], before[1:])
-
-
-def test_features_are_keyed_by_image_content_not_by_split(tmp_path, cache_dir):
-    """A pooled folder re-split with another seed, or listed again elsewhere, reuses every row."""
-    from transfer.datasets import SplitPolicy
-
-    pooled = make_pooled(tmp_path / "pooled", per_class=6)
-    first = load_dataset(pooled, SplitPolicy(train_per_class=3, seed=0))
-    reseeded = load_dataset(pooled, SplitPolicy(train_per_class=3, seed=1))
-    assert first.fingerprint != reseeded.fingerprint
-    assert extract(first, SPEC, cache_dir, RUN).images == 12
-    outcome = extract(reseeded, SPEC, cache_dir, RUN)
-    assert outcome.images == 0
-    assert outcome.shapes["train"]["relu7"] == (6, 4096)
-    by_path = {}
-    for dataset in (first, reseeded):
-        for split in read_features(outcome.path, "relu7", dataset).splits.values():
-            for path, row in zip(split.paths, split.features):
-                by_path.setdefault(path, []).append(row)
-    assert all(np.array_equal(rows[0], rows[1]) for rows in by_path.values())
-    assert len(by_path) == 12
-
-
-def test_byte_identical_images_are_computed_once(small_data, cache_dir):
-    copy = small_data / "test/alpha/copy.png"
-    copy.write_bytes((small_data / "train/alpha/img_000.png").read_bytes())
-    dataset = load_dataset(small_data)
-    outcome = extract(dataset, SPEC, cache_dir, RUN)
-    assert outcome.images == 21
-    features = _all_features(outcome.path, "relu7", dataset)
-    test_paths = features["test"].paths
-    np.testing.assert_array_equal(features["test"].features[test_paths.index("test/alpha/copy.png")],
-                                  features["train"].features[0])
-
-
 def test_spatial_reductions_are_separate_features(small_data, cache_dir):
     dataset = load_dataset(small_data)
     spec = FeatureSpec(weights="random", layers=("conv5_3",), spatial="avg", image_size=64, precision="fp32")
@@ -175,12 +122,3 @@ def test_the_kept_heap_is_trimmed_only_when_it_grows_past_its_level(monkeypatch)
     assert trimmed_after == [3, 6, 7]
 
 
-@pytest.mark.parametrize("extracted", ["fp32", "bf16"])
-def test_a_reader_asking_for_auto_precision_finds_what_any_device_extracted(small_data, cache_dir, extracted):
-    """The key never depends on the reader: `svm` has no --device, the extraction may have run elsewhere."""
-    from transfer.extraction import cached_features
-
-    dataset = load_dataset(small_data)
-    extract(dataset, FeatureSpec(**{**SPEC.__dict__, "precision": extracted}), cache_dir, RUN)
-    found = cached_features(dataset, FeatureSpec(**{**SPEC.__dict__, "precision": "auto"}), cache_dir)
-    assert found.key.precision == extracted

@@ -94,33 +94,6 @@ def test_second_run_skips_everything_and_a_new_c_grid_reruns_only_the_svms(tmp_p
     assert ran == {"svm vgg16/max/relu7", "svm vgg16/max/pool5", "svm vgg16/avg/relu7", "svm vgg16/avg/pool5", "report"}
 
 
-def test_every_problem_of_a_study_file_is_reported_with_its_line(tmp_path, small_data):
-    text = STUDY.replace('layers = ["relu7", "pool5"]', 'layers = ["relu7", "pool9"]') \
-                .replace('poolings = ["max", "avg"]', 'poolings = ["max", "median"]') \
-                .replace("cv = 2\n\n[bow]", "cv = 2\nkernel = \"rbf\"\n\n[bow]") \
-                .replace('path = "{data}"', 'path = "{data}/missing"')
-    path = write_study(tmp_path, small_data, c_grid="[0.1, -1]", text=text)
-    lines = path.read_text().splitlines()
-
-    def line_of(fragment: str) -> int:
-        return next(i for i, line in enumerate(lines, start=1) if fragment in line)
-
-    with pytest.raises(UserError) as error:
-        load_study(path)
-    message = str(error.value)
-    assert "5 problem(s)" in message
-    for fragment, words in (("path =", "does not exist"), ("layers =", "'pool9'"), ("poolings =", "median"),
-                            ("c_grid = [0.1, -1]", "positive"), ("kernel =", "unknown key 'kernel'")):
-        assert f"{path}:{line_of(fragment)}: " in message and words in message, (fragment, message)
-
-
-def test_a_syntax_error_names_the_line(tmp_path):
-    path = tmp_path / "broken.toml"
-    path.write_text("[study]\nname = \"x\"\nseed = = 3\n")
-    with pytest.raises(UserError, match="line 3"):
-        load_study(path)
-
-
 def test_a_failing_stage_blocks_only_what_needs_it(tmp_path, small_data, cache_dir):
     not_vgg = tmp_path / "not_vgg.pt"
     torch.save({"weight": torch.zeros(2)}, not_vgg)
