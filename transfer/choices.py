@@ -68,3 +68,40 @@ class Schedule(enum.StrEnum):
 class Augmentation(enum.StrEnum):
     CROP = "crop"  # random (size·7/8)² crops in training, centre crop in evaluation
     FLIP = "flip"  # horizontal flips in training
+
+
+class StageKind(enum.StrEnum):
+    """What a stage of a study does (`transfer run --only` takes these)."""
+
+    EXTRACT = "extract"
+    SVM = "svm"
+    BOW = "bow"
+    HEAD = "head"
+    SCRATCH = "scratch"
+    REPORT = "report"
+
+
+class StageStatus(enum.StrEnum):
+    CACHED = "cached"  # its result was already there
+    RAN = "ran"
+    FAILED = "failed"
+    BLOCKED = "blocked"  # a stage it needs failed
+    INTERRUPTED = "interrupted"
+
+
+class Method(enum.StrEnum):
+    """How a stored run classified (the results store's `method` column)."""
+
+    SVM = "svm"  # linear SVM on network features
+    BOW = "bow"  # bag of words + SIFT
+    HEAD = "head"  # a new head, on cached features or trained end to end
+    SCRATCH = "scratch"  # a small CNN trained from scratch
+
+
+class ModelKind(enum.StrEnum):
+    """What a model file holds (its payload's `kind`)."""
+
+    SVM = "svm"
+    BOW = "bow"
+    HEAD = "head"  # a head for cached features
+    NETWORK = "network"  # a whole fine-tuned network

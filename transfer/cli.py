@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .backbones import BACKBONES
-from .choices import Device, Engine, Norm, Pooling, Precision, Schedule, Spatial
+from .choices import Device, Engine, Method, Norm, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus
 from .console import console, err_console, note, styled
 from .errors import UserError
 from .paths import default_cache_dir, default_data_dir
@@ -208,7 +208,7 @@ def bow(
 @app.command()
 def results(
     data: Annotated[Optional[str], typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="Only this method: svm, bow, head, ...")] = None,
+    method: Annotated[Optional[Method], typer.Option(help="Only this method.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Only this layer.")] = None,
     cache_dir: CacheDirOpt = None,
@@ -225,7 +225,7 @@ def results(
 def report(
     data: Annotated[Optional[str], typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="Only this method: svm, bow, head, ...")] = None,
+    method: Annotated[Optional[Method], typer.Option(help="Only this method.")] = None,
     best_only: Annotated[bool, typer.Option("--best-only", help="Only the headline: the best CV / validation accuracy (chosen without the test split).")] = False,
     name: Annotated[str, typer.Option(help="Report folder name under reports/.")] = "study",
     out: Annotated[Optional[Path], typer.Option(help="Report folder [default: reports/<name>].")] = None,
@@ -308,7 +308,7 @@ def finetune(
 def run_study(
     study_file: Annotated[Path, typer.Argument(help="Study file (TOML), e.g. pipelines/fifteen_scene_lite0.toml.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan: each stage, whether it is cached, and what would run.")] = False,
-    only: Annotated[Optional[str], typer.Option(help="Only these stages (and what they need): kinds (extract, svm, bow, head, report) or name patterns, comma-separated, e.g. 'svm vgg16/*'.")] = None,
+    only: Annotated[Optional[str], typer.Option(help=f"Only these stages (and what they need): kinds ({', '.join(StageKind)}) or name patterns, comma-separated, e.g. 'svm vgg16/*'.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Use this dataset folder instead of the study's.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Use these weights for every backbone instead of the study's: imagenet, random or a state_dict PATH.")] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Run even when a backbone's ImageNet weights cannot be loaded: its stages fail, the others run.")] = False,
@@ -357,7 +357,7 @@ def run_study(
     print_run_summary(reports, time.perf_counter() - begun)
     if any(r.status == "interrupted" for r in reports):
         raise SystemExit(130)
-    if any(r.status in ("failed", "blocked") for r in reports):
+    if any(r.status in (StageStatus.FAILED, StageStatus.BLOCKED) for r in reports):
         raise SystemExit(1)
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from .backbones import LayerInfo
 from .cache import CacheEntry
+from .choices import StageStatus
 from .console import console, err_console, note, styled
 from .datasets import SPLITS, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
@@ -246,7 +247,8 @@ def print_head(outcome: "HeadOutcome") -> None:
     console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
 
 
-_STATUS_STYLE = {"cached": "green", "ran": "bold green", "failed": "bold red", "blocked": "yellow", "interrupted": "yellow"}
+_STATUS_STYLE = {StageStatus.CACHED: "green", StageStatus.RAN: "bold green", StageStatus.FAILED: "bold red",
+                 StageStatus.BLOCKED: "yellow", StageStatus.INTERRUPTED: "yellow"}
 
 
 def print_plan(plan: list[tuple["Stage", "State"]]) -> None:
@@ -264,7 +266,7 @@ def print_plan(plan: list[tuple["Stage", "State"]]) -> None:
 def print_stage_end(report: "StageReport") -> None:
     style = _STATUS_STYLE[report.status]
     console.print(styled("  ", (report.status, style), f" {report.stage.name}"
-                         + (f" in {report.seconds:.1f} s" if report.status == "ran" else "") + f": {report.detail}"),
+                         + (f" in {report.seconds:.1f} s" if report.status == StageStatus.RAN else "") + f": {report.detail}"),
                   soft_wrap=True)
 
 

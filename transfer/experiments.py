@@ -12,6 +12,7 @@ from sklearn.pipeline import Pipeline
 
 from .bow import BowConfig, bow_features
 from .cache import FeatureCache, extraction_timing
+from .choices import Method, ModelKind
 from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
 from .keys import KeyKind, content_key
@@ -68,7 +69,7 @@ def _data_notes(dataset: ImageDataset) -> dict:
     return {"test_duplicates": len(dataset.test_duplicates())}
 
 
-def _record(method: str, dataset: ImageDataset, config: dict, **fields) -> RunRecord:
+def _record(method: Method, dataset: ImageDataset, config: dict, **fields) -> RunRecord:
     """A store row for a run on ``dataset``: what every run records (the data, its classes, notes on it,
     the library versions), plus the method's own ``fields``."""
     return RunRecord(method=method, dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
@@ -157,12 +158,12 @@ def run_svm(
         one_layer = replace(features, layers=(layer.split(":")[0],))
         key = svm_key(dataset.fingerprint, resolved.key.digest, layer, norm, grid)
         record = _record(
-            "svm", dataset, {"norm": norm, "features": asdict(one_layer), "key": key},
+            Method.SVM, dataset, {"norm": norm, "features": asdict(one_layer), "key": key},
             backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling,
             layer=layer, precision=resolved.key.precision, timings=extraction_timing(resolved.path),
         )
         path = model_path(cache_dir, f"svm-{resolved.key.backbone}-{layer}-{norm}", key)
-        payload = {"kind": "svm", "features": asdict(one_layer), "layer_key": layer, "extraction_key": resolved.key.as_dict()}
+        payload = {"kind": ModelKind.SVM, "features": asdict(one_layer), "layer_key": layer, "extraction_key": resolved.key.as_dict()}
         splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
         outcomes.append(_fit_and_record(make_model, splits, data.classes, grid, path, payload, record, store, layer))
     return outcomes
@@ -180,8 +181,8 @@ def run_bow(
     store = store_or_default(store, cache_dir)
     name = f"bow-pyramid{config.pyramid}" if config.pyramid else "bow"
     key = bow_key(dataset.fingerprint, config, grid)
-    record = _record("bow", dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
-    payload = {"kind": "bow", "vocabulary": features.kmeans, "bow_config": asdict(config)}
+    record = _record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
+    payload = {"kind": ModelKind.BOW, "vocabulary": features.kmeans, "bow_config": asdict(config)}
     return _fit_and_record(
         plain_svm, features.splits, dataset.classes, grid, model_path(cache_dir, name, key),
         payload, record, store, name, finalize=lambda svm: Pipeline([("chi2", features.feature_map), ("svm", svm)]),
@@ -243,12 +244,12 @@ def run_head(
     key = head_key(dataset.fingerprint, resolved.key.digest, layer, spec, candidates)
     path = save_model(
         model_path(cache_dir, f"head-{resolved.key.backbone}-{spec.name}", key),
-        {"kind": "head", "head": asdict(spec), "head_state": state_arrays(result.head.state_dict()),
+        {"kind": ModelKind.HEAD, "head": asdict(spec), "head_state": state_arrays(result.head.state_dict()),
          "in_features": int(train.features.shape[1]), "classes": data.classes, "features": asdict(feature_spec),
          "layer_key": layer, "extraction_key": resolved.key.as_dict()},
     )
     record = _record(
-        "head", dataset,
+        Method.HEAD, dataset,
         {"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
          "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried], "key": key},
         backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer,
@@ -278,11 +279,11 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
                               resolved.device, setup, config, checkpoint, progress)
     path = save_model(
         model_path(cache_dir, f"network-{backbone.name}-{spec.name}-{setup.unfreeze}", run_key),
-        {"kind": "network", "head": asdict(spec), "state": state_arrays(result.head.state_dict()),
+        {"kind": ModelKind.NETWORK, "head": asdict(spec), "state": state_arrays(result.head.state_dict()),
          "classes": dataset.classes, "features": asdict(features), "extraction_key": resolved.key.as_dict()},
     )
     record = _record(
-        "head", dataset,
+        Method.HEAD, dataset,
         {"head": spec.name, "dropout": spec.dropout, "train": asdict(config), "unfreeze": setup.unfreeze,
          "backbone_lr_scale": setup.backbone_lr_scale, "features": asdict(features), "key": run_key},
         backbone=backbone.name, weights=resolved.key.weights, pooling=resolved.key.pooling,
@@ -319,7 +320,7 @@ def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], 
         trained = train_scratch(data, config, checkpoint, progress)
         result = trained.result
         record = RunRecord(
-            method="scratch", dataset=data.name, dataset_fingerprint=data.fingerprint, classes=data.classes,
+            method=Method.SCRATCH, dataset=data.name, dataset_fingerprint=data.fingerprint, classes=data.classes,
             config={"series": series, "step": step, **settings, "parameters": trained.parameters,
                     "normalization": {"mean": trained.mean, "std": trained.std}, "key": key},
             backbone=config.arch, weights="scratch", layer=f"{config.input_size}px", versions=library_versions(),

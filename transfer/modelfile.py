@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from .choices import ModelKind
 from .errors import DamagedFile, UserError
 from .files import atomic_path
 
 MODEL_FORMAT = 2  # 1: joblib pickles (refused: loading them could run code)
 MODEL_SUFFIX = ".skops"
-KINDS = ("svm", "bow", "head", "network")
 
 
 def save_estimator(path: Path, obj: Any) -> Path:
@@ -86,7 +86,7 @@ def load_model(path: Path) -> dict:
             f"it contains, so it is not loaded. Re-create it by re-running the command that made it (`transfer "
             f"results` shows its settings): the new file is a {MODEL_SUFFIX} file, which loads without running code.")
     payload = load_estimator(path, expected)
-    if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
+    if not isinstance(payload, dict) or payload.get("kind") not in set(ModelKind):
         raise UserError(f"{path} is not {expected}")
     if payload.get("format") != MODEL_FORMAT:
         raise UserError(f"{path} has model format {payload.get('format')}, this transfer reads {MODEL_FORMAT}; re-run the fit")

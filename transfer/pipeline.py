@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import FeatureCache
+from .choices import StageKind, StageStatus
 from .console import console, err_console
 from .datasets import ImageDataset, SplitPolicy, load_dataset
 from .errors import DamagedFile, UserError
@@ -35,13 +36,12 @@ from .study import (
     train_configs,
 )
 
-KINDS = ("extract", "svm", "bow", "head", "scratch", "report")
 
 
 @dataclass
 class Stage:
     name: str  # "svm vgg16/avg/relu7"; --only matches it or its kind
-    kind: str
+    kind: StageKind
     needs: list[str]
     check: Callable[[], "State"]  # cheap look at the cache and the store: is the result there?
     run: Callable[[], str]  # does the work, returns a one-line result
@@ -58,7 +58,7 @@ class State:
 @dataclass
 class StageReport:
     stage: Stage
-    status: str  # cached | ran | failed | blocked | interrupted
+    status: StageStatus
     seconds: float = 0.0
     detail: str = ""
 
@@ -195,7 +195,7 @@ class Planner:
                     if seconds else "cached")
 
         imagenet = (self.overrides.weights or entry.weights) == "imagenet"
-        self.stages.append(Stage(name, "extract", [], check, run, backbone=entry.backbone if imagenet else None))
+        self.stages.append(Stage(name, StageKind.EXTRACT, [], check, run, backbone=entry.backbone if imagenet else None))
         if self.study.svm is not None:
             for layer in entry.layers:
                 self._svm(entry, f"{where}/{layer}", layer, specs[0], name)
@@ -226,7 +226,7 @@ class Planner:
             mean, _ = outcome.mean_std
             return self._stored(name, outcome.run_id, f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g})")
 
-        self.stages.append(Stage(name, "svm", [extract_stage], check, run))
+        self.stages.append(Stage(name, StageKind.SVM, [extract_stage], check, run))
 
     def _head_spec(self, head: str):
         return head_spec(self.study, head, len(self.dataset.classes))
@@ -254,7 +254,7 @@ class Planner:
                                self._run_options(entry), heads.dropout, self.store)
             return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (epoch {outcome.result.best_epoch})")
 
-        self.stages.append(Stage(name, "head", [extract_stage], check, run))
+        self.stages.append(Stage(name, StageKind.HEAD, [extract_stage], check, run))
 
     def _bow(self, pyramid: int) -> None:
         from .experiments import bow_key, run_bow
@@ -273,7 +273,7 @@ class Planner:
 
         # The pyramid levels share the cached SIFT, vocabulary and word stages: the first one computes them.
         needs = [s.name for s in self.stages if s.kind == "bow"][:1]
-        self.stages.append(Stage(name, "bow", needs, check, run))
+        self.stages.append(Stage(name, StageKind.BOW, needs, check, run))
 
     def _scratch(self, arch: str) -> None:
         from .experiments import run_scratch, scratch_key
@@ -297,7 +297,7 @@ class Planner:
             self.run_ids[name] = [o.run_id for o in outcomes]
             return ", ".join(f"{o.step or arch} {100 * o.trained.result.test_accuracy:.1f}%" for o in outcomes)
 
-        self.stages.append(Stage(name, "scratch", [], check, run))
+        self.stages.append(Stage(name, StageKind.SCRATCH, [], check, run))
 
     def _report(self) -> None:
         from .keys import KeyKind, content_key
@@ -334,7 +334,7 @@ class Planner:
             return f"{len(runs)} runs → {files.markdown}"
 
         # The report needs no single stage: it shows whatever the classifier stages produced.
-        self.stages.append(Stage("report", "report", [], check, run))
+        self.stages.append(Stage("report", StageKind.REPORT, [], check, run))
 
 
 def _accuracy_detail(run) -> str:
@@ -350,7 +350,7 @@ def select(stages: list[Stage], only: list[str]) -> list[Stage]:
     wanted = {s.name for s in stages for pattern in only
               if s.kind == pattern or fnmatch.fnmatch(s.name, pattern) or s.name == pattern}
     if not wanted:
-        raise UserError(f"--only {','.join(only)} matches no stage; kinds: {', '.join(KINDS)}; "
+        raise UserError(f"--only {','.join(only)} matches no stage; kinds: {', '.join(StageKind)}; "
                         f"`transfer run FILE --dry-run` lists the stage names")
     frontier = list(wanted)
     while frontier:
@@ -366,16 +366,16 @@ def _run_one(stage: Stage, on_start: Callable[[Stage], None]) -> StageReport:
     try:
         state = stage.check()
         if state.done:
-            return StageReport(stage, "cached", time.perf_counter() - begun, state.detail)
+            return StageReport(stage, StageStatus.CACHED, time.perf_counter() - begun, state.detail)
         on_start(stage)
         detail = stage.run()
-        return StageReport(stage, "ran", time.perf_counter() - begun, detail)
+        return StageReport(stage, StageStatus.RAN, time.perf_counter() - begun, detail)
     except KeyboardInterrupt:
-        return StageReport(stage, "interrupted", time.perf_counter() - begun, "run the same command to pick up from here")
+        return StageReport(stage, StageStatus.INTERRUPTED, time.perf_counter() - begun, "run the same command to pick up from here")
     except Exception as error:  # isolated: reported, and the stages that do not need this one still run
         if not isinstance(error, UserError):
             err_console.print(traceback.format_exc())
-        return StageReport(stage, "failed", time.perf_counter() - begun, str(error) if isinstance(error, UserError)
+        return StageReport(stage, StageStatus.FAILED, time.perf_counter() - begun, str(error) if isinstance(error, UserError)
                            else f"{type(error).__name__}: {error}")
 
 
@@ -385,12 +385,12 @@ def run_stages(stages: list[Stage], on_start: Callable[[Stage], None] = lambda s
     the run after recording what finished (finished stages and extraction batches are kept)."""
     reports: dict[str, StageReport] = {}
     for stage in stages:
-        blocked = [n for n in stage.needs if n in reports and reports[n].status in ("failed", "blocked")]
-        report = (StageReport(stage, "blocked", detail=f"needs {', '.join(blocked)}") if blocked
+        blocked = [n for n in stage.needs if n in reports and reports[n].status in (StageStatus.FAILED, StageStatus.BLOCKED)]
+        report = (StageReport(stage, StageStatus.BLOCKED, detail=f"needs {', '.join(blocked)}") if blocked
                   else _run_one(stage, on_start))
         reports[stage.name] = report
         on_end(report)
-        if report.status == "interrupted":
+        if report.status == StageStatus.INTERRUPTED:
             break
     return list(reports.values())
 

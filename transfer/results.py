@@ -52,7 +52,7 @@ JSON_FIELDS = ("config", "c_grid", "cv_accuracy", "test_accuracy_per_c", "chosen
 
 @dataclass
 class RunRecord:
-    method: str  # svm | bow | head | ...
+    method: str  # a choices.Method
     dataset: str
     dataset_fingerprint: str
     config: dict
