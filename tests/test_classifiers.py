@@ -1,8 +1,7 @@
-
 import numpy as np
 import pytest
 
-from transfer.classifiers import GridConfig, grid_search, linear_svm, parse_c_grid, redraw_splits
+from transfer.classifiers import GridConfig, span_fit, grid_search, linear_svm, parse_c_grid, plain_svm, redraw_splits
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract
@@ -86,3 +85,27 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
     assert saved["model"].predict(np.zeros((1, 4096))).shape == (1,)
 
 
+
+
+@pytest.mark.parametrize("make_model", [linear_svm("l2"), linear_svm("none"), plain_svm], ids=["l2", "none", "bare"])
+def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model):
+    """Fewer rows than features: the fits run in the rows' span, and the models come back on the features."""
+    x, y = _blobs(n_per_class=22, dims=200, spread=3.0)
+    fit = np.arange(len(y)) % 22 < 12  # 12 training and 10 test rows per class, from the same centres
+    train, (x_test, y_test) = (x[fit], y[fit]), (x[~fit], y[~fit])
+    config = GridConfig(c_grid=(0.001, 0.01, 0.1, 1), cv=3, jobs=1)
+    direct = grid_search(make_model, train, (x_test, y_test), config, 3, in_span=False)
+    spanned = grid_search(make_model, train, (x_test, y_test), config, 3)
+    assert span_fit(make_model, train[0]) is not None
+    assert spanned.chosen_c == direct.chosen_c
+    np.testing.assert_allclose(spanned.cv_mean, direct.cv_mean)
+    np.testing.assert_allclose(spanned.test_accuracy_per_c, direct.test_accuracy_per_c)
+    np.testing.assert_allclose(spanned.model.decision_function(x_test), direct.model.decision_function(x_test),
+                               atol=1e-3)
+    assert spanned.model.predict(x_test).tolist() == direct.model.predict(x_test).tolist()
+
+
+def test_a_fold_fitted_scaler_or_more_rows_than_features_keep_the_direct_fits():
+    wide = _blobs(dims=200)[0]
+    assert span_fit(linear_svm("standard"), wide) is None
+    assert span_fit(linear_svm("l2"), _blobs(dims=10)[0]) is None

@@ -59,8 +59,27 @@ def test_pooled_layout_is_split_reproducibly_by_seed(tmp_path):
     assert first.splits != other.splits
     assert [len(first.samples(s)) for s in ("train", "test")] == [8, 12]
     assert first.fingerprint != other.fingerprint
-    with pytest.raises(UserError, match="none would be left for test"):
-        load_dataset(root, SplitPolicy(train_per_class=10))
+
+
+def test_a_split_too_large_for_the_data_names_the_smallest_class_and_what_the_data_allows(tmp_path):
+    root = make_pooled(tmp_path / "pooled", classes=("a", "b", "c"), per_class=10)
+    for extra in range(3):
+        (root / "b" / f"{extra}.png").unlink()  # b: 7 images, not the first class alphabetically
+    with pytest.raises(UserError, match="the smallest class, 'b', has 7 image.*allows at most 6"):
+        load_dataset(root, SplitPolicy(train_per_class=8))
+    listing = load_dataset(root, SplitPolicy(train_per_class=None))
+    assert [len(listing.samples(s)) for s in ("train", "test")] == [27, 0]
+
+
+def test_data_info_shows_every_class_of_a_folder_no_split_fits(tmp_path):
+    from typer.testing import CliRunner
+
+    from transfer.cli import app
+
+    root = make_pooled(tmp_path / "pooled", classes=("a", "b"), per_class=5)
+    result = CliRunner().invoke(app, ["data", "info", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "smallest class: 'a', 5 images: --train-per-class can be 1 to 4" in result.output
 
 
 def test_duplicates_within_and_across_splits_are_listed(small_data):

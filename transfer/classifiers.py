@@ -108,6 +108,98 @@ def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> No
         raise UserError("the features contain NaN or infinite values")
 
 
+class SpanProjection:
+    """Coordinates of the training rows in an orthonormal basis of their own span.
+
+    LinearSVC (liblinear) minimises ||w||² + C·Σ loss(w·[x, s]) over the rows with liblinear's intercept
+    column s appended, so the optimal w lies in the span of the training rows (representer theorem).
+    In an orthonormal basis of that span the problem is the same (same Gram matrix, hence the same dual
+    and the same decision values) with n coordinates instead of d: when n ≪ d every pass of the solver
+    costs n/d as much. A fold's rows span a subspace of this span, so one basis serves every fold and
+    every C. Everything comes from the n×n Gram matrix G = V·Λ·Vᵀ: the coordinates are V·Λ^(1/2), and a
+    weight vector found there maps back to the features as w = Aᵀ·V·Λ^(-1/2)·w_span (A: the rows).
+    """
+
+    BLOCK = 4096  # feature columns per float64 block of the Gram matrix (bounds the extra memory)
+
+    def __init__(self, x_train, intercept_scaling: float) -> None:
+        self.rows = x_train
+        self.intercept_scaling = intercept_scaling
+        values, vectors = np.linalg.eigh(self._gram(x_train) + intercept_scaling ** 2)
+        keep = values > values.max() * len(values) * np.finfo(np.float64).eps  # the span's dimension
+        self.coordinates = vectors[:, keep] * np.sqrt(values[keep])  # the training rows, n × rank
+        self._back = vectors[:, keep] / np.sqrt(values[keep])
+
+    def _gram(self, x) -> np.ndarray:
+        if sparse.issparse(x):
+            x = x.astype(np.float64)
+            return np.asarray((x @ x.T).todense())
+        gram = np.zeros((x.shape[0], x.shape[0]))
+        for start in range(0, x.shape[1], self.BLOCK):
+            block = np.asarray(x[:, start:start + self.BLOCK], dtype=np.float64)
+            gram += block @ block.T
+        return gram
+
+    def raw_model(self, fitted: LinearSVC, n_features: int) -> LinearSVC:
+        """The same classifier on the original features."""
+        on_rows = self._back @ fitted.coef_.T  # n × classes: w = Aᵀ·on_rows
+        model = clone(fitted).set_params(fit_intercept=True)
+        for name, value in vars(fitted).items():
+            if name.endswith("_") and not name.startswith("__"):
+                setattr(model, name, value)
+        model.coef_ = np.ascontiguousarray(np.asarray(self.rows.T @ on_rows).T)
+        model.intercept_ = self.intercept_scaling ** 2 * on_rows.sum(axis=0)
+        model.n_features_in_ = n_features
+        return model
+
+
+@dataclass
+class SpanFit:
+    """How a grid is fitted in the training rows' span: the row-wise steps before the SVM, the SVM, and
+    whether the model is a Pipeline (the models returned have the same form as ``make_model``'s)."""
+
+    before: list
+    svm: LinearSVC
+    pipeline: bool
+
+    def prepare(self, x):
+        """The row-wise steps (stateless: nothing is fitted, so train and test rows go through alike)."""
+        return Pipeline(self.before).fit_transform(x) if self.before else x
+
+    def original_model(self, svm: LinearSVC):
+        return Pipeline([*self.before, ("svm", svm)]) if self.pipeline else svm
+
+    def predictions(self, svms: list[LinearSVC], x, block: int = 256) -> list[np.ndarray]:
+        """Every model's predictions from one product of the rows with all their weights, in float64 as
+        LinearSVC computes them (it converts all rows to float64 per model and per call; here a block of
+        rows at a time, once)."""
+        rows = self.prepare(x)
+        weights = np.concatenate([svm.coef_ for svm in svms]).T
+        scores = np.concatenate([np.asarray(rows[i:i + block].astype(np.float64) @ weights)
+                                 for i in range(0, rows.shape[0], block)])
+        found, start = [], 0
+        for svm in svms:
+            block = scores[:, start:start + len(svm.coef_)] + svm.intercept_
+            start += len(svm.coef_)
+            found.append(svm.classes_[block.argmax(axis=1) if block.shape[1] > 1 else (block[:, 0] > 0).astype(int)])
+        return found
+
+
+def span_fit(make_model: Callable, x_train) -> SpanFit | None:
+    """How to fit the grid in the training rows' span, when that gives the same models: an L2-penalised
+    LinearSVC after row-wise steps only (a fold-fitted scaler would change the span per fold), and fewer
+    rows than features. None otherwise."""
+    model = make_model(1.0)
+    pipeline = isinstance(model, Pipeline)
+    steps = list(model.steps) if pipeline else [("svm", model)]
+    (_, svm), before = steps[-1], steps[:-1]
+    stateless = all(step == "passthrough" or isinstance(step, Normalizer) for _, step in before)
+    fits = isinstance(svm, LinearSVC) and svm.penalty == "l2" and svm.fit_intercept
+    if not (stateless and fits and x_train.shape[0] < x_train.shape[1]):
+        return None
+    return SpanFit(before, svm, pipeline)
+
+
 def _fit(model, x, y, fit: np.ndarray, held_out: np.ndarray | None):
     """Fit on rows `fit`; return the held-out accuracy, or the model itself when nothing is held out."""
     model.fit(x[fit], y[fit])
@@ -120,8 +212,13 @@ def grid_search(
     test: tuple[np.ndarray, np.ndarray],
     config: GridConfig,
     n_classes: int,
+    in_span: bool = True,
 ) -> GridResult:
-    """Choose C by stratified k-fold CV on `train`; then fit every C on all of `train` and score `test`."""
+    """Choose C by stratified k-fold CV on `train`; then fit every C on all of `train` and score `test`.
+
+    With ``in_span`` (and a model that allows it, `span_fit`) every fit runs in the span of the
+    training rows (`SpanProjection`); the models returned work on the original features either way.
+    """
     from joblib import Parallel, delayed
 
     x_train, y_train = train
@@ -130,20 +227,33 @@ def grid_search(
     begun = time.perf_counter()
     folds = list(StratifiedKFold(config.cv, shuffle=True, random_state=config.seed).split(x_train, y_train))
     everything = np.arange(len(y_train))
+    span = span_fit(make_model, x_train) if in_span else None
+    if span is not None:
+        projection = SpanProjection(span.prepare(x_train), span.svm.intercept_scaling)
+        x_fit = projection.coordinates
+
+        def make_fit(c: float):
+            return clone(span.svm).set_params(C=c, fit_intercept=False)
+    else:
+        x_fit, make_fit = x_train, make_model
     # One flat pool of (C, fold) fits plus the final fit of each C keeps every core busy.
     tasks = [(c, fit, held_out) for c in config.c_grid for fit, held_out in folds] + [(c, everything, None) for c in config.c_grid]
     fitted = Parallel(n_jobs=config.jobs)(
-        delayed(_fit)(make_model(c), x_train, y_train, fit, held_out) for c, fit, held_out in tasks
+        delayed(_fit)(make_fit(c), x_fit, y_train, fit, held_out) for c, fit, held_out in tasks
     )
     n_cv = len(config.c_grid) * config.cv
     cv_scores = [np.array(fitted[i * config.cv : (i + 1) * config.cv]) for i in range(len(config.c_grid))]
     cv_mean = [float(s.mean()) for s in cv_scores]
     chosen = int(np.argmax(cv_mean))  # first maximum: the smallest C among ties
     models = fitted[n_cv:]
+    if span is not None:
+        svms = [projection.raw_model(model, x_train.shape[1]) for model in models]
+        models = [span.original_model(svm) for svm in svms]
     fit_seconds = time.perf_counter() - begun
-    test_per_c = [float(model.score(x_test, y_test)) for model in models]
-    predictions = models[chosen].predict(x_test)
-    per_class, confusion = per_class_summary(y_test, predictions, n_classes)
+    test_predictions = (span.predictions(svms, x_test) if span is not None
+                        else [model.predict(x_test) for model in models])
+    test_per_c = [float(np.mean(predicted == y_test)) for predicted in test_predictions]
+    per_class, confusion = per_class_summary(y_test, test_predictions[chosen], n_classes)
     return GridResult(
         c_grid=list(config.c_grid),
         cv_mean=cv_mean,

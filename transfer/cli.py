@@ -60,11 +60,11 @@ def _split_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _load_dataset(data: Optional[Path], train_per_class: int, split_seed: int, verbose: bool = False,
+def _load_dataset(data: Optional[Path], train_per_class: Optional[int], split_seed: int, verbose: bool = False,
                   note_duplicates: bool = True):
     from .datasets import SplitPolicy, load_dataset
 
-    dataset = load_dataset(data or default_data_dir(), SplitPolicy(train_per_class, split_seed))
+    dataset = load_dataset(data or default_data_dir(), SplitPolicy(train_per_class=train_per_class, seed=split_seed))
     if note_duplicates:
         note(dataset.duplicates_note())
     if dataset.ignored_files:
@@ -285,7 +285,7 @@ def finetune(
     from .extraction import FeatureSpec, RunOptions
     from .heads import EndToEnd, HeadSpec
     from .experiments import run_head
-    from .training import TrainConfig
+    from .training import TrainConfig, epoch_lines
 
     input_layer = HeadSpec.parse(head, None, dropout).input_layer(backbone)
     features = FeatureSpec(backbone=backbone, weights=weights, layers=(input_layer,), pooling=pooling,
@@ -300,7 +300,8 @@ def finetune(
     dataset = _load_dataset(data, train_per_class, split_seed)
     end_to_end = EndToEnd(unfreeze=unfreeze, backbone_lr_scale=backbone_lr_scale, workers=workers) if unfreeze else None
     outcome = run_head(dataset, features, head, configs, cache_dir or default_cache_dir(),
-                       RunOptions(device=device, batch_size=batch_size), dropout, end_to_end=end_to_end)
+                       RunOptions(device=device, batch_size=batch_size), dropout, end_to_end=end_to_end,
+                       progress=epoch_lines(f"head {head}"))
     print_head(outcome)
 
 
@@ -394,7 +395,7 @@ def scratch(
     """
     from .display import print_scratch
     from .experiments import run_scratch
-    from .training import TrainConfig
+    from .training import TrainConfig, epoch_lines
     from .scratch import ScratchConfig, grid_configs, ladder as ladder_steps, load_cifar10, load_images, parse_grid
 
     if ladder and grid:
@@ -414,10 +415,7 @@ def scratch(
         steps, series = grid_configs(config, parse_grid(grid)), "grid"
     else:
         steps, series = [("", config)], "single"
-    outcomes = run_scratch(images, steps, series, cache_dir or default_cache_dir(),
-                           progress=lambda epoch, curves: console.print(
-                               f"  epoch {epoch}: train {100 * curves['train_acc'][-1]:.1f}%, val {100 * curves['val_acc'][-1]:.1f}% "
-                               f"({curves['epoch_seconds'][-1]:.1f} s)"))
+    outcomes = run_scratch(images, steps, series, cache_dir or default_cache_dir(), progress=epoch_lines)
     print_scratch(outcomes, series)
 
 
@@ -494,11 +492,12 @@ def layers(
 @data_app.command("info")
 def data_info(
     data: Annotated[Optional[Path], typer.Argument(help="Dataset folder. [default: $TRANSFER_DATA or data/15scene]")] = None,
-    train_per_class: TrainPerClassOpt = 100,
+    train_per_class: Annotated[Optional[int], typer.Option(help="For DIR/<class>/* layouts: show the split this many training images per class gives [default: no split, every image per class].")] = None,
     split_seed: SplitSeedOpt = 0,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Images per class and split, image sizes and modes, unreadable files, and byte-identical duplicates."""
+    """Images per class and split, the smallest class, image sizes and modes, unreadable files, and
+    byte-identical duplicates."""
     from .datasets import summarize
     from .display import print_data_info
 

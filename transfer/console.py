@@ -7,6 +7,7 @@ is text, not a rich tag). Styling is explicit, with `Text` pieces (`styled`).
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -55,10 +56,47 @@ class _Rate(ProgressColumn):
         return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"-- {self.unit}/s", style="cyan")
 
 
+LOG_INTERVAL_S = 30.0
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class _LogLines:
+    """Progress for a log file: a line when work starts, then one at most every ``interval`` seconds, and
+    one at the end (done/total, rate, ETA)."""
+
+    def __init__(self, total: int, description: str, unit: str, interval: float) -> None:
+        self.total, self.description, self.unit, self.interval = total, description, unit, interval
+        self.done = 0
+        self.begun = self.last = time.perf_counter()
+        err_console.print(f"{description}: 0/{total:,} {unit}", soft_wrap=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last < self.interval and self.done < self.total:
+            return
+        self.last = now
+        elapsed = now - self.begun
+        rate = self.done / elapsed if elapsed else 0.0
+        eta = f", ETA {_duration((self.total - self.done) / rate)}" if rate and self.done < self.total else ""
+        err_console.print(f"{self.description}: {self.done:,}/{self.total:,} {self.unit} "
+                          f"({100 * self.done / max(self.total, 1):.0f}%), {rate:,.1f} {self.unit}/s, "
+                          f"{_duration(elapsed)} elapsed{eta}", soft_wrap=True)
+
+
 @contextmanager
 def progress_bar(total: int, description: str, unit: str = "img", enabled: bool = True) -> Iterator:
-    """Yields `advance(n)`; draws nothing when disabled or when output is not a terminal."""
-    show = enabled and sys.stderr.isatty()
+    """Yields `advance(n)`: a bar on a terminal, progress lines in a log file (`_LogLines`), nothing when
+    disabled."""
+    if enabled and not sys.stderr.isatty():
+        yield _LogLines(total, description, unit, LOG_INTERVAL_S).advance
+        return
+    show = enabled
     progress = Progress(
         TextColumn("{task.description}", markup=False),
         BarColumn(),

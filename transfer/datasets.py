@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from .config import require
 from .errors import UserError
 from .images import IMAGE_EXTENSIONS, UnreadableImage, image_size
 from .keys import KeyKind, bytes_digest, content_key
@@ -20,12 +21,19 @@ from .keys import KeyKind, bytes_digest, content_key
 SPLITS = ("train", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SplitPolicy:
     """How a ``DIR/<class>/*`` folder is split (ignored for a ``train``/``test`` layout)."""
 
-    train_per_class: int = 100
+    train_per_class: int | None = 100  # None: list every image, split nothing (`transfer data info`)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.train_per_class is None or self.train_per_class >= 1, "train_per_class",
+                f"train_per_class must be at least 1, got {self.train_per_class}")
+
+
+UNSPLIT = "pooled, not split"
 
 
 @dataclass(frozen=True)
@@ -192,22 +200,26 @@ def _load_pooled(root: Path, policy: SplitPolicy, ignored: list[str]) -> ImageDa
         raise UserError(
             f"{root} has no class folders: expected DIR/train/<class>/* + DIR/test/<class>/*, or DIR/<class>/*"
         )
-    if policy.train_per_class < 1:
-        raise UserError(f"--train-per-class must be at least 1, got {policy.train_per_class}")
     order = sorted(dirs)
+    files = {key: _image_files(dirs[key], ignored, root) for key in order}
+    classes = [dirs[k].name for k in order]
+    if policy.train_per_class is None:
+        listed = [Sample(f.relative_to(root).as_posix(), label) for label, key in enumerate(order) for f in files[key]]
+        return ImageDataset(root, classes, {"train": listed, "test": []}, UNSPLIT)
+    smallest = min(order, key=lambda key: len(files[key]))
+    if len(files[smallest]) <= policy.train_per_class:
+        raise UserError(
+            f"the smallest class, {dirs[smallest].name!r}, has {len(files[smallest])} image(s): --train-per-class "
+            f"{policy.train_per_class} would leave it none for test; this data allows at most "
+            f"{len(files[smallest]) - 1} (`transfer data info {root}` lists every class)"
+        )
     rng = random.Random(policy.seed)
     splits: dict[str, list[Sample]] = {"train": [], "test": []}
     for label, key in enumerate(order):
-        files = _image_files(dirs[key], ignored, root)
-        if len(files) <= policy.train_per_class:
-            raise UserError(
-                f"class {dirs[key].name!r} has {len(files)} image(s), not more than --train-per-class "
-                f"{policy.train_per_class}: none would be left for test. Lower --train-per-class."
-            )
-        picked = set(rng.sample(range(len(files)), policy.train_per_class))
-        for i, f in enumerate(files):
+        picked = set(rng.sample(range(len(files[key])), policy.train_per_class))
+        for i, f in enumerate(files[key]):
             splits["train" if i in picked else "test"].append(Sample(f.relative_to(root).as_posix(), label))
-    return ImageDataset(root, [dirs[k].name for k in order], splits, "pooled")
+    return ImageDataset(root, classes, splits, "pooled")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from .backbones import LayerInfo
 from .cache import CacheEntry
 from .choices import StageStatus
 from .console import console, err_console, note, styled
-from .datasets import SPLITS, DatasetSummary, ImageDataset
+from .datasets import UNSPLIT, SPLITS, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
 from .report import HEADERS, HEADLINE_RULE, PUBLISHED, ReportFiles, Row, data_notes, reference_cells, table_cells
 from .results import RunRecord
@@ -70,12 +70,20 @@ def print_layers(backbone: str, infos: list[LayerInfo], total: int) -> None:
 def print_data_info(dataset: ImageDataset, summary: DatasetSummary) -> None:
     table = Table(title=f"{dataset.root} ({dataset.layout})", title_justify="left")
     table.add_column("class")
-    for split in SPLITS:
-        table.add_column(split, justify="right")
+    columns = {"images": "train"} if dataset.layout == UNSPLIT else {split: split for split in SPLITS}
+    for column in columns:
+        table.add_column(column, justify="right")
     for name in dataset.classes:
-        table.add_row(name, *(str(summary.counts[split][name]) for split in SPLITS))
-    table.add_row("total", *(str(sum(summary.counts[split].values())) for split in SPLITS), style="bold")
+        table.add_row(name, *(str(summary.counts[split][name]) for split in columns.values()))
+    table.add_row("total", *(str(sum(summary.counts[split].values())) for split in columns.values()), style="bold")
     console.print(table)
+    train = summary.counts["train"]
+    smallest = min(dataset.classes, key=lambda name: train[name])
+    if dataset.layout == UNSPLIT:
+        console.print(f"smallest class: {smallest!r}, {train[smallest]} images: --train-per-class can be 1 to "
+                      f"{train[smallest] - 1} (the rest of each class is its test split)")
+    else:
+        console.print(f"smallest class in train: {smallest!r}, {train[smallest]} images")
     sizes = ", ".join(f"{w}×{h}: {n}" for (w, h), n in summary.sizes.most_common(5))
     more = f" (+{len(summary.sizes) - 5} other sizes)" if len(summary.sizes) > 5 else ""
     console.print(f"sizes: {sizes}{more}")

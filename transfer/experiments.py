@@ -307,8 +307,9 @@ class ScratchOutcome:
 
 
 def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], series: str, cache_dir: Path,
-                store: ResultsStore | None = None, progress: Callable | None = None) -> list[ScratchOutcome]:
-    """Train each (step, config) from scratch; every one is a row in the store with its curves."""
+                store: ResultsStore | None = None, progress: Callable[[str], Callable] | None = None) -> list[ScratchOutcome]:
+    """Train each (step, config) from scratch; every one is a row in the store with its curves.
+    ``progress(label)`` gives each step's per-epoch callback (`training.epoch_lines`)."""
     from .scratch import config_dict, train_scratch
 
     store = store_or_default(store, cache_dir)
@@ -317,7 +318,7 @@ def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], 
         settings = config_dict(config)
         key = scratch_key(data.fingerprint, config)
         checkpoint = FeatureCache(cache_dir).artifact("scratch", f"{config.arch}-{key}.pt")
-        trained = train_scratch(data, config, checkpoint, progress)
+        trained = train_scratch(data, config, checkpoint, progress(f"{config.arch} {step}".strip()) if progress else None)
         result = trained.result
         record = RunRecord(
             method=Method.SCRATCH, dataset=data.name, dataset_fingerprint=data.fingerprint, classes=data.classes,

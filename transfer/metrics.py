@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
 
 def per_class_summary(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> tuple[list[float], list[list[int]]]:
     """Per-class accuracy (recall) and the confusion matrix, rows = true class."""
+    from sklearn.metrics import confusion_matrix
+
     confusion = confusion_matrix(labels, predictions, labels=list(range(n_classes)))
     support = confusion.sum(axis=1)
     per_class = np.divide(np.diag(confusion), support, out=np.zeros(n_classes), where=support > 0)

@@ -35,6 +35,7 @@ from .study import (
     svm_norm,
     train_configs,
 )
+from .training import epoch_lines
 
 
 
@@ -51,7 +52,7 @@ class Stage:
 @dataclass
 class State:
     done: bool
-    detail: str = ""  # "91.62% (C=1), run #12", "partial 700/1500", ...
+    detail: str = ""  # a one-line result: accuracy, chosen setting and run id; or what is left to do
     run_ids: list[int] = field(default_factory=list)
 
 
@@ -89,7 +90,7 @@ def open_dataset(study: Study, overrides: Overrides, fetch_missing: bool) -> Ima
 
         console.print(f"data: {root} is missing; fetching {study.data.name} (set {DATA_ENV} to use a local copy)")
         fetch(study.data.name, root)
-    dataset = load_dataset(root, SplitPolicy(study.data.train_per_class, study.data.split_seed))
+    dataset = load_dataset(root, SplitPolicy(train_per_class=study.data.train_per_class, seed=study.data.split_seed))
     return dataset.limited(study.data.per_class, study.data.split_seed) if study.data.per_class else dataset
 
 
@@ -251,7 +252,7 @@ class Planner:
 
         def run() -> str:
             outcome = run_head(self.dataset, features, head, configs, self.cache_dir,
-                               self._run_options(entry), heads.dropout, self.store)
+                               self._run_options(entry), heads.dropout, self.store, progress=epoch_lines(name))
             return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (epoch {outcome.result.best_epoch})")
 
         self.stages.append(Stage(name, StageKind.HEAD, [extract_stage], check, run))
@@ -293,7 +294,8 @@ class Planner:
             return State(True, ", ".join(f"{step or arch} {100 * run.test_accuracy:.1f}%" for (step, _), run in zip(steps, runs)))
 
         def run() -> str:
-            outcomes = run_scratch(load_images(self.dataset, section.size), steps, series, self.cache_dir, self.store)
+            outcomes = run_scratch(load_images(self.dataset, section.size), steps, series, self.cache_dir, self.store,
+                                   progress=epoch_lines)
             self.run_ids[name] = [o.run_id for o in outcomes]
             return ", ".join(f"{o.step or arch} {100 * o.trained.result.test_accuracy:.1f}%" for o in outcomes)
 

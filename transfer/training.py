@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .console import warn
+from .console import console, warn
 from .choices import Optimizer, Schedule
 from .config import as_plain, choice, require
 from .errors import UserError
@@ -177,6 +177,16 @@ def _read_checkpoint(path: Path) -> dict | None:
     except Exception as error:  # UnpicklingError for foreign objects, RuntimeError/EOFError for damage
         _discard_checkpoint(path, error)
         return None
+
+
+def epoch_lines(label: str) -> Callable[[int, dict], None]:
+    """The line each finished epoch prints, the same in every command and inside `transfer run`."""
+
+    def show(epoch: int, curves: dict) -> None:
+        console.print(f"{label}: epoch {epoch}: train {100 * curves['train_acc'][-1]:.1f}%, "
+                      f"val {100 * curves['val_acc'][-1]:.1f}% ({curves['epoch_seconds'][-1]:.1f} s)")
+
+    return show
 
 
 @dataclass
