@@ -102,3 +102,10 @@ def test_fingerprint_follows_content(tmp_path):
 def test_unreadable_images_are_counted(small_data):
     (small_data / "test/alpha/img_000.png").write_bytes(b"\x89PNG broken")
     assert summarize(load_dataset(small_data)).unreadable == ["test/alpha/img_000.png"]
+
+
+def test_the_test_split_can_be_capped_per_class_with_the_split_seed(small_data):
+    capped = load_dataset(small_data, SplitPolicy(test_per_class=2))
+    assert [len(capped.samples(s)) for s in ("train", "test")] == [12, 6]
+    assert capped.samples("test") == load_dataset(small_data, SplitPolicy(test_per_class=2)).samples("test")
+    assert capped.fingerprint != load_dataset(small_data).fingerprint

@@ -73,7 +73,8 @@ def test_report_files_and_figures_are_written(store, tmp_path):
     page = files.html.read_text()
     assert page.count("data:image/png;base64,") == len(FIGURES)
     assert not re.search(r"src=['\"](?!data:)", page)  # self-contained: no external file or address
-    assert "published" in page and "81.4%" in page
+    assert "Data: /data/scenes, fingerprint f1: 3 classes" in page
+    assert "81.4%" not in page  # 15-Scene's published figures belong to 15-Scene only
     assert "| ★ vgg16 (random weights) relu7 SVM |" in files.markdown.read_text()
 
 
@@ -101,7 +102,9 @@ def test_report_command_prints_the_table(store, tmp_path):
     out = tmp_path / "rep"
     result = CliRunner().invoke(app, ["report", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "82.00" in result.output and "(published)" in result.output
+    assert "82.00" in result.output
+    assert "Data: /data/scenes" in result.output
+    assert "(published)" not in result.output
     assert (out / "report.html").exists()
 
 
@@ -127,3 +130,37 @@ def test_the_class_mean_leaves_out_classes_without_test_images():
                     per_class_accuracy=[1.0, 0.5, 0.0], confusion=[[5, 0, 0], [1, 1, 0], [0, 0, 0]])
     assert Row(run, "x").class_mean_accuracy == 0.75  # (1.0 + 0.5) / 2: gamma has no test image
     assert Row(run, "x").test_images == 7
+
+
+def test_differences_from_the_headline_are_tested_on_the_same_test_images(store):
+    store.add(_svm("fc6", [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], 0.1))
+    runs = store.runs()
+    for run in runs:
+        if run.layer == "relu7":
+            run.config["test_correct"] = "1111111111"
+        elif run.layer == "fc6":
+            run.config["test_correct"] = "1111100000"  # 5 images only the headline gets right, none the other way
+        elif run.layer == "pool5":
+            run.config["test_correct"] = "111"  # another test set: not comparable
+    rows = {row.run.layer: row for row in configuration_rows(runs)}
+    cells = {layer: dict(zip(HEADERS, table_cells(row))) for layer, row in rows.items()}
+    assert cells["relu7"]["vs ★ p"] == "—"
+    assert cells["fc6"]["vs ★ p"] == "0.0625"  # exact: 2 · 0.5⁵
+    assert cells["pool5"]["vs ★ p"] == ""
+    assert cells["pool5"]["chosen"] == "C=1 (grid edge)"
+    assert cells["relu7"]["chosen"] == "C=0.1"
+
+
+def test_published_figures_appear_only_beside_15_scene_with_their_source(tmp_path):
+    from transfer.report import published_lines
+
+    scenes = ["bedroom", "CALsuburb", "industrial", "kitchen", "livingroom", "MITcoast", "MITforest", "MIThighway",
+              "MITinsidecity", "MITmountain", "MITopencountry", "MITstreet", "MITtallbuilding", "PARoffice", "store"]
+    run = RunRecord(method="svm", dataset="/data/15scene", dataset_fingerprint="f", config={}, test_accuracy=0.9,
+                    classes=scenes, backbone="efficientnet_lite0", pooling="max", layer="avgpool", cv_best=0.9)
+    rows = configuration_rows([run])
+    assert any("81.4%" in line and "Lazebnik" in line and "10 random splits" in line for line in published_lines(rows))
+    assert dict(zip(HEADERS, table_cells(rows[0])))["pooling"] == ""  # Lite0 has no pooling variants
+    other = RunRecord(method="svm", dataset="/data/mine", dataset_fingerprint="g", config={}, test_accuracy=0.9,
+                      classes=CLASSES, cv_best=0.9)
+    assert published_lines(configuration_rows([other])) == []

@@ -21,7 +21,7 @@ from sklearn.svm import LinearSVC
 from .choices import Norm
 from .config import ConfigError, choice, require
 from .errors import UserError
-from .metrics import per_class_summary
+from .metrics import correctness, per_class_summary
 
 DEFAULT_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 
@@ -91,6 +91,7 @@ class GridResult:
     confusion: list[list[int]]
     model: Pipeline
     fit_seconds: float
+    test_correct: str  # the chosen model's test images right ("1") or wrong ("0"), in order
 
 
 def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> None:
@@ -265,6 +266,7 @@ def grid_search(
         confusion=confusion,
         model=models[chosen],
         fit_seconds=fit_seconds,
+        test_correct=correctness(y_test, test_predictions[chosen]),
     )
 
 

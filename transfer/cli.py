@@ -41,6 +41,7 @@ DataOpt = Annotated[
     typer.Option("--data", help="Dataset folder: DIR/{train,test}/<class>/* or DIR/<class>/*. [default: $TRANSFER_DATA or data/15scene]"),
 ]
 TrainPerClassOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: training images per class.")]
+TestPerClassOpt = Annotated[Optional[int], typer.Option(help="At most this many test images per class (drawn with --split-seed), as protocols for unbalanced data ask [default: all].")]
 SplitSeedOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: seed of the train/test draw.")]
 BackboneOpt = Annotated[str, typer.Option(help=f"Network: {', '.join(BACKBONES)} (`transfer layers --backbone B` lists its layers).")]
 WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
@@ -61,10 +62,11 @@ def _split_list(value: str) -> tuple[str, ...]:
 
 
 def _load_dataset(data: Optional[Path], train_per_class: Optional[int], split_seed: int, verbose: bool = False,
-                  note_duplicates: bool = True):
+                  note_duplicates: bool = True, test_per_class: Optional[int] = None):
     from .datasets import SplitPolicy, load_dataset
 
-    dataset = load_dataset(data or default_data_dir(), SplitPolicy(train_per_class=train_per_class, seed=split_seed))
+    policy = SplitPolicy(train_per_class=train_per_class, seed=split_seed, test_per_class=test_per_class)
+    dataset = load_dataset(data or default_data_dir(), policy)
     if note_duplicates:
         note(dataset.duplicates_note())
     if dataset.ignored_files:
@@ -105,6 +107,7 @@ def extract(
     gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = 0.0,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = 0,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -116,7 +119,7 @@ def extract(
     from .extraction import FeatureSpec, RunOptions, extract as run_extraction
     from .display import print_extraction
 
-    dataset = _load_dataset(data, train_per_class, split_seed, verbose)
+    dataset = _load_dataset(data, train_per_class, split_seed, verbose, test_per_class=test_per_class)
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer), spatial=spatial, pooling=pooling,
                            precision=precision, color=color, image_size=image_size)
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, strict=strict, engine=engine,
@@ -148,6 +151,7 @@ def svm(
     image_size: ImageSizeOpt = None,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = 0,
 ) -> None:
     """Linear SVM on cached features: C chosen by CV on the training split, test accuracy per C.
@@ -162,7 +166,7 @@ def svm(
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer), spatial=spatial, pooling=pooling,
                            precision=precision, color=color, image_size=image_size)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
-    dataset = _load_dataset(data, train_per_class, split_seed)
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
     for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norm):
         print_grid(outcome)
 
@@ -183,6 +187,7 @@ def bow(
     seed: Annotated[int, typer.Option(help="Seed of k-means sampling, CV folds and re-drawn splits.")] = 0,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = 0,
 ) -> None:
     """Bag-of-words baseline: dense SIFT, k-means vocabulary, (pyramid) histograms, χ² linear SVM.
@@ -201,7 +206,7 @@ def bow(
     config = BowConfig(sift=SiftConfig(step=step, sizes=size_values),
                        vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed), pyramid=pyramid, sqrt=sqrt)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
-    dataset = _load_dataset(data, train_per_class, split_seed)
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
     print_grid(run_bow(dataset, config, cache_dir or default_cache_dir(), grid))
 
 
@@ -274,6 +279,7 @@ def finetune(
     device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = 0,
 ) -> None:
     """Train a new classification head: on the frozen backbone's cached features, or end to end (--unfreeze).
@@ -297,7 +303,7 @@ def finetune(
     configs = [TrainConfig(optimizer=name, lr=rate, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
                            batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction, seed=seed)
                for name in _split_list(optimizer) for rate in rates]
-    dataset = _load_dataset(data, train_per_class, split_seed)
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
     end_to_end = EndToEnd(unfreeze=unfreeze, backbone_lr_scale=backbone_lr_scale, workers=workers) if unfreeze else None
     outcome = run_head(dataset, features, head, configs, cache_dir or default_cache_dir(),
                        RunOptions(device=device, batch_size=batch_size), dropout, end_to_end=end_to_end,
@@ -387,6 +393,7 @@ def scratch(
     color: ColorOpt = False,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = 0,
 ) -> None:
     """Train a small CNN from scratch: the baseline that shows what transfer buys.
@@ -408,7 +415,8 @@ def scratch(
     if data == "cifar10":
         images = load_cifar10()
     else:
-        images = load_images(_load_dataset(Path(data) if data else None, train_per_class, split_seed), size, color)
+        images = load_images(_load_dataset(Path(data) if data else None, train_per_class, split_seed,
+                                           test_per_class=test_per_class), size, color)
     if ladder:
         steps, series = ladder_steps(config), "ladder"
     elif grid:
@@ -494,6 +502,7 @@ def data_info(
     data: Annotated[Optional[Path], typer.Argument(help="Dataset folder. [default: $TRANSFER_DATA or data/15scene]")] = None,
     train_per_class: Annotated[Optional[int], typer.Option(help="For DIR/<class>/* layouts: show the split this many training images per class gives [default: no split, every image per class].")] = None,
     split_seed: SplitSeedOpt = 0,
+    test_per_class: TestPerClassOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Images per class and split, the smallest class, image sizes and modes, unreadable files, and
@@ -501,7 +510,7 @@ def data_info(
     from .datasets import summarize
     from .display import print_data_info
 
-    dataset = _load_dataset(data, train_per_class, split_seed, verbose, note_duplicates=False)
+    dataset = _load_dataset(data, train_per_class, split_seed, verbose, note_duplicates=False, test_per_class=test_per_class)
     print_data_info(dataset, summarize(dataset))
 
 

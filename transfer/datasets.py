@@ -27,10 +27,12 @@ class SplitPolicy:
 
     train_per_class: int | None = 100  # None: list every image, split nothing (`transfer data info`)
     seed: int = 0
+    test_per_class: int | None = None  # at most this many test images per class (any layout); None: all
 
     def __post_init__(self) -> None:
-        require(self.train_per_class is None or self.train_per_class >= 1, "train_per_class",
-                f"train_per_class must be at least 1, got {self.train_per_class}")
+        for name in ("train_per_class", "test_per_class"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, name, f"{name} must be at least 1, got {value}")
 
 
 UNSPLIT = "pooled, not split"
@@ -84,13 +86,7 @@ class ImageDataset:
         if per_class < 1:
             raise UserError(f"per_class must be at least 1, got {per_class}")
         rng = random.Random(seed)
-        splits = {}
-        for split in SPLITS:
-            by_class: dict[int, list[int]] = defaultdict(list)
-            for index, sample in enumerate(self.splits[split]):
-                by_class[sample.label].append(index)
-            kept = {i for indices in by_class.values() for i in rng.sample(indices, min(per_class, len(indices)))}
-            splits[split] = [s for i, s in enumerate(self.splits[split]) if i in kept]
+        splits = {split: _capped(self.splits[split], per_class, rng) for split in SPLITS}
         return ImageDataset(self.root, self.classes, splits, self.layout, self.ignored_files)
 
     def duplicate_groups(self) -> list[list[tuple[str, str]]]:
@@ -167,7 +163,18 @@ def load_dataset(root: str | Path, policy: SplitPolicy = SplitPolicy()) -> Image
     else:
         dataset = _load_pooled(root, policy, ignored)
     dataset.ignored_files = ignored
+    if policy.test_per_class is not None:
+        dataset.splits["test"] = _capped(dataset.splits["test"], policy.test_per_class, random.Random(policy.seed))
     return dataset
+
+
+def _capped(samples: list[Sample], per_class: int, rng: random.Random) -> list[Sample]:
+    """At most ``per_class`` samples of each class, drawn with ``rng``, in listing order."""
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        by_class[sample.label].append(index)
+    kept = {i for indices in by_class.values() for i in rng.sample(indices, min(per_class, len(indices)))}
+    return [s for i, s in enumerate(samples) if i in kept]
 
 
 def _load_presplit(root: Path, split_dirs: dict[str, Path], ignored: list[str]) -> ImageDataset:

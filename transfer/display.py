@@ -13,7 +13,18 @@ from .choices import StageStatus
 from .console import console, err_console, note, styled
 from .datasets import UNSPLIT, SPLITS, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
-from .report import HEADERS, HEADLINE_RULE, PUBLISHED, ReportFiles, Row, data_notes, reference_cells, table_cells
+from .report import (
+    HEADERS,
+    HEADLINE_RULE,
+    ReportFiles,
+    Row,
+    data_notes,
+    header_lines,
+    published_for,
+    published_lines,
+    reference_cells,
+    table_cells,
+)
 from .results import RunRecord
 
 if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed here
@@ -172,10 +183,15 @@ def print_report(rows: list[Row], files: ReportFiles, published: bool) -> None:
     for row in rows:
         table.add_row(*table_cells(row), style="bold" if row.best else None)
     if published:
-        for name, value in PUBLISHED:
-            table.add_row(*reference_cells(name, value), style="dim italic")
+        for reference in published_for(rows):
+            table.add_row(*reference_cells(reference.name, reference.accuracy), style="dim italic")
+    for line in header_lines(rows):
+        console.print(line, soft_wrap=True)
     console.print(table)
     console.print(HEADLINE_RULE, soft_wrap=True)
+    if published:
+        for line in published_lines(rows):
+            console.print(f"published, not measured here: {line}", soft_wrap=True)
     for text in data_notes(rows):
         note(text)
     console.print(f"report: {files.markdown}, {files.html}, {files.csv}")

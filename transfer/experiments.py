@@ -66,7 +66,8 @@ def head_key(dataset_fingerprint: str, features_key: str, layer: str, spec: Head
 
 def _data_notes(dataset: ImageDataset) -> dict:
     """What a report must say about the data a run saw (kept with the run, not part of its key)."""
-    return {"test_duplicates": len(dataset.test_duplicates())}
+    return {"test_duplicates": len(dataset.test_duplicates()), "layout": dataset.layout,
+            "images": {split: len(dataset.samples(split)) for split in ("train", "test")}}
 
 
 def _record(method: Method, dataset: ImageDataset, config: dict, **fields) -> RunRecord:
@@ -82,8 +83,8 @@ def _training_fields(result: TrainingResult, timings: dict | None = None) -> dic
     return {"test_accuracy": result.test_accuracy, "chosen": f"epoch {result.best_epoch}",
             "cv_best": result.best_val_accuracy, "per_class_accuracy": result.per_class_accuracy,
             "confusion": result.confusion, "curves": result.curves,
-            "timings": {**(timings or {}), "epoch_seconds": result.epoch_seconds,
-                        "fit_seconds": float(sum(result.curves["epoch_seconds"]))}}
+            "timings": {"fit_seconds": float(sum(result.curves["epoch_seconds"])), **(timings or {}),
+                        "epoch_seconds": result.epoch_seconds}}
 
 
 def model_path(cache_dir: Path, label: str, key: str) -> Path:
@@ -121,7 +122,8 @@ def _fit_and_record(
     mean, std = outcome.mean_std
     record = replace(
         record,
-        config={**record.config, "cv": grid.cv, "seed": grid.seed, "split_accuracies": split_accuracies},
+        config={**record.config, "cv": grid.cv, "seed": grid.seed, "split_accuracies": split_accuracies,
+                "test_correct": result.test_correct},
         test_accuracy=mean,
         test_std=std,
         splits=grid.splits,
@@ -238,9 +240,13 @@ def run_head(
 
     # Several settings: each is trained without touching the test split, the best validation accuracy
     # wins (first among ties), and only the winner is scored on test (it resumes from its checkpoint).
-    tried = [(candidate, fit(candidate, score_test=False).best_val_accuracy) for candidate in candidates] if len(candidates) > 1 else []
+    trials = [(candidate, fit(candidate, score_test=False)) for candidate in candidates] if len(candidates) > 1 else []
+    tried = [(candidate, trial.best_val_accuracy) for candidate, trial in trials]
     config = max(tried, key=lambda t: t[1])[0] if tried else candidates[0]
     result = fit(config, score_test=True)
+    # The stage's whole training time: every setting tried (the winner's epochs are counted once).
+    trained_seconds = (sum(sum(trial.curves["epoch_seconds"]) for _, trial in trials) if trials
+                       else sum(result.curves["epoch_seconds"]))
     key = head_key(dataset.fingerprint, resolved.key.digest, layer, spec, candidates)
     path = save_model(
         model_path(cache_dir, f"head-{resolved.key.backbone}-{spec.name}", key),
@@ -251,10 +257,11 @@ def run_head(
     record = _record(
         Method.HEAD, dataset,
         {"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
-         "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried], "key": key},
+         "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried], "key": key,
+         "test_correct": result.test_correct},
         backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer,
         precision=resolved.key.precision, model_path=str(path),
-        **_training_fields(result, extraction_timing(extraction.path)),
+        **_training_fields(result, {**extraction_timing(extraction.path), "fit_seconds": float(trained_seconds)}),
     )
     return HeadOutcome(spec, layer, result, store_or_default(store, cache_dir).add(record), path,
                        record.config["candidates"])
@@ -285,7 +292,8 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     record = _record(
         Method.HEAD, dataset,
         {"head": spec.name, "dropout": spec.dropout, "train": asdict(config), "unfreeze": setup.unfreeze,
-         "backbone_lr_scale": setup.backbone_lr_scale, "features": asdict(features), "key": run_key},
+         "backbone_lr_scale": setup.backbone_lr_scale, "features": asdict(features), "key": run_key,
+         "test_correct": result.test_correct},
         backbone=backbone.name, weights=resolved.key.weights, pooling=resolved.key.pooling,
         layer=f"unfreeze {setup.unfreeze}", precision=resolved.key.precision, model_path=str(path),
         **_training_fields(result),
@@ -323,7 +331,8 @@ def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], 
         record = RunRecord(
             method=Method.SCRATCH, dataset=data.name, dataset_fingerprint=data.fingerprint, classes=data.classes,
             config={"series": series, "step": step, **settings, "parameters": trained.parameters,
-                    "normalization": {"mean": trained.mean, "std": trained.std}, "key": key},
+                    "normalization": {"mean": trained.mean, "std": trained.std}, "key": key,
+                    "test_correct": result.test_correct},
             backbone=config.arch, weights="scratch", layer=f"{config.input_size}px", versions=library_versions(),
             **_training_fields(result),
         )

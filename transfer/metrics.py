@@ -13,3 +13,9 @@ def per_class_summary(labels: np.ndarray, predictions: np.ndarray, n_classes: in
     support = confusion.sum(axis=1)
     per_class = np.divide(np.diag(confusion), support, out=np.zeros(n_classes), where=support > 0)
     return per_class.tolist(), confusion.tolist()
+
+
+def correctness(labels: np.ndarray, predictions: np.ndarray) -> str:
+    """Which test images were classified right, in order, as "0"/"1" characters: what a paired comparison
+    of two classifiers on the same test images needs (`report.mcnemar_p`), stored compactly."""
+    return "".join("1" if right else "0" for right in np.asarray(labels) == np.asarray(predictions))

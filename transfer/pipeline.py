@@ -18,7 +18,7 @@ from typing import Callable
 from .cache import FeatureCache
 from .choices import StageKind, StageStatus
 from .console import console, err_console
-from .datasets import ImageDataset, SplitPolicy, load_dataset
+from .datasets import ImageDataset, load_dataset
 from .errors import DamagedFile, UserError
 from .files import atomic_write_text
 from .paths import DATA_ENV
@@ -32,6 +32,7 @@ from .study import (
     report_directory,
     run_options,
     scratch_config,
+    split_policy,
     svm_norm,
     train_configs,
 )
@@ -90,7 +91,7 @@ def open_dataset(study: Study, overrides: Overrides, fetch_missing: bool) -> Ima
 
         console.print(f"data: {root} is missing; fetching {study.data.name} (set {DATA_ENV} to use a local copy)")
         fetch(study.data.name, root)
-    dataset = load_dataset(root, SplitPolicy(train_per_class=study.data.train_per_class, seed=study.data.split_seed))
+    dataset = load_dataset(root, split_policy(study.data))
     return dataset.limited(study.data.per_class, study.data.split_seed) if study.data.per_class else dataset
 
 

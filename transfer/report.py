@@ -12,16 +12,46 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backbones import BACKBONES
 from .errors import UserError
 from .files import atomic_path, atomic_write_text
 from .results import RunRecord
 
-# Published figures on 15-Scene, shown beside measured rows and never mixed with them.
-PUBLISHED = (
-    ("BoW + SIFT (published)", 0.74),
-    ("Spatial pyramid, Lazebnik 2006 (published)", 0.814),
-    ("VGG16 relu7 + linear SVM (published)", 0.89),
+@dataclass(frozen=True)
+class Published:
+    """A figure from the literature: shown beside measured rows of the same data set, never mixed with them."""
+
+    name: str
+    accuracy: float
+    source: str
+    conditions: str
+
+
+LAZEBNIK_2006 = "Lazebnik, Schmid & Ponce, Beyond Bags of Features, CVPR 2006"
+LAZEBNIK_PROTOCOL = ("100 training images per class, the rest for test, mean of 10 random splits; dense SIFT, "
+                     "histogram-intersection kernel SVM, images at their original resolution")
+PUBLISHED_15SCENE = (
+    Published("BoW + SIFT (published)", 0.74, f"{LAZEBNIK_2006}, single level (L = 0), about 74%", LAZEBNIK_PROTOCOL),
+    Published("Spatial pyramid L2 (published)", 0.814, f"{LAZEBNIK_2006}, 200 words, L = 2", LAZEBNIK_PROTOCOL),
+    Published("VGG16 relu7 + linear SVM (published)", 0.89,
+              "literature value for ImageNet VGG16 fc7 features (reproductions report 86-89%)",
+              "100 training images per class; 224-pixel centre crops; a linear SVM on the 4,096 activations"),
 )
+# 15-Scene's classes, as folder names usually spell them once the source prefixes are dropped.
+FIFTEEN_SCENE = frozenset({"bedroom", "suburb", "industrial", "kitchen", "livingroom", "coast", "forest", "highway",
+                           "insidecity", "mountain", "opencountry", "street", "tallbuilding", "office", "store"})
+
+
+def _plain_class(name: str) -> str:
+    name = name.lower().replace(" ", "").replace("_", "")
+    return next((name[len(p):] for p in ("mit", "cal", "par") if name.startswith(p) and name[len(p):]), name)
+
+
+def published_for(rows: list["Row"]) -> tuple[Published, ...]:
+    """The published reference points that apply: 15-Scene's, only when every row is on 15-Scene."""
+    on_15scene = rows and all({_plain_class(c) for c in row.run.classes} == FIFTEEN_SCENE for row in rows)
+    return PUBLISHED_15SCENE if on_15scene else ()
+
 FIGURES = ("accuracy_vs_c", "best_by_method", "scratch_vs_transfer", "confusion", "per_class", "training_curves", "throughput")
 TRANSFER_METHODS = ("svm", "head")
 
@@ -33,6 +63,17 @@ class Row:
     run: RunRecord
     label: str  # what the bar chart and the curves call it
     best: bool = False  # the headline: best CV / validation accuracy, chosen without the test split
+    vs_headline: float | None = None  # McNemar's exact p against the headline on the same test images
+
+    @property
+    def test_correct(self) -> str:
+        return (self.run.config or {}).get("test_correct", "")
+
+    @property
+    def chosen_at_grid_edge(self) -> bool:
+        """A C chosen at either end of its grid: the best C may lie beyond it (widen the grid)."""
+        grid = self.run.c_grid or []
+        return len(grid) > 1 and self.run.chosen in (min(grid), max(grid))
 
     @property
     def test_images(self) -> int | None:
@@ -113,12 +154,14 @@ def _label(run: RunRecord) -> str:
             unfrozen = f", unfreeze {config['unfreeze']}" if config.get("unfreeze") else ""
             what = (f"{config.get('head', '')} head ({train.get('optimizer')}, lr {train.get('lr', 0):g}, "
                     f"≤{train.get('epochs')} epochs, patience {train.get('patience')}{unfrozen})")
-        label = f"{run.backbone}{weights}{pooling} {what}"
+        features = config.get("features") or {}
+        seen = ", colour" * bool(features.get("color")) + (f", {features['image_size']} px" if features.get("image_size") else "")
+        label = f"{run.backbone}{weights}{pooling} {what}{seen}"
     return label + (f", {run.splits} splits" if run.splits > 1 else "")
 
 
 def _configuration(run: RunRecord) -> str:
-    config = {k: v for k, v in (run.config or {}).items() if k not in ("split_accuracies", "key")}
+    config = {k: v for k, v in (run.config or {}).items() if k not in ("split_accuracies", "key", "test_correct")}
     return json.dumps([run.method, run.dataset_fingerprint, run.backbone, run.weights, run.pooling, run.layer,
                        run.precision, run.splits, config], sort_keys=True, default=str)
 
@@ -139,7 +182,24 @@ def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[R
         return [] if best_only else rows
     best = max(scored, key=_by_training_score)  # the first among ties
     best.best = True
+    for row in rows:
+        if row is not best and row.run.dataset_fingerprint == best.run.dataset_fingerprint:
+            row.vs_headline = mcnemar_p(best.test_correct, row.test_correct)
     return [best] if best_only else rows
+
+
+def mcnemar_p(first: str, second: str) -> float | None:
+    """McNemar's exact test of two classifiers on the same test images (each "1"/"0" per image, in the
+    same order): the two-sided p of the images only one of them got right. None when not comparable."""
+    from scipy.stats import binomtest
+
+    if not first or len(first) != len(second):
+        return None
+    only_first = sum(a == "1" and b == "0" for a, b in zip(first, second))
+    only_second = sum(a == "0" and b == "1" for a, b in zip(first, second))
+    if only_first + only_second == 0:
+        return 1.0
+    return float(binomtest(min(only_first, only_second), only_first + only_second, 0.5).pvalue)
 
 
 def _pct(value: float | None) -> str:
@@ -155,16 +215,20 @@ def table_cells(row: Row, mark: bool = True) -> list[str]:
     run = row.run
     test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)}" if run.test_std is not None else "")
     interval = row.test_interval
+    pooled = run.backbone in BACKBONES and BACKBONES[run.backbone].has_pooling_variants
+    p = row.vs_headline
     return [
         ("★ " if row.best and mark else "") + row.label, run.method, run.backbone or "", run.weights or "",
-        run.pooling or "", run.layer or "", row.classifier, row.chosen, _pct(run.cv_best), test,
+        (run.pooling or "") if pooled else "", run.layer or "", row.classifier,
+        row.chosen + (" (grid edge)" if row.chosen_at_grid_edge else ""), _pct(run.cv_best), test,
         f"{100 * interval[0]:.1f}–{100 * interval[1]:.1f}" if interval else "", _pct(row.class_mean_accuracy),
+        "—" if row.best else "" if p is None else f"{p:.3g}" + (" *" if p < 0.05 else ""),
         str(run.splits), _seconds(row.extract_seconds), _seconds(row.fit_seconds),
     ]
 
 
 HEADERS = ["configuration", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",
-           "CV / val %", "test %", "test 95% CI", "class mean %", "splits", "extract s", "fit s"]
+           "CV / val %", "test %", "test 95% CI", "class mean %", "vs ★ p", "splits", "extract s", "fit s"]
 
 
 def reference_cells(name: str, accuracy: float) -> list[str]:
@@ -175,7 +239,10 @@ def reference_cells(name: str, accuracy: float) -> list[str]:
 
 HEADLINE_RULE = ("★ marks the headline: the best CV / validation accuracy, chosen on training data only. Every "
                  "configuration's test accuracy is shown with its 95% interval (Wilson, over the test images) and "
-                 "the mean of its per-class accuracies.")
+                 "the mean of its per-class accuracies. 'vs ★ p' is McNemar's exact test against the headline on the "
+                 "same test images; * marks p < 0.05, a difference these test images show as significant. A C "
+                 "chosen at the edge of its grid is marked: the best C may lie beyond it. 'fit s' is the whole "
+                 "training stage (every C and fold, every setting tried).")
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -195,6 +262,9 @@ def _figure_accuracy_vs_c(rows: list[Row], path: Path) -> bool:
         if chosen is not None:
             ax.scatter([row.run.chosen], [100 * row.run.test_accuracy_per_c[chosen]], s=120, facecolors="none",
                        edgecolors=line.get_color(), linewidths=2)
+            if row.chosen_at_grid_edge:
+                ax.annotate("chosen at the grid's edge", (row.run.chosen, 100 * row.run.test_accuracy_per_c[chosen]),
+                            textcoords="offset points", xytext=(-10, 10), ha="right", fontsize=7, color=line.get_color())
     ax.set_xscale("log")
     ax.set_xlabel("C (log scale); circle = C chosen by CV on the training split")
     ax.set_ylabel("accuracy (%)")
@@ -237,11 +307,11 @@ def _figure_best_by_method(rows: list[Row], path: Path, published: bool) -> bool
         if row.label not in best or _by_training_score(row) > _by_training_score(best[row.label]):
             best[row.label] = row
     ordered = sorted(best.values(), key=lambda r: r.run.test_accuracy)
-    references = PUBLISHED if published else ()
+    references = published_for(rows) if published else ()
     return _bar_chart(
         path,
-        labels=[r.label for r in ordered] + [name for name, _ in references],
-        values=[100 * r.run.test_accuracy for r in ordered] + [100 * v for _, v in references],
+        labels=[r.label for r in ordered] + [p.name for p in references],
+        values=[100 * r.run.test_accuracy for r in ordered] + [100 * p.accuracy for p in references],
         errors=[100 * (r.run.test_std or 0) for r in ordered] + [0] * len(references),
         colors=["tab:blue"] * len(ordered) + ["lightgray"] * len(references),
         hatches=[""] * len(ordered) + ["//"] * len(references),
@@ -399,8 +469,50 @@ CAPTIONS = {
 }
 
 
-def _published_lines() -> list[str]:
-    return [f"- {name}: {100 * value:.1f}%" for name, value in PUBLISHED]
+def published_lines(rows: list[Row]) -> list[str]:
+    """The reference points that apply to these rows, each with its source and conditions."""
+    return [f"{p.name}: {100 * p.accuracy:.1f}% ({p.source}; {p.conditions})" for p in published_for(rows)]
+
+
+def header_lines(rows: list[Row]) -> list[str]:
+    """What a reader needs before the table: the data, the protocol, the software and the compute."""
+    lines = []
+    for fingerprint in dict.fromkeys(row.run.dataset_fingerprint for row in rows):
+        run = next(row.run for row in rows if row.run.dataset_fingerprint == fingerprint)
+        config = run.config or {}
+        images = config.get("images") or {}
+        counts = f", {images['train']:,} training / {images['test']:,} test images" if images else ""
+        layout = f" ({config['layout']} layout)" if config.get("layout") else ""
+        shared = config.get("test_duplicates")
+        duplicates = (f"; {shared} test image(s) byte-identical to training images (`transfer data info {run.dataset}`)"
+                      if shared else "")
+        lines.append(f"Data: {run.dataset}{layout}, fingerprint {fingerprint}: {len(run.classes)} classes{counts}{duplicates}.")
+    cvs = sorted({(r.run.config or {}).get("cv") for r in rows if (r.run.config or {}).get("cv")})
+    fractions = sorted({((r.run.config or {}).get("train") or {}).get("val_fraction") for r in rows} - {None})
+    seeds = sorted({(r.run.config or {}).get("seed", ((r.run.config or {}).get("train") or {}).get("seed")) for r in rows} - {None})
+    splits = sorted({r.run.splits for r in rows})
+    protocol = ["test split scored once per setting, never used to choose"]
+    if cvs:
+        protocol.insert(0, f"C chosen by {'/'.join(map(str, cvs))}-fold stratified CV on the training split")
+    if fractions:
+        protocol.insert(len(protocol) - 1, f"epochs and settings of trained networks chosen on a "
+                                           f"{'/'.join(f'{100 * f:g}%' for f in fractions)} validation part of it")
+    protocol.append(f"seeds {', '.join(map(str, seeds))}" if seeds else "")
+    protocol.append(f"re-drawn splits: {', '.join(map(str, splits))}")
+    lines.append("Protocol: " + "; ".join(p for p in protocol if p) + ".")
+    versions = rows[-1].run.versions or {}
+    lines.append("Software: " + ", ".join(f"{name} {value}" for name, value in versions.items()) + "."
+                 if versions else "Software: not recorded.")
+    precisions = sorted({r.run.precision for r in rows if r.run.precision})
+    extraction: dict[tuple, float] = {}
+    for row in rows:
+        if row.extract_seconds:
+            key = (row.run.backbone, row.run.weights, row.run.pooling, row.run.precision, row.run.method == "bow")
+            extraction[key] = max(extraction.get(key, 0.0), row.extract_seconds)
+    total = sum(extraction.values()) + sum(row.fit_seconds or 0.0 for row in rows)
+    lines.append(f"Compute: {total:,.0f} s for the runs shown (extractions once each, every training stage)"
+                 + (f"; precision {', '.join(precisions)}" if precisions else "") + ".")
+    return lines
 
 
 def data_notes(rows: list[Row]) -> list[str]:
@@ -415,16 +527,17 @@ def data_notes(rows: list[Row]) -> list[str]:
 
 
 def _markdown(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
-    lines = ["# transfer report", "", f"{len(rows)} configuration(s). {HEADLINE_RULE} "
-             "C (or epochs) was chosen on training data only; the test split was scored once per value.", ""]
+    lines = ["# transfer report", "", *[f"- {line}" for line in header_lines(rows)], "",
+             f"{len(rows)} configuration(s). {HEADLINE_RULE}", ""]
     notes = data_notes(rows)
     lines += [f"Note: {text}" for text in notes] + ([""] if notes else [])
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "---|" * len(HEADERS))
     for row in rows:
         lines.append("| " + " | ".join(c.replace("|", "/") for c in table_cells(row)) + " |")
-    if published:
-        lines += ["", "Published reference points (not measured here):", *_published_lines()]
+    references = published_lines(rows) if published else []
+    if references:
+        lines += ["", "Published reference points (not measured here):", *[f"- {line}" for line in references]]
     for name, path in figures.items():
         lines += ["", f"## {CAPTIONS[name]}", "", f"![{CAPTIONS[name]}]({path.name})"]
     missing = [CAPTIONS[n] for n in FIGURES if n not in figures]
@@ -447,9 +560,10 @@ def _html(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
         for name, path in figures.items()
     )
     references = ""
-    if published:
-        items = "".join(f"<li>{html.escape(name)}: {100 * value:.1f}%</li>" for name, value in PUBLISHED)
+    if published and published_lines(rows):
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in published_lines(rows))
         references = f"<p class='published'>Published reference points (not measured here):</p><ul>{items}</ul>"
+    header_items = "".join(f"<li>{html.escape(line)}</li>" for line in header_lines(rows))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>transfer report</title>
 <style>
@@ -462,8 +576,8 @@ figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
 .published {{ color: #666; }}
 </style></head><body>
 <h1>transfer report</h1>
-<p>{len(rows)} configuration(s). {html.escape(HEADLINE_RULE)} C (or epochs) was chosen on training data only;
-the test split was scored once per value.</p>
+<ul>{header_items}</ul>
+<p>{len(rows)} configuration(s). {html.escape(HEADLINE_RULE)}</p>
 {"".join(f"<p class='note'>Note: {html.escape(text)}</p>" for text in data_notes(rows))}
 <table>{header}
 {body}</table>

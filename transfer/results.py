@@ -87,11 +87,23 @@ class RunRecord:
         return f"C={self.chosen:g}" if isinstance(self.chosen, (int, float)) else str(self.chosen)
 
 
+def _source_commit() -> dict[str, str]:
+    """The git commit of this package's source, when it runs from a checkout (an editable install)."""
+    import subprocess
+
+    try:
+        found = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": found.stdout.strip()} if found.returncode == 0 and found.stdout.strip() else {}
+
+
 def library_versions() -> dict[str, str]:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {"python": platform.python_version()}
+    versions = {"python": platform.python_version(), **_source_commit()}
     for package in ("transfer", "torch", "torchvision", "scikit-learn", "numpy", "opencv-python-headless"):
         try:
             versions[package] = version(package)

@@ -30,6 +30,7 @@ class DataSection:
     path: str = ""  # or a folder of your own, relative to the working directory
     train_per_class: int = 100  # DIR/<class>/* layouts only
     split_seed: int = 0
+    test_per_class: int = 0  # > 0: at most this many test images per class (drawn with split_seed)
     per_class: int = 0  # > 0: keep this many images per class in each split (quick runs)
 
 
@@ -220,6 +221,13 @@ def _section(cls: type, table: dict, where: tuple, problems: _Problems):
 # each rule is checked once, where its configuration is constructed (a `ConfigError` naming the field),
 # and the checker reports it at the line of the key that field comes from.
 
+def split_policy(data: DataSection):
+    from .datasets import SplitPolicy
+
+    return SplitPolicy(train_per_class=data.train_per_class, seed=data.split_seed,
+                       test_per_class=data.test_per_class or None)
+
+
 def feature_spec(entry: FeaturesSection, pooling: str, layers=None, spatial: str | None = None,
                  weights: str | None = None):
     from .extraction import FeatureSpec
@@ -338,6 +346,7 @@ def _check(study: Study, problems: _Problems) -> None:
                                               f"(for a folder of your own use path = \"DIR\")")
     elif data.path and not Path(data.path).is_dir():
         problems.add(("data", None, "path"), f"data folder {data.path!r} does not exist (relative to {Path.cwd()})")
+    _built(problems, ("data", None), lambda: split_policy(data))
     if data.per_class < 0:
         problems.add(("data", None, "per_class"), "per_class must be 0 (all images) or positive")
     if not study.features and study.heads is not None:

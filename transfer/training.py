@@ -18,7 +18,7 @@ from .choices import Optimizer, Schedule
 from .config import as_plain, choice, require
 from .errors import UserError
 from .files import atomic_path, move_aside
-from .metrics import per_class_summary
+from .metrics import correctness, per_class_summary
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +57,7 @@ class TrainingResult:
     epoch_seconds: float  # mean wall time of one training epoch
     resumed_at: int = 0
     stopped_early: bool = False
+    test_correct: str = ""  # the test images right ("1") or wrong ("0"), in order; "" when not scored
 
 
 def check_validation_split(labels: np.ndarray, fraction: float) -> None:
@@ -254,10 +255,11 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
     task.model.load_state_dict(best["state"], strict=False)
     if not score_test:
         return TrainingResult(task.model, best["epoch"], best["val_acc"], float("nan"), [], [], curves,
-                          float(np.mean(curves["epoch_seconds"])), start, stopped_early)
+                              float(np.mean(curves["epoch_seconds"])), start, stopped_early)
     test = task.evaluate("test")  # the test split's one use
     per_class, confusion = per_class_summary(test.labels, test.predictions, n_classes)
     return TrainingResult(task.model, best["epoch"], best["val_acc"], test.accuracy, per_class, confusion,
-                      curves, float(np.mean(curves["epoch_seconds"])), start, stopped_early)
+                          curves, float(np.mean(curves["epoch_seconds"])), start, stopped_early,
+                          correctness(test.labels, test.predictions))
 
 
