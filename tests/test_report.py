@@ -164,3 +164,33 @@ def test_published_figures_appear_only_beside_15_scene_with_their_source(tmp_pat
     other = RunRecord(method="svm", dataset="/data/mine", dataset_fingerprint="g", config={}, test_accuracy=0.9,
                       classes=CLASSES, cv_best=0.9)
     assert published_lines(configuration_rows([other])) == []
+
+
+def test_on_unbalanced_data_the_class_mean_and_the_test_cap_match_a_hand_count(tmp_path):
+    import numpy as np
+
+    from transfer.cache import read_features
+    from transfer.classifiers import GridConfig
+    from transfer.datasets import SplitPolicy, load_dataset
+    from transfer.experiments import run_svm
+    from transfer.extraction import FeatureSpec, RunOptions, extract
+    from transfer.modelfile import load_model
+    from transfer.report import Row
+
+    from .conftest import make_pooled
+
+    root = make_pooled(tmp_path / "unbalanced", classes=("a", "b", "c"), per_class=14)
+    for name, keep in (("a", 5), ("b", 9)):  # a: 5 images, b: 9, c: 14
+        for index in range(keep, 14):
+            (root / name / f"{index}.png").unlink()
+    dataset = load_dataset(root, SplitPolicy(train_per_class=3, test_per_class=6))
+    assert [sum(s.label == c for s in dataset.samples("test")) for c in range(3)] == [2, 6, 6]  # min(6, n - 3)
+    spec = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
+    extraction = extract(dataset, spec, tmp_path / "cache", RunOptions(device="cpu", workers=0, progress=False))
+    (outcome,) = run_svm(dataset, spec, tmp_path / "cache", GridConfig(c_grid=(1.0,), cv=3, jobs=1))
+    test = read_features(extraction.path, "relu7", dataset).splits["test"]
+    predicted = load_model(outcome.model_path)["model"].predict(test.features)
+    by_hand = np.mean([np.mean(predicted[test.labels == c] == c) for c in range(3)])
+    run = ResultsStore(tmp_path / "cache" / "results.sqlite").runs()[0]
+    assert Row(run, "x").class_mean_accuracy == pytest.approx(by_hand)
+    assert run.test_accuracy == pytest.approx(np.mean(predicted == test.labels))

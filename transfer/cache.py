@@ -211,10 +211,12 @@ class FeatureFile:
             layers[layer]["done"][where] = True
         self.h5.flush()
 
-    def add_timing(self, images: int, seconds: float, loader_wait: float) -> None:
+    def add_timing(self, images: int, seconds: float, loader_wait: float, device: str) -> None:
         attrs = self.h5.attrs
         for name, value in zip(TIMING_ATTRS, (images, seconds, loader_wait)):
             attrs[name] = attrs.get(name, 0) + value
+        devices = set(json.loads(attrs.get("devices", "[]"))) | {device}
+        attrs["devices"] = json.dumps(sorted(devices))
 
 
 @dataclass
@@ -276,8 +278,10 @@ def extraction_timing(path: Path) -> dict[str, float]:
     """Seconds and images/s of the network passes that filled this file (all passes, all data sets)."""
     with reading(path) as h5:
         images, seconds, wait = (float(h5.attrs.get(name, 0)) for name in TIMING_ATTRS)
+        devices = json.loads(h5.attrs.get("devices", "[]"))
     return {"extract_seconds": seconds, "extract_images": int(images),
-            "extract_images_per_s": images / seconds if seconds else 0.0, "loader_wait_seconds": wait}
+            "extract_images_per_s": images / seconds if seconds else 0.0, "loader_wait_seconds": wait,
+            "extract_devices": devices}
 
 
 def complete_layers(path: Path, dataset: ImageDataset) -> list[str]:

@@ -55,6 +55,7 @@ CacheDirOpt = Annotated[
     Optional[Path], typer.Option("--cache-dir", help="Feature cache folder. [default: $TRANSFER_CACHE or cache/]")
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="List ignored non-image files.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column, however wide the table (default: fit the terminal).")]
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -217,13 +218,14 @@ def results(
     backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Only this layer.")] = None,
     cache_dir: CacheDirOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """List the runs in the results store (cache/results.sqlite)."""
     from .display import print_results
     from .results import ResultsStore
 
     path = _results_path(cache_dir)
-    print_results(ResultsStore(path).runs(dataset=data, method=method, backbone=backbone, layer=layer))
+    print_results(ResultsStore(path).runs(dataset=data, method=method, backbone=backbone, layer=layer), wide)
 
 
 @app.command()
@@ -236,6 +238,7 @@ def report(
     out: Annotated[Optional[Path], typer.Option(help="Report folder [default: reports/<name>].")] = None,
     published: Annotated[bool, typer.Option(help="Show the published reference points beside the measured rows.")] = True,
     cache_dir: CacheDirOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Accuracy per configuration, side by side, from the results store; writes report.md/.html, results.csv, figures."""
     from .display import print_report
@@ -249,7 +252,7 @@ def report(
         raise UserError("no runs match these filters; `transfer results` lists what the store holds")
     rows = configuration_rows(runs, best_only)
     files = write_report([r.run for r in rows], out or confined(Path("reports"), name, "--name"), published)
-    print_report(rows, files, published)
+    print_report(rows, files, published, wide)
 
 
 @app.command()
@@ -320,6 +323,7 @@ def run_study(
     weights: Annotated[Optional[str], typer.Option(help="Use these weights for every backbone instead of the study's: imagenet, random or a state_dict PATH.")] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Run even when a backbone's ImageNet weights cannot be loaded: its stages fail, the others run.")] = False,
     cache_dir: CacheDirOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Run a whole study: stages in dependency order, each skipped when its result is already cached.
 
@@ -361,7 +365,7 @@ def run_study(
         raise UserError(weights_message(missing, study_file))
     begun = time.perf_counter()
     reports = run_stages(stages, on_start=lambda stage: console.print(styled((f"▶ {stage.name}", "bold"))), on_end=print_stage_end)
-    print_run_summary(reports, time.perf_counter() - begun)
+    print_run_summary(reports, time.perf_counter() - begun, wide)
     if any(r.status == "interrupted" for r in reports):
         raise SystemExit(130)
     if any(r.status in (StageStatus.FAILED, StageStatus.BLOCKED) for r in reports):

@@ -35,6 +35,43 @@ if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed her
     from .scratch import LayerSummary
 
 
+MAX_CELL = 36  # a longer cell folds onto several lines rather than widening its column
+
+
+def fitted_table(title: str, columns: list[tuple[str, int]], rows: list[list], wide: bool = False,
+                 right: tuple[str, ...] = (), styles: list[str | None] | None = None,
+                 max_cell: int = MAX_CELL, short: dict[str, str] | None = None) -> tuple[Table, list[str]]:
+    """A table that fits the terminal: ``columns`` are (header, rank), and while the table is wider than
+    the terminal the column of highest rank is left out (rank 0: always shown); long cells fold at
+    ``max_cell`` characters instead of being cut. ``short`` names headers more briefly unless ``wide``,
+    which also shows every column. Returns the table and the headers left out."""
+    if not wide and short:
+        columns = [(short.get(header, header), rank) for header, rank in columns]
+        right = tuple(short.get(header, header) for header in right)
+
+    def width(index: int) -> int:
+        lines = [len(line) for row in rows for line in str(row[index]).splitlines()] or [0]
+        return min(max(len(columns[index][0]), *lines), max_cell) + 3
+
+    shown = list(range(len(columns)))
+    if not wide:
+        while sum(map(width, shown)) + 1 > console.width and any(columns[i][1] for i in shown):
+            shown.remove(max(shown, key=lambda i: (columns[i][1], i)))
+    table = Table(title=title, title_justify="left")
+    for i in shown:
+        table.add_column(columns[i][0], justify="right" if columns[i][0] in right else "left", overflow="fold",
+                         max_width=None if wide else max_cell)
+    for number, row in enumerate(rows):
+        table.add_row(*(row[i] for i in shown), style=styles[number] if styles else None)
+    return table, [columns[i][0] for i in range(len(columns)) if i not in shown]
+
+
+def print_fitted(table: Table, left_out: list[str]) -> None:
+    console.print(table)
+    if left_out:
+        console.print(f"(left out to fit {console.width} columns: {', '.join(left_out)}; --wide shows them)")
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
@@ -162,32 +199,43 @@ def print_grid(outcome: GridOutcome) -> None:
     console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
 
 
-def print_results(runs: list[RunRecord]) -> None:
+RESULT_COLUMNS = [("#", 0), ("date", 5), ("method", 1), ("backbone", 2), ("weights", 4), ("pooling", 4), ("layer", 2),
+                  ("chosen", 3), ("CV %", 1), ("test %", 0), ("class mean %", 3), ("data", 2)]
+
+
+def print_results(runs: list[RunRecord], wide: bool = False) -> None:
     if not runs:
         console.print("no runs match")
         return
-    table = Table(title="results", title_justify="left")
-    for column in ("#", "date", "method", "backbone", "weights", "pooling", "layer", "chosen", "CV %", "test %", "data"):
-        table.add_column(column, justify="right" if column in ("#", "CV %", "test %") else "left")
+    rows = []
     for run in runs:
         test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)} ({run.splits} splits)" if run.test_std is not None else "")
-        table.add_row(str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "",
-                      run.pooling or "", run.layer or "", run.chosen_text, _pct(run.cv_best), test, run.dataset)
-    console.print(table)
+        rows.append([str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "", run.pooling or "",
+                     run.layer or "", run.chosen_text, _pct(run.cv_best), test, _pct(Row(run, "").class_mean_accuracy),
+                     Path(run.dataset).name or run.dataset])  # the folder's name: `--wide` does not lengthen it
+    print_fitted(*fitted_table("results", RESULT_COLUMNS, rows, wide, right=("#", "CV %", "test %", "class mean %")))
 
 
-def print_report(rows: list[Row], files: ReportFiles, published: bool) -> None:
-    table = Table(title="accuracy per configuration (★ headline: best CV / validation accuracy)", title_justify="left")
-    for header in HEADERS:
-        table.add_column(header, justify="right" if header.endswith(("%", " s", "CI")) or header == "splits" else "left")
-    for row in rows:
-        table.add_row(*table_cells(row), style="bold" if row.best else None)
-    if published:
-        for reference in published_for(rows):
-            table.add_row(*reference_cells(reference.name, reference.accuracy), style="dim italic")
+# Which report columns a narrow terminal leaves out first (highest rank first).
+REPORT_RANKS = {"configuration": 0, "test %": 0, "test 95% CI": 1, "CV / val %": 1, "class mean %": 2, "vs ★ p": 2,
+                "chosen": 3, "splits": 4, "fit s": 4, "extract s": 5, "classifier": 5, "method": 6, "backbone": 6,
+                "layer": 6, "pooling": 7, "weights": 7}
+
+
+REPORT_SHORT = {"CV / val %": "CV/val", "test 95% CI": "95% CI", "class mean %": "class %"}
+
+
+def print_report(rows: list[Row], files: ReportFiles, published: bool, wide: bool = False) -> None:
+    references = published_for(rows) if published else ()
+    cells = [table_cells(row) for row in rows] + [reference_cells(r.name, r.accuracy) for r in references]
+    styles = ["bold" if row.best else None for row in rows] + ["dim italic"] * len(references)
+    right = tuple(h for h in HEADERS if h.endswith(("%", " s", "CI", " p")) or h == "splits")
     for line in header_lines(rows):
         console.print(line, soft_wrap=True)
-    console.print(table)
+    # Configuration names fold onto several lines, so that the figures beside them fit 80 columns.
+    print_fitted(*fitted_table("accuracy per configuration (★ headline: best CV / validation accuracy)",
+                               [(h, REPORT_RANKS[h]) for h in HEADERS], cells, wide, right, styles, max_cell=19,
+                               short=REPORT_SHORT))
     console.print(HEADLINE_RULE, soft_wrap=True)
     if published:
         for line in published_lines(rows):
@@ -294,14 +342,11 @@ def print_stage_end(report: "StageReport") -> None:
                   soft_wrap=True)
 
 
-def print_run_summary(reports: list["StageReport"], seconds: float) -> None:
-    table = Table(title="summary", title_justify="left")
-    for column in ("stage", "status", "seconds", "result"):
-        table.add_column(column, justify="right" if column == "seconds" else "left")
-    for report in reports:
-        style = _STATUS_STYLE[report.status]
-        table.add_row(report.stage.name, styled((report.status, style)), f"{report.seconds:.1f}", report.detail)
-    console.print(table)
+def print_run_summary(reports: list["StageReport"], seconds: float, wide: bool = False) -> None:
+    rows = [[report.stage.name, styled((report.status, _STATUS_STYLE[report.status])), f"{report.seconds:.1f}", report.detail]
+            for report in reports]
+    print_fitted(*fitted_table("summary", [("stage", 0), ("status", 0), ("seconds", 1), ("result", 0)], rows, wide,
+                               right=("seconds",)))
     counts = {status: sum(r.status == status for r in reports) for status in _STATUS_STYLE}
     console.print(f"{len(reports)} stage(s) in {seconds:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
 

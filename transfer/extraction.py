@@ -356,7 +356,8 @@ def _extract_rows(rows, samples, nodes, resolved, options, store, batches, outco
                     on_batch(done)
     finally:
         seconds = time.perf_counter() - begun
-        store.add_timing(done, seconds, waited)
+        device = resolved.device if options.engine == Engine.LOCAL else f"{'cuda' if options.gpus_per_actor else 'cpu'} (Ray)"
+        store.add_timing(done, seconds, waited, device)
         outcome.images += done
         outcome.seconds += seconds
         outcome.loader_wait_seconds += waited

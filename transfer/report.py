@@ -177,6 +177,9 @@ def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[R
     for run in runs:  # runs come in insertion order: later ones replace earlier ones
         latest[_configuration(run)] = run
     rows = [Row(run, _label(run)) for run in latest.values()]
+    if len({row.run.dataset_fingerprint for row in rows}) > 1:  # rows of several data sets: say which is which
+        for row in rows:
+            row.label += f" · {Path(row.run.dataset).name or row.run.dataset}"
     scored = [row for row in rows if row.run.cv_best is not None]
     if not scored:
         return [] if best_only else rows
@@ -249,6 +252,7 @@ HEADLINE_RULE = ("★ marks the headline: the best CV / validation accuracy, cho
 
 def _figure_accuracy_vs_c(rows: list[Row], path: Path) -> bool:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     curves = [r for r in rows if r.run.c_grid and r.run.test_accuracy_per_c]
     if not curves:
@@ -266,6 +270,9 @@ def _figure_accuracy_vs_c(rows: list[Row], path: Path) -> bool:
                 ax.annotate("chosen at the grid's edge", (row.run.chosen, 100 * row.run.test_accuracy_per_c[chosen]),
                             textcoords="offset points", xytext=(-10, 10), ha="right", fontsize=7, color=line.get_color())
     ax.set_xscale("log")
+    # Plain tick labels: the log axis writes mathtext ("$10^{-3}$"), which stays off for user-written labels.
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("C (log scale); circle = C chosen by CV on the training split")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy against C: test (solid) and cross-validation (dashed)")
@@ -510,8 +517,10 @@ def header_lines(rows: list[Row]) -> list[str]:
             key = (row.run.backbone, row.run.weights, row.run.pooling, row.run.precision, row.run.method == "bow")
             extraction[key] = max(extraction.get(key, 0.0), row.extract_seconds)
     total = sum(extraction.values()) + sum(row.fit_seconds or 0.0 for row in rows)
+    devices = sorted({d for row in rows for d in (row.run.timings or {}).get("extract_devices", [])})
     lines.append(f"Compute: {total:,.0f} s for the runs shown (extractions once each, every training stage)"
-                 + (f"; precision {', '.join(precisions)}" if precisions else "") + ".")
+                 + (f"; precision {', '.join(precisions)}" if precisions else "")
+                 + (f"; extracted on {', '.join(devices)}" if devices else "") + ".")
     return lines
 
 
