@@ -2,7 +2,8 @@
 
 The head is chosen on training data only: a stratified part of the training split
 (``val_fraction``) drives early stopping and the best epoch; the test split is scored once, at the end.
-Every epoch writes a checkpoint, so an interrupted run resumes where it stopped.
+A checkpoint is written at most every minute, at the end and on an interruption between epochs, so an
+interrupted run resumes close to where it stopped (`training.CHECKPOINT_SECONDS`).
 """
 
 from __future__ import annotations

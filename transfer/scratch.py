@@ -2,8 +2,8 @@
 
 Images are decoded once, resized to ``size``×``size`` and held in memory as uint8 tensors (3 KB per
 32×32 image), so an epoch reads no file. Training goes
-through the same loop as the heads (`heads.train`): validation part of the training split for the
-best epoch and early stopping, a checkpoint per epoch, the test split scored once at the end.
+through the same loop as the heads (`training.train`): validation part of the training split for the
+best epoch and early stopping, checkpoints (`training.CHECKPOINT_SECONDS`), the test split scored once at the end.
 """
 
 from __future__ import annotations

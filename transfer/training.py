@@ -180,6 +180,12 @@ def _read_checkpoint(path: Path) -> dict | None:
         return None
 
 
+# A checkpoint at most this often, and when training ends or is interrupted between epochs: a killed run
+# loses at most this much work, and a large head is not slowed by writing its state every epoch
+# (README, "Measured notes").
+CHECKPOINT_SECONDS = 60.0
+
+
 def epoch_lines(label: str) -> Callable[[int, dict], None]:
     """The line each finished epoch prints, the same in every command and inside `transfer run`."""
 
@@ -231,7 +237,14 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
             _discard_checkpoint(checkpoint, error)
             task.model.load_state_dict(initial, strict=False)
             return train(task, n_classes, config, checkpoint, progress, score_test)
+    def save(epochs_done: int) -> None:
+        _save_checkpoint(checkpoint, {"model": _trainable_state(task.model), "optimizer": optimizer.state_dict(),
+                                      "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                                      "rng": _rng_states(), "curves": curves, "best": best, "epoch": epochs_done,
+                                      "config": as_plain(config)})
+
     stopped_early = False
+    saved_at, saved_epochs = time.perf_counter(), start
     for epoch in range(start, config.epochs):
         if epoch - best["epoch"] >= config.patience and best["state"] is not None:
             stopped_early = True
@@ -239,19 +252,24 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
         begun = time.perf_counter()
         running = task.fit_epoch(optimizer, generator)  # end-to-end runs report running metrics
         scheduler.step()
-        seconds = time.perf_counter() - begun
         fit = running if running is not None else task.evaluate("fit")
         val = task.evaluate("val")
-        for name, value in zip(curves, (fit.loss, fit.accuracy, fit.top5, val.loss, val.accuracy, val.top5, seconds)):
-            curves[name].append(value)
         if val.accuracy > best["val_acc"]:
             best = {"epoch": epoch + 1, "val_acc": val.accuracy, "state": _trainable_state(task.model)}
-        _save_checkpoint(checkpoint, {"model": _trainable_state(task.model), "optimizer": optimizer.state_dict(),
-                                      "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                                      "rng": _rng_states(), "curves": curves, "best": best, "epoch": epoch + 1,
-                                      "config": as_plain(config)})
+        seconds = time.perf_counter() - begun  # the whole epoch: training and both evaluations
+        for name, value in zip(curves, (fit.loss, fit.accuracy, fit.top5, val.loss, val.accuracy, val.top5, seconds)):
+            curves[name].append(value)
+        if time.perf_counter() - saved_at >= CHECKPOINT_SECONDS:
+            save(epoch + 1)
+            saved_at, saved_epochs = time.perf_counter(), epoch + 1
         if progress is not None:
-            progress(epoch + 1, curves)
+            try:
+                progress(epoch + 1, curves)
+            except KeyboardInterrupt:  # between epochs the state is whole: keep it
+                save(epoch + 1)
+                raise
+    if saved_epochs != len(curves["epoch_seconds"]):  # the finished state, for a rerun (or the winner's test)
+        save(len(curves["epoch_seconds"]))
     task.model.load_state_dict(best["state"], strict=False)
     if not score_test:
         return TrainingResult(task.model, best["epoch"], best["val_acc"], float("nan"), [], [], curves,
