@@ -14,28 +14,19 @@ import time
 from pathlib import Path
 
 import transfer.training as training
-from transfer.datasets import load_dataset
-from transfer.extraction import FeatureSpec, RunOptions, extract, load_layer
+from features import add_feature_options, cached_layer
 from transfer.heads import HeadSpec, train_head
 from transfer.training import TrainConfig
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--weights", default="imagenet")
-    parser.add_argument("--layer", default="conv_head")
+    add_feature_options(parser, backbone="efficientnet_lite0", layer="conv_head")
     parser.add_argument("--head", default="mlp:1024,1024")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--cache-dir", type=Path, default=Path("cache"))
-    parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
 
-    dataset = load_dataset(args.data)
-    features = FeatureSpec(backbone=args.backbone, weights=args.weights, layers=(args.layer,))
-    extract(dataset, features, args.cache_dir, RunOptions(progress=False))
-    _, data = load_layer(dataset, features, args.cache_dir, args.layer)
+    data = cached_layer(args)
     train, test = data.splits["train"], data.splits["test"]
     spec = HeadSpec.parse(args.head, len(data.classes))
     config = TrainConfig(epochs=args.epochs, patience=args.epochs)

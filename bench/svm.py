@@ -16,33 +16,21 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
+from features import add_feature_options, cached_layer
 from transfer.classifiers import GridConfig, grid_search, linear_svm
-from transfer.datasets import load_dataset
-from transfer.extraction import FeatureSpec, RunOptions, extract, load_layer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--backbone", default="vgg16")
-    parser.add_argument("--weights", default="imagenet")
-    parser.add_argument("--layer", default="pool5")
+    add_feature_options(parser, backbone="vgg16", layer="pool5")
     parser.add_argument("--limit", type=int, default=0, help="at most N images per class and split (0: all)")
-    parser.add_argument("--cache-dir", type=Path, default=Path("cache"))
     parser.add_argument("--jobs", type=int, default=-1)
-    parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
 
-    dataset = load_dataset(args.data)
-    if args.limit:
-        dataset = dataset.limited(args.limit)
-    features = FeatureSpec(backbone=args.backbone, weights=args.weights, layers=(args.layer,))
-    extract(dataset, features, args.cache_dir, RunOptions(progress=False))
-    _, data = load_layer(dataset, features, args.cache_dir, args.layer)
+    data = cached_layer(args, args.limit)
     train, test = data.splits["train"], data.splits["test"]
     grid = GridConfig(jobs=args.jobs)
     figures: dict = {"features": {"train": list(train.features.shape), "test": list(test.features.shape)},
