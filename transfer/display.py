@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from .backbones import LayerInfo
+from .backbones import BACKBONES, LayerInfo
 from .cache import CacheEntry
 from .choices import StageStatus
 from .console import console, err_console, note, styled
@@ -157,7 +157,9 @@ def print_cache(root: Path, entries: list[CacheEntry], artifacts: list[Path]) ->
             continue
         key = entry.key
         crop = key["preprocessing"]["crop"]
-        console.print(f"  {key['backbone']}, weights {key['weights']}, pooling {key['pooling']}, {key['precision']}, "
+        spec = BACKBONES.get(key["backbone"])
+        pooling = f"pooling {key['pooling']}, " if spec is None or spec.has_pooling_variants else ""
+        console.print(f"  {key['backbone']}, weights {key['weights']}, {pooling}{key['precision']}, "
                       f"{crop}×{crop} crops{', colour' if key['preprocessing']['color'] else ''}")
         for name, shape in entry.layers.items():
             console.print(f"  {name}: {shape}")
