@@ -141,7 +141,7 @@ class SpanProjection:
             gram += block @ block.T
         return gram
 
-    def raw_model(self, fitted: LinearSVC, n_features: int) -> LinearSVC:
+    def raw_model(self, fitted: LinearSVC) -> LinearSVC:
         """The same classifier on the original features."""
         on_rows = self._back @ fitted.coef_.T  # n × classes: w = Aᵀ·on_rows
         model = clone(fitted).set_params(fit_intercept=True)
@@ -150,7 +150,7 @@ class SpanProjection:
                 setattr(model, name, value)
         model.coef_ = np.ascontiguousarray(np.asarray(self.rows.T @ on_rows).T)
         model.intercept_ = self.intercept_scaling ** 2 * on_rows.sum(axis=0)
-        model.n_features_in_ = n_features
+        model.n_features_in_ = self.rows.shape[1]
         return model
 
 
@@ -248,7 +248,7 @@ def grid_search(
     chosen = int(np.argmax(cv_mean))  # first maximum: the smallest C among ties
     models = fitted[n_cv:]
     if span is not None:
-        svms = [projection.raw_model(model, x_train.shape[1]) for model in models]
+        svms = [projection.raw_model(model) for model in models]
         models = [span.original_model(svm) for svm in svms]
     fit_seconds = time.perf_counter() - begun
     test_predictions = (span.predictions(svms, x_test) if span is not None
