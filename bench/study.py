@@ -29,9 +29,8 @@ def _run(study_file: str, data: str, weights: str | None, cache: str, reports: s
     overrides = Overrides(Path(data), weights)
     dataset = open_dataset(study, overrides, fetch_missing=False)
     stages = Planner(study, dataset, Path(cache), overrides, Path(reports)).build()
-    for report in run_stages(stages):
-        queue.put({"name": report.stage.name, "kind": str(report.stage.kind), "status": str(report.status),
-                   "seconds": report.seconds})
+    run_stages(stages, on_end=lambda report: queue.put({"name": report.stage.name, "kind": str(report.stage.kind),
+                                                         "status": str(report.status), "seconds": report.seconds}))
     queue.put(None)
 
 
