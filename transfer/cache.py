@@ -234,12 +234,16 @@ class LayerFeatures:
     source: Path
 
 
-def _rows(h5: h5py.File, dataset: ImageDataset, split: str) -> np.ndarray | None:
-    """Rows of a split's images in this file; None when any image has no row."""
+def _split_rows(h5: h5py.File, dataset: ImageDataset) -> dict[str, np.ndarray | None]:
+    """Rows of each split's images in this file (the file's index read once); None for a split with an
+    image that has no row."""
     index = {d.decode(): row for row, d in enumerate(h5["digests"][:])}
     digests = dataset.file_digests
-    rows = [index.get(digests[s.relpath]) for s in dataset.samples(split)]
-    return None if None in rows else np.array(rows, dtype=np.int64)
+    found = {}
+    for split in SPLITS:
+        rows = [index.get(digests[s.relpath]) for s in dataset.samples(split)]
+        found[split] = None if None in rows else np.array(rows, dtype=np.int64)
+    return found
 
 
 def _layer_done(h5: h5py.File, layer: str, rows: np.ndarray | None) -> bool:
@@ -259,8 +263,7 @@ def read_features(path: Path, layer: str, dataset: ImageDataset) -> LayerFeature
     an error, a damaged file a `DamagedFile`."""
     with reading(path) as h5:
         splits = {}
-        for split in SPLITS:
-            rows = _rows(h5, dataset, split)
+        for split, rows in _split_rows(h5, dataset).items():
             if not _layer_done(h5, layer, rows):
                 raise UserError(f"layer {layer!r} of {path} is not extracted for every {split} image; "
                                 "run the extraction again")
@@ -287,7 +290,7 @@ def extraction_timing(path: Path) -> dict[str, float]:
 def complete_layers(path: Path, dataset: ImageDataset) -> list[str]:
     """Layer keys of this file that are extracted for every image of ``dataset``."""
     with reading(path) as h5:
-        rows = [_rows(h5, dataset, split) for split in SPLITS]
+        rows = list(_split_rows(h5, dataset).values())
         return [layer for layer in h5["layers"] if all(_layer_done(h5, layer, r) for r in rows)]
 
 
@@ -297,8 +300,7 @@ def extraction_summary(path: Path, layers: list[str], dataset: ImageDataset
     with reading(path) as h5:
         shapes: dict[str, dict[str, tuple[int, int]]] = {}
         skipped: list[str] = []
-        for split in SPLITS:
-            rows = _rows(h5, dataset, split)
+        for split, rows in _split_rows(h5, dataset).items():
             valid = _read_rows(h5["valid"], rows)
             shapes[split] = {layer: (int(valid.sum()), h5["layers"][layer]["values"].shape[1]) for layer in layers}
             skipped += [s.relpath for s, ok in zip(dataset.samples(split), valid) if not ok]
