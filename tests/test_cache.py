@@ -155,3 +155,14 @@ def test_a_reader_asking_for_auto_precision_finds_what_any_device_extracted(smal
     extract(dataset, FeatureSpec(**{**SPEC.__dict__, "precision": extracted}), cache_dir, RUN)
     found = cached_features(dataset, FeatureSpec(**{**SPEC.__dict__, "precision": "auto"}), cache_dir)
     assert found.key.precision == extracted
+
+
+def test_a_file_of_an_earlier_cache_format_is_listed_as_such_and_never_read(cache_dir):
+    cache_dir.mkdir(parents=True)
+    old = cache_dir / "vgg16-max-fp32-0123456789abcdef.h5"
+    with h5py.File(old, "w") as h5:
+        h5.attrs["format"] = 2
+        h5.attrs["key"] = "{}"
+    (entry,) = FeatureCache(cache_dir).entries()
+    assert entry.earlier_format == 2
+    assert entry.layers == {}

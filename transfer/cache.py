@@ -314,12 +314,16 @@ class CacheEntry:
     key: dict | None  # None: unreadable
     layers: dict[str, str]  # layer key -> "4470 images × 4096" or "partial 320/4470 images × 4096"
     unreadable: int  # images that could not be read
+    earlier_format: int | None = None  # made by an earlier transfer in this format: never read, never reused
 
 
 def describe_file(path: Path) -> CacheEntry:
     size = path.stat().st_size
     try:
         with reading(path) as h5:
+            found = int(h5.attrs.get("format", 0))
+            if found != VERSIONS[KeyKind.FEATURES]:
+                return CacheEntry(path, size, None, {}, 0, earlier_format=found)
             key = json.loads(h5.attrs["key"])
             total = len(h5["digests"])
             layers = {}

@@ -152,6 +152,10 @@ def print_cache(root: Path, entries: list[CacheEntry], artifacts: list[Path]) ->
         console.print(f"no cached features in {root}")
     for entry in entries:
         console.print(styled((entry.path.name, "bold"), f"  {_mib(entry.size_bytes)}"))
+        if entry.earlier_format is not None:
+            console.print(f"  made by an earlier version of transfer (cache format {entry.earlier_format}): never read "
+                          f"again; `transfer cache rm {entry.path.name}` removes it")
+            continue
         if entry.key is None:
             console.print(styled("  ", ("unreadable", "red"), " (damaged, or being written; the next extraction redoes a damaged file)"))
             continue
