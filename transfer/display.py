@@ -94,7 +94,7 @@ def print_extraction(outcome: ExtractionOutcome) -> None:
         console.print(f"extracted {outcome.images} images in {outcome.seconds:.1f} s: {outcome.images_per_s:.1f} images/s, "
                       f"{where}, peak RSS {outcome.peak_rss_mb:,.0f} MB")
     if outcome.skipped:
-        console.print(styled((f"{len(outcome.skipped)} unreadable image(s) skipped", "yellow"), " (listed in the cache file):"))
+        console.print(styled((f"{len(outcome.skipped)} unreadable image(s) skipped", "yellow"), " (recorded in the cache by content: skipped until the file changes):"))
         for relpath in outcome.skipped:
             console.print(f"  {relpath}")
 
