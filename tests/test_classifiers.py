@@ -41,7 +41,7 @@ def test_c_grid_and_training_data_errors_are_clear():
         grid_search(linear_svm(), (x, np.zeros_like(y)), (x, y), GridConfig(cv=3, jobs=1), 3)
     with pytest.raises(UserError, match="lower --cv"):
         grid_search(linear_svm(), (x, y), (x, y), GridConfig(cv=25, jobs=1), 3)
-    with pytest.raises(UserError, match="norm 'max' is not one of: l2, standard, none"):
+    with pytest.raises(UserError, match="norm 'max' is not one of: l2, power, standard, none"):
         linear_svm("max")
 
 
@@ -87,7 +87,8 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
 
 
 
-@pytest.mark.parametrize("make_model", [linear_svm("l2"), linear_svm("none"), plain_svm], ids=["l2", "none", "bare"])
+@pytest.mark.parametrize("make_model", [linear_svm("l2"), linear_svm("power"), linear_svm("none"), plain_svm],
+                         ids=["l2", "power", "none", "bare"])
 def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model):
     """Fewer rows than features: the fits run in the rows' span, and the models come back on the features."""
     x, y = _blobs(n_per_class=22, dims=200, spread=3.0)
@@ -109,3 +110,38 @@ def test_a_fold_fitted_scaler_or_more_rows_than_features_keep_the_direct_fits():
     wide = _blobs(dims=200)[0]
     assert span_fit(linear_svm("standard"), wide) is None
     assert span_fit(linear_svm("l2"), _blobs(dims=10)[0]) is None
+
+
+def test_power_normalisation_is_the_signed_square_root_then_l2():
+    x = np.array([[4.0, -9.0, 0.0], [1.0, 1.0, -1.0]])
+    model = linear_svm("power")(1.0)
+    by_hand = np.array([[2.0, -3.0, 0.0], [1.0, 1.0, -1.0]])
+    by_hand /= np.linalg.norm(by_hand, axis=1, keepdims=True)
+    np.testing.assert_allclose(model[:-1].fit_transform(x), by_hand)
+
+
+def test_the_normalisation_is_chosen_by_cv_and_recorded(small_data, cache_dir):
+    from transfer.classifiers import choose_by_cv, parse_norms
+    from transfer.modelfile import load_model
+
+    train, test = _blobs(seed=0), _blobs(seed=1)
+    config = GridConfig(c_grid=(0.01, 1), cv=3, jobs=1)
+    models = {"l2": linear_svm("l2"), "none": linear_svm("none")}
+    chosen, result, cv = choose_by_cv(models, train, test, config, 3)
+    assert set(cv) == {"l2", "none"} and cv[chosen] == max(cv.values()) == max(result.cv_mean)
+    tampered = choose_by_cv(models, train, (test[0], (test[1] + 1) % 3), config, 3)
+    assert (tampered[0], tampered[2]) == (chosen, cv)  # the test labels play no part
+    assert parse_norms("power, l2,power") == ("power", "l2")
+    with pytest.raises(UserError, match="norm 'max' is not one of"):
+        parse_norms("l2,max")
+
+    dataset = load_dataset(small_data)
+    spec = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
+    extract(dataset, spec, cache_dir, RunOptions(device="cpu", batch_size=8, workers=0, progress=False))
+    (outcome,) = run_svm(dataset, spec, cache_dir, GridConfig(c_grid=(0.1, 10), cv=2, jobs=1), parse_norms("l2,power"))
+    run = ResultsStore(cache_dir / "results.sqlite").runs(method="svm")[-1]
+    assert set(run.config["candidates_cv"]) == {"l2", "power"} == set(outcome.candidates_cv)
+    assert run.config["norm"] == max(run.config["candidates_cv"], key=run.config["candidates_cv"].get)
+    assert run.cv_best == run.config["candidates_cv"][run.config["norm"]]
+    saved = load_model(run.model_path)  # a power model names this package's function: loaded, not refused
+    assert saved["model"].predict(np.ones((1, 4096))).shape == (1,)

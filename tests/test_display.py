@@ -33,3 +33,19 @@ def test_columns_of_rank_zero_stay_however_narrow_the_terminal(narrow_terminal):
     table, left_out = fitted_table("t", columns, rows)
     assert left_out == ["c"]
     assert [column.header for column in table.columns] == ["a", "b"]
+
+
+def test_predictions_fit_80_columns_with_paths_relative_to_their_folder(narrow_terminal):
+    from transfer.display import print_ranked
+    from transfer.predict import Prediction
+
+    folder = "/data/" + "a-very-long-folder-name/" * 4
+    predictions = [Prediction(folder + "holiday/beach.jpg", ["coast", "open country"], [0.9, 0.1]),
+                   Prediction(folder + "broken.jpg", [], [], "cannot identify image file: not a JPEG, PNG or any format")]
+    with console.capture() as captured:
+        print_ranked(predictions, "", "score")
+    lines = captured.get().splitlines()
+    assert lines[0] == "images in " + folder  # the shared folder, once, above the table
+    assert max(map(len, lines[1:])) <= 80
+    assert "holiday/beach.jpg" in captured.get()
+    assert "any format" in captured.get()  # the error folds; nothing is cut with an ellipsis

@@ -122,3 +122,34 @@ def test_the_kept_heap_is_trimmed_only_when_it_grows_past_its_level(monkeypatch)
     assert trimmed_after == [3, 6, 7]
 
 
+
+
+def test_flip_views_average_the_features_of_the_image_and_its_mirror_image(small_data, tmp_path):
+    import shutil
+
+    from PIL import Image, ImageOps
+
+    mirrored = tmp_path / "mirrored"
+    shutil.copytree(small_data, mirrored)
+    for path in mirrored.rglob("*.png"):
+        ImageOps.mirror(Image.open(path)).save(path)
+    spec = FeatureSpec(weights="random", layers=("relu7",), image_size=56, precision="fp32")  # resize 64: a symmetric crop
+    views = {}
+    for name, root, chosen in (("plain", small_data, "centre"), ("mirror", mirrored, "centre"), ("flip", small_data, "flip")):
+        dataset = load_dataset(root)
+        outcome = extract(dataset, FeatureSpec(**{**spec.__dict__, "views": chosen}), tmp_path / "cache", RUN)
+        views[name] = read_features(outcome.path, "relu7", dataset).splits["train"].features
+    np.testing.assert_allclose(views["flip"], (views["plain"] + views["mirror"]) / 2, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(views["flip"], views["plain"])
+
+
+def test_crop_views_are_their_own_features_and_skip_unreadable_images(small_data, cache_dir):
+    good = (small_data / "train/beta/img_000.png").read_bytes()
+    (small_data / "train/beta/img_000.png").write_bytes(good[: len(good) // 2])
+    dataset = load_dataset(small_data)
+    centre = extract(dataset, SPEC, cache_dir, RUN)
+    crops = extract(dataset, FeatureSpec(**{**SPEC.__dict__, "views": "10crops"}), cache_dir, RUN)
+    assert crops.path != centre.path and crops.skipped == ["train/beta/img_000.png"]
+    features = read_features(crops.path, "relu7", dataset).splits["train"].features
+    assert features.shape == (11, 4096)
+    assert not np.allclose(features, read_features(centre.path, "relu7", dataset).splits["train"].features)

@@ -127,6 +127,10 @@ def test_several_settings_are_chosen_on_the_validation_part(small_data, cache_di
     run = ResultsStore(cache_dir / "results.sqlite").runs(method="head")[-1]
     assert (run.config["train"]["optimizer"], run.config["train"]["lr"]) == (best["optimizer"], best["lr"])
     assert run.cv_best == best["val_accuracy"] and not np.isnan(run.test_accuracy)
+    assert run.timings["train_device"] == "cpu"
+    from transfer.report import configuration_rows, header_lines
+
+    assert "heads and networks trained on cpu" in " ".join(header_lines(configuration_rows([run])))
     with pytest.raises(UserError, match="one setting at a time"):
         from transfer.heads import EndToEnd
 

@@ -39,11 +39,11 @@ def test_the_dataset_fingerprint_is_pinned(tmp_path):
 
 
 @pytest.mark.parametrize("make, literal", [
-    (lambda: FEATURES.digest, "fcb796b4c7133a55"),
-    (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", "l2", GRID), "ff4b60865b2efd25"),
+    (lambda: FEATURES.digest, "60a19690334529c7"),
+    (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", "l2", GRID), "c0a12cb4e755aacb"),
     (lambda: bow_key("d" * 16, BowConfig(), GRID), "fb15d209ee50319a"),
-    (lambda: head_key("d" * 16, FEATURES.digest, "relu7", HeadSpec(name="fc3"), [TrainConfig()]), "e278f7988b0e0287"),
-    (lambda: scratch_key("d" * 16, ScratchConfig()), "67b78fa27185d6bb"),
+    (lambda: head_key("d" * 16, FEATURES.digest, "relu7", HeadSpec(name="fc3"), [TrainConfig()]), "c7abf73fb99de82a"),
+    (lambda: scratch_key("d" * 16, ScratchConfig(), "fp32"), "0826236755159364"),
     (lambda: content_key(KeyKind.SIFT, dataset="d" * 16, sift=BowConfig().sift), "94f0fd073adb77ac"),
     (lambda: content_key(KeyKind.REPORT, runs=[1, 2], published=True), "905d757abf5e7d9e"),
 ])

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import re
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def test_rows_are_the_latest_run_per_configuration_with_the_store_numbers(store)
     relu7 = rows[0]
     assert relu7.run.id == 2 and relu7.best
     cells = dict(zip(HEADERS, table_cells(relu7)))
-    assert cells["test %"] == "82.00" and cells["CV / val %"] == "81.00" and cells["chosen"] == "C=0.1"
+    assert cells["test %"] == "82.00" and cells["CV %"] == "81.00" and cells["val %"] == "" and cells["chosen"] == "C=0.1"
     assert cells["extract s"] == "100.0" and cells["fit s"] == "2.5" and cells["configuration"].startswith("★")
     bow = dict(zip(HEADERS, table_cells(rows[2])))
     assert bow["test %"] == "77.00 ± 1.00" and bow["splits"] == "10" and bow["extract s"] == "155.0"
@@ -121,6 +122,17 @@ def test_the_headline_is_chosen_on_training_data_and_every_accuracy_has_its_inte
         table = list(csv.DictReader(f))
     assert not any("★" in value for line in table for value in line.values())
     assert [line["configuration"] for line in table if line["headline"] == "1"] == ["vgg16 (random weights) relu7 SVM"]
+
+
+def test_a_cross_validated_score_comes_before_a_higher_hold_out_score(store):
+    head = next(run for run in store.runs() if run.method == "head")
+    store.add(dataclasses.replace(head, id=None, cv_best=0.95, config={**head.config, "dropout": 0.2}))  # best epoch on a hold-out
+    rows = configuration_rows(store.runs())
+    assert [r.label for r in rows if r.best] == ["vgg16 (random weights) relu7 SVM"]  # CV 81% beats a 95% hold-out
+    held_out = dict(zip(HEADERS, table_cells(rows[-1])))
+    assert (held_out["CV %"], held_out["val %"]) == ("", "95.00")
+    heads_only = [run for run in store.runs() if run.method in ("head", "scratch")]
+    assert [r.run.cv_best for r in configuration_rows(heads_only) if r.best] == [0.95]
 
 
 def test_the_class_mean_leaves_out_classes_without_test_images():

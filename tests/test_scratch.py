@@ -9,9 +9,9 @@ import torch
 from transfer import scratch
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
-from transfer.training import TrainConfig
+from transfer.training import Compute, TrainConfig
 from transfer.results import ResultsStore
-from transfer.experiments import run_scratch
+from transfer.experiments import run_scratch, scratch_key
 from transfer.scratch import ScratchConfig, ladder, load_images, parse_grid, summarize_network, train_scratch
 from tests.conftest import make_dataset
 
@@ -86,13 +86,19 @@ def test_early_stopping_and_the_best_epoch_ignore_the_test_split(images, tmp_pat
 
 def test_every_ladder_step_is_a_stored_run_with_its_curves(images, tmp_path):
     steps = ladder(ScratchConfig(size=16, train=replace(FAST, epochs=1)))[:2]
-    outcomes = run_scratch(images, steps, "ladder", tmp_path / "cache")
+    outcomes = run_scratch(images, steps, "ladder", tmp_path / "cache", compute=Compute(device="cpu", precision="bf16"))
     runs = ResultsStore(tmp_path / "cache" / "results.sqlite").runs(method="scratch")
     assert [r.config["step"] for r in runs] == ["baseline", "+normalize"] == [o.step for o in outcomes]
     for run, outcome in zip(runs, outcomes):
         assert set(run.curves) >= {"train_loss", "train_acc", "train_top5", "val_loss", "val_acc", "val_top5"}
         assert run.backbone == "base" and run.weights == "scratch"
         assert run.test_accuracy == outcome.trained.result.test_accuracy
+        assert (run.precision, run.timings["train_device"]) == ("bf16", "cpu")
+
+
+def test_the_training_precision_is_part_of_a_from_scratch_run_key(images):
+    config = ScratchConfig(size=16, train=FAST)
+    assert scratch_key(images.fingerprint, config, "bf16") != scratch_key(images.fingerprint, config, "fp32")
 
 
 def test_cifar10_without_a_copy_or_internet_is_a_clear_message(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .choices import Pooling, WeightsSource
+from .choices import Pooling, View, WeightsSource
 from .config import ConfigError, require
 from .errors import UserError
 from .keys import file_digest
@@ -37,18 +37,48 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     color: bool = False  # False: read as grayscale, replicate to 3 channels
+    views: View = View.CENTRE  # the features are the mean over these views
 
     def transform(self) -> Callable:
+        """One image → its centre crop, C×H×W (what training from images and `inspect` see)."""
         from torchvision import transforms
 
-        return transforms.Compose(
-            [
-                transforms.Resize(self.resize, interpolation=transforms.InterpolationMode.BILINEAR),
-                transforms.CenterCrop(self.crop),
-                transforms.ToTensor(),
-                transforms.Normalize(self.mean, self.std),
-            ]
-        )
+        return transforms.Compose([self._resize(), transforms.CenterCrop(self.crop), self._tensor()])
+
+    def views_transform(self) -> Callable:
+        """One image → its views, V×C×H×W (what an extraction averages over)."""
+        return _Views(self)
+
+    def _resize(self):
+        from torchvision import transforms
+
+        return transforms.Resize(self.resize, interpolation=transforms.InterpolationMode.BILINEAR)
+
+    def _tensor(self):
+        from torchvision import transforms
+
+        return transforms.Compose([transforms.ToTensor(), transforms.Normalize(self.mean, self.std)])
+
+
+class _Views:
+    """A preprocessing's views of one image, stacked; a class, not a closure, so that data-loader
+    workers started by spawning can unpickle it."""
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        from torchvision import transforms
+
+        self.views = View(preprocessing.views)
+        self.resize, self.tensor, self.centre = preprocessing._resize(), preprocessing._tensor(), preprocessing.transform()
+        self.crops = {View.FIVE_CROPS: transforms.FiveCrop, View.TEN_CROPS: transforms.TenCrop}.get(self.views)
+        self.crops = self.crops(preprocessing.crop) if self.crops else None
+
+    def __call__(self, image):
+        import torch
+
+        if self.crops is not None:
+            return torch.stack([self.tensor(crop) for crop in self.crops(self.resize(image))])
+        centre = self.centre(image)
+        return torch.stack([centre, centre.flip(-1)]) if self.views == View.FLIP else centre[None]
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,24 @@ class Engine(enum.StrEnum):
     RAY = "ray"  # actors of a Ray cluster (`distributed.py`)
 
 
+class View(enum.StrEnum):
+    """Which views of an image the network sees; their features are averaged (test-time augmentation)."""
+
+    CENTRE = "centre"  # the centre crop
+    FLIP = "flip"  # the centre crop and its mirror image
+    FIVE_CROPS = "5crops"  # the four corner crops and the centre crop
+    TEN_CROPS = "10crops"  # the five crops and their mirror images
+
+    @property
+    def count(self) -> int:
+        return {View.CENTRE: 1, View.FLIP: 2, View.FIVE_CROPS: 5, View.TEN_CROPS: 10}[self]
+
+
 class Norm(enum.StrEnum):
     """How features are scaled before the linear SVM."""
 
     L2 = "l2"
+    POWER = "power"  # signed square root of each value, then L2 (Perronnin et al. 2010)
     STANDARD = "standard"
     NONE = "none"
 
@@ -96,6 +110,12 @@ class Method(enum.StrEnum):
     BOW = "bow"  # bag of words + SIFT
     HEAD = "head"  # a new head, on cached features or trained end to end
     SCRATCH = "scratch"  # a small CNN trained from scratch
+
+    @property
+    def cross_validated(self) -> bool:
+        """Whether its training-side score is a k-fold CV mean over the whole training split (SVM, BoW),
+        rather than the best epoch's accuracy on a hold-out part of it (heads, from scratch)."""
+        return self in (Method.SVM, Method.BOW)
 
 
 class ModelKind(enum.StrEnum):

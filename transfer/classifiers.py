@@ -7,7 +7,7 @@ is computed from it feeds back into the choice.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -15,7 +15,7 @@ from scipy import sparse
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import Normalizer, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
 from sklearn.svm import LinearSVC
 
 from .choices import Norm
@@ -62,16 +62,48 @@ def check_c_grid(values) -> tuple[float, ...]:
     return tuple(sorted({float(v) for v in values}))
 
 
+def signed_sqrt(x):
+    """Power normalisation: sign(x)·√|x| of every value (row-wise, nothing fitted)."""
+    if sparse.issparse(x):
+        x = x.copy()
+        x.data = np.sign(x.data) * np.sqrt(np.abs(x.data))
+        return x
+    return np.sign(x) * np.sqrt(np.abs(x))
+
+
+def _norm_steps(norm: Norm) -> list:
+    if norm == Norm.POWER:
+        return [("power", FunctionTransformer(signed_sqrt)), ("norm", Normalizer())]
+    return [("norm", {Norm.L2: Normalizer(), Norm.STANDARD: StandardScaler(), Norm.NONE: "passthrough"}[norm])]
+
+
 def linear_svm(norm: Norm = Norm.L2) -> Callable[[float], Pipeline]:
     """Factory of Pipeline(normalisation, LinearSVC(C))."""
     norm = choice(Norm, norm, "norm")
-    scaler = {"l2": Normalizer(), "standard": StandardScaler(), "none": "passthrough"}[norm]
 
     def make(c: float) -> Pipeline:
-        return Pipeline([("norm", clone(scaler) if scaler != "passthrough" else scaler),
-                         ("svm", plain_svm(c))])
+        return Pipeline([*_norm_steps(norm), ("svm", plain_svm(c))])
 
     return make
+
+
+def parse_norms(text: str | list | tuple) -> tuple[Norm, ...]:
+    """"l2,power" → (Norm.L2, Norm.POWER): the normalisations the CV chooses among, in the order given."""
+    names = [n.strip() for n in text.split(",")] if isinstance(text, str) else list(text)
+    norms = tuple(dict.fromkeys(choice(Norm, n, "norm") for n in names if str(n).strip()))
+    require(bool(norms), "norm", "no normalisation given: name at least one, e.g. l2")
+    return norms
+
+
+def choose_by_cv(models: dict[str, Callable], train, test, config: "GridConfig", n_classes: int,
+                 in_span: bool = True) -> tuple[str, "GridResult", dict[str, float]]:
+    """A C grid per candidate model (e.g. per normalisation) on the same folds; the candidate with the
+    best CV accuracy wins (the first among ties). Returns its name, its grid (``fit_seconds``: every
+    candidate's) and every candidate's best CV accuracy. The test split plays no part in the choice."""
+    results = {name: grid_search(make, train, test, config, n_classes, in_span) for name, make in models.items()}
+    cv = {name: max(result.cv_mean) for name, result in results.items()}
+    chosen = max(cv, key=cv.get)
+    return chosen, replace(results[chosen], fit_seconds=sum(r.fit_seconds for r in results.values())), cv
 
 
 def plain_svm(c: float) -> LinearSVC:
@@ -194,7 +226,7 @@ def span_fit(make_model: Callable, x_train) -> SpanFit | None:
     pipeline = isinstance(model, Pipeline)
     steps = list(model.steps) if pipeline else [("svm", model)]
     (_, svm), before = steps[-1], steps[:-1]
-    stateless = all(step == "passthrough" or isinstance(step, Normalizer) for _, step in before)
+    stateless = all(step == "passthrough" or isinstance(step, (Normalizer, FunctionTransformer)) for _, step in before)
     fits = isinstance(svm, LinearSVC) and svm.penalty == "l2" and svm.fit_intercept
     if not (stateless and fits and x_train.shape[0] < x_train.shape[1]):
         return None

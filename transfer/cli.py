@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .backbones import BACKBONES
-from .choices import Device, Engine, Method, Norm, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus
+from .choices import Device, Engine, Method, Norm, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus, View
 from .console import console, err_console, note, styled
 from .errors import UserError
 from .paths import default_cache_dir, default_data_dir
@@ -51,6 +51,7 @@ PoolingOpt = Annotated[Pooling, typer.Option(help="VGG16 pooling variant: sum is
 PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where the hardware computes it natively.")]
 ColorOpt = Annotated[bool, typer.Option("--color", help="Keep colour (default: read grayscale, replicate to 3 channels).")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Centre-crop size fed to the network [default: the backbone's, 224].")]
+ViewsOpt = Annotated[View, typer.Option(help="Test-time augmentation: the features are the mean over these views of each image (the centre crop; and its mirror image; the 4 corner and centre crops; and their mirror images).")]
 CacheDirOpt = Annotated[
     Optional[Path], typer.Option("--cache-dir", help="Feature cache folder. [default: $TRANSFER_CACHE or cache/]")
 ]
@@ -98,6 +99,7 @@ def extract(
     precision: PrecisionOpt = Precision.AUTO,
     color: ColorOpt = False,
     image_size: ImageSizeOpt = None,
+    views: ViewsOpt = View.CENTRE,
     device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[Optional[int], typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = None,
@@ -122,7 +124,7 @@ def extract(
 
     dataset = _load_dataset(data, train_per_class, split_seed, verbose, test_per_class=test_per_class)
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer), spatial=spatial, pooling=pooling,
-                           precision=precision, color=color, image_size=image_size)
+                           precision=precision, color=color, image_size=image_size, views=views)
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, strict=strict, engine=engine,
                          address=address, actors=actors, gpus_per_actor=gpus_per_actor)
     try:
@@ -138,7 +140,7 @@ def svm(
     data: DataOpt = None,
     layer: LayerOpt = "relu7",
     c_grid: Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")] = "0.001,0.01,0.1,1,10",
-    norm: Annotated[Norm, typer.Option(help="Feature normalisation before the SVM.")] = Norm.L2,
+    norm: Annotated[str, typer.Option(help="Feature normalisation before the SVM: l2, power (signed square root, then L2), standard or none; a comma list is chosen among by CV, like C.")] = "l2",
     cv: Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")] = 5,
     splits: Annotated[int, typer.Option(help="Also re-draw K random training splits (same size per class) from all images; report mean ± std.")] = 1,
     jobs: Annotated[int, typer.Option(help="Parallel fits (-1: all cores).")] = -1,
@@ -150,6 +152,7 @@ def svm(
     precision: PrecisionOpt = Precision.AUTO,
     color: ColorOpt = False,
     image_size: ImageSizeOpt = None,
+    views: ViewsOpt = View.CENTRE,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
     test_per_class: TestPerClassOpt = None,
@@ -159,16 +162,16 @@ def svm(
 
     Each layer is its own result in the results store; the fitted model is saved (a skops file).
     """
-    from .classifiers import GridConfig, parse_c_grid
+    from .classifiers import GridConfig, parse_c_grid, parse_norms
     from .display import print_grid
     from .extraction import FeatureSpec
     from .experiments import run_svm
 
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer), spatial=spatial, pooling=pooling,
-                           precision=precision, color=color, image_size=image_size)
+                           precision=precision, color=color, image_size=image_size, views=views)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
-    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norm):
+    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, parse_norms(norm)):
         print_grid(outcome)
 
 
@@ -196,7 +199,7 @@ def bow(
     Descriptors, vocabulary and word assignments are cached: changing only C or --pyramid reuses them.
     """
     from .bow import BowConfig, SiftConfig, VocabularyConfig
-    from .classifiers import GridConfig, parse_c_grid
+    from .classifiers import GridConfig, parse_c_grid, parse_norms
     from .display import print_grid
     from .experiments import run_bow
 
@@ -233,7 +236,7 @@ def report(
     data: Annotated[Optional[str], typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
     method: Annotated[Optional[Method], typer.Option(help="Only this method.")] = None,
-    best_only: Annotated[bool, typer.Option("--best-only", help="Only the headline: the best CV / validation accuracy (chosen without the test split).")] = False,
+    best_only: Annotated[bool, typer.Option("--best-only", help="Only the headline: the best CV accuracy, else the best hold-out validation accuracy (never the test split).")] = False,
     name: Annotated[str, typer.Option(help="Report folder name under reports/.")] = "study",
     out: Annotated[Optional[Path], typer.Option(help="Report folder [default: reports/<name>].")] = None,
     published: Annotated[bool, typer.Option(help="Show the published reference points beside the measured rows.")] = True,
@@ -279,6 +282,7 @@ def finetune(
     precision: PrecisionOpt = Precision.AUTO,
     color: ColorOpt = False,
     image_size: ImageSizeOpt = None,
+    views: ViewsOpt = View.CENTRE,
     device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
@@ -298,7 +302,7 @@ def finetune(
 
     input_layer = HeadSpec.parse(head, None, dropout).input_layer(backbone)
     features = FeatureSpec(backbone=backbone, weights=weights, layers=(input_layer,), pooling=pooling,
-                           precision=precision, color=color, image_size=image_size)
+                           precision=precision, color=color, image_size=image_size, views=views)
     try:
         rates = [float(v) for v in _split_list(lr)]
     except ValueError:
@@ -399,6 +403,8 @@ def scratch(
     train_per_class: TrainPerClassOpt = 100,
     test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = 0,
+    device: Annotated[Device, typer.Option(help="Where the network trains.")] = Device.AUTO,
+    precision: Annotated[Precision, typer.Option(help="fp32, or bf16 convolutions (auto: where the hardware computes them natively): faster epochs, but other curves and accuracies than fp32 (bench/ladder.py).")] = Precision.FP32,
 ) -> None:
     """Train a small CNN from scratch: the baseline that shows what transfer buys.
 
@@ -406,7 +412,7 @@ def scratch(
     """
     from .display import print_scratch
     from .experiments import run_scratch
-    from .training import TrainConfig, epoch_lines
+    from .training import Compute, TrainConfig, epoch_lines
     from .scratch import ScratchConfig, grid_configs, ladder as ladder_steps, load_cifar10, load_images, parse_grid
 
     if ladder and grid:
@@ -427,7 +433,8 @@ def scratch(
         steps, series = grid_configs(config, parse_grid(grid)), "grid"
     else:
         steps, series = [("", config)], "single"
-    outcomes = run_scratch(images, steps, series, cache_dir or default_cache_dir(), progress=epoch_lines)
+    outcomes = run_scratch(images, steps, series, cache_dir or default_cache_dir(), progress=epoch_lines,
+                           compute=Compute.resolve(device, precision))
     print_scratch(outcomes, series)
 
 

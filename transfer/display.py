@@ -24,6 +24,7 @@ from .report import (
     published_lines,
     reference_cells,
     table_cells,
+    training_score_cells,
 )
 from .results import RunRecord
 
@@ -196,6 +197,10 @@ def print_grid(outcome: GridOutcome) -> None:
         table.add_row(f"{c:g}", f"{100 * mean:.2f} ± {100 * std:.2f}", _pct(test), "← chosen by CV" if chosen else "",
                       style="bold" if chosen else None)
     console.print(table)
+    if outcome.candidates_cv:
+        chosen = max(outcome.candidates_cv, key=outcome.candidates_cv.get)
+        console.print(f"normalisation chosen by CV: {chosen} (best CV accuracy "
+                      + ", ".join(f"{name} {_pct(cv)}%" for name, cv in outcome.candidates_cv.items()) + "); its grid above")
     console.print(styled(f"test accuracy at the CV-chosen C={result.chosen_c:g}: ", (f"{_pct(result.test_accuracy)}%", "bold"),
                          f"  (fit {result.fit_seconds:.1f} s)"))
     if outcome.split_accuracies:
@@ -206,7 +211,7 @@ def print_grid(outcome: GridOutcome) -> None:
 
 
 RESULT_COLUMNS = [("#", 0), ("date", 5), ("method", 1), ("backbone", 2), ("weights", 4), ("pooling", 4), ("layer", 2),
-                  ("chosen", 3), ("CV %", 1), ("test %", 0), ("class mean %", 3), ("data", 2)]
+                  ("chosen", 3), ("CV %", 1), ("val %", 1), ("test %", 0), ("class mean %", 3), ("data", 2)]
 
 
 def print_results(runs: list[RunRecord], wide: bool = False) -> None:
@@ -217,18 +222,18 @@ def print_results(runs: list[RunRecord], wide: bool = False) -> None:
     for run in runs:
         test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)} ({run.splits} splits)" if run.test_std is not None else "")
         rows.append([str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "", run.pooling or "",
-                     run.layer or "", run.chosen_text, _pct(run.cv_best), test, _pct(Row(run, "").class_mean_accuracy),
+                     run.layer or "", run.chosen_text, *training_score_cells(run), test, _pct(Row(run, "").class_mean_accuracy),
                      Path(run.dataset).name or run.dataset])  # the folder's name: `--wide` does not lengthen it
-    print_fitted(*fitted_table("results", RESULT_COLUMNS, rows, wide, right=("#", "CV %", "test %", "class mean %")))
+    print_fitted(*fitted_table("results", RESULT_COLUMNS, rows, wide, right=("#", "CV %", "val %", "test %", "class mean %")))
 
 
 # Which report columns a narrow terminal leaves out first (highest rank first).
-REPORT_RANKS = {"configuration": 0, "test %": 0, "test 95% CI": 1, "CV / val %": 1, "class mean %": 2, "vs ★ p": 2,
+REPORT_RANKS = {"configuration": 0, "test %": 0, "test 95% CI": 1, "CV %": 1, "val %": 1, "class mean %": 2, "vs ★ p": 2,
                 "chosen": 3, "splits": 4, "fit s": 4, "extract s": 5, "classifier": 5, "method": 6, "backbone": 6,
                 "layer": 6, "pooling": 7, "weights": 7}
 
 
-REPORT_SHORT = {"CV / val %": "CV/val", "test 95% CI": "95% CI", "class mean %": "class %"}
+REPORT_SHORT = {"test 95% CI": "95% CI", "class mean %": "class %"}
 
 
 def print_report(rows: list[Row], files: ReportFiles, published: bool, wide: bool = False) -> None:
@@ -239,7 +244,7 @@ def print_report(rows: list[Row], files: ReportFiles, published: bool, wide: boo
     for line in header_lines(rows):
         console.print(line, soft_wrap=True)
     # Configuration names fold onto several lines, so that the figures beside them fit 80 columns.
-    print_fitted(*fitted_table("accuracy per configuration (★ headline: best CV / validation accuracy)",
+    print_fitted(*fitted_table("accuracy per configuration (★ headline: chosen on training data, see below)",
                                [(h, REPORT_RANKS[h]) for h in HEADERS], cells, wide, right, styles, max_cell=19,
                                short=REPORT_SHORT))
     console.print(HEADLINE_RULE, soft_wrap=True)
@@ -269,22 +274,30 @@ def print_predictions(predictions: list["Prediction"], output: str) -> None:
             if p.error:
                 writer.writerow([p.path, "", "", "", p.error])
     else:
-        console.print(_ranked_table(predictions, "", "score"))
+        print_ranked(predictions, "", "score")
     if failed:
         err_console.print(styled((f"{len(failed)} of {len(predictions)} image(s) could not be read", "yellow")))
 
 
-def _ranked_table(predictions: list["Prediction"], title: str, score_name: str) -> Table:
-    """One row per image: its classes best first with their scores, or why it could not be read."""
+def print_ranked(predictions: list["Prediction"], title: str, score_name: str) -> None:
+    """One row per image: its classes best first with their scores, or why it could not be read. Images
+    are named relative to the folder they share (printed once, above), and long cells fold: nothing is cut."""
+    import os
+
+    paths = [os.path.abspath(p.path) for p in predictions]
+    common = os.path.commonpath([os.path.dirname(path) for path in paths]) if len(paths) > 1 else os.sep
+    if common != os.sep:
+        console.print(f"images in {common}{os.sep}", soft_wrap=True)
     table = Table(title=title or None, title_justify="left")
     for column in ("image", "class", score_name):
-        table.add_column(column, justify="right" if column == score_name else "left")
-    for p in predictions:
+        table.add_column(column, justify="right" if column == score_name else "left", overflow="fold")
+    for p, path in zip(predictions, paths):
+        name = os.path.relpath(path, common) if common != os.sep else p.path
         if p.error:
-            table.add_row(p.path, styled((p.error, "red")), "")
+            table.add_row(name, styled((p.error, "red")), "")
         else:
-            table.add_row(p.path, "\n".join(p.classes), "\n".join(f"{s:.3f}" for s in p.scores))
-    return table
+            table.add_row(name, "\n".join(p.classes), "\n".join(f"{s:.3f}" for s in p.scores))
+    console.print(table)
 
 
 def print_inspections(found: list["Inspection"], output: str, random_weights: bool) -> None:
@@ -295,7 +308,7 @@ def print_inspections(found: list["Inspection"], output: str, random_weights: bo
                            "maps": str(f.maps_png) if f.maps_png else None, "error": f.error} for f in found], indent=2))
         return
     title = "the network's own ImageNet predictions" + (" (random weights: meaningless)" if random_weights else "")
-    console.print(_ranked_table(found, title, "probability"))
+    print_ranked(found, title, "probability")
     drawn = [str(f.maps_png) for f in found if f.maps_png]
     if drawn:
         console.print("feature maps:")

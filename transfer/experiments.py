@@ -12,13 +12,13 @@ from sklearn.pipeline import Pipeline
 
 from .bow import BowConfig, bow_features
 from .cache import FeatureCache, extraction_timing
-from .choices import Method, ModelKind
-from .classifiers import GridConfig, GridResult, grid_search, linear_svm, plain_svm, redraw_splits
+from .choices import Method, ModelKind, Norm
+from .classifiers import GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits
 from .datasets import ImageDataset
 from .keys import KeyKind, content_key
-from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve
+from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve, resolve_device
 from .heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
-from .training import TrainConfig, TrainingResult, check_validation_split
+from .training import Compute, TrainConfig, TrainingResult, check_validation_split
 from .errors import UserError
 from .files import safe_name
 from .modelfile import MODEL_SUFFIX, save_model, state_arrays
@@ -36,6 +36,7 @@ class GridOutcome:
     model_path: Path
     split_accuracies: list[float] | None = None  # with --splits K > 1
     timings: dict | None = None
+    candidates_cv: dict[str, float] | None = None  # with several normalisations: each one's best CV accuracy
 
     @property
     def mean_std(self) -> tuple[float, float | None]:
@@ -78,13 +79,14 @@ def _record(method: Method, dataset: ImageDataset, config: dict, **fields) -> Ru
                      versions=library_versions(), **{"test_accuracy": 0.0, **fields})
 
 
-def _training_fields(result: TrainingResult, timings: dict | None = None) -> dict:
-    """The store fields of a trained network: test scores, the validation-chosen epoch, curves, times."""
+def _training_fields(result: TrainingResult, timings: dict | None = None, *, device: str) -> dict:
+    """The store fields of a trained network: test scores, the validation-chosen epoch, curves, times,
+    and the device it trained on."""
     return {"test_accuracy": result.test_accuracy, "chosen": f"epoch {result.best_epoch}",
             "cv_best": result.best_val_accuracy, "per_class_accuracy": result.per_class_accuracy,
             "confusion": result.confusion, "curves": result.curves,
             "timings": {"fit_seconds": float(sum(result.curves["epoch_seconds"])), **(timings or {}),
-                        "epoch_seconds": result.epoch_seconds}}
+                        "epoch_seconds": result.epoch_seconds, "train_device": device}}
 
 
 def model_path(cache_dir: Path, label: str, key: str) -> Path:
@@ -94,7 +96,7 @@ def model_path(cache_dir: Path, label: str, key: str) -> Path:
 
 
 def _fit_and_record(
-    make_model: Callable,
+    models: dict[str, Callable],
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     classes: list[str],
     grid: GridConfig,
@@ -105,25 +107,28 @@ def _fit_and_record(
     name: str,
     finalize: Callable = lambda model: model,
 ) -> GridOutcome:
-    """Grid search on the dataset's split, optional re-drawn splits, model file, one store row."""
+    """Grid search on the dataset's split (per candidate in ``models``, the best CV wins), optional
+    re-drawn splits (each choosing again), model file, one store row. With several candidates the
+    record's ``norm`` is the chosen one and ``candidates_cv`` holds each one's best CV accuracy."""
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
-    result = grid_search(make_model, (x_train, y_train), (x_test, y_test), grid, len(classes))
+    chosen, result, candidates_cv = choose_by_cv(models, (x_train, y_train), (x_test, y_test), grid, len(classes))
     split_accuracies = None
     if grid.splits > 1:
         x = sparse.vstack([x_train, x_test]).tocsr() if sparse.issparse(x_train) else np.concatenate([x_train, x_test])
         y = np.concatenate([y_train, y_test])
         per_class = int(np.bincount(y_train).max())
         split_accuracies = [
-            grid_search(make_model, (x[tr], y[tr]), (x[te], y[te]), grid, len(classes)).test_accuracy
+            choose_by_cv(models, (x[tr], y[tr]), (x[te], y[te]), grid, len(classes))[1].test_accuracy
             for tr, te in redraw_splits(y, per_class, grid.splits, grid.seed)
         ]
+    several = len(models) > 1
     save_model(path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
-    outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings)
+    outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings, candidates_cv if several else None)
     mean, std = outcome.mean_std
     record = replace(
         record,
         config={**record.config, "cv": grid.cv, "seed": grid.seed, "split_accuracies": split_accuracies,
-                "test_correct": result.test_correct},
+                "test_correct": result.test_correct, **({"norm": chosen, "candidates_cv": candidates_cv} if several else {})},
         test_accuracy=mean,
         test_std=std,
         splits=grid.splits,
@@ -148,12 +153,13 @@ def run_svm(
     features: FeatureSpec,
     cache_dir: Path,
     grid: GridConfig,
-    norm: str = "l2",
+    norms: tuple[Norm, ...] = (Norm.L2,),
     store: ResultsStore | None = None,
 ) -> list[GridOutcome]:
-    """One linear-SVM grid search per cached layer."""
+    """One linear-SVM grid search per cached layer; with several ``norms``, CV also chooses among them."""
     store = store_or_default(store, cache_dir)
-    make_model = linear_svm(norm)
+    models = {str(norm): linear_svm(norm) for norm in norms}
+    norm = ",".join(models)  # one normalisation: its name, as before
     outcomes = []
     for layer in resolve(features, cache_dir).layer_keys:
         resolved, data = load_layer(dataset, features, cache_dir, layer)
@@ -167,7 +173,7 @@ def run_svm(
         path = model_path(cache_dir, f"svm-{resolved.key.backbone}-{layer}-{norm}", key)
         payload = {"kind": ModelKind.SVM, "features": asdict(one_layer), "layer_key": layer, "extraction_key": resolved.key.as_dict()}
         splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
-        outcomes.append(_fit_and_record(make_model, splits, data.classes, grid, path, payload, record, store, layer))
+        outcomes.append(_fit_and_record(models, splits, data.classes, grid, path, payload, record, store, layer))
     return outcomes
 
 
@@ -186,7 +192,7 @@ def run_bow(
     record = _record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
     payload = {"kind": ModelKind.BOW, "vocabulary": features.kmeans, "bow_config": asdict(config)}
     return _fit_and_record(
-        plain_svm, features.splits, dataset.classes, grid, model_path(cache_dir, name, key),
+        {"χ²": plain_svm}, features.splits, dataset.classes, grid, model_path(cache_dir, name, key),
         payload, record, store, name, finalize=lambda svm: Pipeline([("chi2", features.feature_map), ("svm", svm)]),
     )
 
@@ -230,13 +236,14 @@ def run_head(
     resolved, data = load_layer(dataset, feature_spec, cache_dir, layer, options)
     train, test = data.splits["train"], data.splits["test"]
     n_classes = len(data.classes)
+    device = resolve_device(options.device)
 
     def fit(candidate: TrainConfig, score_test: bool) -> TrainingResult:
         key = content_key(KeyKind.HEAD_CHECKPOINT, dataset=dataset.fingerprint, features=resolved.key.digest,
                           layer=layer, head=spec, train=candidate)
         checkpoint = FeatureCache(cache_dir).artifact("heads", f"{safe_name(spec.name)}-{key}.pt")
         return train_head(spec, (train.features, train.labels), (test.features, test.labels), n_classes,
-                          candidate, checkpoint, progress, score_test)
+                          candidate, checkpoint, progress, score_test, device)
 
     # Several settings: each is trained without touching the test split, the best validation accuracy
     # wins (first among ties), and only the winner is scored on test (it resumes from its checkpoint).
@@ -261,7 +268,8 @@ def run_head(
          "test_correct": result.test_correct},
         backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling, layer=layer,
         precision=resolved.key.precision, model_path=str(path),
-        **_training_fields(result, {**extraction_timing(extraction.path), "fit_seconds": float(trained_seconds)}),
+        **_training_fields(result, {**extraction_timing(extraction.path), "fit_seconds": float(trained_seconds)},
+                           device=device),
     )
     return HeadOutcome(spec, layer, result, store_or_default(store, cache_dir).add(record), path,
                        record.config["candidates"])
@@ -296,15 +304,15 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
          "test_correct": result.test_correct},
         backbone=backbone.name, weights=resolved.key.weights, pooling=resolved.key.pooling,
         layer=f"unfreeze {setup.unfreeze}", precision=resolved.key.precision, model_path=str(path),
-        **_training_fields(result),
+        **_training_fields(result, device=resolved.device),
     )
     return HeadOutcome(spec, f"images, unfreeze {setup.unfreeze}", result, store_or_default(store, cache_dir).add(record), path)
 
 
-def scratch_key(dataset_fingerprint: str, config: "ScratchConfig") -> str:
+def scratch_key(dataset_fingerprint: str, config: "ScratchConfig", precision: str) -> str:
     from .scratch import config_dict
 
-    return content_key(KeyKind.SCRATCH, data=dataset_fingerprint, **config_dict(config))
+    return content_key(KeyKind.SCRATCH, data=dataset_fingerprint, precision=precision, **config_dict(config))
 
 
 @dataclass
@@ -315,7 +323,8 @@ class ScratchOutcome:
 
 
 def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], series: str, cache_dir: Path,
-                store: ResultsStore | None = None, progress: Callable[[str], Callable] | None = None) -> list[ScratchOutcome]:
+                store: ResultsStore | None = None, progress: Callable[[str], Callable] | None = None,
+                compute: Compute = Compute()) -> list[ScratchOutcome]:
     """Train each (step, config) from scratch; every one is a row in the store with its curves.
     ``progress(label)`` gives each step's per-epoch callback (`training.epoch_lines`)."""
     from .scratch import config_dict, train_scratch
@@ -324,17 +333,18 @@ def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], 
     outcomes = []
     for step, config in steps:
         settings = config_dict(config)
-        key = scratch_key(data.fingerprint, config)
+        key = scratch_key(data.fingerprint, config, compute.precision)
         checkpoint = FeatureCache(cache_dir).artifact("scratch", f"{config.arch}-{key}.pt")
-        trained = train_scratch(data, config, checkpoint, progress(f"{config.arch} {step}".strip()) if progress else None)
+        trained = train_scratch(data, config, checkpoint, progress(f"{config.arch} {step}".strip()) if progress else None,
+                                compute)
         result = trained.result
         record = RunRecord(
             method=Method.SCRATCH, dataset=data.name, dataset_fingerprint=data.fingerprint, classes=data.classes,
             config={"series": series, "step": step, **settings, "parameters": trained.parameters,
                     "normalization": {"mean": trained.mean, "std": trained.std}, "key": key,
                     "test_correct": result.test_correct},
-            backbone=config.arch, weights="scratch", layer=f"{config.input_size}px", versions=library_versions(),
-            **_training_fields(result),
+            backbone=config.arch, weights="scratch", layer=f"{config.input_size}px", precision=compute.precision,
+            versions=library_versions(), **_training_fields(result, device=compute.device),
         )
         outcomes.append(ScratchOutcome(step, trained, store.add(record)))
     return outcomes

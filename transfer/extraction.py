@@ -35,7 +35,7 @@ from .cache import (
 from .console import console, progress_bar, warn
 from .datasets import SPLITS, ImageDataset
 from .images import UnreadableImage, read_image
-from .choices import Device, Engine, Pooling, Precision, Spatial
+from .choices import Device, Engine, Pooling, Precision, Spatial, View
 from .config import choice, require
 from .errors import DamagedFile, UserError
 from .memory import KeptHeap, keep_freed_memory, peak_rss_mb, release_freed_memory
@@ -54,6 +54,7 @@ class FeatureSpec:
     precision: Precision = Precision.AUTO
     color: bool = False
     image_size: int | None = None  # centre-crop size; None: the backbone's own (224)
+    views: View = View.CENTRE  # test-time augmentation: the features are the mean over these views
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -61,6 +62,7 @@ class FeatureSpec:
         object.__setattr__(self, "spatial", choice(Spatial, self.spatial, "spatial"))
         object.__setattr__(self, "pooling", choice(Pooling, self.pooling, "pooling"))
         object.__setattr__(self, "precision", choice(Precision, self.precision, "precision"))
+        object.__setattr__(self, "views", choice(View, self.views, "views"))
         spec = get_backbone(self.backbone)
         check_layers(spec, self.layers)
         check_pooling(spec, self.pooling)
@@ -136,7 +138,7 @@ def resolve(features: FeatureSpec, cache_dir: Path, device: str = "auto") -> Res
     """The backbone, weights, cache key and cache file of a feature selection (the same for every data set)."""
     spec = get_backbone(features.backbone)
     weights = Weights.parse(features.weights)
-    preprocessing = replace(spec.preprocessing, color=features.color)
+    preprocessing = replace(spec.preprocessing, color=features.color, views=features.views)
     if features.image_size is not None:
         ratio = spec.preprocessing.resize / spec.preprocessing.crop
         preprocessing = replace(preprocessing, crop=features.image_size, resize=round(features.image_size * ratio))
@@ -197,7 +199,7 @@ class _ImageFiles:
     def __init__(self, paths: list[Path], preprocessing: Preprocessing) -> None:
         self.paths = paths
         self.preprocessing = preprocessing
-        self.transform = preprocessing.transform()
+        self.transform = preprocessing.views_transform()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -209,7 +211,7 @@ class _ImageFiles:
             return self.transform(read_image(self.paths[index], self.preprocessing.color)), True
         except UnreadableImage:
             size = self.preprocessing.crop
-            return torch.zeros(3, size, size), False
+            return torch.zeros(View(self.preprocessing.views).count, 3, size, size), False
 
 
 def extract(
@@ -324,11 +326,13 @@ def network_batches(extractor, loader, device: str, precision: str, nodes: dict[
         waited = time.perf_counter() - tick
         if batch is None:
             return
-        images, ok = batch
+        images, ok = batch  # B×V×C×H×W: each image's views (`Preprocessing.views`)
+        count, views = images.shape[:2]
         # The modes are entered per batch, never held across a yield: the caller may train on the output.
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            outputs = extractor(images.to(device, non_blocking=True, memory_format=torch.channels_last))
-            arrays = {lk: _reduce(outputs[node], spatial).float().cpu().numpy() for lk, node in nodes.items()}
+            outputs = extractor(images.flatten(0, 1).to(device, non_blocking=True, memory_format=torch.channels_last))
+            arrays = {lk: _reduce(outputs[node], spatial).float().unflatten(0, (count, views)).mean(1).cpu().numpy()
+                      for lk, node in nodes.items()}
         yield arrays, ok.numpy().astype(bool), waited
 
 
@@ -367,7 +371,7 @@ def extract_command(dataset: ImageDataset, features: FeatureSpec, layers: list[s
     """The `transfer extract` command line that produces these features."""
     defaults = FeatureSpec()
     parts = ["transfer extract", f"--data {dataset.root}", f"--layer {','.join(layers)}"]
-    for name in ("backbone", "weights", "spatial", "pooling", "precision", "image_size"):
+    for name in ("backbone", "weights", "spatial", "pooling", "precision", "image_size", "views"):
         value = getattr(features, name)
         if value != getattr(defaults, name):
             parts.append(f"--{name.replace('_', '-')} {value}")

@@ -35,7 +35,7 @@ class KeyKind(str, enum.Enum):
 
 VERSIONS: dict[KeyKind, int] = {
     KeyKind.DATASET: 1,
-    KeyKind.FEATURES: 3,  # 3: rows keyed by image content, not by the split
+    KeyKind.FEATURES: 4,  # 3: rows keyed by image content, not by the split; 4: the views averaged
     KeyKind.SIFT: 2,  # 2: checksummed arrays
     KeyKind.VOCABULARY: 2,
     KeyKind.WORDS: 2,
@@ -44,7 +44,7 @@ VERSIONS: dict[KeyKind, int] = {
     KeyKind.HEAD: 1,
     KeyKind.HEAD_CHECKPOINT: 1,
     KeyKind.NETWORK: 1,
-    KeyKind.SCRATCH: 1,
+    KeyKind.SCRATCH: 2,  # 2: the training precision is part of the key
     KeyKind.REPORT: 1,
 }
 

@@ -31,9 +31,13 @@ def save_estimator(path: Path, obj: Any) -> Path:
     return path
 
 
+# This package's own functions that a model may name (looked up by name, never unpickled).
+OWN_FUNCTIONS = ["transfer.classifiers.signed_sqrt"]
+
+
 def load_estimator(path: Path, what: str) -> Any:
     """Read a skops file; a damaged or foreign file is a `DamagedFile` naming ``what`` was expected.
-    Types outside skops' trusted set are refused before anything is built."""
+    Types outside skops' trusted set and `OWN_FUNCTIONS` are refused before anything is built."""
     import skops.io
 
     if not zipfile.is_zipfile(path):
@@ -42,11 +46,12 @@ def load_estimator(path: Path, what: str) -> Any:
         untrusted = skops.io.get_untrusted_types(file=path)
     except Exception as error:  # BadZipFile, KeyError, JSON errors: all "not what we wrote"
         raise DamagedFile(f"{path} is damaged or not {what} ({type(error).__name__}: {error})", path) from error
+    untrusted = [name for name in untrusted if name not in OWN_FUNCTIONS]
     if untrusted:
         shown = ", ".join(untrusted[:5]) + (" …" if len(untrusted) > 5 else "")
         raise DamagedFile(f"{path} holds types that {what} never contains ({shown}); it was not loaded", path)
     try:
-        return skops.io.load(path)
+        return skops.io.load(path, trusted=OWN_FUNCTIONS)
     except Exception as error:  # a bad CRC-32, a truncated member, a schema that does not fit
         raise DamagedFile(f"{path} is damaged or not {what} ({type(error).__name__}: {error})", path) from error
 

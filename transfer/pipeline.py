@@ -36,7 +36,7 @@ from .study import (
     svm_norm,
     train_configs,
 )
-from .training import epoch_lines
+from .training import Compute, epoch_lines
 
 
 
@@ -212,7 +212,7 @@ class Planner:
         assert svm is not None
         one_layer = replace(features, layers=(layer,))
         grid = grid_config(self.study, svm)
-        norm = svm_norm(svm)
+        norms = svm_norm(svm)
         name = f"svm {where}"
 
         def check() -> State:
@@ -220,11 +220,11 @@ class Planner:
             if resolved is None:
                 return State(False)
             layer_key = next(iter(resolved.layer_keys))
-            key = svm_key(self.dataset.fingerprint, resolved.key.digest, layer_key, norm, grid)
+            key = svm_key(self.dataset.fingerprint, resolved.key.digest, layer_key, ",".join(norms), grid)
             return self._classifier_state(name, key, _accuracy_detail)
 
         def run() -> str:
-            (outcome,) = run_svm(self.dataset, one_layer, self.cache_dir, grid, norm, self.store)
+            (outcome,) = run_svm(self.dataset, one_layer, self.cache_dir, grid, norms, self.store)
             mean, _ = outcome.mean_std
             return self._stored(name, outcome.run_id, f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g})")
 
@@ -286,9 +286,10 @@ class Planner:
         config = scratch_config(self.study, arch)
         steps, series = (ladder(config), "ladder") if section.ladder else ([("", config)], "single")
         name = f"scratch {arch} {section.size}px" + (" ladder" if section.ladder else "")
+        compute = Compute.resolve(precision="fp32")  # CUDA when there is one; fp32 (bf16 moves the ladder's steps)
 
         def check() -> State:
-            runs = [self.store.find(scratch_key(self.dataset.fingerprint, c)) for _, c in steps]
+            runs = [self.store.find(scratch_key(self.dataset.fingerprint, c, compute.precision)) for _, c in steps]
             if any(run is None for run in runs):
                 return State(False)
             self.run_ids[name] = [run.id for run in runs]
@@ -296,7 +297,7 @@ class Planner:
 
         def run() -> str:
             outcomes = run_scratch(load_images(self.dataset, section.size), steps, series, self.cache_dir, self.store,
-                                   progress=epoch_lines)
+                                   progress=epoch_lines, compute=compute)
             self.run_ids[name] = [o.run_id for o in outcomes]
             return ", ".join(f"{o.step or arch} {100 * o.trained.result.test_accuracy:.1f}%" for o in outcomes)
 

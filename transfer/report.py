@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backbones import BACKBONES
+from .choices import Method
 from .errors import UserError
 from .files import atomic_path, atomic_write_text
 from .results import RunRecord
@@ -62,7 +63,7 @@ class Row:
 
     run: RunRecord
     label: str  # what the bar chart and the curves call it
-    best: bool = False  # the headline: best CV / validation accuracy, chosen without the test split
+    best: bool = False  # the headline: chosen on training data only (`_by_training_score`)
     vs_headline: float | None = None  # McNemar's exact p against the headline on the same test images
 
     @property
@@ -155,7 +156,9 @@ def _label(run: RunRecord) -> str:
             what = (f"{config.get('head', '')} head ({train.get('optimizer')}, lr {train.get('lr', 0):g}, "
                     f"≤{train.get('epochs')} epochs, patience {train.get('patience')}{unfrozen})")
         features = config.get("features") or {}
-        seen = ", colour" * bool(features.get("color")) + (f", {features['image_size']} px" if features.get("image_size") else "")
+        views = features.get("views", "centre")
+        seen = (", colour" * bool(features.get("color")) + (f", {features['image_size']} px" if features.get("image_size") else "")
+                + ("" if views == "centre" else f", mean of {views} views"))
         label = f"{run.backbone}{weights}{pooling} {what}{seen}"
     return label + (f", {run.splits} splits" if run.splits > 1 else "")
 
@@ -166,13 +169,16 @@ def _configuration(run: RunRecord) -> str:
                        run.precision, run.splits, config], sort_keys=True, default=str)
 
 
-def _by_training_score(row: Row) -> float:
-    """What a choice among configurations may look at: the CV / validation accuracy, never the test split."""
-    return row.run.cv_best if row.run.cv_best is not None else float("-inf")
+def _by_training_score(row: Row) -> tuple[bool, float]:
+    """What a choice among configurations may look at: the training-side score, never the test split.
+    A k-fold CV mean comes before a hold-out score: the best epoch's accuracy on a small hold-out part
+    is a maximum over epochs and settings, biased upwards, so the two are not compared as equals."""
+    score = row.run.cv_best if row.run.cv_best is not None else float("-inf")
+    return Method(row.run.method).cross_validated, score
 
 
 def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[Row]:
-    """The latest run of each configuration; the headline (best CV / validation accuracy) marked."""
+    """The latest run of each configuration; the headline (best training-side score) marked."""
     latest: dict[str, RunRecord] = {}
     for run in runs:  # runs come in insertion order: later ones replace earlier ones
         latest[_configuration(run)] = run
@@ -213,6 +219,12 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def training_score_cells(run: RunRecord) -> tuple[str, str]:
+    """The training-side score under "CV %" (k-fold CV) or "val %" (hold-out), never both."""
+    score = _pct(run.cv_best)
+    return (score, "") if Method(run.method).cross_validated else ("", score)
+
+
 def table_cells(row: Row, mark: bool = True) -> list[str]:
     """The row's cells under `HEADERS`; ``mark`` puts ★ before the headline's name (not in CSV data)."""
     run = row.run
@@ -223,7 +235,7 @@ def table_cells(row: Row, mark: bool = True) -> list[str]:
     return [
         ("★ " if row.best and mark else "") + row.label, run.method, run.backbone or "", run.weights or "",
         (run.pooling or "") if pooled else "", run.layer or "", row.classifier,
-        row.chosen + (" (grid edge)" if row.chosen_at_grid_edge else ""), _pct(run.cv_best), test,
+        row.chosen + (" (grid edge)" if row.chosen_at_grid_edge else ""), *training_score_cells(run), test,
         f"{100 * interval[0]:.1f}–{100 * interval[1]:.1f}" if interval else "", _pct(row.class_mean_accuracy),
         "—" if row.best else "" if p is None else f"{p:.3g}" + (" *" if p < 0.05 else ""),
         str(run.splits), _seconds(row.extract_seconds), _seconds(row.fit_seconds),
@@ -231,7 +243,7 @@ def table_cells(row: Row, mark: bool = True) -> list[str]:
 
 
 HEADERS = ["configuration", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",
-           "CV / val %", "test %", "test 95% CI", "class mean %", "vs ★ p", "splits", "extract s", "fit s"]
+           "CV %", "val %", "test %", "test 95% CI", "class mean %", "vs ★ p", "splits", "extract s", "fit s"]
 
 
 def reference_cells(name: str, accuracy: float) -> list[str]:
@@ -240,7 +252,9 @@ def reference_cells(name: str, accuracy: float) -> list[str]:
             for header in HEADERS]
 
 
-HEADLINE_RULE = ("★ marks the headline: the best CV / validation accuracy, chosen on training data only. Every "
+HEADLINE_RULE = ("★ marks the headline, chosen on training data only: the best 'CV %' (k-fold cross-validation "
+                 "on the training split), or the best 'val %' (the best epoch on a hold-out part of it) where no "
+                 "configuration is cross-validated: a hold-out maximum over epochs runs high. Every "
                  "configuration's test accuracy is shown with its 95% interval (Wilson, over the test images) and "
                  "the mean of its per-class accuracies. 'vs ★ p' is McNemar's exact test against the headline on the "
                  "same test images; * marks p < 0.05, a difference these test images show as significant. A C "
@@ -518,9 +532,11 @@ def header_lines(rows: list[Row]) -> list[str]:
             extraction[key] = max(extraction.get(key, 0.0), row.extract_seconds)
     total = sum(extraction.values()) + sum(row.fit_seconds or 0.0 for row in rows)
     devices = sorted({d for row in rows for d in (row.run.timings or {}).get("extract_devices", [])})
+    trained_on = sorted({row.run.timings["train_device"] for row in rows if (row.run.timings or {}).get("train_device")})
     lines.append(f"Compute: {total:,.0f} s for the runs shown (extractions once each, every training stage)"
                  + (f"; precision {', '.join(precisions)}" if precisions else "")
-                 + (f"; extracted on {', '.join(devices)}" if devices else "") + ".")
+                 + (f"; extracted on {', '.join(devices)}" if devices else "")
+                 + (f"; heads and networks trained on {', '.join(trained_on)}" if trained_on else "") + ".")
     return lines
 
 

@@ -44,6 +44,7 @@ class FeaturesSection:
     precision: str = "auto"
     color: bool = False
     image_size: int = 0  # 0: the backbone's own crop
+    views: str = "centre"  # test-time augmentation: centre, flip, 5crops, 10crops (features averaged)
     batch_size: int = 32
     device: str = "auto"
     engine: str = "local"  # or "ray": Ray Data actors (`transfer extract --engine ray`)
@@ -55,7 +56,7 @@ class FeaturesSection:
 @dataclass
 class SvmSection:
     c_grid: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
-    norm: str = "l2"
+    norm: str = "l2"  # or a comma list ("l2,power,standard"): CV chooses among them, like C
     cv: int = 5
     splits: int = 1
 
@@ -235,7 +236,8 @@ def feature_spec(entry: FeaturesSection, pooling: str, layers=None, spatial: str
     return FeatureSpec(backbone=entry.backbone, weights=weights or entry.weights,
                        layers=tuple(entry.layers if layers is None else layers),
                        spatial=entry.spatial if spatial is None else spatial, pooling=pooling,
-                       precision=entry.precision, color=entry.color, image_size=entry.image_size or None)
+                       precision=entry.precision, color=entry.color, image_size=entry.image_size or None,
+                       views=entry.views)
 
 
 def run_options(entry: FeaturesSection):
@@ -255,10 +257,10 @@ def grid_config(study: Study, section: SvmSection | BowSection):
 
 
 def svm_norm(section: SvmSection):
-    from .choices import Norm
-    from .config import choice
+    """The normalisations the CV chooses among (one: no choice)."""
+    from .classifiers import parse_norms
 
-    return choice(Norm, section.norm, "norm")
+    return parse_norms(section.norm)
 
 
 def bow_config(study: Study, pyramid: int):

@@ -45,6 +45,28 @@ class TrainConfig:
             require(getattr(self, name) >= 0, name, f"{name} must be 0 or more, got {getattr(self, name)}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Compute:
+    """Where a network trains and in which precision: resolved (never "auto"), so it can be stored."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    @classmethod
+    def resolve(cls, device: str = "auto", precision: str = "auto") -> "Compute":
+        """``auto``: CUDA when there is one; bf16 where the hardware computes it natively."""
+        from .extraction import resolve_device, resolve_precision
+
+        resolved = resolve_device(device)
+        return cls(device=resolved, precision=resolve_precision(precision, resolved))
+
+    def autocast(self):
+        """bf16 matrix products and convolutions (weights, gradients and optimiser state stay fp32)."""
+        import torch
+
+        return torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+
 @dataclass
 class TrainingResult:
     head: object  # the trained nn.Module, best epoch's weights
