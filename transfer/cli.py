@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .backbones import BACKBONES
-from .choices import Device, Engine, Method, Norm, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus, View
+from .choices import Device, Engine, Method, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus, View
 from .console import console, err_console, note, styled
 from .errors import UserError
 from .paths import default_cache_dir, default_data_dir
@@ -199,7 +199,7 @@ def bow(
     Descriptors, vocabulary and word assignments are cached: changing only C or --pyramid reuses them.
     """
     from .bow import BowConfig, SiftConfig, VocabularyConfig
-    from .classifiers import GridConfig, parse_c_grid, parse_norms
+    from .classifiers import GridConfig, parse_c_grid
     from .display import print_grid
     from .experiments import run_bow
 
