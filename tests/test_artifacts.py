@@ -44,7 +44,7 @@ def test_two_grids_give_two_model_files_and_predict_uses_each_runs_own(small_dat
         expected = outcome.result.model.decision_function(features)
         saved = load_model(outcome.model_path)["model"].decision_function(features)
         np.testing.assert_array_equal(saved, expected)
-    top = predict(second.model_path, [small_data / "test"], top=3)
+    top = predict(second.model_path, [small_data / "test"], top=3, device="cpu")  # where the features were extracted
     assert [p.scores[0] for p in top] == pytest.approx(
         np.sort(second.result.model.decision_function(features), axis=1)[:, -1].tolist())
 

@@ -70,14 +70,14 @@ def test_stages_come_in_dependency_order(tmp_path, small_data, cache_dir):
     stages = Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()
     names = [s.name for s in stages]
     assert names == [
-        "extract vgg16/max (random weights)", "svm vgg16/max/relu7", "svm vgg16/max/pool5", "head vgg16/fc3",
-        "head vgg16/mlp:16", "extract vgg16/avg (random weights)", "svm vgg16/avg/relu7", "svm vgg16/avg/pool5",
+        "extract vgg16/max·32px (random weights)", "svm vgg16/max·32px/relu7", "svm vgg16/max·32px/pool5", "head vgg16·32px/fc3",
+        "head vgg16·32px/mlp:16", "extract vgg16/avg·32px (random weights)", "svm vgg16/avg·32px/relu7", "svm vgg16/avg·32px/pool5",
         "bow L0", "bow L1", "scratch deep 16px", "report",
     ]
     for index, stage in enumerate(stages):
         assert all(need in names[:index] for need in stage.needs), stage.name
-    only_svm = [s.name for s in select(stages, ["svm vgg16/avg/*"])]
-    assert only_svm == ["extract vgg16/avg (random weights)", "svm vgg16/avg/relu7", "svm vgg16/avg/pool5"]
+    only_svm = [s.name for s in select(stages, ["svm vgg16/avg·32px/*"])]
+    assert only_svm == ["extract vgg16/avg·32px (random weights)", "svm vgg16/avg·32px/relu7", "svm vgg16/avg·32px/pool5"]
     with pytest.raises(UserError, match="matches no stage"):
         select(stages, ["nothing"])
 
@@ -91,7 +91,7 @@ def test_second_run_skips_everything_and_a_new_c_grid_reruns_only_the_svms(tmp_p
     path = write_study(tmp_path, small_data, c_grid="[0.01, 0.1, 1]")
     third = run(path, cache_dir, tmp_path)
     ran = {name for name, status in third.items() if status == "ran"}
-    assert ran == {"svm vgg16/max/relu7", "svm vgg16/max/pool5", "svm vgg16/avg/relu7", "svm vgg16/avg/pool5", "report"}
+    assert ran == {"svm vgg16/max·32px/relu7", "svm vgg16/max·32px/pool5", "svm vgg16/avg·32px/relu7", "svm vgg16/avg·32px/pool5", "report"}
 
 
 def test_a_failing_stage_blocks_only_what_needs_it(tmp_path, small_data, cache_dir):
@@ -100,10 +100,10 @@ def test_a_failing_stage_blocks_only_what_needs_it(tmp_path, small_data, cache_d
     text = STUDY.replace('poolings = ["max", "avg"]', 'poolings = ["max"]') + (
         f'\n[[features]]\nbackbone = "vgg16"\nweights = "{not_vgg}"\nlayers = ["relu7"]\npoolings = ["avg"]\nimage_size = 32\n')
     statuses = run(write_study(tmp_path, small_data, text=text), cache_dir, tmp_path)
-    bad_extract = next(name for name in statuses if name.startswith("extract vgg16/avg"))
+    bad_extract = next(name for name in statuses if name.startswith("extract vgg16/avg·32px"))
     assert statuses[bad_extract] == "failed"
-    assert statuses["svm vgg16/avg/relu7"] == "blocked"
-    assert statuses["svm vgg16/max/relu7"] == statuses["bow L1"] == statuses["report"] == "ran"
+    assert statuses["svm vgg16/avg·32px/relu7"] == "blocked"
+    assert statuses["svm vgg16/max·32px/relu7"] == statuses["bow L1"] == statuses["report"] == "ran"
 
 
 def test_an_interrupted_run_picks_up_where_it_stopped(tmp_path, small_data, cache_dir):
@@ -130,7 +130,7 @@ def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, small_data, cach
     path = write_study(tmp_path, small_data)
     result = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--cache-dir", str(cache_dir)])
     assert result.exit_code == 0, result.output
-    assert "12 of 12 stage(s) would run" in result.output and "svm vgg16/avg/pool5" in result.output
+    assert "12 of 12 stage(s) would run" in result.output and "svm vgg16/avg·32px/pool5" in result.output
     assert not list(cache_dir.glob("*.h5"))
     bad = CliRunner().invoke(app, ["run", str(tmp_path / "nope.toml")])
     assert isinstance(bad.exception, UserError) and "does not exist" in str(bad.exception)
@@ -163,3 +163,14 @@ def test_a_study_whose_weights_cannot_load_stops_before_any_stage(tmp_path, smal
     assert "no network here" not in other_weights.output
     keep_going = CliRunner().invoke(app, ["run", str(study), "--cache-dir", str(cache), "--dry-run", "--keep-going"])
     assert "no network here" not in keep_going.output
+
+
+def test_entries_that_differ_in_views_are_stages_of_their_own_and_a_repeated_entry_is_refused(tmp_path, small_data, cache_dir):
+    entry = '\n[[features]]\nbackbone = "vgg16"\nweights = "random"\nlayers = ["relu7"]\nimage_size = 32\n'
+    base = STUDY.split("[[features]]")[0] + "[svm]\nc_grid = [1]\ncv = 2\n"
+    study = load_study(write_study(tmp_path, small_data, text=base + entry + entry.replace("image_size", 'views = "flip"\nimage_size')))
+    names = [s.name for s in Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()]
+    assert "svm vgg16/max·32px/relu7" in names and "svm vgg16/max·flip·32px/relu7" in names
+    study = load_study(write_study(tmp_path, small_data, text=base + entry + entry))
+    with pytest.raises(UserError, match="same stage twice: extract vgg16/max·32px"):
+        Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()

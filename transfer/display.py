@@ -210,8 +210,8 @@ def print_grid(outcome: GridOutcome) -> None:
     console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
 
 
-RESULT_COLUMNS = [("#", 0), ("date", 5), ("method", 1), ("backbone", 2), ("weights", 4), ("pooling", 4), ("layer", 2),
-                  ("chosen", 3), ("CV %", 1), ("val %", 1), ("test %", 0), ("class mean %", 3), ("data", 2)]
+RESULT_COLUMNS = [("#", 0), ("date", 5), ("method", 1), ("backbone", 2), ("weights", 4), ("pooling", 4), ("layer", 3),
+                  ("chosen", 3), ("CV %", 1), ("val %", 2), ("test %", 0), ("splits", 3), ("class mean %", 1), ("data", 2)]
 
 
 def print_results(runs: list[RunRecord], wide: bool = False) -> None:
@@ -220,15 +220,17 @@ def print_results(runs: list[RunRecord], wide: bool = False) -> None:
         return
     rows = []
     for run in runs:
-        test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)} ({run.splits} splits)" if run.test_std is not None else "")
+        test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)}" if run.test_std is not None else "")
         rows.append([str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "", run.pooling or "",
-                     run.layer or "", run.chosen_text, *training_score_cells(run), test, _pct(Row(run, "").class_mean_accuracy),
+                     run.layer or "", run.chosen_text, *training_score_cells(run), test, str(run.splits),
+                     _pct(Row(run, "").class_mean_accuracy),
                      Path(run.dataset).name or run.dataset])  # the folder's name: `--wide` does not lengthen it
-    print_fitted(*fitted_table("results", RESULT_COLUMNS, rows, wide, right=("#", "CV %", "val %", "test %", "class mean %")))
+    print_fitted(*fitted_table("results", RESULT_COLUMNS, rows, wide, right=("#", "CV %", "val %", "test %", "splits", "class mean %"),
+                               short=REPORT_SHORT))
 
 
 # Which report columns a narrow terminal leaves out first (highest rank first).
-REPORT_RANKS = {"configuration": 0, "test %": 0, "test 95% CI": 1, "CV %": 1, "val %": 1, "class mean %": 2, "vs ★ p": 2,
+REPORT_RANKS = {"configuration": 0, "test %": 0, "test 95% CI": 1, "CV %": 1, "val %": 3, "class mean %": 2, "vs ★ p": 1,
                 "chosen": 3, "splits": 4, "fit s": 4, "extract s": 5, "classifier": 5, "method": 6, "backbone": 6,
                 "layer": 6, "pooling": 7, "weights": 7}
 

@@ -319,6 +319,8 @@ def network_batches(extractor, loader, device: str, precision: str, nodes: dict[
     """Yields ({layer key: float32 array}, readable mask, seconds spent waiting for the loader) per batch."""
     import torch
 
+    if device == "cuda":  # fp32 means fp32: no TF32 products (cuDNN allows them by default)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
     batches = iter(loader)
     while True:
         tick = time.perf_counter()

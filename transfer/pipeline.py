@@ -123,6 +123,11 @@ class Planner:
                 self._scratch(arch)
         if self.study.report is not None:
             self._report()
+        names = [stage.name for stage in self.stages]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise UserError(f"the study asks for the same stage twice: {', '.join(repeated)}; "
+                            "remove the repeated [[features]] entry (or make it differ)")
         return self.stages
 
     # ------------------------------------------------------------------------------ helpers
@@ -170,7 +175,11 @@ class Planner:
             specs[0] = replace(specs[0], layers=tuple(dict.fromkeys(entry.layers + list(head_layers))))
         from .backbones import BACKBONES
 
-        where = f"{entry.backbone}/{pooling}" if BACKBONES[entry.backbone].has_pooling_variants else entry.backbone
+        # What tells this entry's features from another's of the same backbone, in every stage name.
+        variant = "".join(f"·{seen}" for seen in (entry.views if entry.views != "centre" else "",
+                                                   f"{entry.image_size}px" if entry.image_size else "",
+                                                   "colour" if entry.color else "") if seen)
+        where = (f"{entry.backbone}/{pooling}" if BACKBONES[entry.backbone].has_pooling_variants else entry.backbone) + variant
         name = f"extract {where}"
         if self.overrides.weights or entry.weights != "imagenet":
             name += f" ({(self.overrides.weights or entry.weights)} weights)"
@@ -203,7 +212,7 @@ class Planner:
                 self._svm(entry, f"{where}/{layer}", layer, specs[0], name)
         if head_layers:
             for head in heads.names:
-                self._head(entry, pooling, head, name)
+                self._head(entry, pooling, head, name, variant)
 
     def _svm(self, entry: FeaturesSection, where: str, layer: str, features, extract_stage: str) -> None:
         from .experiments import run_svm, svm_key
@@ -233,7 +242,7 @@ class Planner:
     def _head_spec(self, head: str):
         return head_spec(self.study, head, len(self.dataset.classes))
 
-    def _head(self, entry: FeaturesSection, pooling: str, head: str, extract_stage: str) -> None:
+    def _head(self, entry: FeaturesSection, pooling: str, head: str, extract_stage: str, variant: str) -> None:
         from .experiments import head_key, run_head
 
         heads = self.study.heads
@@ -242,7 +251,7 @@ class Planner:
         configs = train_configs(self.study)
         layer = spec.input_layer(entry.backbone)
         features = self._feature_spec(entry, pooling, (layer,), "flatten")
-        name = f"head {entry.backbone}/{spec.name}"
+        name = f"head {entry.backbone}{variant}/{spec.name}"
 
         def check() -> State:
             resolved = self._cached(features)

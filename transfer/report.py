@@ -237,7 +237,7 @@ def table_cells(row: Row, mark: bool = True) -> list[str]:
         (run.pooling or "") if pooled else "", run.layer or "", row.classifier,
         row.chosen + (" (grid edge)" if row.chosen_at_grid_edge else ""), *training_score_cells(run), test,
         f"{100 * interval[0]:.1f}–{100 * interval[1]:.1f}" if interval else "", _pct(row.class_mean_accuracy),
-        "—" if row.best else "" if p is None else f"{p:.3g}" + (" *" if p < 0.05 else ""),
+        "—" if row.best else "" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}") + (" *" if p < 0.05 else ""),
         str(run.splits), _seconds(row.extract_seconds), _seconds(row.fit_seconds),
     ]
 

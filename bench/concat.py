@@ -1,0 +1,61 @@
+"""Several cached feature vectors of each image side by side (e.g. Lite0, Lite1 and Lite2 pooled features):
+is the concatenation better than each alone? A measurement, not a product feature yet.
+
+Run by hand (not in CI) after extracting each part (`transfer extract --backbone B --layer avgpool --views V`):
+
+    python bench/concat.py --data ../shared/datasets/15scene --cache-dir /tmp/x18/cache \\
+        efficientnet_lite0:10crops efficientnet_lite1:flip efficientnet_lite2:flip [--json out.json]
+
+Each part is L2-normalised on its own (so that no network dominates by its scale), the parts are
+concatenated, and LinearSVC's C is chosen by 5-fold CV on the training split, as `transfer svm` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from transfer.classifiers import GridConfig, grid_search, linear_svm
+from transfer.datasets import load_dataset
+from transfer.extraction import FeatureSpec, load_layer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="+", help="BACKBONE:VIEWS, e.g. efficientnet_lite0:10crops")
+    parser.add_argument("--data", default="data/15scene")
+    parser.add_argument("--cache-dir", default="cache")
+    parser.add_argument("--layer", default="avgpool")
+    parser.add_argument("--c-grid", default="0.1,1,10,100")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    dataset = load_dataset(Path(args.data))
+    blocks: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    labels = {}
+    for part in args.parts:
+        backbone, _, views = part.partition(":")
+        spec = FeatureSpec(backbone=backbone, layers=(args.layer,), views=views or "centre")
+        _, layer = load_layer(dataset, spec, Path(args.cache_dir), args.layer)
+        for split in blocks:
+            x = layer.splits[split].features
+            blocks[split].append(x / np.linalg.norm(x, axis=1, keepdims=True))
+            labels[split] = layer.splits[split].labels
+    x = {split: np.hstack(parts) for split, parts in blocks.items()}
+    grid = GridConfig(c_grid=tuple(float(c) for c in args.c_grid.split(",")), cv=5)
+    result = grid_search(linear_svm("l2"), (x["train"], labels["train"]), (x["test"], labels["test"]), grid,
+                         len(dataset.classes))
+    figures = {"parts": args.parts, "features": x["train"].shape[1], "c_grid": result.c_grid, "cv": result.cv_mean,
+               "test": result.test_accuracy_per_c, "chosen_c": result.chosen_c, "test_accuracy": result.test_accuracy}
+    print(f"{' + '.join(args.parts)} ({figures['features']} features)")
+    for c, cv, test in zip(result.c_grid, result.cv_mean, result.test_accuracy_per_c):
+        print(f"  C={c:<6g} CV {100 * cv:.2f}%  test {100 * test:.2f}%" + ("  ← chosen by CV" if c == result.chosen_c else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
