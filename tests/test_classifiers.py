@@ -77,6 +77,7 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
     assert run.c_grid == [0.1, 10.0] and len(run.cv_accuracy) == 2 and len(run.test_accuracy_per_c) == 2
     assert run.splits == 3 and run.test_std is not None and len(run.config["split_accuracies"]) == 3
     assert run.test_accuracy == pytest.approx(np.mean(run.config["split_accuracies"]))
+    assert run.timings["fit_seconds"] > outcomes[0].result.fit_seconds  # the whole stage: the re-drawn splits too
     assert run.weights == "random:seed0" and run.classes == ["alpha", "beta", "gamma"]
     assert run.timings["extract_images"] == 21 and run.timings["extract_images_per_s"] > 0
     assert np.array(run.confusion).shape == (3, 3)
