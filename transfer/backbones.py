@@ -69,8 +69,8 @@ class _Views:
 
         self.views = View(preprocessing.views)
         self.resize, self.tensor, self.centre = preprocessing._resize(), preprocessing._tensor(), preprocessing.transform()
-        self.crops = {View.FIVE_CROPS: transforms.FiveCrop, View.TEN_CROPS: transforms.TenCrop}.get(self.views)
-        self.crops = self.crops(preprocessing.crop) if self.crops else None
+        crops = {View.FIVE_CROPS: transforms.FiveCrop, View.TEN_CROPS: transforms.TenCrop}.get(self.views)
+        self.crops = crops(preprocessing.crop) if crops else None
 
     def __call__(self, image):
         import torch

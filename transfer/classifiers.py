@@ -87,10 +87,9 @@ def linear_svm(norm: Norm = Norm.L2) -> Callable[[float], Pipeline]:
     return make
 
 
-def parse_norms(text: str | list | tuple) -> tuple[Norm, ...]:
+def parse_norms(text: str) -> tuple[Norm, ...]:
     """"l2,power" → (Norm.L2, Norm.POWER): the normalisations the CV chooses among, in the order given."""
-    names = [n.strip() for n in text.split(",")] if isinstance(text, str) else list(text)
-    norms = tuple(dict.fromkeys(choice(Norm, n, "norm") for n in names if str(n).strip()))
+    norms = tuple(dict.fromkeys(choice(Norm, name.strip(), "norm") for name in text.split(",") if name.strip()))
     require(bool(norms), "norm", "no normalisation given: name at least one, e.g. l2")
     return norms
 

@@ -198,8 +198,7 @@ def print_grid(outcome: GridOutcome) -> None:
                       style="bold" if chosen else None)
     console.print(table)
     if outcome.candidates_cv:
-        chosen = max(outcome.candidates_cv, key=outcome.candidates_cv.get)
-        console.print(f"normalisation chosen by CV: {chosen} (best CV accuracy "
+        console.print(f"normalisation chosen by CV: {outcome.chosen_candidate} (best CV accuracy "
                       + ", ".join(f"{name} {_pct(cv)}%" for name, cv in outcome.candidates_cv.items()) + "); its grid above")
     console.print(styled(f"test accuracy at the CV-chosen C={result.chosen_c:g}: ", (f"{_pct(result.test_accuracy)}%", "bold"),
                          f"  (fit {result.fit_seconds:.1f} s)"))

@@ -38,6 +38,7 @@ class GridOutcome:
     split_accuracies: list[float] | None = None  # with --splits K > 1
     timings: dict | None = None
     candidates_cv: dict[str, float] | None = None  # with several normalisations: each one's best CV accuracy
+    chosen_candidate: str | None = None  # and the one CV chose
 
     @property
     def mean_std(self) -> tuple[float, float | None]:
@@ -125,7 +126,7 @@ def _fit_and_record(
         ]
     several = len(models) > 1
     save_model(path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
-    outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings, candidates_cv if several else None)
+    outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings, *((candidates_cv, chosen) if several else ()))
     mean, std = outcome.mean_std
     record = replace(
         record,
