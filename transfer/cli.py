@@ -170,8 +170,9 @@ def svm(
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer), spatial=spatial, pooling=pooling,
                            precision=precision, color=color, image_size=image_size, views=views)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
+    norms = parse_norms(norm)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
-    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, parse_norms(norm)):
+    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norms):
         print_grid(outcome)
 
 
