@@ -13,9 +13,10 @@ from transfer.experiments import run_bow, run_svm
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
 
 
-def test_predict_with_a_saved_svm_matches_the_model_on_cached_features(small_data, cache_dir):
+@pytest.mark.parametrize("views", ["centre", "flip"])
+def test_predict_with_a_saved_svm_matches_the_model_on_cached_features(small_data, cache_dir, views):
     dataset = load_dataset(small_data)
-    spec = FeatureSpec(weights="random", layers=("pool5",), image_size=32, precision="fp32")
+    spec = FeatureSpec(weights="random", layers=("pool5",), image_size=32, precision="fp32", views=views)
     extraction = extract(dataset, spec, cache_dir, RunOptions(device="cpu", batch_size=4, workers=0, progress=False))
     outcome = run_svm(dataset, spec, cache_dir, GRID)[0]
     (small_data / "test" / "broken.png").write_bytes(b"\x89PNG not really")
@@ -30,6 +31,10 @@ def test_predict_with_a_saved_svm_matches_the_model_on_cached_features(small_dat
     expected = [model["classes"][i] for i in model["model"].predict(cached.features)]
     by_path = {p.path.split("test/")[-1]: p.classes[0] for p in good}
     assert [by_path[path.split("test/")[-1]] for path in cached.paths] == expected
+    # The scores too: predict computes the features as the extraction did (its views included).
+    score = {p.path.split("test/")[-1]: p.scores[0] for p in good}
+    best = model["model"].decision_function(cached.features).max(axis=1)
+    assert [score[path.split("test/")[-1]] for path in cached.paths] == pytest.approx(best.tolist(), rel=1e-4, abs=1e-6)
 
 
 def test_predict_with_a_saved_bow_model(small_data, cache_dir):
