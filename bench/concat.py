@@ -1,4 +1,5 @@
-"""Several cached feature vectors of each image side by side (e.g. Lite0, Lite1 and Lite2 pooled features):
+"""Several cached feature vectors of each image side by side (e.g. Lite0, Lite1 and Lite2 pooled features,
+or one network at two input sizes):
 is the concatenation better than each alone? A measurement, not a product feature yet.
 
 Run by hand (not in CI) after extracting each part (`transfer extract --backbone B --layer avgpool --views V`):
@@ -25,7 +26,7 @@ from transfer.extraction import FeatureSpec, load_layer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="+", help="BACKBONE:VIEWS, e.g. efficientnet_lite0:10crops")
+    parser.add_argument("parts", nargs="+", help="BACKBONE[:VIEWS[:IMAGE_SIZE]], e.g. efficientnet_lite0:10crops")
     parser.add_argument("--data", default="data/15scene")
     parser.add_argument("--cache-dir", default="cache")
     parser.add_argument("--layer", default="avgpool")
@@ -37,8 +38,8 @@ def main() -> None:
     blocks: dict[str, list[np.ndarray]] = {"train": [], "test": []}
     labels = {}
     for part in args.parts:
-        backbone, _, views = part.partition(":")
-        spec = FeatureSpec(backbone=backbone, layers=(args.layer,), views=views or "centre")
+        backbone, views, size = (part.split(":") + ["", ""])[:3]
+        spec = FeatureSpec(backbone=backbone, layers=(args.layer,), views=views or "centre", image_size=int(size) if size else None)
         _, layer = load_layer(dataset, spec, Path(args.cache_dir), args.layer)
         for split in blocks:
             x = layer.splits[split].features
