@@ -40,7 +40,7 @@ def test_the_dataset_fingerprint_is_pinned(tmp_path):
 
 @pytest.mark.parametrize("make, literal", [
     (lambda: FEATURES.digest, "60a19690334529c7"),
-    (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", "l2", GRID), "c0a12cb4e755aacb"),
+    (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", ("l2",), GRID), "c0a12cb4e755aacb"),
     (lambda: bow_key("d" * 16, BowConfig(), GRID), "fb15d209ee50319a"),
     (lambda: head_key("d" * 16, FEATURES.digest, "relu7", HeadSpec(name="fc3"), [TrainConfig()]), "c7abf73fb99de82a"),
     (lambda: scratch_key("d" * 16, ScratchConfig(), "fp32"), "0826236755159364"),
@@ -59,7 +59,7 @@ def test_field_order_does_not_matter_and_every_field_does():
 
 def test_the_feature_key_does_not_depend_on_the_data_set_but_a_run_key_does():
     assert "dataset" not in FEATURES.as_dict()
-    assert svm_key("a" * 16, FEATURES.digest, "relu7", "l2", GRID) != svm_key("b" * 16, FEATURES.digest, "relu7", "l2", GRID)
+    assert svm_key("a" * 16, FEATURES.digest, "relu7", ("l2",), GRID) != svm_key("b" * 16, FEATURES.digest, "relu7", ("l2",), GRID)
 
 
 def test_a_key_refuses_what_it_cannot_encode_faithfully():

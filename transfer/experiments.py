@@ -52,10 +52,11 @@ def _grid_fields(grid: GridConfig) -> dict:
     return {"c_grid": list(grid.c_grid), "cv": grid.cv, "seed": grid.seed, "splits": grid.splits}
 
 
-def svm_key(dataset_fingerprint: str, features_key: str, layer_key: str, norm: str, grid: GridConfig) -> str:
-    """Content key of an SVM run: same key, same result (a pipeline skips a run whose key is stored)."""
-    return content_key(KeyKind.SVM, dataset=dataset_fingerprint, features=features_key, layer=layer_key, norm=norm,
-                       **_grid_fields(grid))
+def svm_key(dataset_fingerprint: str, features_key: str, layer_key: str, norms: tuple[Norm, ...], grid: GridConfig) -> str:
+    """Content key of an SVM run: same key, same result (a pipeline skips a run whose key is stored).
+    The normalisations CV chooses among are one field, "l2,power" (one of them: its name alone)."""
+    return content_key(KeyKind.SVM, dataset=dataset_fingerprint, features=features_key, layer=layer_key,
+                       norm=",".join(norms), **_grid_fields(grid))
 
 
 def bow_key(dataset_fingerprint: str, config: BowConfig, grid: GridConfig) -> str:
@@ -126,7 +127,8 @@ def _fit_and_record(
         ]
     several = len(models) > 1
     save_model(path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
-    outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings, *((candidates_cv, chosen) if several else ()))
+    outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings,
+                          candidates_cv=candidates_cv if several else None, chosen_candidate=chosen if several else None)
     mean, std = outcome.mean_std
     record = replace(
         record,
@@ -162,12 +164,12 @@ def run_svm(
     """One linear-SVM grid search per cached layer; with several ``norms``, CV also chooses among them."""
     store = store_or_default(store, cache_dir)
     models = {str(norm): linear_svm(norm) for norm in norms}
-    norm = ",".join(models)  # one normalisation: its name, as before
+    norm = ",".join(models)  # what the record and the model file name say until CV has chosen
     outcomes = []
     for layer in resolve(features, cache_dir).layer_keys:
         resolved, data = load_layer(dataset, features, cache_dir, layer)
         one_layer = replace(features, layers=(layer.split(":")[0],))
-        key = svm_key(dataset.fingerprint, resolved.key.digest, layer, norm, grid)
+        key = svm_key(dataset.fingerprint, resolved.key.digest, layer, norms, grid)
         record = _record(
             Method.SVM, dataset, {"norm": norm, "features": asdict(one_layer), "key": key},
             backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling,

@@ -70,6 +70,14 @@ class FeatureSpec:
                 f"image_size must be at least 32, got {self.image_size}")
 
 
+def distinguishing(features: dict) -> dict:
+    """The fields of a `FeatureSpec` (as a dict, e.g. a stored run's) that set its features apart from the
+    backbone's plain ones, where they differ from their defaults: what stage names and report labels show."""
+    defaults = FeatureSpec()
+    return {name: features[name] for name in ("views", "image_size", "color")
+            if features.get(name, getattr(defaults, name)) != getattr(defaults, name)}
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """How to run an extraction; none of this changes the features."""

@@ -11,7 +11,7 @@ import json
 import os
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -162,7 +162,7 @@ class Planner:
 
     def _extraction(self, entry: FeaturesSection, pooling: str) -> None:
         from .cache import complete_layers, describe_file
-        from .extraction import extract, key_device, resolve
+        from .extraction import distinguishing, extract, key_device, resolve
 
         heads = self.study.heads
         head_layers: tuple[str, ...] = ()
@@ -176,9 +176,8 @@ class Planner:
         from .backbones import BACKBONES
 
         # What tells this entry's features from another's of the same backbone, in every stage name.
-        variant = "".join(f"·{seen}" for seen in (entry.views if entry.views != "centre" else "",
-                                                   f"{entry.image_size}px" if entry.image_size else "",
-                                                   "colour" if entry.color else "") if seen)
+        shown = {"views": str, "image_size": lambda size: f"{size}px", "color": lambda _: "colour"}
+        variant = "".join(f"·{shown[name](value)}" for name, value in distinguishing(asdict(specs[0])).items())
         where = (f"{entry.backbone}/{pooling}" if BACKBONES[entry.backbone].has_pooling_variants else entry.backbone) + variant
         name = f"extract {where}"
         if self.overrides.weights or entry.weights != "imagenet":
@@ -229,7 +228,7 @@ class Planner:
             if resolved is None:
                 return State(False)
             layer_key = next(iter(resolved.layer_keys))
-            key = svm_key(self.dataset.fingerprint, resolved.key.digest, layer_key, ",".join(norms), grid)
+            key = svm_key(self.dataset.fingerprint, resolved.key.digest, layer_key, norms, grid)
             return self._classifier_state(name, key, _accuracy_detail)
 
         def run() -> str:

@@ -155,10 +155,11 @@ def _label(run: RunRecord) -> str:
             unfrozen = f", unfreeze {config['unfreeze']}" if config.get("unfreeze") else ""
             what = (f"{config.get('head', '')} head ({train.get('optimizer')}, lr {train.get('lr', 0):g}, "
                     f"≤{train.get('epochs')} epochs, patience {train.get('patience')}{unfrozen})")
-        features = config.get("features") or {}
-        views = features.get("views", "centre")
-        seen = (", colour" * bool(features.get("color")) + (f", {features['image_size']} px" if features.get("image_size") else "")
-                + ("" if views == "centre" else f", mean of {views} views"))
+        from .extraction import distinguishing
+
+        shown = {"views": lambda views: f"mean of {views} views", "image_size": lambda size: f"{size} px",
+                 "color": lambda _: "colour"}
+        seen = "".join(f", {shown[name](value)}" for name, value in distinguishing(config.get("features") or {}).items())
         label = f"{run.backbone}{weights}{pooling} {what}{seen}"
     return label + (f", {run.splits} splits" if run.splits > 1 else "")
 
