@@ -13,7 +13,8 @@ from transfer.datasets import ImageDataset, Sample
 from transfer.heads import HeadSpec
 from transfer.training import TrainConfig
 from transfer.keys import VERSIONS, KeyKind, content_key
-from transfer.experiments import bow_key, head_key, scratch_key, svm_key
+from transfer.experiments import bow_key, fisher_key, head_key, scratch_key, svm_key
+from transfer.fisher import FisherConfig, encoder_key
 from transfer.scratch import ScratchConfig
 
 FEATURES = ExtractionKey(backbone="vgg16", weights="random:seed0", pooling="max", precision="fp32",
@@ -42,6 +43,8 @@ def test_the_dataset_fingerprint_is_pinned(tmp_path):
     (lambda: FEATURES.digest, "60a19690334529c7"),
     (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", ("l2",), GRID), "c0a12cb4e755aacb"),
     (lambda: bow_key("d" * 16, BowConfig(), GRID), "fb15d209ee50319a"),
+    (lambda: fisher_key("d" * 16, FisherConfig(), GRID), "71dfc10d3d08abba"),
+    (lambda: encoder_key("sift-" + "d" * 16 + ".h5", FisherConfig()), "2c9d14a6490005aa"),
     (lambda: head_key("d" * 16, FEATURES.digest, "relu7", HeadSpec(name="fc3"), [TrainConfig()]), "c7abf73fb99de82a"),
     (lambda: scratch_key("d" * 16, ScratchConfig(), "fp32"), "0826236755159364"),
     (lambda: content_key(KeyKind.SIFT, dataset="d" * 16, sift=BowConfig().sift), "94f0fd073adb77ac"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import h5py
 import numpy as np
@@ -34,6 +35,7 @@ from .keys import KeyKind, content_key
 from .modelfile import MODEL_SUFFIX, load_estimator, save_estimator
 
 IMAGES_PER_TASK = 32
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,6 +179,14 @@ def _write_sift_batch(group: h5py.Group, batch: list, samples, first: int) -> No
 
 # ------------------------------------------------------------------------ stage 2: vocabulary
 
+def training_sample(sift_path: Path, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` training descriptors (uint8) drawn without replacement, in file order; all when fewer."""
+    with reading(sift_path, "dense SIFT file") as h5:
+        descriptors = h5["train"]["descriptors"]
+        total = descriptors.shape[0]
+        return descriptors[:][np.sort(rng.choice(total, min(count, total), replace=False))]
+
+
 def build_vocabulary(sift_path: Path, config: VocabularyConfig, cache_dir: Path):
     """Stage 2: MiniBatchKMeans on a seeded sample of training descriptors."""
     from sklearn.cluster import MiniBatchKMeans
@@ -185,13 +195,9 @@ def build_vocabulary(sift_path: Path, config: VocabularyConfig, cache_dir: Path)
     if path.exists():
         return load_estimator(path, "a BoW vocabulary"), path
     rng = np.random.default_rng(config.seed)
-    with reading(sift_path, "dense SIFT file") as h5:
-        descriptors = h5["train"]["descriptors"]
-        total = descriptors.shape[0]
-        if total < config.words:
-            raise UserError(f"only {total} training descriptors for {config.words} words; lower --words")
-        picked = np.sort(rng.choice(total, min(config.sample, total), replace=False))
-        sample = descriptors[:][picked].astype(np.float32)
+    sample = training_sample(sift_path, config.sample, rng).astype(np.float32)
+    if len(sample) < config.words:
+        raise UserError(f"only {len(sample)} training descriptors for {config.words} words; lower --words")
     batch = min(len(sample), max(10_000, 3 * config.words))
     kmeans = MiniBatchKMeans(config.words, batch_size=batch, n_init=1, random_state=config.seed)
     steps = config.epochs * int(np.ceil(len(sample) / batch))
@@ -305,18 +311,23 @@ class BowFeatures:
     timings: dict[str, float]
 
 
-def bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, jobs: int = -1) -> BowFeatures:
-    """Stages 1–3 (each skipped when cached) and the histograms; timings of each stage in seconds.
-    A damaged stage file is moved aside and the stages run again (each damaged file once)."""
+def bow_stages(stages: Callable[[], T]) -> T:
+    """Run cached stages; a damaged stage file is moved aside and the stages run again (each damaged
+    file once)."""
     damaged: set[Path] = set()
     while True:
         try:
-            return _bow_features(dataset, config, cache_dir, jobs)
+            return stages()
         except DamagedFile as error:
             if error.path in damaged:
                 raise
             damaged.add(error.path)
             recover(error)
+
+
+def bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, jobs: int = -1) -> BowFeatures:
+    """Stages 1–3 (each skipped when cached) and the histograms; timings of each stage in seconds."""
+    return bow_stages(lambda: _bow_features(dataset, config, cache_dir, jobs))
 
 
 def _bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, jobs: int) -> BowFeatures:

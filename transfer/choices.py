@@ -107,7 +107,7 @@ class Method(enum.StrEnum):
     """How a stored run classified (the results store's `method` column)."""
 
     SVM = "svm"  # linear SVM on network features
-    BOW = "bow"  # bag of words + SIFT
+    BOW = "bow"  # local SIFT descriptors encoded per image: bag of words or Fisher vectors
     HEAD = "head"  # a new head, on cached features or trained end to end
     SCRATCH = "scratch"  # a small CNN trained from scratch
 
@@ -123,5 +123,6 @@ class ModelKind(enum.StrEnum):
 
     SVM = "svm"
     BOW = "bow"
+    FISHER = "fisher"  # Fisher vectors on SIFT (a `bow`-method run)
     HEAD = "head"  # a head for cached features
     NETWORK = "network"  # a whole fine-tuned network

@@ -162,15 +162,30 @@ class SpanProjection:
         self.coordinates = vectors[:, keep] * np.sqrt(values[keep])  # the training rows, n × rank
         self._back = vectors[:, keep] / np.sqrt(values[keep])
 
+    def _column_blocks(self, x):
+        """(columns, float64 copy of those columns of dense x), a block at a time."""
+        for start in range(0, x.shape[1], self.BLOCK):
+            columns = slice(start, start + self.BLOCK)
+            yield columns, np.asarray(x[:, columns], dtype=np.float64)
+
     def _gram(self, x) -> np.ndarray:
         if sparse.issparse(x):
             x = x.astype(np.float64)
             return np.asarray((x @ x.T).todense())
         gram = np.zeros((x.shape[0], x.shape[0]))
-        for start in range(0, x.shape[1], self.BLOCK):
-            block = np.asarray(x[:, start:start + self.BLOCK], dtype=np.float64)
+        for _, block in self._column_blocks(x):
             gram += block @ block.T
         return gram
+
+    def _weights(self, on_rows: np.ndarray) -> np.ndarray:
+        """w = Aᵀ·on_rows, as classes × features (dense rows a block of columns at a time: a float64
+        copy of all of them would double the memory of large features)."""
+        if sparse.issparse(self.rows):
+            return np.asarray(self.rows.T @ on_rows).T
+        weights = np.empty((on_rows.shape[1], self.rows.shape[1]))
+        for columns, block in self._column_blocks(self.rows):
+            weights[:, columns] = (block.T @ on_rows).T
+        return weights
 
     def raw_model(self, fitted: LinearSVC) -> LinearSVC:
         """The same classifier on the original features."""
@@ -179,7 +194,7 @@ class SpanProjection:
         for name, value in vars(fitted).items():
             if name.endswith("_") and not name.startswith("__"):
                 setattr(model, name, value)
-        model.coef_ = np.ascontiguousarray(np.asarray(self.rows.T @ on_rows).T)
+        model.coef_ = np.ascontiguousarray(self._weights(on_rows))
         model.intercept_ = self.intercept_scaling ** 2 * on_rows.sum(axis=0)
         model.n_features_in_ = self.rows.shape[1]
         return model

@@ -43,6 +43,12 @@ DataOpt = Annotated[
 TrainPerClassOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: training images per class.")]
 TestPerClassOpt = Annotated[Optional[int], typer.Option(help="At most this many test images per class (drawn with --split-seed), as protocols for unbalanced data ask [default: all].")]
 SplitSeedOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: seed of the train/test draw.")]
+CGridOpt = Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")]
+CvOpt = Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")]
+SplitsOpt = Annotated[int, typer.Option(help="Also re-draw K random training splits (same size per class) from all images; report mean ± std.")]
+JobsOpt = Annotated[int, typer.Option(help="Parallel fits (-1: all cores).")]
+StepOpt = Annotated[int, typer.Option(help="Dense SIFT grid spacing in pixels.")]
+SizesOpt = Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma-separated; a descriptor spans about 6× size (2.7 ≈ 16 px patch).")]
 BackboneOpt = Annotated[str, typer.Option(help=f"Network: {', '.join(BACKBONES)} (`transfer layers --backbone B` lists its layers).")]
 WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
 LayerOpt = Annotated[str, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7.")]
@@ -139,11 +145,11 @@ def extract(
 def svm(
     data: DataOpt = None,
     layer: LayerOpt = "relu7",
-    c_grid: Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")] = "0.001,0.01,0.1,1,10",
+    c_grid: CGridOpt = "0.001,0.01,0.1,1,10",
     norm: Annotated[str, typer.Option(help="Feature normalisation before the SVM: l2, power (signed square root, then L2), standard or none; a comma list is chosen among by CV, like C.")] = "l2",
-    cv: Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")] = 5,
-    splits: Annotated[int, typer.Option(help="Also re-draw K random training splits (same size per class) from all images; report mean ± std.")] = 1,
-    jobs: Annotated[int, typer.Option(help="Parallel fits (-1: all cores).")] = -1,
+    cv: CvOpt = 5,
+    splits: SplitsOpt = 1,
+    jobs: JobsOpt = -1,
     seed: Annotated[int, typer.Option(help="Seed of the CV folds and re-drawn splits.")] = 0,
     backbone: BackboneOpt = "vgg16",
     weights: WeightsOpt = "imagenet",
@@ -179,16 +185,16 @@ def svm(
 @app.command()
 def bow(
     data: DataOpt = None,
-    step: Annotated[int, typer.Option(help="Dense grid spacing in pixels.")] = 4,
-    sizes: Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma-separated; a descriptor spans about 6× size (2.7 ≈ 16 px patch).")] = "2.7,4.5",
+    step: StepOpt = 4,
+    sizes: SizesOpt = "2.7,4.5",
     words: Annotated[int, typer.Option(help="Visual vocabulary size (MiniBatchKMeans).")] = 1000,
     sample: Annotated[int, typer.Option(help="Training descriptors sampled for k-means.")] = 100_000,
     pyramid: Annotated[int, typer.Option(help="Spatial pyramid levels: 0 (plain BoW), 1, 2 (Lazebnik) or 3.")] = 0,
     sqrt: Annotated[bool, typer.Option("--sqrt", help="Square-root the L1 histograms before the χ² map.")] = False,
-    c_grid: Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")] = "0.1,0.3,1,3,10",
-    cv: Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")] = 5,
-    splits: Annotated[int, typer.Option(help="Also re-draw K random training splits; report mean ± std.")] = 1,
-    jobs: Annotated[int, typer.Option(help="Parallel processes (-1: all cores).")] = -1,
+    c_grid: CGridOpt = "0.1,0.3,1,3,10",
+    cv: CvOpt = 5,
+    splits: SplitsOpt = 1,
+    jobs: JobsOpt = -1,
     seed: Annotated[int, typer.Option(help="Seed of k-means sampling, CV folds and re-drawn splits.")] = 0,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
@@ -199,20 +205,62 @@ def bow(
 
     Descriptors, vocabulary and word assignments are cached: changing only C or --pyramid reuses them.
     """
-    from .bow import BowConfig, SiftConfig, VocabularyConfig
+    from .bow import BowConfig, VocabularyConfig
     from .classifiers import GridConfig, parse_c_grid
     from .display import print_grid
     from .experiments import run_bow
+
+    config = BowConfig(sift=_sift_config(step, sizes),
+                       vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed), pyramid=pyramid, sqrt=sqrt)
+    grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
+    print_grid(run_bow(dataset, config, cache_dir or default_cache_dir(), grid))
+
+
+def _sift_config(step: int, sizes: str):
+    from .bow import SiftConfig
 
     try:
         size_values = tuple(float(v) for v in _split_list(sizes))
     except ValueError:
         raise UserError(f"--sizes {sizes!r}: expected comma-separated numbers, e.g. 2.7,4") from None
-    config = BowConfig(sift=SiftConfig(step=step, sizes=size_values),
-                       vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed), pyramid=pyramid, sqrt=sqrt)
+    return SiftConfig(step=step, sizes=size_values)
+
+
+@app.command()
+def fisher(
+    data: DataOpt = None,
+    step: StepOpt = 4,
+    sizes: SizesOpt = "2.7,4.5",
+    components: Annotated[int, typer.Option(help="Gaussians in the diagonal mixture (the Fisher 'vocabulary').")] = 256,
+    pca: Annotated[int, typer.Option(help="rootSIFT dimensions kept by PCA (of 128).")] = 64,
+    sample: Annotated[int, typer.Option(help="Training descriptors sampled to fit the PCA and the mixture.")] = 200_000,
+    pyramid: Annotated[bool, typer.Option("--pyramid/--no-pyramid", help="Regions 1×1 + 2×2 + 3×1, or the whole image only.")] = True,
+    c_grid: CGridOpt = "0.1,0.3,1,3,10",
+    cv: CvOpt = 5,
+    splits: SplitsOpt = 1,
+    jobs: JobsOpt = -1,
+    seed: Annotated[int, typer.Option(help="Seed of the descriptor sample, the mixture, CV folds and re-drawn splits.")] = 0,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
+    split_seed: SplitSeedOpt = 0,
+) -> None:
+    """Improved Fisher vectors: dense rootSIFT, PCA, diagonal Gaussian mixture, power + L2, linear SVM.
+
+    Shares the SIFT stage and its cache with `transfer bow` (same --step and --sizes); the encoder is
+    cached too, so changing only C reuses both.
+    """
+    from .classifiers import GridConfig, parse_c_grid
+    from .display import print_grid
+    from .experiments import run_fisher
+    from .fisher import FisherConfig
+
+    config = FisherConfig(sift=_sift_config(step, sizes), components=components, pca=pca, sample=sample,
+                          pyramid=pyramid, seed=seed)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
-    print_grid(run_bow(dataset, config, cache_dir or default_cache_dir(), grid))
+    print_grid(run_fisher(dataset, config, cache_dir or default_cache_dir(), grid))
 
 
 @app.command()

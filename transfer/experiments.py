@@ -12,6 +12,7 @@ from scipy import sparse
 from sklearn.pipeline import Pipeline
 
 from .bow import BowConfig, bow_features
+from .fisher import FisherConfig, fisher_features
 from .cache import FeatureCache, extraction_timing
 from .choices import Method, ModelKind, Norm
 from .classifiers import GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits
@@ -61,6 +62,10 @@ def svm_key(dataset_fingerprint: str, features_key: str, layer_key: str, norms: 
 
 def bow_key(dataset_fingerprint: str, config: BowConfig, grid: GridConfig) -> str:
     return content_key(KeyKind.BOW, dataset=dataset_fingerprint, bow=config, **_grid_fields(grid))
+
+
+def fisher_key(dataset_fingerprint: str, config: FisherConfig, grid: GridConfig) -> str:
+    return content_key(KeyKind.FISHER, dataset=dataset_fingerprint, fisher=config, **_grid_fields(grid))
 
 
 def head_key(dataset_fingerprint: str, features_key: str, layer: str, spec: HeadSpec, candidates: list[TrainConfig]) -> str:
@@ -200,6 +205,26 @@ def run_bow(
         {"χ²": plain_svm}, features.splits, dataset.classes, grid, model_path(cache_dir, name, key),
         payload, record, store, name, finalize=lambda svm: Pipeline([("chi2", features.feature_map), ("svm", svm)]),
     )
+
+
+def run_fisher(
+    dataset: ImageDataset,
+    config: FisherConfig,
+    cache_dir: Path,
+    grid: GridConfig,
+    store: ResultsStore | None = None,
+) -> GridOutcome:
+    """Dense SIFT → PCA + Gaussian mixture → improved Fisher vectors (pyramid) → linear SVM.
+    Stored as a `bow`-method run (a local-descriptor encoding) whose config says ``encoding: fisher``."""
+    features = fisher_features(dataset, config, cache_dir, grid.jobs)
+    store = store_or_default(store, cache_dir)
+    name = "fisher-pyramid" if config.pyramid else "fisher"
+    key = fisher_key(dataset.fingerprint, config, grid)
+    record = _record(Method.BOW, dataset, {"encoding": "fisher", **asdict(config), "key": key}, layer=name,
+                     timings=features.timings)
+    payload = {"kind": ModelKind.FISHER, "encoder": features.encoder, "fisher_config": asdict(config)}
+    return _fit_and_record({"power, L2": plain_svm}, features.splits, dataset.classes, grid,
+                           model_path(cache_dir, name, key), payload, record, store, name)
 
 
 @dataclass

@@ -24,8 +24,10 @@ class KeyKind(str, enum.Enum):
     SIFT = "sift"  # BoW stage files
     VOCABULARY = "vocabulary"
     WORDS = "words"
+    FISHER_ENCODER = "fisher-encoder"  # PCA + Gaussian mixture of Fisher vectors
     SVM = "svm"  # stored runs and their model files
     BOW = "bow"
+    FISHER = "fisher"
     HEAD = "head"
     HEAD_CHECKPOINT = "head-checkpoint"
     NETWORK = "network"
@@ -39,8 +41,10 @@ VERSIONS: dict[KeyKind, int] = {
     KeyKind.SIFT: 2,  # 2: checksummed arrays
     KeyKind.VOCABULARY: 2,
     KeyKind.WORDS: 2,
+    KeyKind.FISHER_ENCODER: 1,
     KeyKind.SVM: 1,
     KeyKind.BOW: 1,
+    KeyKind.FISHER: 1,
     KeyKind.HEAD: 1,
     KeyKind.HEAD_CHECKPOINT: 1,
     KeyKind.NETWORK: 1,

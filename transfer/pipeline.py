@@ -26,6 +26,7 @@ from .study import (
     FeaturesSection,
     Study,
     bow_config,
+    fisher_config,
     feature_spec,
     grid_config,
     head_spec,
@@ -118,6 +119,8 @@ class Planner:
         if self.study.bow is not None:
             for pyramid in self.study.bow.pyramids:
                 self._bow(pyramid)
+        if self.study.fisher is not None:
+            self._fisher()
         if self.study.scratch is not None:
             for arch in self.study.scratch.archs:
                 self._scratch(arch)
@@ -272,16 +275,30 @@ class Planner:
         assert self.study.bow is not None
         config = bow_config(self.study, pyramid)
         grid = grid_config(self.study, self.study.bow)
-        name = f"bow L{pyramid}"
+        self._sift_stage(f"bow L{pyramid}", bow_key(self.dataset.fingerprint, config, grid),
+                         lambda: run_bow(self.dataset, config, self.cache_dir, grid, self.store))
+
+    def _fisher(self) -> None:
+        from .experiments import fisher_key, run_fisher
+
+        assert self.study.fisher is not None
+        config = fisher_config(self.study)
+        grid = grid_config(self.study, self.study.fisher)
+        self._sift_stage("fisher pyramid" if config.pyramid else "fisher", fisher_key(self.dataset.fingerprint, config, grid),
+                         lambda: run_fisher(self.dataset, config, self.cache_dir, grid, self.store))
+
+    def _sift_stage(self, name: str, key: str, fit: Callable) -> None:
+        """A classifier on dense SIFT (bag of words, Fisher vectors)."""
 
         def check() -> State:
-            return self._classifier_state(name, bow_key(self.dataset.fingerprint, config, grid), _accuracy_detail)
+            return self._classifier_state(name, key, _accuracy_detail)
 
         def run() -> str:
-            outcome = run_bow(self.dataset, config, self.cache_dir, grid, self.store)
+            outcome = fit()
             return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (C={outcome.result.chosen_c:g})")
 
-        # The pyramid levels share the cached SIFT, vocabulary and word stages: the first one computes them.
+        # Stages with the same SIFT settings share the SIFT file (and BoW levels the vocabulary and
+        # words): the first such stage computes them, the others wait for it.
         needs = [s.name for s in self.stages if s.kind == "bow"][:1]
         self.stages.append(Stage(name, StageKind.BOW, needs, check, run))
 

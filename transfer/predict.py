@@ -99,6 +99,10 @@ def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "a
         from .bow import BowConfig, image_histograms
 
         features, ok = image_histograms(paths, BowConfig.from_dict(payload["bow_config"]), payload["vocabulary"])
+    elif payload["kind"] == "fisher":
+        from .fisher import FisherConfig, image_vectors
+
+        features, ok = image_vectors(paths, FisherConfig.from_dict(payload["fisher_config"]), payload["encoder"])
     elif payload["kind"] == "network":
         features, ok = _network_probabilities(payload, paths, device, batch_size)
     else:

@@ -125,7 +125,7 @@ class Row:
         if self.run.method == "svm":
             return f"LinearSVC ({config.get('norm', 'l2')})"
         if self.run.method == "bow":
-            return "χ² LinearSVC"
+            return "LinearSVC (power, L2)" if config.get("encoding") == "fisher" else "χ² LinearSVC"
         if self.run.method == "scratch":
             return "CNN from scratch"
         return config.get("head", self.run.method)
@@ -135,9 +135,14 @@ def _label(run: RunRecord) -> str:
     config = run.config or {}
     if run.method == "bow":
         sift, vocabulary = config.get("sift", {}), config.get("vocabulary", {})
-        details = f"step {sift.get('step')}, sizes {'/'.join(f'{s:g}' for s in sift.get('sizes', []))}, {vocabulary.get('words')} words"
+        sampling = f"step {sift.get('step')}, sizes {'/'.join(f'{s:g}' for s in sift.get('sizes', []))}"
         pyramid = config.get("pyramid", 0)
-        label = f"BoW + pyramid L{pyramid} ({details})" if pyramid else f"BoW ({details})"
+        if config.get("encoding") == "fisher":
+            details = f"{sampling}, {config.get('components')} Gaussians, PCA {config.get('pca')}"
+            label = f"Fisher vectors + pyramid 1×1+2×2+3×1 ({details})" if pyramid else f"Fisher vectors ({details})"
+        else:
+            details = f"{sampling}, {vocabulary.get('words')} words"
+            label = f"BoW + pyramid L{pyramid} ({details})" if pyramid else f"BoW ({details})"
     elif run.method == "scratch":
         train = config.get("train", {})
         what = config.get("step") or ", ".join(

@@ -74,6 +74,18 @@ class BowSection:
 
 
 @dataclass
+class FisherSection:
+    step: int = 4  # SIFT settings: the same as [bow]'s share its SIFT stage and cache
+    sizes: list[float] = field(default_factory=lambda: [2.7, 4.5])
+    components: int = 256
+    pca: int = 64
+    sample: int = 200_000
+    pyramid: bool = True  # regions 1×1 + 2×2 + 3×1
+    c_grid: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0, 10.0])
+    cv: int = 5
+
+
+@dataclass
 class HeadsSection:
     names: list[str] = field(default_factory=lambda: ["fc"])
     pooling: str = "max"  # which VGG16 pooling variant the heads sit on
@@ -114,6 +126,7 @@ class Study:
     features: list[FeaturesSection]
     svm: SvmSection | None
     bow: BowSection | None
+    fisher: FisherSection | None
     heads: HeadsSection | None
     scratch: ScratchSection | None
     report: ReportSection | None
@@ -126,6 +139,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "features": (FeaturesSection, True),
     "svm": (SvmSection, False),
     "bow": (BowSection, False),
+    "fisher": (FisherSection, False),
     "heads": (HeadsSection, False),
     "scratch": (ScratchSection, False),
     "report": (ReportSection, False),
@@ -248,7 +262,7 @@ def run_options(entry: FeaturesSection):
                       address=entry.address or None, actors=entry.actors or None, gpus_per_actor=entry.gpus_per_actor)
 
 
-def grid_config(study: Study, section: SvmSection | BowSection):
+def grid_config(study: Study, section: SvmSection | BowSection | FisherSection):
     from .classifiers import GridConfig
 
     splits = section.splits if isinstance(section, SvmSection) else 1
@@ -271,6 +285,16 @@ def bow_config(study: Study, pyramid: int):
     return BowConfig(sift=SiftConfig(step=bow.step, sizes=tuple(bow.sizes)),
                      vocabulary=VocabularyConfig(words=bow.words, sample=bow.sample, seed=study.study.seed),
                      pyramid=pyramid, sqrt=bow.sqrt)
+
+
+def fisher_config(study: Study):
+    from .bow import SiftConfig
+    from .fisher import FisherConfig
+
+    section = study.fisher
+    assert section is not None
+    return FisherConfig(sift=SiftConfig(step=section.step, sizes=tuple(section.sizes)), components=section.components,
+                        pca=section.pca, sample=section.sample, pyramid=section.pyramid, seed=study.study.seed)
 
 
 def head_spec(study: Study, name: str, n_classes: int | None):
@@ -308,6 +332,7 @@ _KEYS_OF_FIELDS: dict[str, dict[str, tuple]] = {
     "features": {"pooling": ("poolings",)},
     "svm": {"jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
     "bow": {"pyramid": ("pyramids",), "jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
+    "fisher": {"jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
     "heads": {"optimizer": ("optimizers",), "lr": ("lrs",), "head": ("names",)},
     "scratch": {"arch": ("archs",)},
 }
@@ -375,6 +400,9 @@ def _check(study: Study, problems: _Problems) -> None:
             problems.add(("bow", None, "pyramids"), "pyramids is empty: e.g. [0, 2]")
         for pyramid in dict.fromkeys(study.bow.pyramids):
             _built(problems, ("bow", None), lambda: bow_config(study, pyramid))
+    if study.fisher is not None:
+        _built(problems, ("fisher", None), lambda: grid_config(study, study.fisher))
+        _built(problems, ("fisher", None), lambda: fisher_config(study))
     if study.heads is not None:
         heads = study.heads
         if not heads.names:

@@ -1,0 +1,169 @@
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+
+import transfer.bow as bow
+from transfer.bow import SiftConfig
+from transfer.classifiers import GridConfig
+from transfer.config import ConfigError
+from transfer.datasets import load_dataset
+from transfer.experiments import run_bow, run_fisher
+from transfer.fisher import FisherConfig, fine_cells, fisher_vector, root_sift
+from transfer.modelfile import load_model
+from transfer.predict import predict
+from transfer.results import ResultsStore
+from tests.test_bow import CONFIG as BOW_CONFIG
+
+CONFIG = FisherConfig(sift=BOW_CONFIG.sift, components=4, pca=8, sample=400)
+GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
+
+
+def _encoder(seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    descriptors = rng.integers(0, 256, (300, 128)).astype(np.uint8)
+    positions = rng.random((300, 2)).astype(np.float32)
+    pca = PCA(6, random_state=0).fit(root_sift(descriptors))
+    gmm = GaussianMixture(3, covariance_type="diag", random_state=0).fit(pca.transform(root_sift(descriptors)))
+    return {"pca": pca, "gmm": gmm}, descriptors, positions
+
+
+def test_each_descriptor_falls_in_one_region_of_each_pyramid_grid():
+    positions = np.array([[0.1, 0.1], [0.9, 0.5], [0.5, 0.99]], dtype=np.float32)
+    cells, membership = fine_cells(positions, pyramid=True)
+    masks = membership[:, cells].T  # descriptors × regions
+    assert masks.shape == (3, 1 + 4 + 3)
+    np.testing.assert_array_equal(masks.sum(axis=1), [3, 3, 3])
+    np.testing.assert_array_equal(masks[:, 1:5].argmax(axis=1), [0, 3, 3])  # quadrants, row-major
+    np.testing.assert_array_equal(masks[:, 5:].argmax(axis=1), [0, 1, 2])  # horizontal strips
+    np.testing.assert_array_equal(membership.sum(axis=1), [12, 3, 3, 3, 3, 4, 4, 4])  # of the 2×6 cells
+    assert fine_cells(positions, pyramid=False)[1].shape == (1, 1)
+
+
+def test_pyramid_regions_match_their_descriptors_encoded_alone():
+    encoder, descriptors, positions = _encoder()
+    vector = fisher_vector(descriptors, positions, encoder, pyramid=True).reshape(8, -1) * np.sqrt(8)
+    top_left = (positions[:, 0] < 0.5) & (positions[:, 1] < 0.5)
+    alone = fisher_vector(descriptors[top_left], positions[top_left], encoder, pyramid=False)
+    np.testing.assert_allclose(vector[1], alone, atol=1e-4)
+    middle_strip = (positions[:, 1] >= 1 / 3) & (positions[:, 1] < 2 / 3)
+    np.testing.assert_allclose(vector[6], fisher_vector(descriptors[middle_strip], positions[middle_strip], encoder, False), atol=1e-4)
+
+
+def test_the_whole_image_vector_matches_the_fisher_gradients_written_descriptor_by_descriptor():
+    encoder, descriptors, positions = _encoder()
+    pca, gmm = encoder["pca"], encoder["gmm"]
+    x = pca.transform(root_sift(descriptors))
+    posteriors = gmm.predict_proba(x)
+    by_means, by_variances = np.zeros_like(gmm.means_), np.zeros_like(gmm.means_)
+    for row, gamma in zip(x, posteriors):
+        standardised = (row - gmm.means_) / np.sqrt(gmm.covariances_)
+        by_means += gamma[:, None] * standardised
+        by_variances += gamma[:, None] * (standardised**2 - 1)
+    by_means /= len(x) * np.sqrt(gmm.weights_)[:, None]
+    by_variances /= len(x) * np.sqrt(2 * gmm.weights_)[:, None]
+    expected = np.concatenate([by_means, by_variances], axis=1).ravel()
+    expected = np.sign(expected) * np.sqrt(np.abs(expected))
+    expected /= np.linalg.norm(expected)
+    # float32 sums of squares against the float64 loop
+    np.testing.assert_allclose(fisher_vector(descriptors, positions, encoder, pyramid=False), expected, atol=1e-4)
+
+
+def test_a_pyramid_vector_has_unit_norm_and_one_block_per_region():
+    encoder, descriptors, positions = _encoder()
+    vector = fisher_vector(descriptors, positions, encoder, pyramid=True)
+    assert vector.shape == (8 * 2 * 3 * 6,)
+    np.testing.assert_allclose(np.linalg.norm(vector.reshape(8, -1), axis=1), np.full(8, 1 / np.sqrt(8)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value", [("pca", 129), ("pca", 0), ("components", 0), ("sample", 3)])
+def test_a_setting_out_of_range_names_its_field(field, value):
+    with pytest.raises(ConfigError) as error:
+        FisherConfig(**{"components": 4, "pca": 8, "sample": 400, field: value})
+    assert error.value.field == field
+
+
+def test_fisher_reuses_the_bow_sift_file_and_its_model_predicts(small_data, cache_dir, monkeypatch):
+    dataset = load_dataset(small_data)
+    run_bow(dataset, BOW_CONFIG, cache_dir, GRID)
+    sift_files = sorted((cache_dir / "bow").glob("sift-*"))
+
+    def no_sift(*args, **kwargs):
+        raise AssertionError("descriptors were recomputed")
+
+    monkeypatch.setattr(bow, "dense_sift", no_sift)
+    outcome = run_fisher(dataset, CONFIG, cache_dir, GRID)
+    assert sorted((cache_dir / "bow").glob("sift-*")) == sift_files
+    assert len(list((cache_dir / "bow").glob("fisher-*.skops"))) == 1
+    assert outcome.result.test_accuracy == 1.0  # three stripe frequencies: separable
+    run = ResultsStore(cache_dir / "results.sqlite").runs(method="bow")[-1]
+    assert (run.layer, run.config["encoding"], run.config["components"]) == ("fisher-pyramid", "fisher", 4)
+    assert set(run.timings) >= {"descriptors", "vocabulary", "encoding", "fit_seconds"}
+    assert load_model(outcome.model_path)["kind"] == "fisher"
+
+    monkeypatch.undo()
+    images = sorted((small_data / "test" / "beta").iterdir())
+    predictions = predict(outcome.model_path, images)
+    assert [p.classes[0] for p in predictions] == ["beta"] * len(images)
+
+
+def test_changing_only_c_reuses_the_encoder(small_data, cache_dir, monkeypatch):
+    dataset = load_dataset(small_data)
+    run_fisher(dataset, CONFIG, cache_dir, GRID)
+    encoder_file = next((cache_dir / "bow").glob("fisher-*.skops"))
+    stamp = encoder_file.stat().st_mtime_ns
+    monkeypatch.setattr("sklearn.mixture.GaussianMixture.fit", lambda *a, **k: pytest.fail("the mixture was refitted"))
+    run_fisher(dataset, CONFIG, cache_dir, GridConfig(c_grid=(10.0,), cv=2, jobs=1))
+    assert encoder_file.stat().st_mtime_ns == stamp
+
+
+def test_fewer_training_descriptors_than_gaussians_is_a_clear_error(small_data, cache_dir):
+    from transfer.errors import UserError
+
+    config = FisherConfig(sift=SiftConfig(step=16, sizes=(2.7,)), components=500, pca=8, sample=100_000)
+    with pytest.raises(UserError, match="lower --components"):
+        run_fisher(load_dataset(small_data), config, cache_dir, GRID)
+
+
+FISHER_STUDY = """\
+[data]
+path = "{data}"
+
+[bow]
+step = 8
+sizes = [2.7]
+words = 8
+sample = 400
+c_grid = [1]
+cv = 2
+
+[fisher]
+step = 8
+sizes = [2.7]
+components = 4
+pca = {pca}
+sample = 400
+c_grid = [1]
+cv = 2
+"""
+
+
+def test_a_study_runs_fisher_after_bow_and_skips_it_when_stored(tmp_path, small_data, cache_dir):
+    from tests.test_pipeline import run
+
+    path = tmp_path / "fisher.toml"
+    path.write_text(FISHER_STUDY.format(data=small_data, pca=8))
+    assert run(path, cache_dir, tmp_path) == {"bow L0": "ran", "fisher pyramid": "ran"}
+    assert len(list((cache_dir / "bow").glob("sift-*"))) == 1  # one SIFT stage for both
+    assert run(path, cache_dir, tmp_path) == {"bow L0": "cached", "fisher pyramid": "cached"}
+
+
+def test_the_study_checker_reports_a_fisher_setting_at_its_line(tmp_path, small_data):
+    from transfer.errors import UserError
+    from transfer.study import load_study
+
+    path = tmp_path / "fisher.toml"
+    path.write_text(FISHER_STUDY.format(data=small_data, pca=200))
+    line = path.read_text().splitlines().index("pca = 200") + 1
+    with pytest.raises(UserError, match=f"{path}:{line}: pca must be between 1 and 128"):
+        load_study(path)
