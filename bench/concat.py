@@ -1,11 +1,12 @@
 """Several cached feature vectors of each image side by side (e.g. Lite0, Lite1 and Lite2 pooled features,
-or one network at two input sizes):
+one network at two input sizes, or a network's features and Fisher vectors of SIFT):
 is the concatenation better than each alone? A measurement, not a product feature yet.
 
-Run by hand (not in CI) after extracting each part (`transfer extract --backbone B --layer avgpool --views V`):
+Run by hand (not in CI) after extracting each part (`transfer extract --backbone B --layer avgpool --views V`;
+the part `fisher` is `transfer fisher`'s default Fisher vectors, from its cached SIFT and encoder):
 
     python bench/concat.py --data ../shared/datasets/15scene --cache-dir /tmp/x18/cache \\
-        efficientnet_lite0:10crops efficientnet_lite1:flip efficientnet_lite2:flip [--json out.json]
+        efficientnet_lite0:10crops efficientnet_lite1:flip efficientnet_lite2:flip [fisher] [--json out.json]
 
 Each part is L2-normalised on its own (so that no network dominates by its scale), the parts are
 concatenated, and LinearSVC's C is chosen by 5-fold CV on the training split, as `transfer svm` does.
@@ -24,6 +25,18 @@ from transfer.datasets import load_dataset
 from transfer.extraction import FeatureSpec, load_layer
 
 
+def _part(part: str, dataset, cache_dir: Path, layer_name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (features, labels)} of one part."""
+    if part == "fisher":
+        from transfer.fisher import FisherConfig, fisher_features
+
+        return fisher_features(dataset, FisherConfig(), cache_dir).splits
+    backbone, views, size = (part.split(":") + ["", ""])[:3]
+    spec = FeatureSpec(backbone=backbone, layers=(layer_name,), views=views or "centre", image_size=int(size) if size else None)
+    _, layer = load_layer(dataset, spec, cache_dir, layer_name)
+    return {split: (layer.splits[split].features, layer.splits[split].labels) for split in ("train", "test")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="+", help="BACKBONE[:VIEWS[:IMAGE_SIZE]], e.g. efficientnet_lite0:10crops")
@@ -38,14 +51,10 @@ def main() -> None:
     blocks: dict[str, list[np.ndarray]] = {"train": [], "test": []}
     labels = {}
     for part in args.parts:
-        backbone, views, size = (part.split(":") + ["", ""])[:3]
-        spec = FeatureSpec(backbone=backbone, layers=(args.layer,), views=views or "centre", image_size=int(size) if size else None)
-        _, layer = load_layer(dataset, spec, Path(args.cache_dir), args.layer)
-        for split in blocks:
-            x = layer.splits[split].features
+        for split, (x, y) in _part(part, dataset, Path(args.cache_dir), args.layer).items():
             blocks[split].append(x / np.linalg.norm(x, axis=1, keepdims=True))
-            labels[split] = layer.splits[split].labels
-    x = {split: np.hstack(parts) for split, parts in blocks.items()}
+            labels[split] = y
+    x = {split: np.hstack(blocks.pop(split)) for split in list(blocks)}
     grid = GridConfig(c_grid=tuple(float(c) for c in args.c_grid.split(",")), cv=5)
     result = grid_search(linear_svm("l2"), (x["train"], labels["train"]), (x["test"], labels["test"]), grid,
                          len(dataset.classes))
