@@ -9,7 +9,7 @@ from transfer.classifiers import GridConfig
 from transfer.config import ConfigError
 from transfer.datasets import load_dataset
 from transfer.experiments import run_bow, run_fisher
-from transfer.fisher import FisherConfig, fine_cells, fisher_vector, root_sift
+from transfer.fisher import FisherConfig, fine_cells, fisher_vector, posteriors, root_sift
 from transfer.modelfile import load_model
 from transfer.predict import predict
 from transfer.results import ResultsStore
@@ -67,6 +67,12 @@ def test_the_whole_image_vector_matches_the_fisher_gradients_written_descriptor_
     expected /= np.linalg.norm(expected)
     # float32 sums of squares against the float64 loop
     np.testing.assert_allclose(fisher_vector(descriptors, positions, encoder, pyramid=False), expected, atol=1e-4)
+
+
+def test_posteriors_match_the_mixtures_own():
+    encoder, descriptors, _ = _encoder()
+    x = encoder["pca"].transform(root_sift(descriptors)).astype(np.float32)
+    np.testing.assert_allclose(posteriors(x, encoder["gmm"]), encoder["gmm"].predict_proba(x), atol=1e-5)
 
 
 def test_a_pyramid_vector_has_unit_norm_and_one_block_per_region():
