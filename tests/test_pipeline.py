@@ -174,3 +174,15 @@ def test_entries_that_differ_in_views_are_stages_of_their_own_and_a_repeated_ent
     study = load_study(write_study(tmp_path, small_data, text=base + entry + entry))
     with pytest.raises(UserError, match="same stage twice: extract vgg16/max·32px"):
         Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()
+
+
+def test_combined_layers_are_one_more_svm_stage_and_a_single_layer_is_refused_at_its_line(tmp_path, small_data, cache_dir):
+    text = STUDY.replace("batch_size = 8\n", "batch_size = 8\ncombine = true\n", 1).replace('poolings = ["max", "avg"]', 'poolings = ["max"]')
+    path = write_study(tmp_path, small_data, text=text)
+    statuses = run(path, cache_dir, tmp_path, only=["svm vgg16/max·32px/relu7+pool5"])
+    assert statuses == {"extract vgg16/max·32px (random weights)": "ran", "svm vgg16/max·32px/relu7+pool5": "ran"}
+    assert run(path, cache_dir, tmp_path, only=["svm vgg16/max·32px/relu7+pool5"])["svm vgg16/max·32px/relu7+pool5"] == "cached"
+    single = write_study(tmp_path, small_data, text=text.replace('layers = ["relu7", "pool5"]', 'layers = ["relu7"]'))
+    line = single.read_text().splitlines().index("combine = true") + 1
+    with pytest.raises(UserError, match=f"{single}:{line}: combining puts several layers side by side"):
+        load_study(single)

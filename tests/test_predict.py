@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 
 from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
 from transfer.cache import read_features
-from transfer.classifiers import GridConfig
+from transfer.classifiers import GridConfig, side_by_side
 from transfer.modelfile import load_model, save_estimator, save_model
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
@@ -35,6 +36,30 @@ def test_predict_with_a_saved_svm_matches_the_model_on_cached_features(small_dat
     score = {p.path.split("test/")[-1]: p.scores[0] for p in good}
     best = model["model"].decision_function(cached.features).max(axis=1)
     assert [score[path.split("test/")[-1]] for path in cached.paths] == pytest.approx(best.tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_an_svm_on_layers_side_by_side_predicts_as_it_was_scored(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    spec = FeatureSpec(weights="random", layers=("pool5", "relu7"), image_size=32, precision="fp32")
+    extraction = extract(dataset, spec, cache_dir, RunOptions(device="cpu", batch_size=4, workers=0, progress=False))
+    (outcome,) = run_svm(dataset, spec, cache_dir, GRID, combine=True)
+    assert outcome.name == "pool5+relu7"
+    blocks = [read_features(extraction.path, layer, dataset).splits["test"] for layer in ("pool5", "relu7")]
+    assert outcome.result.test_correct is not None
+    model = load_model(outcome.model_path)
+    features = side_by_side([block.features for block in blocks])
+    assert features.shape[1] == 512 * 1 * 1 + 4096  # pool5 of a 32-pixel image is 512 × 1 × 1
+    np.testing.assert_allclose(np.linalg.norm(features[:, :512], axis=1), 1.0, rtol=1e-5)
+    expected = [model["classes"][i] for i in model["model"].predict(features)]
+    predictions = predict(outcome.model_path, [small_data / "test"], device="cpu")
+    by_path = {p.path.split("test/")[-1]: p.classes[0] for p in predictions}
+    assert [by_path[path.split("test/")[-1]] for path in blocks[0].paths] == expected
+
+
+def test_combining_one_layer_is_a_clear_error(small_data, cache_dir):
+    spec = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
+    with pytest.raises(UserError, match="give two or more"):
+        run_svm(load_dataset(small_data), spec, cache_dir, GRID, combine=True)
 
 
 def test_predict_with_a_saved_bow_model(small_data, cache_dir):

@@ -151,6 +151,7 @@ def svm(
     splits: SplitsOpt = 1,
     jobs: JobsOpt = -1,
     seed: Annotated[int, typer.Option(help="Seed of the CV folds and re-drawn splits.")] = 0,
+    combine: Annotated[bool, typer.Option("--combine", help="One SVM on all the --layer layers side by side (each L2-normalised per image), instead of one per layer.")] = False,
     backbone: BackboneOpt = "vgg16",
     weights: WeightsOpt = "imagenet",
     spatial: SpatialOpt = Spatial.FLATTEN,
@@ -166,7 +167,8 @@ def svm(
 ) -> None:
     """Linear SVM on cached features: C chosen by CV on the training split, test accuracy per C.
 
-    Each layer is its own result in the results store; the fitted model is saved (a skops file).
+    Each layer is its own result in the results store (with --combine, the layers together are one);
+    the fitted model is saved (a skops file).
     """
     from .classifiers import GridConfig, parse_c_grid, parse_norms
     from .display import print_grid
@@ -178,7 +180,7 @@ def svm(
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     norms = parse_norms(norm)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
-    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norms):
+    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norms, combine=combine):
         print_grid(outcome)
 
 

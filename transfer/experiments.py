@@ -15,12 +15,13 @@ from .bow import BowConfig, bow_features
 from .fisher import FisherConfig, fisher_features
 from .cache import FeatureCache, extraction_timing
 from .choices import Method, ModelKind, Norm
-from .classifiers import GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits
+from .classifiers import COMBINED, GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits, side_by_side
 from .datasets import ImageDataset
 from .keys import KeyKind, content_key
 from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve, resolve_device
 from .heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
 from .training import Compute, TrainConfig, TrainingResult, check_validation_split
+from .config import ConfigError
 from .errors import UserError
 from .files import safe_name
 from .modelfile import MODEL_SUFFIX, save_model, state_arrays
@@ -165,15 +166,22 @@ def run_svm(
     grid: GridConfig,
     norms: tuple[Norm, ...] = (Norm.L2,),
     store: ResultsStore | None = None,
+    combine: bool = False,
 ) -> list[GridOutcome]:
-    """One linear-SVM grid search per cached layer; with several ``norms``, CV also chooses among them."""
+    """One linear-SVM grid search per cached layer; with several ``norms``, CV also chooses among them.
+    With ``combine``, one grid search on all the layers side by side (each L2-normalised per image)."""
     store = store_or_default(store, cache_dir)
     models = {str(norm): linear_svm(norm) for norm in norms}
     norm = ",".join(models)  # what the record and the model file name say until CV has chosen
     outcomes = []
-    for layer in resolve(features, cache_dir).layer_keys:
-        resolved, data = load_layer(dataset, features, cache_dir, layer)
-        one_layer = replace(features, layers=(layer.split(":")[0],))
+    layer_keys = resolve(features, cache_dir).layer_keys
+    if combine:
+        check_combination(features.layers)
+    for layers in [layer_keys] if combine else [[layer] for layer in layer_keys]:
+        loaded = [load_layer(dataset, features, cache_dir, layer) for layer in layers]
+        resolved, data = loaded[0][0], _side_by_side([layer_data for _, layer_data in loaded])
+        layer = COMBINED.join(layers)
+        one_layer = replace(features, layers=tuple(key.split(":")[0] for key in layers))
         key = svm_key(dataset.fingerprint, resolved.key.digest, layer, norms, grid)
         record = _record(
             Method.SVM, dataset, {"norm": norm, "features": asdict(one_layer), "key": key},
@@ -185,6 +193,22 @@ def run_svm(
         splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
         outcomes.append(_fit_and_record(models, splits, data.classes, grid, path, payload, record, store, layer))
     return outcomes
+
+
+def check_combination(layers: tuple[str, ...]) -> None:
+    if len(set(layers)) < 2:
+        raise ConfigError("combine", f"combining puts several layers side by side: give two or more (got "
+                                     f"{', '.join(layers)}), e.g. conv_head,avgpool")
+
+
+def _side_by_side(layers: list):
+    """One layer's features, or several layers' side by side (`side_by_side`) as one."""
+    if len(layers) == 1:
+        return layers[0]
+    first = layers[0]
+    splits = {name: replace(split, features=side_by_side([layer.splits[name].features for layer in layers]))
+              for name, split in first.splits.items()}
+    return replace(first, layer=COMBINED.join(layer.layer for layer in layers), splits=splits)
 
 
 def run_bow(

@@ -22,6 +22,7 @@ from .datasets import ImageDataset, load_dataset
 from .errors import DamagedFile, UserError
 from .files import atomic_write_text
 from .paths import DATA_ENV
+from .classifiers import COMBINED
 from .study import (
     FeaturesSection,
     Study,
@@ -211,31 +212,33 @@ class Planner:
         self.stages.append(Stage(name, StageKind.EXTRACT, [], check, run, backbone=entry.backbone if imagenet else None))
         if self.study.svm is not None:
             for layer in entry.layers:
-                self._svm(entry, f"{where}/{layer}", layer, specs[0], name)
+                self._svm(entry, f"{where}/{layer}", (layer,), specs[0], name)
+            if entry.combine:
+                self._svm(entry, f"{where}/{COMBINED.join(entry.layers)}", tuple(entry.layers), specs[0], name)
         if head_layers:
             for head in heads.names:
                 self._head(entry, pooling, head, name, variant)
 
-    def _svm(self, entry: FeaturesSection, where: str, layer: str, features, extract_stage: str) -> None:
+    def _svm(self, entry: FeaturesSection, where: str, layers: tuple[str, ...], features, extract_stage: str) -> None:
+        """One SVM on one layer, or on several side by side."""
         from .experiments import run_svm, svm_key
 
         svm = self.study.svm
         assert svm is not None
-        one_layer = replace(features, layers=(layer,))
+        these = replace(features, layers=layers)
         grid = grid_config(self.study, svm)
         norms = svm_norm(svm)
         name = f"svm {where}"
 
         def check() -> State:
-            resolved = self._cached(one_layer)
+            resolved = self._cached(these)
             if resolved is None:
                 return State(False)
-            layer_key = next(iter(resolved.layer_keys))
-            key = svm_key(self.dataset.fingerprint, resolved.key.digest, layer_key, norms, grid)
+            key = svm_key(self.dataset.fingerprint, resolved.key.digest, COMBINED.join(resolved.layer_keys), norms, grid)
             return self._classifier_state(name, key, _accuracy_detail)
 
         def run() -> str:
-            (outcome,) = run_svm(self.dataset, one_layer, self.cache_dir, grid, norms, self.store)
+            (outcome,) = run_svm(self.dataset, these, self.cache_dir, grid, norms, self.store, combine=len(layers) > 1)
             mean, _ = outcome.mean_std
             return self._stored(name, outcome.run_id, f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g})")
 

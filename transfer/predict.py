@@ -28,14 +28,15 @@ def _preprocessing(key: dict) -> Preprocessing:
 
 def _forward(network, nodes: dict[str, str], spatial: str, key: dict, paths: list[Path], device: str, batch_size: int):
     """Run images through `network` (already on `device`, returning a dict of node outputs);
-    (first output, readable mask)."""
+    (the output, or several side by side as an SVM on combined layers saw them; readable mask)."""
+    from .classifiers import side_by_side
     from .extraction import make_loader, network_batches
 
     loader = make_loader(paths, _preprocessing(key), device, batch_size, workers=0)
     parts, oks = [], []
-    name = next(iter(nodes))
     for arrays, ok, _ in network_batches(network, loader, device, key["precision"], nodes, spatial):
-        parts.append(arrays[name][ok])
+        blocks = [arrays[name][ok] for name in nodes]
+        parts.append(side_by_side(blocks) if len(blocks) > 1 else blocks[0])
         oks.append(ok)
     return np.concatenate(parts), np.concatenate(oks)
 
@@ -52,10 +53,13 @@ def _cnn_features(payload: dict, paths: list[Path], device: str, batch_size: int
     if weights_id(spec, weights) != key["weights"]:
         raise UserError(f"the weights this model was trained on ({key['weights']}) are not the ones found now "
                         f"({weights_id(spec, weights)}); the features would not match")
-    node = spec.layers[payload["features"]["layers"][0]].node
-    extractor = feature_extractor(build_model(spec, weights, key["pooling"]), [node])
+    from .classifiers import COMBINED
+
+    nodes = {layer_key: spec.layers[layer].node
+             for layer_key, layer in zip(payload["layer_key"].split(COMBINED), payload["features"]["layers"])}
+    extractor = feature_extractor(build_model(spec, weights, key["pooling"]), list(nodes.values()))
     extractor = extractor.to(device, memory_format=torch.channels_last)
-    return _forward(extractor, {payload["layer_key"]: node}, payload["features"]["spatial"], key, paths, device, batch_size)
+    return _forward(extractor, nodes, payload["features"]["spatial"], key, paths, device, batch_size)
 
 
 def _network_probabilities(payload: dict, paths: list[Path], device: str, batch_size: int):

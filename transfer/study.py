@@ -45,6 +45,7 @@ class FeaturesSection:
     color: bool = False
     image_size: int = 0  # 0: the backbone's own crop
     views: str = "centre"  # test-time augmentation: centre, flip, 5crops, 10crops (features averaged)
+    combine: bool = False  # with [svm]: also one SVM on all the layers side by side (each L2-normalised)
     batch_size: int = 32
     device: str = "auto"
     engine: str = "local"  # or "ray": Ray Data actors (`transfer extract --engine ray`)
@@ -387,6 +388,10 @@ def _check(study: Study, problems: _Problems) -> None:
         for pooling in dict.fromkeys(entry.poolings):
             _built(problems, where, lambda: feature_spec(entry, pooling))
         _built(problems, where, lambda: run_options(entry))
+        if entry.combine:
+            from .experiments import check_combination
+
+            _built(problems, where, lambda: check_combination(tuple(entry.layers)))
         if entry.weights not in ("imagenet", "random"):
             from .backbones import Weights
 
