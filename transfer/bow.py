@@ -273,11 +273,16 @@ def load_histograms(sift_path: Path, words_path: Path, n_words: int, levels: int
     return out
 
 
+def readable_sift(paths: list[Path], config: SiftConfig) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Dense SIFT of new images (for `transfer predict`): (descriptors and positions of each readable
+    image, readable mask over ``paths``)."""
+    found = [_sift_or_reason(path, config) for path in paths]
+    return [item for item in found if not isinstance(item, str)], np.array([not isinstance(item, str) for item in found])
+
+
 def image_histograms(paths: list[Path], config: "BowConfig", kmeans) -> tuple[np.ndarray, np.ndarray]:
     """Histograms of new images with a fitted vocabulary (for `transfer predict`); (histograms, readable mask)."""
-    found = [_sift_or_reason(path, config.sift) for path in paths]
-    ok = np.array([not isinstance(item, str) for item in found])
-    items = [item for item in found if not isinstance(item, str)]
+    items, ok = readable_sift(paths, config.sift)
     if not items:
         return np.zeros((0, config.vocabulary.words)), ok
     words = kmeans.predict(np.concatenate([d for d, _ in items]).astype(np.float32))

@@ -180,7 +180,7 @@ def run_svm(
     for layers in [layer_keys] if combine else [[layer] for layer in layer_keys]:
         loaded = [load_layer(dataset, features, cache_dir, layer) for layer in layers]
         resolved, data = loaded[0][0], _side_by_side([layer_data for _, layer_data in loaded])
-        layer = COMBINED.join(layers)
+        layer = data.layer  # its key, or the keys joined
         one_layer = replace(features, layers=tuple(key.split(":")[0] for key in layers))
         key = svm_key(dataset.fingerprint, resolved.key.digest, layer, norms, grid)
         record = _record(

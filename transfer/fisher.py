@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bow import SiftConfig, _sift_or_reason, bow_stages, compute_descriptors, training_sample
+from .bow import SiftConfig, bow_stages, compute_descriptors, readable_sift, training_sample
 from .cache import FeatureCache, reading
 from .config import require
 from .console import console, progress_bar
@@ -180,9 +180,8 @@ def load_vectors(sift_path: Path, encoder: dict, config: FisherConfig) -> dict[s
 
 def image_vectors(paths: list[Path], config: FisherConfig, encoder: dict) -> tuple[np.ndarray, np.ndarray]:
     """Fisher vectors of new images with a fitted encoder (for `transfer predict`); (vectors, readable mask)."""
-    found = [_sift_or_reason(path, config.sift) for path in paths]
-    ok = np.array([not isinstance(item, str) for item in found])
-    vectors = [fisher_vector(d, p, encoder, config.pyramid) for item in found if not isinstance(item, str) for d, p in [item]]
+    items, ok = readable_sift(paths, config.sift)
+    vectors = [fisher_vector(descriptors, positions, encoder, config.pyramid) for descriptors, positions in items]
     return (np.stack(vectors) if vectors else np.zeros((0, _dimension(config)), np.float32)), ok
 
 
