@@ -1,10 +1,12 @@
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
 import transfer.bow as bow
-from transfer.bow import BowConfig, SiftConfig, VocabularyConfig, pyramid_histograms
-from transfer.classifiers import GridConfig
+from transfer.bow import BowConfig, SiftConfig, VocabularyConfig, dense_sift, intersection_kernel, pyramid_histograms
+from transfer.classifiers import GridConfig, plain_svm
+from transfer.config import ConfigError
 from transfer.datasets import load_dataset
 from transfer.results import ResultsStore
 from transfer.experiments import run_bow
@@ -75,8 +77,6 @@ def test_interrupted_descriptor_extraction_resumes(small_data, cache_dir, monkey
 
 
 def test_bad_bow_settings_are_refused_where_they_are_built():
-    from transfer.config import ConfigError
-
     with pytest.raises(ConfigError, match="pyramid must be 0, 1, 2 or 3") as error:
         BowConfig(pyramid=5)
     assert error.value.field == "pyramid"
@@ -84,3 +84,80 @@ def test_bad_bow_settings_are_refused_where_they_are_built():
         VocabularyConfig(words=70_000)
     with pytest.raises(ConfigError, match="step must be at least 1"):
         SiftConfig(step=0)
+    with pytest.raises(ConfigError, match="kernel 'rbf' is not one of: chi2, intersection") as error:
+        BowConfig(kernel="rbf")
+    assert error.value.field == "kernel"
+    with pytest.raises(ConfigError, match="contrast must be 0"):
+        SiftConfig(contrast=-1)
+
+
+def _histograms(rows: int, seed: int) -> np.ndarray:
+    counts = np.random.default_rng(seed).poisson(0.7, (rows, 40)).astype(np.float32)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def test_the_intersection_kernel_is_the_sum_of_minima():
+    a, b = _histograms(5, 0), _histograms(7, 1)
+    expected = np.minimum(a[:, None, :], b[None, :, :]).sum(axis=2)
+    np.testing.assert_allclose(intersection_kernel(a, b), expected, atol=1e-6)
+
+
+def test_the_intersection_map_is_exact_and_its_model_acts_on_histograms():
+    train, test = _histograms(60, 2), _histograms(20, 3)
+    labels = np.arange(60) % 3
+    splits, to_histograms = bow._intersection_map({"train": (train, labels), "test": (test, labels[:20])})
+    mapped = splits["train"][0]
+    np.testing.assert_allclose(mapped @ mapped.T, intersection_kernel(train, train), atol=1e-5)
+    svm = plain_svm(1.0).fit(mapped, labels)
+    model = to_histograms(svm)
+    np.testing.assert_allclose(model.decision_function(test), svm.decision_function(splits["test"][0]), atol=1e-6)
+
+
+def test_the_intersection_kernel_runs_end_to_end_and_is_recorded(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    outcome = run_bow(dataset, BowConfig(sift=CONFIG.sift, vocabulary=CONFIG.vocabulary, pyramid=1, kernel="intersection"), cache_dir, GRID)
+    assert outcome.name == "bow-pyramid1-intersection"
+    assert outcome.result.test_accuracy == 1.0  # three stripe frequencies: separable
+    run = ResultsStore(cache_dir / "results.sqlite").runs(method="bow")[-1]
+    assert run.config["kernel"] == "intersection"
+
+
+def _half_flat_image(path):
+    """Faint noise on the left half (normalisation stretches it to unit-length descriptors), stripes on the right."""
+    pixels = (128 + np.random.default_rng(0).integers(-1, 2, (64, 128))).astype(np.uint8)
+    pixels[:, 64:] = np.where((np.arange(64)[None, :] // 3) % 2, 40, 220)  # stripes on the right half
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_contrast_shortens_the_descriptors_of_flat_patches_only(tmp_path):
+    path = _half_flat_image(tmp_path / "half.png")
+    plain, positions = dense_sift(path, SiftConfig(step=8, sizes=(2.7,), contrast=0))
+    scaled, same_positions = dense_sift(path, SiftConfig(step=8, sizes=(2.7,), contrast=2.5))
+    np.testing.assert_array_equal(positions, same_positions)
+    flat, textured = positions[:, 0] < 0.3, positions[:, 0] > 0.7
+    norms = np.linalg.norm(scaled.astype(np.float32), axis=1)
+    assert norms[flat].max() < 0.5 * np.linalg.norm(plain[flat].astype(np.float32), axis=1).min()
+    np.testing.assert_array_equal(scaled[textured], plain[textured])
+
+
+def test_model_files_from_before_the_contrast_setting_computed_none():
+    assert SiftConfig.from_dict({"step": 4, "sizes": [2.7], "max_side": 300}).contrast == 0
+    assert BowConfig.from_dict({"sift": {"step": 4, "sizes": [2.7]}, "vocabulary": {}, "pyramid": 0, "sqrt": False}).kernel == "chi2"
+
+
+def test_dense_sift_matches_opencvs_descriptors_on_a_grid(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    pixels = cv2.GaussianBlur(rng.integers(0, 256, (96, 96)).astype(np.float32), (0, 0), 2)  # smooth texture
+    path = tmp_path / "texture.png"
+    Image.fromarray(np.clip(pixels * 3 - 256, 0, 255).astype(np.uint8)).save(path)
+    config = SiftConfig(step=8, sizes=(2.7, 4.5), contrast=0)
+    ours, positions = dense_sift(path, config)
+    keypoints = [cv2.KeyPoint(float(x * 96), float(y * 96), size) for size, (x, y) in zip(np.repeat(config.sizes, len(ours) // 2), positions)]
+    keypoints, theirs = cv2.SIFT_create().compute(np.asarray(Image.open(path)), keypoints)
+    assert len(keypoints) == len(ours)
+    a, b = ours.astype(np.float32), theirs.astype(np.float32)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert np.median(cosine) > 0.99

@@ -173,3 +173,27 @@ def test_the_study_checker_reports_a_fisher_setting_at_its_line(tmp_path, small_
     line = path.read_text().splitlines().index("pca = 200") + 1
     with pytest.raises(UserError, match=f"{path}:{line}: pca must be between 1 and 128"):
         load_study(path)
+
+
+def _with_kernels(kernels: str) -> str:
+    return FISHER_STUDY.replace("[bow]\n", f"[bow]\nkernels = {kernels}\n")
+
+
+def test_a_study_runs_each_bow_kernel_on_one_sift_stage(tmp_path, small_data, cache_dir):
+    from tests.test_pipeline import run
+
+    path = tmp_path / "kernels.toml"
+    path.write_text(_with_kernels('["chi2", "intersection"]').format(data=small_data, pca=8))
+    assert run(path, cache_dir, tmp_path) == {"bow L0": "ran", "bow L0 intersection": "ran", "fisher pyramid": "ran"}
+    assert len(list((cache_dir / "bow").glob("sift-*"))) == 1
+
+
+def test_the_study_checker_reports_an_unknown_kernel_at_its_line(tmp_path, small_data):
+    from transfer.errors import UserError
+    from transfer.study import load_study
+
+    path = tmp_path / "kernels.toml"
+    path.write_text(_with_kernels('["rbf"]').format(data=small_data, pca=8))
+    line = path.read_text().splitlines().index('kernels = ["rbf"]') + 1
+    with pytest.raises(UserError, match=f"{path}:{line}: kernel 'rbf' is not one of: chi2, intersection"):
+        load_study(path)

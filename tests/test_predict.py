@@ -62,13 +62,16 @@ def test_combining_one_layer_is_a_clear_error(small_data, cache_dir):
         run_svm(load_dataset(small_data), spec, cache_dir, GRID, combine=True)
 
 
-def test_predict_with_a_saved_bow_model(small_data, cache_dir):
+@pytest.mark.parametrize("kernel", ["chi2", "intersection"])
+def test_predict_with_a_saved_bow_model(small_data, cache_dir, kernel):
     dataset = load_dataset(small_data)
-    config = BowConfig(sift=SiftConfig(step=8, sizes=(2.7,)), vocabulary=VocabularyConfig(words=20, sample=2000, epochs=2), pyramid=1)
+    config = BowConfig(sift=SiftConfig(step=8, sizes=(2.7,)), vocabulary=VocabularyConfig(words=20, sample=2000, epochs=2),
+                       pyramid=1, kernel=kernel)
     outcome = run_bow(dataset, config, cache_dir, GRID)
-    predictions = predict(outcome.model_path, [small_data / "test" / "alpha" / "img_000.png"], top=2)
-    assert len(predictions) == 1 and len(predictions[0].classes) == 2
-    assert predictions[0].classes[0] in dataset.classes
+    images = sorted((small_data / "test" / "gamma").iterdir())
+    predictions = predict(outcome.model_path, images, top=2)
+    assert [len(p.classes) for p in predictions] == [2] * len(images)
+    assert [p.classes[0] for p in predictions] == ["gamma"] * len(images)  # three stripe frequencies: separable
 
 
 def test_missing_or_foreign_model_files_are_clear_errors(tmp_path, small_data):

@@ -68,6 +68,13 @@ class Norm(enum.StrEnum):
     NONE = "none"
 
 
+class Kernel(enum.StrEnum):
+    """The SVM's kernel on BoW histograms."""
+
+    CHI2 = "chi2"  # additive χ², through its approximate explicit map
+    INTERSECTION = "intersection"  # histogram intersection (Lazebnik et al. 2006), exact
+
+
 class Optimizer(enum.StrEnum):
     SGD = "sgd"
     ADAM = "adam"

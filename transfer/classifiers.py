@@ -199,14 +199,20 @@ class SpanProjection:
     def raw_model(self, fitted: LinearSVC) -> LinearSVC:
         """The same classifier on the original features."""
         on_rows = self._back @ fitted.coef_.T  # n × classes: w = Aᵀ·on_rows
-        model = clone(fitted).set_params(fit_intercept=True)
-        for name, value in vars(fitted).items():
-            if name.endswith("_") and not name.startswith("__"):
-                setattr(model, name, value)
-        model.coef_ = np.ascontiguousarray(self._weights(on_rows))
-        model.intercept_ = self.intercept_scaling ** 2 * on_rows.sum(axis=0)
-        model.n_features_in_ = self.rows.shape[1]
-        return model
+        return with_weights(fitted, self._weights(on_rows), self.intercept_scaling ** 2 * on_rows.sum(axis=0))
+
+
+def with_weights(fitted: LinearSVC, coef: np.ndarray, intercept: np.ndarray) -> LinearSVC:
+    """A copy of a fitted LinearSVC that computes the same decisions on other features, through the
+    weights ``coef`` (classes × features) and ``intercept`` found for them."""
+    model = clone(fitted).set_params(fit_intercept=True)
+    for name, value in vars(fitted).items():
+        if name.endswith("_") and not name.startswith("__"):
+            setattr(model, name, value)
+    model.coef_ = np.ascontiguousarray(coef)
+    model.intercept_ = np.asarray(intercept, dtype=np.float64)
+    model.n_features_in_ = coef.shape[1]
+    return model
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .backbones import BACKBONES
-from .choices import Device, Engine, Method, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus, View
+from .choices import Device, Engine, Kernel, Method, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus, View
 from .console import console, err_console, note, styled
 from .errors import UserError
 from .paths import default_cache_dir, default_data_dir
@@ -49,6 +49,7 @@ SplitsOpt = Annotated[int, typer.Option(help="Also re-draw K random training spl
 JobsOpt = Annotated[int, typer.Option(help="Parallel fits (-1: all cores).")]
 StepOpt = Annotated[int, typer.Option(help="Dense SIFT grid spacing in pixels.")]
 SizesOpt = Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma-separated; a descriptor spans about 6× size (2.7 ≈ 16 px patch).")]
+ContrastOpt = Annotated[float, typer.Option(help="Descriptors of patches flatter than this mean gradient (grey levels per pixel) are shortened in proportion, as in Lazebnik's SIFT; 0: off.")]
 BackboneOpt = Annotated[str, typer.Option(help=f"Network: {', '.join(BACKBONES)} (`transfer layers --backbone B` lists its layers).")]
 WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
 LayerOpt = Annotated[str, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7.")]
@@ -189,10 +190,12 @@ def bow(
     data: DataOpt = None,
     step: StepOpt = 4,
     sizes: SizesOpt = "2.7,4.5",
+    contrast: ContrastOpt = 2.5,
     words: Annotated[int, typer.Option(help="Visual vocabulary size (MiniBatchKMeans).")] = 1000,
     sample: Annotated[int, typer.Option(help="Training descriptors sampled for k-means.")] = 100_000,
     pyramid: Annotated[int, typer.Option(help="Spatial pyramid levels: 0 (plain BoW), 1, 2 (Lazebnik) or 3.")] = 0,
-    sqrt: Annotated[bool, typer.Option("--sqrt", help="Square-root the L1 histograms before the χ² map.")] = False,
+    sqrt: Annotated[bool, typer.Option("--sqrt", help="Square-root the L1 histograms before the kernel.")] = False,
+    kernel: Annotated[Kernel, typer.Option(help="SVM kernel on the histograms: chi2 (approximate explicit map, fast) or intersection (exact, Lazebnik's).")] = Kernel.CHI2,
     c_grid: CGridOpt = "0.1,0.3,1,3,10",
     cv: CvOpt = 5,
     splits: SplitsOpt = 1,
@@ -203,7 +206,7 @@ def bow(
     test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = 0,
 ) -> None:
-    """Bag-of-words baseline: dense SIFT, k-means vocabulary, (pyramid) histograms, χ² linear SVM.
+    """Bag-of-words baseline: dense SIFT, k-means vocabulary, (pyramid) histograms, χ² or intersection-kernel SVM.
 
     Descriptors, vocabulary and word assignments are cached: changing only C or --pyramid reuses them.
     """
@@ -212,21 +215,21 @@ def bow(
     from .display import print_grid
     from .experiments import run_bow
 
-    config = BowConfig(sift=_sift_config(step, sizes),
-                       vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed), pyramid=pyramid, sqrt=sqrt)
+    config = BowConfig(sift=_sift_config(step, sizes, contrast), vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed),
+                       pyramid=pyramid, sqrt=sqrt, kernel=kernel)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
     print_grid(run_bow(dataset, config, cache_dir or default_cache_dir(), grid))
 
 
-def _sift_config(step: int, sizes: str):
+def _sift_config(step: int, sizes: str, contrast: float):
     from .bow import SiftConfig
 
     try:
         size_values = tuple(float(v) for v in _split_list(sizes))
     except ValueError:
         raise UserError(f"--sizes {sizes!r}: expected comma-separated numbers, e.g. 2.7,4") from None
-    return SiftConfig(step=step, sizes=size_values)
+    return SiftConfig(step=step, sizes=size_values, contrast=contrast)
 
 
 @app.command()
@@ -234,6 +237,7 @@ def fisher(
     data: DataOpt = None,
     step: StepOpt = 4,
     sizes: SizesOpt = "2.7,4.5",
+    contrast: ContrastOpt = 2.5,
     components: Annotated[int, typer.Option(help="Gaussians in the diagonal mixture (the Fisher 'vocabulary').")] = 256,
     pca: Annotated[int, typer.Option(help="rootSIFT dimensions kept by PCA (of 128).")] = 64,
     sample: Annotated[int, typer.Option(help="Training descriptors sampled to fit the PCA and the mixture.")] = 200_000,
@@ -250,7 +254,7 @@ def fisher(
 ) -> None:
     """Improved Fisher vectors: dense rootSIFT, PCA, diagonal Gaussian mixture, power + L2, linear SVM.
 
-    Shares the SIFT stage and its cache with `transfer bow` (same --step and --sizes); the encoder is
+    Shares the SIFT stage and its cache with `transfer bow` (same --step, --sizes, --contrast); the encoder is
     cached too, so changing only C reuses both.
     """
     from .classifiers import GridConfig, parse_c_grid
@@ -258,7 +262,7 @@ def fisher(
     from .experiments import run_fisher
     from .fisher import FisherConfig
 
-    config = FisherConfig(sift=_sift_config(step, sizes), components=components, pca=pca, sample=sample,
+    config = FisherConfig(sift=_sift_config(step, sizes, contrast), components=components, pca=pca, sample=sample,
                           pyramid=pyramid, seed=seed)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)

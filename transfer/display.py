@@ -189,7 +189,7 @@ def _pct(x: float | None) -> str:
 
 def print_grid(outcome: GridOutcome) -> None:
     result = outcome.result
-    table = Table(title=f"{outcome.name}: linear SVM, C chosen by cross-validation on the training split", title_justify="left")
+    table = Table(title=f"{outcome.name}: SVM, C chosen by cross-validation on the training split", title_justify="left")
     for column in ("C", "CV accuracy %", "test accuracy %", ""):
         table.add_column(column, justify="right")
     for c, mean, std, test in zip(result.c_grid, result.cv_mean, result.cv_std, result.test_accuracy_per_c):

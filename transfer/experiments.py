@@ -9,19 +9,18 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy import sparse
-from sklearn.pipeline import Pipeline
 
 from .bow import BowConfig, bow_features
 from .fisher import FisherConfig, fisher_features
 from .cache import FeatureCache, extraction_timing
-from .choices import Method, ModelKind, Norm
+from .choices import Kernel, Method, ModelKind, Norm
 from .classifiers import COMBINED, GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits, side_by_side
 from .datasets import ImageDataset
 from .keys import KeyKind, content_key
 from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve, resolve_device
 from .heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
 from .training import Compute, TrainConfig, TrainingResult, check_validation_split
-from .config import ConfigError
+from .config import ConfigError, as_plain
 from .errors import UserError
 from .files import safe_name
 from .modelfile import MODEL_SUFFIX, save_model, state_arrays
@@ -218,17 +217,15 @@ def run_bow(
     grid: GridConfig,
     store: ResultsStore | None = None,
 ) -> GridOutcome:
-    """Dense SIFT → vocabulary → (pyramid) histograms → additive-χ² map → linear SVM."""
+    """Dense SIFT → vocabulary → (pyramid) histograms → χ² or intersection kernel map → linear SVM."""
     features = bow_features(dataset, config, cache_dir, grid.jobs)
     store = store_or_default(store, cache_dir)
-    name = f"bow-pyramid{config.pyramid}" if config.pyramid else "bow"
+    name = (f"bow-pyramid{config.pyramid}" if config.pyramid else "bow") + ("" if config.kernel == Kernel.CHI2 else f"-{config.kernel}")
     key = bow_key(dataset.fingerprint, config, grid)
     record = _record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
-    payload = {"kind": ModelKind.BOW, "vocabulary": features.kmeans, "bow_config": asdict(config)}
-    return _fit_and_record(
-        {"χ²": plain_svm}, features.splits, dataset.classes, grid, model_path(cache_dir, name, key),
-        payload, record, store, name, finalize=lambda svm: Pipeline([("chi2", features.feature_map), ("svm", svm)]),
-    )
+    payload = {"kind": ModelKind.BOW, "vocabulary": features.kmeans, "bow_config": as_plain(config)}
+    return _fit_and_record({config.kernel.value: plain_svm}, features.splits, dataset.classes, grid,
+                           model_path(cache_dir, name, key), payload, record, store, name, finalize=features.model)
 
 
 def run_fisher(

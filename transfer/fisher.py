@@ -56,7 +56,7 @@ class FisherConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FisherConfig":
-        return cls(**{**data, "sift": SiftConfig(**data["sift"])})
+        return cls(**{**data, "sift": SiftConfig.from_dict(data["sift"])})
 
 
 def root_sift(descriptors: np.ndarray) -> np.ndarray:

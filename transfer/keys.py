@@ -38,7 +38,7 @@ class KeyKind(str, enum.Enum):
 VERSIONS: dict[KeyKind, int] = {
     KeyKind.DATASET: 1,
     KeyKind.FEATURES: 4,  # 3: rows keyed by image content, not by the split; 4: the views averaged
-    KeyKind.SIFT: 2,  # 2: checksummed arrays
+    KeyKind.SIFT: 3,  # 2: checksummed arrays; 3: own dense SIFT
     KeyKind.VOCABULARY: 2,
     KeyKind.WORDS: 2,
     KeyKind.FISHER_ENCODER: 1,

@@ -32,7 +32,7 @@ def save_estimator(path: Path, obj: Any) -> Path:
 
 
 # This package's own functions that a model may name (looked up by name, never unpickled).
-OWN_FUNCTIONS = ["transfer.classifiers.signed_sqrt"]
+OWN_FUNCTIONS = ["transfer.classifiers.signed_sqrt", "transfer.bow.intersection_kernel"]
 
 
 def load_estimator(path: Path, what: str) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import FeatureCache
-from .choices import StageKind, StageStatus
+from .choices import Kernel, StageKind, StageStatus
 from .console import console, err_console
 from .datasets import ImageDataset, load_dataset
 from .errors import DamagedFile, UserError
@@ -119,7 +119,8 @@ class Planner:
                 self._extraction(entry, pooling)
         if self.study.bow is not None:
             for pyramid in self.study.bow.pyramids:
-                self._bow(pyramid)
+                for kernel in self.study.bow.kernels:
+                    self._bow(pyramid, kernel)
         if self.study.fisher is not None:
             self._fisher()
         if self.study.scratch is not None:
@@ -272,13 +273,14 @@ class Planner:
 
         self.stages.append(Stage(name, StageKind.HEAD, [extract_stage], check, run))
 
-    def _bow(self, pyramid: int) -> None:
+    def _bow(self, pyramid: int, kernel: str) -> None:
         from .experiments import bow_key, run_bow
 
         assert self.study.bow is not None
-        config = bow_config(self.study, pyramid)
+        config = bow_config(self.study, pyramid, kernel)
         grid = grid_config(self.study, self.study.bow)
-        self._sift_stage(f"bow L{pyramid}", bow_key(self.dataset.fingerprint, config, grid),
+        name = f"bow L{pyramid}" + ("" if config.kernel == Kernel.CHI2 else f" {config.kernel}")
+        self._sift_stage(name, bow_key(self.dataset.fingerprint, config, grid),
                          lambda: run_bow(self.dataset, config, self.cache_dir, grid, self.store))
 
     def _fisher(self) -> None:

@@ -125,7 +125,9 @@ class Row:
         if self.run.method == "svm":
             return f"LinearSVC ({config.get('norm', 'l2')})"
         if self.run.method == "bow":
-            return "LinearSVC (power, L2)" if config.get("encoding") == "fisher" else "χ² LinearSVC"
+            if config.get("encoding") == "fisher":
+                return "LinearSVC (power, L2)"
+            return "intersection-kernel SVM" if config.get("kernel") == "intersection" else "χ² LinearSVC"
         if self.run.method == "scratch":
             return "CNN from scratch"
         return config.get("head", self.run.method)

@@ -65,8 +65,10 @@ class SvmSection:
 @dataclass
 class BowSection:
     pyramids: list[int] = field(default_factory=lambda: [0])
+    kernels: list[str] = field(default_factory=lambda: ["chi2"])  # each pyramid with each kernel
     step: int = 4
     sizes: list[float] = field(default_factory=lambda: [2.7, 4.5])
+    contrast: float = 2.5
     words: int = 1000
     sample: int = 100_000
     sqrt: bool = False
@@ -78,6 +80,7 @@ class BowSection:
 class FisherSection:
     step: int = 4  # SIFT settings: the same as [bow]'s share its SIFT stage and cache
     sizes: list[float] = field(default_factory=lambda: [2.7, 4.5])
+    contrast: float = 2.5
     components: int = 256
     pca: int = 64
     sample: int = 200_000
@@ -278,14 +281,14 @@ def svm_norm(section: SvmSection):
     return parse_norms(section.norm)
 
 
-def bow_config(study: Study, pyramid: int):
+def bow_config(study: Study, pyramid: int, kernel: str):
     from .bow import BowConfig, SiftConfig, VocabularyConfig
 
     bow = study.bow
     assert bow is not None
-    return BowConfig(sift=SiftConfig(step=bow.step, sizes=tuple(bow.sizes)),
+    return BowConfig(sift=SiftConfig(step=bow.step, sizes=tuple(bow.sizes), contrast=bow.contrast),
                      vocabulary=VocabularyConfig(words=bow.words, sample=bow.sample, seed=study.study.seed),
-                     pyramid=pyramid, sqrt=bow.sqrt)
+                     pyramid=pyramid, sqrt=bow.sqrt, kernel=kernel)
 
 
 def fisher_config(study: Study):
@@ -294,7 +297,7 @@ def fisher_config(study: Study):
 
     section = study.fisher
     assert section is not None
-    return FisherConfig(sift=SiftConfig(step=section.step, sizes=tuple(section.sizes)), components=section.components,
+    return FisherConfig(sift=SiftConfig(step=section.step, sizes=tuple(section.sizes), contrast=section.contrast), components=section.components,
                         pca=section.pca, sample=section.sample, pyramid=section.pyramid, seed=study.study.seed)
 
 
@@ -332,7 +335,7 @@ def scratch_config(study: Study, arch: str):
 _KEYS_OF_FIELDS: dict[str, dict[str, tuple]] = {
     "features": {"pooling": ("poolings",)},
     "svm": {"jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
-    "bow": {"pyramid": ("pyramids",), "jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
+    "bow": {"pyramid": ("pyramids",), "kernel": ("kernels",), "jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
     "fisher": {"jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
     "heads": {"optimizer": ("optimizers",), "lr": ("lrs",), "head": ("names",)},
     "scratch": {"arch": ("archs",)},
@@ -401,10 +404,12 @@ def _check(study: Study, problems: _Problems) -> None:
         _built(problems, ("svm", None), lambda: svm_norm(study.svm))
     if study.bow is not None:
         _built(problems, ("bow", None), lambda: grid_config(study, study.bow))
-        if not study.bow.pyramids:
-            problems.add(("bow", None, "pyramids"), "pyramids is empty: e.g. [0, 2]")
+        for name, example in (("pyramids", "[0, 2]"), ("kernels", '["chi2", "intersection"]')):
+            if not getattr(study.bow, name):
+                problems.add(("bow", None, name), f"{name} is empty: e.g. {example}")
         for pyramid in dict.fromkeys(study.bow.pyramids):
-            _built(problems, ("bow", None), lambda: bow_config(study, pyramid))
+            for kernel in dict.fromkeys(study.bow.kernels):
+                _built(problems, ("bow", None), lambda: bow_config(study, pyramid, kernel))
     if study.fisher is not None:
         _built(problems, ("fisher", None), lambda: grid_config(study, study.fisher))
         _built(problems, ("fisher", None), lambda: fisher_config(study))
