@@ -1,7 +1,7 @@
 """Fisher vector encoding per image: the mixture's posteriors from scikit-learn (`predict_proba`, float64)
 against `transfer.fisher.posteriors` (float32), side by side in one process on the same images.
 
-Run by hand (not in CI) after `transfer fisher` has cached the SIFT file and the encoder:
+Run by hand (not in CI) after `transfer fisher` has cached the encoder:
 
     python bench/fisher.py --data ../shared/datasets/15scene --cache-dir cache [--images 200] [--json out.json]
 """
@@ -13,11 +13,10 @@ import json
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 import transfer.fisher as fisher
-from transfer.bow import compute_descriptors
+from transfer.bow import dense_sift
 from transfer.datasets import load_dataset
 from transfer.fisher import FisherConfig, fisher_vector, fit_encoder
 
@@ -32,12 +31,9 @@ def main() -> None:
     args = parser.parse_args()
 
     config = FisherConfig()
-    sift = compute_descriptors(load_dataset(Path(args.data)), config.sift, Path(args.cache_dir))
-    encoder, _ = fit_encoder(sift, config, Path(args.cache_dir))
-    with h5py.File(sift, "r") as h5:
-        offsets = h5["train"]["offsets"][: args.images + 1]
-        descriptors, positions = h5["train"]["descriptors"][: offsets[-1]], h5["train"]["positions"][: offsets[-1]]
-    images = [(descriptors[a:b], positions[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+    dataset = load_dataset(Path(args.data))
+    encoder, _ = fit_encoder(dataset, config, Path(args.cache_dir))
+    images = [dense_sift(dataset.path(s), config.sift) for s in dataset.samples("train")[: args.images]]
     own = fisher.posteriors
     ways = {"sklearn predict_proba": lambda x, gmm: gmm.predict_proba(x).astype(np.float32), "own float32": own}
     seconds: dict[str, list[float]] = {name: [] for name in ways}

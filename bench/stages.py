@@ -22,7 +22,7 @@ from transfer.pipeline import KINDS, Overrides, Planner, open_dataset, run_stage
 from transfer.results import ResultsStore
 from transfer.study import load_study
 
-BOW_STAGES = ("descriptors", "vocabulary", "encoding", "histograms", "fit_seconds")
+BOW_STAGES = ("vocabulary", "encoding", "histograms", "kernel_map", "fit_seconds")
 
 
 def study_stages(study_file: Path, data: Path, cache: Path, reports: Path, kinds: list[str]) -> dict:

@@ -136,10 +136,10 @@ run("8 finetune on one class", "finetune", "--data", one, "--backbone", "efficie
 three = make_dataset(root / "three", classes=tuple("abcdefghijklmno"), train=3, test=2)
 run("8 scratch, 3 images per class", "scratch", "--data", three, "--cache-dir", root / "c8", "--epochs", 1)
 run("8 finetune, 3 images per class", "finetune", "--data", three, "--backbone", "efficientnet_lite0", "--weights", "random", "--cache-dir", root / "c8")
-for corrupt in ("vocab-*", "sift-*"):
+for corrupt in ("vocab-*", "words-*"):
     for f in (root / "bcache" / "bow").glob(corrupt):
         f.write_bytes(f.read_bytes()[:200])
-run("8 bow with a corrupt vocabulary and SIFT file", "bow", "--data", im, "--cache-dir", root / "bcache", "--words", 20, "--sample", 2000, "--step", 8, "--cv", 2, "--C-grid", 3, "--jobs", 1)
+run("8 bow with a corrupt vocabulary and words file", "bow", "--data", im, "--cache-dir", root / "bcache", "--words", 20, "--sample", 2000, "--step", 8, "--cv", 2, "--C-grid", 3, "--jobs", 1)
 dup = make_dataset(root / "dup"); (dup / "test" / "alpha" / "copy.png").write_bytes((dup / "train" / "alpha" / "img_000.png").read_bytes())
 run("8 extract with a test image equal to a training image", "extract", "--data", dup, *common)
 run('7 cache rm ""', "cache", "rm", "", "--cache-dir", cache)

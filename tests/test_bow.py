@@ -31,12 +31,12 @@ def test_pyramid_histograms_follow_lazebnik_weights():
     assert pyramid_histograms(words, positions, offsets, 2, 2).shape == (1, 2 * (1 + 4 + 16))
 
 
-def test_changing_c_or_pyramid_reuses_descriptors_vocabulary_and_words(small_data, cache_dir, monkeypatch):
+def test_changing_c_or_pyramid_reuses_vocabulary_and_words(small_data, cache_dir, monkeypatch):
     dataset = load_dataset(small_data)
     first = run_bow(dataset, CONFIG, cache_dir, GRID)
     assert first.result.test_accuracy == 1.0  # three stripe frequencies: separable
     files = sorted((cache_dir / "bow").iterdir())
-    assert [f.name.split("-")[0] for f in files] == ["sift", "vocab", "words"]
+    assert [f.name.split("-")[0] for f in files] == ["vocab", "words"]  # no descriptors stored
     stamps = {f: f.stat().st_mtime_ns for f in files}
 
     def no_sift(*args, **kwargs):
@@ -49,15 +49,16 @@ def test_changing_c_or_pyramid_reuses_descriptors_vocabulary_and_words(small_dat
     assert second.name == "bow-pyramid2"
     runs = ResultsStore(cache_dir / "results.sqlite").runs(method="bow")
     assert [r.layer for r in runs] == ["sift-L0", "sift-L2"]
-    assert set(runs[0].timings) >= {"descriptors", "vocabulary", "encoding", "histograms", "fit_seconds"}
+    assert set(runs[0].timings) >= {"vocabulary", "encoding", "histograms", "fit_seconds"}
 
 
-def test_interrupted_descriptor_extraction_resumes(small_data, cache_dir, monkeypatch):
+def test_interrupted_encoding_resumes(small_data, cache_dir, monkeypatch):
     dataset = load_dataset(small_data)
-    reference = bow.compute_descriptors(dataset, CONFIG.sift, cache_dir / "ref", jobs=1)
+    kmeans, vocab_path = bow.build_vocabulary(dataset, CONFIG.sift, CONFIG.vocabulary, cache_dir, jobs=1)
+    reference = bow.encode(dataset, CONFIG.sift, kmeans, vocab_path, cache_dir / "ref", jobs=1)
     monkeypatch.setattr(bow, "IMAGES_PER_TASK", 4)
     calls = {"n": 0}
-    original = bow._write_sift_batch
+    original = bow._write_words_batch
 
     def crash_after_two(*args):
         calls["n"] += 1
@@ -65,15 +66,23 @@ def test_interrupted_descriptor_extraction_resumes(small_data, cache_dir, monkey
             raise KeyboardInterrupt
         original(*args)
 
-    monkeypatch.setattr(bow, "_write_sift_batch", crash_after_two)
+    monkeypatch.setattr(bow, "_write_words_batch", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        bow.compute_descriptors(dataset, CONFIG.sift, cache_dir / "resumed", jobs=1)
-    monkeypatch.setattr(bow, "_write_sift_batch", original)
-    resumed = bow.compute_descriptors(dataset, CONFIG.sift, cache_dir / "resumed", jobs=1)
+        bow.encode(dataset, CONFIG.sift, kmeans, vocab_path, cache_dir / "resumed", jobs=1)
+    monkeypatch.setattr(bow, "_write_words_batch", original)
+    resumed = bow.encode(dataset, CONFIG.sift, kmeans, vocab_path, cache_dir / "resumed", jobs=1)
     with h5py.File(reference) as a, h5py.File(resumed) as b:
         for split in ("train", "test"):
-            for name in ("descriptors", "positions", "offsets", "valid"):
+            for name in ("words", "positions", "offsets", "valid"):
                 np.testing.assert_array_equal(a[split][name][:], b[split][name][:])
+
+
+def test_the_descriptor_sample_does_not_depend_on_the_number_of_cores(small_data):
+    dataset = load_dataset(small_data)
+    one = bow.training_sample(dataset, CONFIG.sift, 300, seed=3, jobs=1)
+    two = bow.training_sample(dataset, CONFIG.sift, 300, seed=3, jobs=2)
+    assert one.shape == (300, 128)
+    np.testing.assert_array_equal(one, two)
 
 
 def test_bad_bow_settings_are_refused_where_they_are_built():

@@ -3,13 +3,12 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-import transfer.bow as bow
 from transfer.bow import SiftConfig
 from transfer.classifiers import GridConfig
 from transfer.config import ConfigError
 from transfer.datasets import load_dataset
-from transfer.experiments import run_bow, run_fisher
-from transfer.fisher import FisherConfig, fine_cells, fisher_vector, posteriors, root_sift
+from transfer.experiments import run_fisher
+from transfer.fisher import FisherConfig, fine_cells, fisher_vector, fit_encoder, image_vectors, load_vectors, posteriors, root_sift
 from transfer.modelfile import load_model
 from transfer.predict import predict
 from transfer.results import ResultsStore
@@ -89,28 +88,29 @@ def test_a_setting_out_of_range_names_its_field(field, value):
     assert error.value.field == field
 
 
-def test_fisher_reuses_the_bow_sift_file_and_its_model_predicts(small_data, cache_dir, monkeypatch):
+def test_fisher_vectors_are_recorded_and_their_model_predicts(small_data, cache_dir):
     dataset = load_dataset(small_data)
-    run_bow(dataset, BOW_CONFIG, cache_dir, GRID)
-    sift_files = sorted((cache_dir / "bow").glob("sift-*"))
-
-    def no_sift(*args, **kwargs):
-        raise AssertionError("descriptors were recomputed")
-
-    monkeypatch.setattr(bow, "dense_sift", no_sift)
     outcome = run_fisher(dataset, CONFIG, cache_dir, GRID)
-    assert sorted((cache_dir / "bow").glob("sift-*")) == sift_files
-    assert len(list((cache_dir / "bow").glob("fisher-*.skops"))) == 1
+    assert [f.name.split("-")[0] for f in (cache_dir / "bow").iterdir()] == ["fisher"]  # the encoder; no descriptors
     assert outcome.result.test_accuracy == 1.0  # three stripe frequencies: separable
     run = ResultsStore(cache_dir / "results.sqlite").runs(method="bow")[-1]
     assert (run.layer, run.config["encoding"], run.config["components"]) == ("fisher-pyramid", "fisher", 4)
-    assert set(run.timings) >= {"descriptors", "vocabulary", "encoding", "fit_seconds"}
+    assert set(run.timings) >= {"vocabulary", "encoding", "fit_seconds"}
     assert load_model(outcome.model_path)["kind"] == "fisher"
 
-    monkeypatch.undo()
     images = sorted((small_data / "test" / "beta").iterdir())
     predictions = predict(outcome.model_path, images)
     assert [p.classes[0] for p in predictions] == ["beta"] * len(images)
+
+
+def test_vectors_computed_on_several_cores_equal_those_of_one_image_at_a_time(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    encoder, _ = fit_encoder(dataset, CONFIG, cache_dir, jobs=1)
+    vectors, labels = load_vectors(dataset, encoder, CONFIG, jobs=2)["test"]
+    one_by_one, readable = image_vectors([dataset.path(s) for s in dataset.samples("test")], CONFIG, encoder)
+    assert readable.all()
+    np.testing.assert_array_equal(labels, [s.label for s in dataset.samples("test")])
+    np.testing.assert_allclose(vectors, one_by_one, atol=1e-6)
 
 
 def test_changing_only_c_reuses_the_encoder(small_data, cache_dir, monkeypatch):
@@ -160,7 +160,6 @@ def test_a_study_runs_fisher_after_bow_and_skips_it_when_stored(tmp_path, small_
     path = tmp_path / "fisher.toml"
     path.write_text(FISHER_STUDY.format(data=small_data, pca=8))
     assert run(path, cache_dir, tmp_path) == {"bow L0": "ran", "fisher pyramid": "ran"}
-    assert len(list((cache_dir / "bow").glob("sift-*"))) == 1  # one SIFT stage for both
     assert run(path, cache_dir, tmp_path) == {"bow L0": "cached", "fisher pyramid": "cached"}
 
 
@@ -179,13 +178,13 @@ def _with_kernels(kernels: str) -> str:
     return FISHER_STUDY.replace("[bow]\n", f"[bow]\nkernels = {kernels}\n")
 
 
-def test_a_study_runs_each_bow_kernel_on_one_sift_stage(tmp_path, small_data, cache_dir):
+def test_a_study_runs_each_bow_kernel_on_one_vocabulary_and_words_file(tmp_path, small_data, cache_dir):
     from tests.test_pipeline import run
 
     path = tmp_path / "kernels.toml"
     path.write_text(_with_kernels('["chi2", "intersection"]').format(data=small_data, pca=8))
     assert run(path, cache_dir, tmp_path) == {"bow L0": "ran", "bow L0 intersection": "ran", "fisher pyramid": "ran"}
-    assert len(list((cache_dir / "bow").glob("sift-*"))) == 1
+    assert sorted(f.name.split("-")[0] for f in (cache_dir / "bow").iterdir()) == ["fisher", "vocab", "words"]  # one of each
 
 
 def test_the_study_checker_reports_an_unknown_kernel_at_its_line(tmp_path, small_data):

@@ -44,10 +44,11 @@ def test_the_dataset_fingerprint_is_pinned(tmp_path):
     (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", ("l2",), GRID), "c0a12cb4e755aacb"),
     (lambda: bow_key("d" * 16, BowConfig(), GRID), "efa45eb3e0ac0d51"),
     (lambda: fisher_key("d" * 16, FisherConfig(), GRID), "bec62e53f28e0682"),
-    (lambda: encoder_key("sift-" + "d" * 16 + ".h5", FisherConfig()), "2c9d14a6490005aa"),
+    (lambda: encoder_key("d" * 16, FisherConfig()), "6fa77cebf11977d9"),
     (lambda: head_key("d" * 16, FEATURES.digest, "relu7", HeadSpec(name="fc3"), [TrainConfig()]), "c7abf73fb99de82a"),
     (lambda: scratch_key("d" * 16, ScratchConfig(), "fp32"), "0826236755159364"),
-    (lambda: content_key(KeyKind.SIFT, dataset="d" * 16, sift=BowConfig().sift), "601c767617446745"),
+    (lambda: content_key(KeyKind.VOCABULARY, dataset="d" * 16, sift=BowConfig().sift, vocabulary=BowConfig().vocabulary), "08d454089f064619"),
+    (lambda: content_key(KeyKind.WORDS, dataset="d" * 16, sift=BowConfig().sift, vocab="vocab-" + "e" * 16 + ".skops"), "9404e3dd71b5be1d"),
     (lambda: content_key(KeyKind.REPORT, runs=[1, 2], published=True), "905d757abf5e7d9e"),
 ])
 def test_each_key_kind_is_pinned(make, literal):

@@ -2,15 +2,16 @@
 
 Stages and their caches under ``<cache>/bow/``, each named by a digest of what it depends on:
 
-1. dense SIFT descriptors (uint8) and their keypoint positions, per image   ``sift-<digest>.h5``
-2. a visual vocabulary: MiniBatchKMeans on a sample of training descriptors ``vocab-<digest>.skops``
-3. the word of every descriptor                                             ``words-<digest>.h5``
+1. a visual vocabulary: MiniBatchKMeans on a sample of training descriptors ``vocab-<digest>.skops``
+2. the word of every dense SIFT descriptor, with its position, per image    ``words-<digest>.h5``
 
-Every array is checksummed (Fletcher-32) and every file is verified as it is read: a damaged stage
-file is moved aside and that stage is computed again.
+Descriptors themselves are not stored: computing them (`dense_sift`) costs a few milliseconds per
+image, while storing them took 128 bytes each, gigabytes for 15-Scene; each stage that needs them
+computes them again, on every core. Every array is checksummed (Fletcher-32) and every file is
+verified as it is read: a damaged stage file is moved aside and that stage is computed again.
 
-Histograms (with or without a spatial pyramid) are rebuilt from stage 3 with one ``bincount``
-in well under a second, so changing only the pyramid or C reuses stages 1–3 and stores nothing.
+Histograms (with or without a spatial pyramid) are rebuilt from stage 2 with one ``bincount``
+in well under a second, so changing only the pyramid, the kernel or C reuses stages 1–2 and stores nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import h5py
 import numpy as np
@@ -182,112 +183,73 @@ def _contrast_scale(gray: np.ndarray, centres: np.ndarray, sizes: np.ndarray, th
     return np.minimum(1.0, scale / threshold)
 
 
-def _sift_or_reason(path: Path, config: SiftConfig) -> tuple[np.ndarray, np.ndarray] | str:
+def sift_or_reason(path: Path, config: SiftConfig) -> tuple[np.ndarray, np.ndarray] | str:
     try:
         return dense_sift(path, config)
     except UnreadableImage as error:
         return str(error)
 
 
-def _sift_task(paths: list[Path], config: SiftConfig) -> list:
+def map_images(items: list, task: Callable[..., list], jobs: int, description: str, *args) -> Iterator[list]:
+    """``task(batch, *args)`` over batches of ``items`` (images) on ``jobs`` cores, results in order, a
+    batch at a time, with a progress bar counting items."""
+    from joblib import Parallel, delayed
+
+    batches = [items[i : i + IMAGES_PER_TASK] for i in range(0, len(items), IMAGES_PER_TASK)]
+    with progress_bar(len(items), description) as advance:
+        results = Parallel(n_jobs=jobs, return_as="generator")(delayed(task)(batch, *args) for batch in batches)
+        for batch, result in zip(batches, results):
+            yield result
+            advance(len(batch))
+
+
+def one_thread() -> None:
     import cv2
 
     cv2.setNumThreads(1)  # the parallelism is across images
-    return [_sift_or_reason(p, config) for p in paths]
 
 
-def _append(dataset: h5py.Dataset, rows: np.ndarray) -> None:
-    start = dataset.shape[0]
-    dataset.resize(start + len(rows), axis=0)
-    dataset[start:] = rows
+def warn_unreadable(relpath: str, reason: str) -> None:
+    warn(f"skipping unreadable image {relpath}: {reason}")
 
 
-def compute_descriptors(dataset: ImageDataset, config: SiftConfig, cache_dir: Path, jobs: int = -1) -> Path:
-    """Stage 1, resumable: images are appended in batches and `images_done` advances after each flush."""
-    from joblib import Parallel, delayed
+# ------------------------------------------------------------------------ stage 1: vocabulary
 
-    path = FeatureCache(cache_dir).artifact("bow", f"sift-{content_key(KeyKind.SIFT, dataset=dataset.fingerprint, sift=config)}.h5")
-    if _finished(path, "images_done"):
-        return path
-    with open_h5(path, "a", "dense SIFT file") as h5:
-        for split in SPLITS:
-            samples = dataset.samples(split)
-            group = h5.require_group(split)
-            if "descriptors" not in group:
-                checked = {"fletcher32": True}
-                group.create_dataset("descriptors", (0, 128), np.uint8, maxshape=(None, 128), chunks=(16384, 128), **checked)
-                group.create_dataset("positions", (0, 2), np.float32, maxshape=(None, 2), chunks=(16384, 2), **checked)
-                group.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(4096,), **checked)
-                group.create_dataset("valid", (0,), bool, maxshape=(None,), chunks=(4096,), **checked)
-                group.create_dataset("labels", data=np.array([s.label for s in samples], np.int32), **checked)
-                group.attrs["images_done"] = 0
-                group.attrs["images"] = len(samples)
-            done = int(group.attrs["images_done"])
-            if done == len(samples):
-                continue
-            _trim(group, done)  # drop rows a killed run wrote past its last checkpoint
-            paths = [dataset.path(s) for s in samples[done:]]
-            tasks = [paths[i : i + IMAGES_PER_TASK] for i in range(0, len(paths), IMAGES_PER_TASK)]
-            with progress_bar(len(paths), f"dense SIFT {split}") as advance:
-                results = Parallel(n_jobs=jobs, return_as="generator")(delayed(_sift_task)(t, config) for t in tasks)
-                for batch in results:
-                    _write_sift_batch(group, batch, samples, done)
-                    done += len(batch)
-                    group.attrs["images_done"] = done
-                    h5.flush()
-                    advance(len(batch))
-    return path
+def _sample_task(items: list[tuple[int, Path]], config: SiftConfig, share: int, seed: int) -> list[np.ndarray]:
+    one_thread()
+    drawn = []
+    for index, path in items:
+        found = sift_or_reason(path, config)
+        if isinstance(found, str):
+            continue  # reported by the stages that encode every image
+        rng = np.random.default_rng([seed, index])
+        drawn.append(found[0][np.sort(rng.choice(len(found[0]), min(share, len(found[0])), replace=False))])
+    return drawn
 
 
-def _finished(path: Path, counter: str) -> bool:
-    """True when every split of a stage file reached its total (read-only: a cached file stays untouched)."""
-    if not path.exists():
-        return False
-    with reading(path, "BoW stage file") as h5:
-        totals = {"images_done": "images", "rows_done": "rows"}
-        return all(split in h5 and h5[split].attrs[counter] == h5[split].attrs[totals[counter]] for split in SPLITS)
+def training_sample(dataset: ImageDataset, config: SiftConfig, count: int, seed: int, jobs: int) -> np.ndarray:
+    """``count`` training descriptors (uint8): an equal share from each readable training image (drawn
+    with a seed per image, so the sample does not depend on the number of cores), then ``count`` of
+    those at random; all when fewer. Computed, not read: dense SIFT costs milliseconds per image, and
+    storing every descriptor took gigabytes."""
+    samples = dataset.samples("train")
+    share = -(-count // max(1, len(samples)))
+    items = [(index, dataset.path(sample)) for index, sample in enumerate(samples)]
+    drawn = [d for batch in map_images(items, _sample_task, jobs, "dense SIFT sample", config, share, seed) for d in batch]
+    pool = np.concatenate(drawn) if drawn else np.zeros((0, 128), np.uint8)
+    return pool[np.sort(np.random.default_rng(seed).choice(len(pool), min(count, len(pool)), replace=False))]
 
 
-def _trim(group: h5py.Group, images: int) -> None:
-    rows = int(group["offsets"][images])
-    group["offsets"].resize(images + 1, axis=0)
-    group["valid"].resize(images, axis=0)
-    for name in ("descriptors", "positions"):
-        group[name].resize(rows, axis=0)
-
-
-def _write_sift_batch(group: h5py.Group, batch: list, samples, first: int) -> None:
-    empty = (np.zeros((0, 128), np.uint8), np.zeros((0, 2), np.float32))
-    for i, item in enumerate(batch):
-        if isinstance(item, str):
-            warn(f"skipping unreadable image {samples[first + i].relpath}: {item}")
-    items = [empty if isinstance(item, str) else item for item in batch]
-    _append(group["descriptors"], np.concatenate([d for d, _ in items]))
-    _append(group["positions"], np.concatenate([p for _, p in items]))
-    ends = group["offsets"][-1] + np.cumsum([len(d) for d, _ in items])
-    _append(group["offsets"], ends.astype(np.int64))
-    _append(group["valid"], np.array([not isinstance(item, str) for item in batch]))
-
-
-# ------------------------------------------------------------------------ stage 2: vocabulary
-
-def training_sample(sift_path: Path, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` training descriptors (uint8) drawn without replacement, in file order; all when fewer."""
-    with reading(sift_path, "dense SIFT file") as h5:
-        descriptors = h5["train"]["descriptors"]
-        total = descriptors.shape[0]
-        return descriptors[:][np.sort(rng.choice(total, min(count, total), replace=False))]
-
-
-def build_vocabulary(sift_path: Path, config: VocabularyConfig, cache_dir: Path):
-    """Stage 2: MiniBatchKMeans on a seeded sample of training descriptors."""
+def build_vocabulary(dataset: ImageDataset, sift: SiftConfig, config: VocabularyConfig, cache_dir: Path, jobs: int = -1):
+    """Stage 1: MiniBatchKMeans on a seeded sample of training descriptors."""
     from sklearn.cluster import MiniBatchKMeans
 
-    path = FeatureCache(cache_dir).artifact("bow", f"vocab-{content_key(KeyKind.VOCABULARY, sift=sift_path.name, vocabulary=config)}{MODEL_SUFFIX}")
+    key = content_key(KeyKind.VOCABULARY, dataset=dataset.fingerprint, sift=sift, vocabulary=config)
+    path = FeatureCache(cache_dir).artifact("bow", f"vocab-{key}{MODEL_SUFFIX}")
     if path.exists():
         return load_estimator(path, "a BoW vocabulary"), path
     rng = np.random.default_rng(config.seed)
-    sample = training_sample(sift_path, config.sample, rng).astype(np.float32)
+    sample = training_sample(dataset, sift, config.sample, config.seed, jobs).astype(np.float32)
     if len(sample) < config.words:
         raise UserError(f"only {len(sample)} training descriptors for {config.words} words; lower --words")
     batch = min(len(sample), max(10_000, 3 * config.words))
@@ -302,33 +264,87 @@ def build_vocabulary(sift_path: Path, config: VocabularyConfig, cache_dir: Path)
     return kmeans, save_estimator(path, kmeans)
 
 
-# ----------------------------------------------------------------------------- stage 3: words
+# ----------------------------------------------------------------------------- stage 2: words
 
-ENCODE_ROWS = 100_000
+def _words_task(paths: list[Path], config: SiftConfig, kmeans) -> list:
+    """Per image: (words uint16, positions) or the reason it cannot be read. One `predict` call for the
+    whole batch: each call sets up its thread pools, which costs more than a small image's words."""
+    one_thread()
+    found = [sift_or_reason(path, config) for path in paths]
+    readable = [item for item in found if not isinstance(item, str)]
+    if not readable:
+        return found
+    words = kmeans.predict(np.concatenate([descriptors for descriptors, _ in readable]).astype(np.float32)).astype(np.uint16)
+    per_image = iter(np.split(words, np.cumsum([len(descriptors) for descriptors, _ in readable])[:-1]))
+    return [item if isinstance(item, str) else (next(per_image), item[1]) for item in found]
 
 
-def encode(sift_path: Path, kmeans, vocab_path: Path, cache_dir: Path) -> Path:
-    """Stage 3, resumable by chunk: the nearest word of every descriptor."""
-    path = FeatureCache(cache_dir).artifact("bow", f"words-{content_key(KeyKind.WORDS, sift=sift_path.name, vocab=vocab_path.name)}.h5")
-    if _finished(path, "rows_done"):
+def encode(dataset: ImageDataset, config: SiftConfig, kmeans, vocab_path: Path, cache_dir: Path, jobs: int = -1) -> Path:
+    """Stage 2, resumable: dense SIFT of every image and the nearest word of each descriptor, kept with
+    its position; images are appended in batches and `images_done` advances after each flush."""
+    key = content_key(KeyKind.WORDS, dataset=dataset.fingerprint, sift=config, vocab=vocab_path.name)
+    path = FeatureCache(cache_dir).artifact("bow", f"words-{key}.h5")
+    if _finished(path):
         return path
-    with reading(sift_path, "dense SIFT file") as sift, open_h5(path, "a", "BoW words file") as h5:
+    with open_h5(path, "a", "BoW words file") as h5:
         for split in SPLITS:
-            descriptors = sift[split]["descriptors"]
-            total = descriptors.shape[0]
-            if split not in h5:
-                h5.create_dataset(split, (total,), np.uint16, chunks=(min(max(total, 1), ENCODE_ROWS),), fletcher32=True)
-                h5[split].attrs["rows_done"] = 0
-                h5[split].attrs["rows"] = total
-            done = int(h5[split].attrs["rows_done"])
-            with progress_bar(total - done, f"encode {split}", unit="desc") as advance:
-                for start in range(done, total, ENCODE_ROWS):
-                    stop = min(total, start + ENCODE_ROWS)
-                    h5[split][start:stop] = kmeans.predict(descriptors[start:stop].astype(np.float32))
-                    h5.flush()
-                    h5[split].attrs["rows_done"] = stop
-                    advance(stop - start)
+            samples = dataset.samples(split)
+            group = h5.require_group(split)
+            if "words" not in group:
+                checked = {"fletcher32": True}
+                group.create_dataset("words", (0,), np.uint16, maxshape=(None,), chunks=(65536,), **checked)
+                group.create_dataset("positions", (0, 2), np.float32, maxshape=(None, 2), chunks=(16384, 2), **checked)
+                group.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(4096,), **checked)
+                group.create_dataset("valid", (0,), bool, maxshape=(None,), chunks=(4096,), **checked)
+                group.create_dataset("labels", data=np.array([s.label for s in samples], np.int32), **checked)
+                group.attrs["images_done"] = 0
+                group.attrs["images"] = len(samples)
+            done = int(group.attrs["images_done"])
+            if done == len(samples):
+                continue
+            _trim(group, done)  # drop rows a killed run wrote past its last checkpoint
+            paths = [dataset.path(s) for s in samples[done:]]
+            for batch in map_images(paths, _words_task, jobs, f"dense SIFT + words {split}", config, kmeans):
+                _write_words_batch(group, batch, samples, done)
+                done += len(batch)
+                group.attrs["images_done"] = done
+                h5.flush()
     return path
+
+
+def _append(dataset: h5py.Dataset, rows: np.ndarray) -> None:
+    start = dataset.shape[0]
+    dataset.resize(start + len(rows), axis=0)
+    dataset[start:] = rows
+
+
+def _finished(path: Path) -> bool:
+    """True when every split of the words file reached its total (read-only: a cached file stays untouched)."""
+    if not path.exists():
+        return False
+    with reading(path, "BoW words file") as h5:
+        return all(split in h5 and h5[split].attrs["images_done"] == h5[split].attrs["images"] for split in SPLITS)
+
+
+def _trim(group: h5py.Group, images: int) -> None:
+    rows = int(group["offsets"][images])
+    group["offsets"].resize(images + 1, axis=0)
+    group["valid"].resize(images, axis=0)
+    for name in ("words", "positions"):
+        group[name].resize(rows, axis=0)
+
+
+def _write_words_batch(group: h5py.Group, batch: list, samples, first: int) -> None:
+    empty = (np.zeros(0, np.uint16), np.zeros((0, 2), np.float32))
+    for i, item in enumerate(batch):
+        if isinstance(item, str):
+            warn_unreadable(samples[first + i].relpath, item)
+    items = [empty if isinstance(item, str) else item for item in batch]
+    _append(group["words"], np.concatenate([w for w, _ in items]))
+    _append(group["positions"], np.concatenate([p for _, p in items]))
+    ends = group["offsets"][-1] + np.cumsum([len(w) for w, _ in items])
+    _append(group["offsets"], ends.astype(np.int64))
+    _append(group["valid"], np.array([not isinstance(item, str) for item in batch]))
 
 
 # ------------------------------------------------------------------------ histograms (derived)
@@ -352,13 +368,13 @@ def pyramid_histograms(words: np.ndarray, positions: np.ndarray, offsets: np.nda
     return np.concatenate(blocks, axis=1)
 
 
-def load_histograms(sift_path: Path, words_path: Path, n_words: int, levels: int, sqrt: bool):
+def load_histograms(words_path: Path, n_words: int, levels: int, sqrt: bool):
     """{split: (histograms, labels)} over valid images."""
     out = {}
-    with reading(sift_path, "dense SIFT file") as sift, reading(words_path, "BoW words file") as words:
+    with reading(words_path, "BoW words file") as h5:
         for split in SPLITS:
-            group = sift[split]
-            hist = pyramid_histograms(words[split][:].astype(np.int64), group["positions"][:], group["offsets"][:], n_words, levels)
+            group = h5[split]
+            hist = pyramid_histograms(group["words"][:].astype(np.int64), group["positions"][:], group["offsets"][:], n_words, levels)
             valid = group["valid"][:]
             hist = np.sqrt(hist) if sqrt else hist
             out[split] = (hist[valid], group["labels"][:][valid])
@@ -368,7 +384,7 @@ def load_histograms(sift_path: Path, words_path: Path, n_words: int, levels: int
 def readable_sift(paths: list[Path], config: SiftConfig) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Dense SIFT of new images (for `transfer predict`): (descriptors and positions of each readable
     image, readable mask over ``paths``)."""
-    found = [_sift_or_reason(path, config) for path in paths]
+    found = [sift_or_reason(path, config) for path in paths]
     return [item for item in found if not isinstance(item, str)], np.array([not isinstance(item, str) for item in found])
 
 
@@ -432,16 +448,13 @@ def bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, jobs
 def _bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, jobs: int) -> BowFeatures:
     timings = {}
     tick = time.perf_counter()
-    sift_path = compute_descriptors(dataset, config.sift, cache_dir, jobs)
-    timings["descriptors"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    kmeans, vocab_path = build_vocabulary(sift_path, config.vocabulary, cache_dir)
+    kmeans, vocab_path = build_vocabulary(dataset, config.sift, config.vocabulary, cache_dir, jobs)
     timings["vocabulary"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    words_path = encode(sift_path, kmeans, vocab_path, cache_dir)
+    words_path = encode(dataset, config.sift, kmeans, vocab_path, cache_dir, jobs)
     timings["encoding"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    histograms = load_histograms(sift_path, words_path, config.vocabulary.words, config.pyramid, config.sqrt)
+    histograms = load_histograms(words_path, config.vocabulary.words, config.pyramid, config.sqrt)
     timings["histograms"] = time.perf_counter() - tick
     tick = time.perf_counter()
     splits, model = (_chi2_map if config.kernel == Kernel.CHI2 else _intersection_map)(histograms)

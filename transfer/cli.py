@@ -208,7 +208,7 @@ def bow(
 ) -> None:
     """Bag-of-words baseline: dense SIFT, k-means vocabulary, (pyramid) histograms, χ² or intersection-kernel SVM.
 
-    Descriptors, vocabulary and word assignments are cached: changing only C or --pyramid reuses them.
+    The vocabulary and the words of every image are cached: changing only C, --pyramid or --kernel reuses them.
     """
     from .bow import BowConfig, VocabularyConfig
     from .classifiers import GridConfig, parse_c_grid
@@ -254,8 +254,8 @@ def fisher(
 ) -> None:
     """Improved Fisher vectors: dense rootSIFT, PCA, diagonal Gaussian mixture, power + L2, linear SVM.
 
-    Shares the SIFT stage and its cache with `transfer bow` (same --step, --sizes, --contrast); the encoder is
-    cached too, so changing only C reuses both.
+    Computes the same dense SIFT as `transfer bow` (same --step, --sizes, --contrast); the encoder is
+    cached, so changing only C reuses it.
     """
     from .classifiers import GridConfig, parse_c_grid
     from .display import print_grid

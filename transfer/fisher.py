@@ -1,14 +1,14 @@
 """Improved Fisher vectors (Perronnin, Sánchez & Mensink 2010) on dense rootSIFT, with a spatial pyramid.
 
-Stages, sharing bag-of-words' first stage and cache (`bow.py`):
+Stages, on the same dense SIFT as bag-of-words (`bow.py`, computed per image, not stored):
 
-1. dense SIFT per image: the same file as `transfer bow` with the same SIFT settings   ``sift-<digest>.h5``
-2. the encoder: PCA of rootSIFT and a diagonal Gaussian mixture, fitted on a seeded sample of
+1. the encoder: PCA of rootSIFT and a diagonal Gaussian mixture, fitted on a seeded sample of
    training descriptors                                                             ``fisher-<digest>.skops``
-3. per image and pyramid region: the gradients of the mixture's log-likelihood with respect to its
-   means and variances (2 · components · PCA dimensions values), power- and L2-normalised.
+2. per image and pyramid region: the gradients of the mixture's log-likelihood with respect to its
+   means and variances (2 · components · PCA dimensions values), power- and L2-normalised, computed
+   on every core with the image's descriptors.
 
-Stage 3 is not cached: its vectors are large (float32, 2·K·D per region, 8 regions with the pyramid)
+Stage 2 is not cached: its vectors are large (float32, 2·K·D per region, 8 regions with the pyramid)
 and take about as long to compute as to read back.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .bow import SiftConfig, bow_stages, compute_descriptors, readable_sift, training_sample
-from .cache import FeatureCache, reading
+from .bow import SiftConfig, bow_stages, map_images, one_thread, readable_sift, sift_or_reason, training_sample, warn_unreadable
+from .cache import FeatureCache
 from .config import require
-from .console import console, progress_bar
+from .console import console
 from .datasets import SPLITS, ImageDataset
 from .errors import UserError
 from .keys import KeyKind, content_key
@@ -65,23 +65,23 @@ def root_sift(descriptors: np.ndarray) -> np.ndarray:
     return np.sqrt(values / np.maximum(values.sum(axis=1, keepdims=True), 1e-12))
 
 
-# ------------------------------------------------------------------------- stage 2: encoder
+# ------------------------------------------------------------------------- stage 1: encoder
 
-def encoder_key(sift_file: str, config: FisherConfig) -> str:
-    """What the encoder depends on: the SIFT file and the fitting settings (not the pyramid)."""
-    return content_key(KeyKind.FISHER_ENCODER, sift=sift_file, components=config.components, pca=config.pca,
-                       sample=config.sample, seed=config.seed)
+def encoder_key(dataset_fingerprint: str, config: FisherConfig) -> str:
+    """What the encoder depends on: the images, the SIFT settings and the fitting settings (not the pyramid)."""
+    return content_key(KeyKind.FISHER_ENCODER, dataset=dataset_fingerprint, sift=config.sift, components=config.components,
+                       pca=config.pca, sample=config.sample, seed=config.seed)
 
 
-def fit_encoder(sift_path: Path, config: FisherConfig, cache_dir: Path) -> tuple[dict, Path]:
-    """Stage 2: {"pca": PCA, "gmm": GaussianMixture} fitted on a seeded sample of training rootSIFT."""
+def fit_encoder(dataset: ImageDataset, config: FisherConfig, cache_dir: Path, jobs: int = -1) -> tuple[dict, Path]:
+    """Stage 1: {"pca": PCA, "gmm": GaussianMixture} fitted on a seeded sample of training rootSIFT."""
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 
-    path = FeatureCache(cache_dir).artifact("bow", f"fisher-{encoder_key(sift_path.name, config)}{MODEL_SUFFIX}")
+    path = FeatureCache(cache_dir).artifact("bow", f"fisher-{encoder_key(dataset.fingerprint, config)}{MODEL_SUFFIX}")
     if path.exists():
         return load_estimator(path, "a Fisher vector encoder"), path
-    sample = root_sift(training_sample(sift_path, config.sample, np.random.default_rng(config.seed)))
+    sample = root_sift(training_sample(dataset, config.sift, config.sample, config.seed, jobs))
     if len(sample) < max(config.components, config.pca):
         raise UserError(f"only {len(sample)} training descriptors for {config.components} Gaussians in "
                         f"{config.pca} dimensions; lower --components or --pca")
@@ -93,7 +93,7 @@ def fit_encoder(sift_path: Path, config: FisherConfig, cache_dir: Path) -> tuple
     return encoder, save_estimator(path, encoder)
 
 
-# ------------------------------------------------------------------------- stage 3: vectors
+# ------------------------------------------------------------------------- stage 2: vectors
 
 def fine_cells(positions: np.ndarray, pyramid: bool) -> tuple[np.ndarray, np.ndarray]:
     """Each descriptor's cell (x, y in [0, 1)) on the coarsest grid of which every pyramid region is a
@@ -159,22 +159,31 @@ def _dimension(config: FisherConfig) -> int:
     return 2 * config.components * config.pca * config.regions
 
 
-def load_vectors(sift_path: Path, encoder: dict, config: FisherConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (Fisher vectors, labels)} over valid images."""
+def _vectors_task(paths: list[Path], config: FisherConfig, encoder: dict) -> list:
+    """Per image: its Fisher vector, or the reason it cannot be read."""
+    one_thread()
+    found = [sift_or_reason(path, config.sift) for path in paths]
+    return [item if isinstance(item, str) else fisher_vector(*item, encoder, config.pyramid) for item in found]
+
+
+def load_vectors(dataset: ImageDataset, encoder: dict, config: FisherConfig, jobs: int = -1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (Fisher vectors, labels)} over readable images."""
     out = {}
-    with reading(sift_path, "dense SIFT file") as sift:
-        for split in SPLITS:
-            group = sift[split]
-            offsets, valid = group["offsets"][:], group["valid"][:]
-            descriptors, positions = group["descriptors"], group["positions"]
-            rows = np.flatnonzero(valid)
-            vectors = np.empty((len(rows), _dimension(config)), np.float32)
-            with progress_bar(len(rows), f"Fisher vectors {split}") as advance:
-                for row, image in enumerate(rows):
-                    span = slice(offsets[image], offsets[image + 1])
-                    vectors[row] = fisher_vector(descriptors[span], positions[span], encoder, config.pyramid)
-                    advance()
-            out[split] = (vectors, group["labels"][:][valid])
+    for split in SPLITS:
+        samples = dataset.samples(split)
+        vectors = np.empty((len(samples), _dimension(config)), np.float32)
+        valid = np.ones(len(samples), bool)
+        done = 0
+        for batch in map_images([dataset.path(s) for s in samples], _vectors_task, jobs, f"Fisher vectors {split}", config, encoder):
+            for item in batch:
+                if isinstance(item, str):
+                    warn_unreadable(samples[done].relpath, item)
+                    valid[done] = False
+                else:
+                    vectors[done] = item
+                done += 1
+        labels = np.array([s.label for s in samples], np.int64)
+        out[split] = (vectors, labels) if valid.all() else (vectors[valid], labels[valid])  # no copy of gigabytes when all are read
     return out
 
 
@@ -193,18 +202,15 @@ class FisherFeatures:
 
 
 def fisher_features(dataset: ImageDataset, config: FisherConfig, cache_dir: Path, jobs: int = -1) -> FisherFeatures:
-    """Stages 1–2 (each skipped when cached) and the vectors; timings of each stage in seconds."""
+    """Stage 1 (skipped when cached) and the vectors; timings of each stage in seconds."""
 
     def stages() -> FisherFeatures:
         timings = {}
         tick = time.perf_counter()
-        sift_path = compute_descriptors(dataset, config.sift, cache_dir, jobs)
-        timings["descriptors"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        encoder, _ = fit_encoder(sift_path, config, cache_dir)
+        encoder, _ = fit_encoder(dataset, config, cache_dir, jobs)
         timings["vocabulary"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        splits = load_vectors(sift_path, encoder, config)
+        splits = load_vectors(dataset, encoder, config, jobs)
         timings["encoding"] = time.perf_counter() - tick
         console.print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
         return FisherFeatures(splits, encoder, timings)

@@ -21,8 +21,7 @@ from typing import Any
 class KeyKind(str, enum.Enum):
     DATASET = "dataset"  # image listing: contents, classes, splits
     FEATURES = "features"  # a feature cache file: network, weights, pooling, precision, preprocessing
-    SIFT = "sift"  # BoW stage files
-    VOCABULARY = "vocabulary"
+    VOCABULARY = "vocabulary"  # BoW stage files
     WORDS = "words"
     FISHER_ENCODER = "fisher-encoder"  # PCA + Gaussian mixture of Fisher vectors
     SVM = "svm"  # stored runs and their model files
@@ -38,10 +37,9 @@ class KeyKind(str, enum.Enum):
 VERSIONS: dict[KeyKind, int] = {
     KeyKind.DATASET: 1,
     KeyKind.FEATURES: 4,  # 3: rows keyed by image content, not by the split; 4: the views averaged
-    KeyKind.SIFT: 3,  # 2: checksummed arrays; 3: own dense SIFT
-    KeyKind.VOCABULARY: 2,
-    KeyKind.WORDS: 2,
-    KeyKind.FISHER_ENCODER: 1,
+    KeyKind.VOCABULARY: 3,  # 3: from the dataset and SIFT settings (no SIFT file), own dense SIFT
+    KeyKind.WORDS: 3,  # 3: the descriptors' positions inside (no SIFT file)
+    KeyKind.FISHER_ENCODER: 2,  # 2: from the dataset and SIFT settings (no SIFT file)
     KeyKind.SVM: 1,
     KeyKind.BOW: 1,
     KeyKind.FISHER: 1,

@@ -78,7 +78,7 @@ class BowSection:
 
 @dataclass
 class FisherSection:
-    step: int = 4  # SIFT settings: the same as [bow]'s share its SIFT stage and cache
+    step: int = 4  # SIFT settings
     sizes: list[float] = field(default_factory=lambda: [2.7, 4.5])
     contrast: float = 2.5
     components: int = 256
