@@ -236,7 +236,7 @@ def _sift_config(step: int, sizes: str, contrast: float):
 def fisher(
     data: DataOpt = None,
     step: StepOpt = 4,
-    sizes: SizesOpt = "2.7,4.5",
+    sizes: SizesOpt = "2.7,4.5,7.2,11.5",
     contrast: ContrastOpt = 2.5,
     components: Annotated[int, typer.Option(help="Gaussians in the diagonal mixture (the Fisher 'vocabulary').")] = 256,
     pca: Annotated[int, typer.Option(help="rootSIFT dimensions kept by PCA (of 128).")] = 64,
@@ -254,8 +254,8 @@ def fisher(
 ) -> None:
     """Improved Fisher vectors: dense rootSIFT, PCA, diagonal Gaussian mixture, power + L2, linear SVM.
 
-    Computes the same dense SIFT as `transfer bow` (same --step, --sizes, --contrast); the encoder is
-    cached, so changing only C reuses it.
+    Dense SIFT as in `transfer bow` (--step, --sizes, --contrast), at four sizes by default; the
+    encoder is cached, so changing only C reuses it.
     """
     from .classifiers import GridConfig, parse_c_grid
     from .display import print_grid

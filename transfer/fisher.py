@@ -34,9 +34,14 @@ from .modelfile import MODEL_SUFFIX, load_estimator, save_estimator
 PYRAMID_GRIDS = ((1, 1), (2, 2), (1, 3))
 
 
+# Four keypoint sizes rather than bag-of-words' two: chosen by 5-fold CV on 15-Scene's training split
+# among two, three and four sizes and grid steps 3, 4 and 5 (the README's measured notes).
+FISHER_SIFT = SiftConfig(sizes=(2.7, 4.5, 7.2, 11.5))
+
+
 @dataclass(frozen=True, kw_only=True)
 class FisherConfig:
-    sift: SiftConfig = SiftConfig()
+    sift: SiftConfig = FISHER_SIFT
     components: int = 256  # Gaussians in the mixture
     pca: int = 64  # rootSIFT dimensions kept (of 128)
     sample: int = 200_000  # training descriptors drawn to fit the PCA and the mixture

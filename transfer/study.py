@@ -79,7 +79,7 @@ class BowSection:
 @dataclass
 class FisherSection:
     step: int = 4  # SIFT settings
-    sizes: list[float] = field(default_factory=lambda: [2.7, 4.5])
+    sizes: list[float] = field(default_factory=lambda: [2.7, 4.5, 7.2, 11.5])
     contrast: float = 2.5
     components: int = 256
     pca: int = 64
