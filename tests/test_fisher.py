@@ -196,3 +196,15 @@ def test_the_study_checker_reports_an_unknown_kernel_at_its_line(tmp_path, small
     line = path.read_text().splitlines().index('kernels = ["rbf"]') + 1
     with pytest.raises(UserError, match=f"{path}:{line}: kernel 'rbf' is not one of: chi2, intersection"):
         load_study(path)
+
+
+def test_an_unreadable_image_is_skipped_with_a_warning(tmp_path, cache_dir, capsys):
+    from PIL import Image
+
+    from tests.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(data / "test" / "beta" / "dot.png")
+    outcome = run_fisher(load_dataset(data), CONFIG, cache_dir, GRID)
+    assert "skipping unreadable image test/beta/dot.png: too small for dense SIFT" in capsys.readouterr().err
+    assert np.asarray(outcome.result.confusion).sum() == 9  # the nine readable test images
