@@ -207,3 +207,15 @@ def test_on_unbalanced_data_the_class_mean_and_the_test_cap_match_a_hand_count(t
     run = ResultsStore(tmp_path / "cache" / "results.sqlite").runs()[0]
     assert Row(run, "x").class_mean_accuracy == pytest.approx(by_hand)
     assert run.test_accuracy == pytest.approx(np.mean(predicted == test.labels))
+
+
+def test_a_bow_rows_feature_seconds_include_its_kernel_values(tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    store.add(RunRecord(method="bow", dataset="/data/scenes", dataset_fingerprint="f1",
+                        config={"pyramid": 2, "kernel": "intersection", "sift": {"step": 4, "sizes": [2.7]}, "vocabulary": {"words": 10}},
+                        test_accuracy=0.78, classes=CLASSES, layer="sift-L2", c_grid=[1.0], cv_accuracy=[0.76],
+                        test_accuracy_per_c=[0.78], chosen=1.0, cv_best=0.76,
+                        timings={"vocabulary": 10.0, "encoding": 40.0, "histograms": 5.0, "kernel_map": 30.0, "fit_seconds": 9.0}))
+    (row,) = configuration_rows(store.runs())
+    assert row.extract_seconds == 85.0
+    assert row.classifier == "intersection-kernel SVM"

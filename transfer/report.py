@@ -112,7 +112,8 @@ class Row:
         timings = self.run.timings or {}
         if "extract_seconds" in timings:
             return timings["extract_seconds"]
-        stages = [timings.get(k) for k in ("descriptors", "vocabulary", "encoding", "histograms")]
+        # BoW and Fisher feature stages; "descriptors" only in runs stored while SIFT had its own stage
+        stages = [timings.get(k) for k in ("descriptors", "vocabulary", "encoding", "histograms", "kernel_map")]
         return sum(s for s in stages if s is not None) if any(s is not None for s in stages) else None
 
     @property
