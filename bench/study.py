@@ -5,7 +5,7 @@
     .venv/bin/python bench/study.py pipelines/fifteen_scene.toml --data ../shared/datasets/15scene \\
         --weights random --json study-vgg16.json
 
-Writes `stages` ({name, kind, status, seconds} each), `total_seconds`, `extract_seconds` (the extract
+Writes `stages` ({name, kind, status, seconds, detail} each: the detail is the stage's one-line result), `total_seconds`, `extract_seconds` (the extract
 stages together), `other_seconds` and their ratio, and `peak_rss_mb` (the child's peak resident memory).
 The cache is a new temporary folder, so nothing is reused from earlier runs.
 """
@@ -30,7 +30,8 @@ def _run(study_file: str, data: str, weights: str | None, cache: str, reports: s
     dataset = open_dataset(study, overrides, fetch_missing=False)
     stages = Planner(study, dataset, Path(cache), overrides, Path(reports)).build()
     run_stages(stages, on_end=lambda report: queue.put({"name": report.stage.name, "kind": str(report.stage.kind),
-                                                         "status": str(report.status), "seconds": report.seconds}))
+                                                         "status": str(report.status), "seconds": report.seconds,
+                                                         "detail": report.detail}))
     queue.put(None)
 
 

@@ -146,3 +146,16 @@ def test_the_normalisation_is_chosen_by_cv_and_recorded(small_data, cache_dir):
     assert run.cv_best == run.config["candidates_cv"][run.config["norm"]]
     saved = load_model(run.model_path)  # a power model names this package's function: loaded, not refused
     assert saved["model"].predict(np.ones((1, 4096))).shape == (1,)
+
+
+@pytest.mark.parametrize("dims", [10, 200])  # more rows than features; fewer (fitted in their span)
+def test_a_redrawn_split_scores_the_model_choose_by_cv_would_choose(dims):
+    from transfer.classifiers import choose_by_cv, split_accuracy
+
+    config = GridConfig(c_grid=(0.001, 0.1, 10), cv=3, jobs=2)
+    models = {"none": linear_svm("none"), "power": linear_svm("power")}
+    for seed in range(3):
+        train, test = _blobs(dims=dims, seed=seed, spread=3.0), _blobs(dims=dims, seed=10 + seed, spread=3.0)
+        assert (span_fit(models["power"], train[0]) is not None) == (dims == 200)
+        _, chosen, _ = choose_by_cv(models, train, test, config, 3)
+        assert split_accuracy(models, train, test, config) == chosen.test_accuracy

@@ -135,3 +135,22 @@ def test_several_settings_are_chosen_on_the_validation_part(small_data, cache_di
         from transfer.heads import EndToEnd
 
         run_head(dataset, features, "fc", configs, cache_dir, options, end_to_end=EndToEnd())
+
+
+def test_running_scores_of_batches_equal_the_scores_of_all_their_logits():
+    import torch
+    from torch.nn import functional as F
+
+    from transfer.training import RunningScores, Scores
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(20, 7, generator=generator)
+    labels = torch.randint(0, 7, (20,), generator=generator)
+    labels[3] = -1  # an unreadable image: left out, as `Scores.of` leaves it out
+    running = RunningScores()
+    for start in (0, 8, 16):
+        batch, batch_labels = logits[start:start + 8], labels[start:start + 8]
+        running.add(batch, batch_labels, F.cross_entropy(batch, batch_labels, ignore_index=-1))
+    whole, summed = Scores.of(logits, labels), running.scores()
+    assert (summed.accuracy, summed.top5) == pytest.approx((whole.accuracy, whole.top5))
+    assert summed.loss == pytest.approx(whole.loss, rel=1e-5)

@@ -186,3 +186,68 @@ def test_combined_layers_are_one_more_svm_stage_and_a_single_layer_is_refused_at
     line = single.read_text().splitlines().index("combine = true") + 1
     with pytest.raises(UserError, match=f"{single}:{line}: combining puts several layers side by side"):
         load_study(single)
+
+
+COMBINED_STUDY = """\
+[data]
+path = "{data}"
+
+[[features]]
+name = "small"
+backbone = "vgg16"
+weights = "random"
+layers = ["pool5"]
+image_size = 32
+
+[[features]]
+name = "large"
+backbone = "vgg16"
+weights = "random"
+layers = ["pool5"]
+image_size = 64
+views = "flip"
+
+[[combine]]
+features = ["small", "large"]
+
+[svm]
+c_grid = [1]
+cv = 2
+"""
+
+
+def test_combine_puts_named_entries_side_by_side_in_one_svm_stage(tmp_path, small_data, cache_dir):
+    path = write_study(tmp_path, small_data, text=COMBINED_STUDY)
+    study = load_study(path)
+    stages = Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()
+    combined = stages[-1]
+    assert combined.name == "svm small+large"
+    assert combined.needs == ["extract vgg16/max·32px (random weights)", "extract vgg16/max·flip·64px (random weights)"]
+    assert run(path, cache_dir, tmp_path, only=["svm small+large"]) == {
+        "extract vgg16/max·32px (random weights)": "ran", "extract vgg16/max·flip·64px (random weights)": "ran",
+        "svm small+large": "ran"}
+    assert run(path, cache_dir, tmp_path, only=["svm small+large"])["svm small+large"] == "cached"
+    from transfer.results import ResultsStore
+
+    (stored,) = [r for r in ResultsStore(cache_dir / "results.sqlite").runs() if r.layer == "pool5+pool5"]
+    assert [part["image_size"] for part in stored.config["parts"]] == [32, 64]
+
+
+@pytest.mark.parametrize("change, replacement, at_line, message", [
+    ('"small", "large"]', '"small", "big"]', 'features = ["small", "big"]', "no \\[\\[features\\]\\] entry is named 'big'"),
+    ('"small", "large"]', '"small"]', 'features = ["small"]', "a combination puts several extractions side by side"),
+    ('name = "large"', 'name = "small"', 'name = "small"', "two \\[\\[features\\]\\] entries are named 'small'"),
+    ("image_size = 64", 'image_size = 64\npoolings = ["max", "avg"]', 'features = ["small", "large"]', "entry 'large' has several poolings"),
+])
+def test_a_wrong_combine_entry_is_reported_at_its_line(tmp_path, small_data, change, replacement, at_line, message):
+    path = write_study(tmp_path, small_data, text=COMBINED_STUDY.replace(change, replacement))
+    lines = path.read_text().splitlines()
+    line = len(lines) - lines[::-1].index(at_line)  # the last line with that text
+    with pytest.raises(UserError, match=f"{path}:{line}: {message}"):
+        load_study(path)
+
+
+def test_combine_without_an_svm_section_is_refused(tmp_path, small_data):
+    path = write_study(tmp_path, small_data, text=COMBINED_STUDY.split("[svm]")[0])
+    with pytest.raises(UserError, match="add an \\[svm\\] section"):
+        load_study(path)

@@ -9,7 +9,7 @@ from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract
 from transfer.predict import predict
-from transfer.experiments import run_bow, run_svm
+from transfer.experiments import run_bow, run_svm, run_svm_side_by_side
 
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
 
@@ -54,6 +54,34 @@ def test_an_svm_on_layers_side_by_side_predicts_as_it_was_scored(small_data, cac
     predictions = predict(outcome.model_path, [small_data / "test"], device="cpu")
     by_path = {p.path.split("test/")[-1]: p.classes[0] for p in predictions}
     assert [by_path[path.split("test/")[-1]] for path in blocks[0].paths] == expected
+
+
+def test_an_svm_on_two_extractions_side_by_side_predicts_as_it_was_scored(small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    parts = [FeatureSpec(weights="random", layers=("pool5",), image_size=32, precision="fp32"),
+             FeatureSpec(weights="random", layers=("pool5",), image_size=64, precision="fp32", views="flip")]
+    paths = [extract(dataset, part, cache_dir, RunOptions(device="cpu", batch_size=4, workers=0, progress=False)).path
+             for part in parts]
+    (small_data / "test" / "broken.png").write_bytes(b"\x89PNG not really")
+    outcome = run_svm_side_by_side(dataset, parts, cache_dir, GRID)
+    assert outcome.name == "pool5+pool5"
+    blocks = [read_features(path, "pool5", dataset).splits["test"] for path in paths]
+    assert blocks[0].paths == blocks[1].paths
+    features = side_by_side([block.features for block in blocks])
+    assert features.shape[1] == 512 + 512 * 2 * 2  # pool5 of a 32-pixel image is 512 × 1 × 1, of a 64-pixel one 512 × 2 × 2
+    model = load_model(outcome.model_path)
+    assert [part["features"]["image_size"] for part in model["parts"]] == [32, 64]
+    expected = [model["classes"][i] for i in model["model"].predict(features)]
+    predictions = predict(outcome.model_path, [small_data / "test"], device="cpu")
+    assert [p.path.endswith("broken.png") for p in predictions if p.error] == [True]
+    by_path = {p.path.split("test/")[-1]: p.classes[0] for p in predictions if not p.error}
+    assert [by_path[path.split("test/")[-1]] for path in blocks[0].paths] == expected
+
+
+def test_combining_one_extraction_is_a_clear_error(small_data, cache_dir):
+    spec = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
+    with pytest.raises(UserError, match="name two or more"):
+        run_svm_side_by_side(load_dataset(small_data), [spec], cache_dir, GRID)
 
 
 def test_combining_one_layer_is_a_clear_error(small_data, cache_dir):

@@ -116,7 +116,7 @@ def choose_by_cv(models: dict[str, Callable], train, test, config: "GridConfig",
 
 def plain_svm(c: float) -> LinearSVC:
     """LinearSVC on features that are already mapped and scaled (BoW's χ² map)."""
-    return LinearSVC(C=c, max_iter=10_000)
+    return LinearSVC(C=c, max_iter=10_000, random_state=0)  # liblinear's dual solver shuffles: same seed, same model
 
 
 @dataclass
@@ -268,6 +268,41 @@ def _fit(model, x, y, fit: np.ndarray, held_out: np.ndarray | None):
     return model if held_out is None else model.score(x[held_out], y[held_out])
 
 
+def _folds(config: GridConfig, x_train, y_train) -> list[tuple[np.ndarray, np.ndarray]]:
+    return list(StratifiedKFold(config.cv, shuffle=True, random_state=config.seed).split(x_train, y_train))
+
+
+@dataclass
+class _Setup:
+    """What a grid's fits see: the rows (the training rows' span coordinates, or the rows themselves)
+    and the model of each C; with the span, how to get models and predictions on the original features."""
+
+    rows: object
+    make_fit: Callable
+    span: SpanFit | None = None
+    projection: SpanProjection | None = None
+
+    @classmethod
+    def of(cls, make_model: Callable, x_train, in_span: bool) -> "_Setup":
+        span = span_fit(make_model, x_train) if in_span else None
+        if span is None:
+            return cls(x_train, make_model)
+        projection = SpanProjection(span.prepare(x_train), span.svm.intercept_scaling)
+        return cls(projection.coordinates, lambda c: clone(span.svm).set_params(C=c, fit_intercept=False), span, projection)
+
+    def on_rows(self, fitted: list) -> list:
+        """The fitted models as they apply to the rows after the row-wise steps (LinearSVCs, or as fitted)."""
+        return fitted if self.span is None else [self.projection.raw_model(model) for model in fitted]
+
+    def original_models(self, on_rows: list) -> list:
+        return on_rows if self.span is None else [self.span.original_model(svm) for svm in on_rows]
+
+    def test_predictions(self, on_rows: list, x_test) -> list[np.ndarray]:
+        if self.span is None:
+            return [model.predict(x_test) for model in on_rows]
+        return self.span.predictions(on_rows, x_test)
+
+
 def grid_search(
     make_model: Callable[[float], Pipeline],
     train: tuple[np.ndarray, np.ndarray],
@@ -287,33 +322,22 @@ def grid_search(
     x_test, y_test = test
     check_training_data(x_train, y_train, config.cv)
     begun = time.perf_counter()
-    folds = list(StratifiedKFold(config.cv, shuffle=True, random_state=config.seed).split(x_train, y_train))
+    folds = _folds(config, x_train, y_train)
     everything = np.arange(len(y_train))
-    span = span_fit(make_model, x_train) if in_span else None
-    if span is not None:
-        projection = SpanProjection(span.prepare(x_train), span.svm.intercept_scaling)
-        x_fit = projection.coordinates
-
-        def make_fit(c: float):
-            return clone(span.svm).set_params(C=c, fit_intercept=False)
-    else:
-        x_fit, make_fit = x_train, make_model
+    setup = _Setup.of(make_model, x_train, in_span)
     # One flat pool of (C, fold) fits plus the final fit of each C keeps every core busy.
     tasks = [(c, fit, held_out) for c in config.c_grid for fit, held_out in folds] + [(c, everything, None) for c in config.c_grid]
     fitted = Parallel(n_jobs=config.jobs)(
-        delayed(_fit)(make_fit(c), x_fit, y_train, fit, held_out) for c, fit, held_out in tasks
+        delayed(_fit)(setup.make_fit(c), setup.rows, y_train, fit, held_out) for c, fit, held_out in tasks
     )
     n_cv = len(config.c_grid) * config.cv
     cv_scores = [np.array(fitted[i * config.cv : (i + 1) * config.cv]) for i in range(len(config.c_grid))]
     cv_mean = [float(s.mean()) for s in cv_scores]
     chosen = int(np.argmax(cv_mean))  # first maximum: the smallest C among ties
-    models = fitted[n_cv:]
-    if span is not None:
-        svms = [projection.raw_model(model) for model in models]
-        models = [span.original_model(svm) for svm in svms]
+    on_rows = setup.on_rows(fitted[n_cv:])
     fit_seconds = time.perf_counter() - begun
-    test_predictions = (span.predictions(svms, x_test) if span is not None
-                        else [model.predict(x_test) for model in models])
+    test_predictions = setup.test_predictions(on_rows, x_test)
+    models = setup.original_models(on_rows)
     test_per_c = [float(np.mean(predicted == y_test)) for predicted in test_predictions]
     per_class, confusion = per_class_summary(y_test, test_predictions[chosen], n_classes)
     return GridResult(
@@ -329,6 +353,29 @@ def grid_search(
         fit_seconds=fit_seconds,
         test_correct=correctness(y_test, test_predictions[chosen]),
     )
+
+
+def split_accuracy(models: dict[str, Callable], train, test, config: GridConfig, in_span: bool = True) -> float:
+    """The test accuracy, on one re-drawn split, of the candidate and C that `choose_by_cv` would choose
+    on its training part. Only that one final model is fitted: a re-drawn split reports the chosen
+    model's accuracy, not a per-C curve. The CV fits of every candidate share one pool of processes."""
+    from joblib import Parallel, delayed
+
+    x_train, y_train = train
+    check_training_data(x_train, y_train, config.cv)
+    folds = _folds(config, x_train, y_train)
+    setups = {name: _Setup.of(make, x_train, in_span) for name, make in models.items()}
+    tasks = [(name, c, fit, held_out) for name in setups for c in config.c_grid for fit, held_out in folds]
+    scores = Parallel(n_jobs=config.jobs)(
+        delayed(_fit)(setups[name].make_fit(c), setups[name].rows, y_train, fit, held_out) for name, c, fit, held_out in tasks
+    )
+    cv_mean = np.array(scores).reshape(len(setups), len(config.c_grid), config.cv).mean(axis=2)
+    best = int(np.argmax(cv_mean.max(axis=1)))  # the first candidate among ties, as `choose_by_cv`
+    setup = list(setups.values())[best]
+    c = config.c_grid[int(np.argmax(cv_mean[best]))]
+    final = _fit(setup.make_fit(c), setup.rows, y_train, np.arange(len(y_train)), None)
+    (predicted,) = setup.test_predictions(setup.on_rows([final]), test[0])
+    return float(np.mean(predicted == test[1]))
 
 
 def redraw_splits(labels: np.ndarray, train_per_class: int, count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -14,7 +14,8 @@ from .bow import BowConfig, bow_features
 from .fisher import FisherConfig, fisher_features
 from .cache import FeatureCache, extraction_timing
 from .choices import Kernel, Method, ModelKind, Norm
-from .classifiers import COMBINED, GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits, side_by_side
+from .classifiers import (COMBINED, GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits,
+                          side_by_side, split_accuracy)
 from .datasets import ImageDataset
 from .keys import KeyKind, content_key
 from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve, resolve_device
@@ -126,10 +127,8 @@ def _fit_and_record(
         x = sparse.vstack([x_train, x_test]).tocsr() if sparse.issparse(x_train) else np.concatenate([x_train, x_test])
         y = np.concatenate([y_train, y_test])
         per_class = int(np.bincount(y_train).max())
-        split_accuracies = [
-            choose_by_cv(models, (x[tr], y[tr]), (x[te], y[te]), grid, len(classes))[1].test_accuracy
-            for tr, te in redraw_splits(y, per_class, grid.splits, grid.seed)
-        ]
+        split_accuracies = [split_accuracy(models, (x[tr], y[tr]), (x[te], y[te]), grid)
+                            for tr, te in redraw_splits(y, per_class, grid.splits, grid.seed)]
     several = len(models) > 1
     save_model(path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
     outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings,
@@ -169,29 +168,77 @@ def run_svm(
 ) -> list[GridOutcome]:
     """One linear-SVM grid search per cached layer; with several ``norms``, CV also chooses among them.
     With ``combine``, one grid search on all the layers side by side (each L2-normalised per image)."""
+    layer_keys = list(resolve(features, cache_dir).layer_keys)
+    if combine:
+        check_combination(features.layers)
+    groups = [layer_keys] if combine else [[layer] for layer in layer_keys]
+    return [_svm_on_parts(dataset, [(features, layers)], cache_dir, grid, norms, store) for layers in groups]
+
+
+def run_svm_side_by_side(dataset: ImageDataset, parts: list[FeatureSpec], cache_dir: Path, grid: GridConfig,
+                         norms: tuple[Norm, ...] = (Norm.L2,), store: ResultsStore | None = None) -> GridOutcome:
+    """One linear SVM on several extractions side by side (e.g. three networks' pooled features): every
+    layer of every part L2-normalised per image, then concatenated, as `combine` does within one network."""
+    check_parts(parts)
+    return _svm_on_parts(dataset, [(part, list(resolve(part, cache_dir).layer_keys)) for part in parts],
+                         cache_dir, grid, norms, store)
+
+
+def _svm_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str]]], cache_dir: Path,
+                  grid: GridConfig, norms: tuple[Norm, ...], store: ResultsStore | None) -> GridOutcome:
+    """The grid search, model file and store row of an SVM on some layers (keys) of some extractions.
+    One part keeps the single-extraction model file (``features``, ``layer_key``, ``extraction_key``);
+    several go under ``parts``, one such entry each, which `transfer predict` runs one after the other."""
     store = store_or_default(store, cache_dir)
     models = {str(norm): linear_svm(norm) for norm in norms}
     norm = ",".join(models)  # what the record and the model file name say until CV has chosen
-    outcomes = []
-    layer_keys = resolve(features, cache_dir).layer_keys
-    if combine:
-        check_combination(features.layers)
-    for layers in [layer_keys] if combine else [[layer] for layer in layer_keys]:
+    entries, blocks = [], []
+    for features, layers in parts:
         loaded = [load_layer(dataset, features, cache_dir, layer) for layer in layers]
-        resolved, data = loaded[0][0], _side_by_side([layer_data for _, layer_data in loaded])
-        layer = data.layer  # its key, or the keys joined
-        one_layer = replace(features, layers=tuple(key.split(":")[0] for key in layers))
-        key = svm_key(dataset.fingerprint, resolved.key.digest, layer, norms, grid)
-        record = _record(
-            Method.SVM, dataset, {"norm": norm, "features": asdict(one_layer), "key": key},
-            backbone=resolved.key.backbone, weights=resolved.key.weights, pooling=resolved.key.pooling,
-            layer=layer, precision=resolved.key.precision, timings=extraction_timing(resolved.path),
-        )
-        path = model_path(cache_dir, f"svm-{resolved.key.backbone}-{layer}-{norm}", key)
-        payload = {"kind": ModelKind.SVM, "features": asdict(one_layer), "layer_key": layer, "extraction_key": resolved.key.as_dict()}
-        splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
-        outcomes.append(_fit_and_record(models, splits, data.classes, grid, path, payload, record, store, layer))
-    return outcomes
+        resolved = loaded[0][0]
+        blocks += [layer_data for _, layer_data in loaded]
+        one = replace(features, layers=tuple(key.split(":")[0] for key in layers))
+        entries.append((resolved, one, {"features": asdict(one), "layer_key": COMBINED.join(layers),
+                                        "extraction_key": resolved.key.as_dict()}))
+    data = _side_by_side(blocks)
+    layer = data.layer  # its key, or the keys joined
+    first, one = entries[0][0], entries[0][1]
+
+    def joined(values) -> str:
+        return COMBINED.join(dict.fromkeys(values))
+
+    key = svm_key(dataset.fingerprint, COMBINED.join(r.key.digest for r, _, _ in entries), layer, norms, grid)
+    described = ({"features": asdict(one)} if len(entries) == 1
+                 else {"parts": [asdict(part) for _, part, _ in entries]})
+    record = _record(
+        Method.SVM, dataset, {"norm": norm, **described, "key": key},
+        backbone=joined(r.key.backbone for r, _, _ in entries), weights=joined(r.key.weights for r, _, _ in entries),
+        pooling=first.key.pooling, layer=layer, precision=joined(r.key.precision for r, _, _ in entries),
+        timings=_summed([extraction_timing(r.path) for r, _, _ in entries]),
+    )
+    path = model_path(cache_dir, f"svm-{record.backbone}-{layer}-{norm}", key)
+    payload = ({"kind": ModelKind.SVM, **entries[0][2]} if len(entries) == 1
+               else {"kind": ModelKind.SVM, "parts": [entry for _, _, entry in entries]})
+    splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
+    return _fit_and_record(models, splits, data.classes, grid, path, payload, record, store, layer)
+
+
+def _summed(timings: list[dict]) -> dict:
+    """Several extractions' timings as one: seconds and images add up (one extraction: as it is)."""
+    if len(timings) == 1:
+        return timings[0]
+    seconds = sum(t["extract_seconds"] for t in timings)
+    images = sum(t["extract_images"] for t in timings)
+    return {"extract_seconds": seconds, "extract_images": images,
+            "extract_images_per_s": images / seconds if seconds else 0.0,
+            "loader_wait_seconds": sum(t["loader_wait_seconds"] for t in timings),
+            "extract_devices": sorted({d for t in timings for d in t["extract_devices"]})}
+
+
+def check_parts(parts: list[FeatureSpec]) -> None:
+    if len(parts) < 2:
+        raise ConfigError("features", f"a combination puts several extractions side by side: name two or more "
+                                      f"(got {len(parts)})")
 
 
 def check_combination(layers: tuple[str, ...]) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import ConfigError, require
 from .errors import UserError
-from .training import Compute, Scores, TrainConfig, TrainingResult, TrainingTask, train, validation_split
+from .training import Compute, RunningScores, Scores, TrainConfig, TrainingResult, TrainingTask, train, validation_split
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,15 +114,19 @@ def train_head(
     head = spec.build(x_all.shape[1], n_classes).to(device)
     x_fit, y_fit = splits["fit"]
 
-    def fit_epoch(optimizer, generator) -> None:
+    def fit_epoch(optimizer, generator) -> Scores:
         head.train()
+        running = RunningScores()
         order = torch.randperm(len(y_fit), generator=generator)
         for i in range(0, len(order), config.batch_size):
             batch = order[i : i + config.batch_size].to(device)
-            loss = F.cross_entropy(head(x_fit[batch]), y_fit[batch])
+            logits = head(x_fit[batch])
+            loss = F.cross_entropy(logits, y_fit[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            running.add(logits, y_fit[batch], loss)
+        return running.scores()
 
     task = TrainingTask(head, [{"params": list(head.parameters())}], fit_epoch, _tensor_evaluator(head, splits))
     return train(task, n_classes, config, checkpoint, progress, score_test)
@@ -255,7 +259,7 @@ def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, prepro
         set_modes()
         loader = DataLoader(sets["fit"], batch_size=config.batch_size, shuffle=True, generator=generator,
                             num_workers=workers, pin_memory=device == "cuda")
-        total_loss, correct, seen = 0.0, 0, 0
+        running = RunningScores()
         for x, y in loader:
             x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             with autocast():
@@ -264,11 +268,8 @@ def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, prepro
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            known = y >= 0
-            total_loss += loss.item() * int(known.sum())
-            correct += int((logits.argmax(1)[known] == y[known]).sum())
-            seen += int(known.sum())
-        return Scores(total_loss / max(seen, 1), correct / max(seen, 1), None)
+            running.add(logits, y, loss)
+        return running.scores()
 
     def evaluate(split: str) -> Scores:
         model.eval()

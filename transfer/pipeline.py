@@ -26,7 +26,9 @@ from .classifiers import COMBINED
 from .study import (
     FeaturesSection,
     Study,
+    CombineSection,
     bow_config,
+    combined_parts,
     fisher_config,
     feature_spec,
     grid_config,
@@ -112,11 +114,14 @@ class Planner:
         self.store = ResultsStore(FeatureCache(cache_dir).results_path)
         self.stages: list[Stage] = []
         self.run_ids: dict[str, list[int]] = {}  # classifier stage -> its stored run(s), for the report
+        self.extract_stages: dict[str, str] = {}  # a named [[features]] entry -> its extraction stage
 
     def build(self) -> list[Stage]:
         for entry in self.study.features:
             for pooling in entry.poolings:
                 self._extraction(entry, pooling)
+        for section in self.study.combine:
+            self._combined_svm(section)
         if self.study.bow is not None:
             for pyramid in self.study.bow.pyramids:
                 for kernel in self.study.bow.kernels:
@@ -210,6 +215,8 @@ class Planner:
                     if seconds else "cached")
 
         imagenet = (self.overrides.weights or entry.weights) == "imagenet"
+        if entry.name:
+            self.extract_stages[entry.name] = name
         self.stages.append(Stage(name, StageKind.EXTRACT, [], check, run, backbone=entry.backbone if imagenet else None))
         if self.study.svm is not None:
             for layer in entry.layers:
@@ -244,6 +251,33 @@ class Planner:
             return self._stored(name, outcome.run_id, f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g})")
 
         self.stages.append(Stage(name, StageKind.SVM, [extract_stage], check, run))
+
+    def _combined_svm(self, section: CombineSection) -> None:
+        """One SVM on several named [[features]] entries side by side."""
+        from .experiments import run_svm_side_by_side, svm_key
+
+        svm = self.study.svm
+        assert svm is not None
+        parts = combined_parts(self.study, section, self.overrides.weights)
+        grid = grid_config(self.study, svm)
+        norms = svm_norm(svm)
+        name = f"svm {COMBINED.join(dict.fromkeys(section.features))}"
+
+        def check() -> State:
+            resolved = [self._cached(part) for part in parts]
+            if any(r is None for r in resolved):
+                return State(False)
+            key = svm_key(self.dataset.fingerprint, COMBINED.join(r.key.digest for r in resolved),
+                          COMBINED.join(lk for r in resolved for lk in r.layer_keys), norms, grid)
+            return self._classifier_state(name, key, _accuracy_detail)
+
+        def run() -> str:
+            outcome = run_svm_side_by_side(self.dataset, parts, self.cache_dir, grid, norms, self.store)
+            mean, _ = outcome.mean_std
+            return self._stored(name, outcome.run_id, f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g})")
+
+        needs = list(dict.fromkeys(self.extract_stages[n] for n in section.features))
+        self.stages.append(Stage(name, StageKind.SVM, needs, check, run))
 
     def _head_spec(self, head: str):
         return head_spec(self.study, head, len(self.dataset.classes))

@@ -28,20 +28,35 @@ def _preprocessing(key: dict) -> Preprocessing:
 
 def _forward(network, nodes: dict[str, str], spatial: str, key: dict, paths: list[Path], device: str, batch_size: int):
     """Run images through `network` (already on `device`, returning a dict of node outputs);
-    (the output, or several side by side as an SVM on combined layers saw them; readable mask)."""
-    from .classifiers import side_by_side
+    (each node's output, in the order of ``nodes``; readable mask)."""
     from .extraction import make_loader, network_batches
 
     loader = make_loader(paths, _preprocessing(key), device, batch_size, workers=0)
-    parts, oks = [], []
+    parts: list[list[np.ndarray]] = [[] for _ in nodes]
+    oks = []
     for arrays, ok, _ in network_batches(network, loader, device, key["precision"], nodes, spatial):
-        blocks = [arrays[name][ok] for name in nodes]
-        parts.append(side_by_side(blocks) if len(blocks) > 1 else blocks[0])
+        for part, name in zip(parts, nodes):
+            part.append(arrays[name][ok])
         oks.append(ok)
-    return np.concatenate(parts), np.concatenate(oks)
+    return [np.concatenate(part) for part in parts], np.concatenate(oks)
 
 
 def _cnn_features(payload: dict, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The features a saved SVM or head saw: its layers side by side as it was trained on them, of one
+    extraction, or of several (``parts``: e.g. three networks), each run in turn on the same images."""
+    from .classifiers import side_by_side
+
+    blocks, readable = [], None
+    for part in payload.get("parts") or [payload]:
+        part_blocks, part_readable = _network_blocks(part, paths, device, batch_size)
+        if readable is not None and not np.array_equal(readable, part_readable):
+            raise UserError("the networks of this model could not read the same images; convert the images to JPEG or PNG")
+        blocks, readable = blocks + part_blocks, part_readable
+    return (side_by_side(blocks) if len(blocks) > 1 else blocks[0]), readable
+
+
+def _network_blocks(payload: dict, paths: list[Path], device: str, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """One extraction's layers of the images, each a block (readable images only), and the readable mask."""
     import torch
 
     from .extraction import resolve_device
@@ -77,7 +92,7 @@ def _network_probabilities(payload: dict, paths: list[Path], device: str, batch_
     model.load_state_dict(state_tensors(payload["state"]))
     device = resolve_device(device)
     model = model.eval().to(device, memory_format=torch.channels_last)
-    logits, ok = _forward(lambda x: {"logits": model(x)}, {"logits": "logits"}, "flatten", key, paths, device, batch_size)
+    (logits,), ok = _forward(lambda x: {"logits": model(x)}, {"logits": "logits"}, "flatten", key, paths, device, batch_size)
     return torch.softmax(torch.as_tensor(logits), dim=1).numpy(), ok
 
 

@@ -163,13 +163,22 @@ def _label(run: RunRecord) -> str:
             unfrozen = f", unfreeze {config['unfreeze']}" if config.get("unfreeze") else ""
             what = (f"{config.get('head', '')} head ({train.get('optimizer')}, lr {train.get('lr', 0):g}, "
                     f"≤{train.get('epochs')} epochs, patience {train.get('patience')}{unfrozen})")
-        from .extraction import distinguishing
-
-        shown = {"views": lambda views: f"mean of {views} views", "image_size": lambda size: f"{size} px",
-                 "color": lambda _: "colour"}
-        seen = "".join(f", {shown[name](value)}" for name, value in distinguishing(config.get("features") or {}).items())
-        label = f"{run.backbone}{weights}{pooling} {what}{seen}"
+        if config.get("parts"):  # several extractions side by side
+            parts = [f"{part['backbone']} {'+'.join(part['layers'])}" + (f" ({_variant(part)[2:]})" if _variant(part) else "")
+                     for part in config["parts"]]
+            label = f"{' + '.join(parts)}{weights}{pooling}: SVM side by side"
+        else:
+            label = f"{run.backbone}{weights}{pooling} {what}{_variant(config.get('features') or {})}"
     return label + (f", {run.splits} splits" if run.splits > 1 else "")
+
+
+def _variant(features: dict) -> str:
+    """What sets an extraction apart from the backbone's plain one: ", mean of flip views, 288 px"."""
+    from .extraction import distinguishing
+
+    shown = {"views": lambda views: f"mean of {views} views", "image_size": lambda size: f"{size} px",
+             "color": lambda _: "colour"}
+    return "".join(f", {shown[name](value)}" for name, value in distinguishing(features).items())
 
 
 def _configuration(run: RunRecord) -> str:

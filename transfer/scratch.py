@@ -22,7 +22,7 @@ from .images import UnreadableImage, read_image
 from .choices import Augmentation
 from .config import choice, require
 from .errors import UserError
-from .training import Compute, Scores, TrainConfig, TrainingResult, TrainingTask, train, validation_split
+from .training import Compute, RunningScores, Scores, TrainConfig, TrainingResult, TrainingTask, train, validation_split
 
 CIFAR10_ENV = "TRANSFER_CIFAR10"
 
@@ -312,18 +312,22 @@ def train_scratch(data: ImageTensors, config: ScratchConfig, checkpoint: Path, p
     torch.manual_seed(config.train.seed)
     x_fit, y_fit = sets["fit"]
 
-    def fit_epoch(optimizer, generator) -> None:
+    def fit_epoch(optimizer, generator) -> Scores:
+        """One pass over the fit images; their scores are those of the batches as trained (no second pass)."""
         model.train()
+        running = RunningScores()
         order = torch.randperm(len(y_fit), generator=generator)
         for i in range(0, len(order), config.train.batch_size):
             batch = order[i : i + config.train.batch_size].to(device)
             images = random_crops_and_flips(x_fit[batch], config.augment, side, generator)
             with compute.autocast():
-                logits = model(prepare(images))
-            loss = F.cross_entropy(logits.float(), y_fit[batch], ignore_index=-1)
+                logits = model(prepare(images)).float()
+            loss = F.cross_entropy(logits, y_fit[batch], ignore_index=-1)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            running.add(logits, y_fit[batch], loss)
+        return running.scores()
 
     def evaluate(split: str) -> Scores:
         images, labels = sets[split]

@@ -36,6 +36,7 @@ class DataSection:
 
 @dataclass
 class FeaturesSection:
+    name: str = ""  # how a [[combine]] entry names this one
     backbone: str = "vgg16"
     weights: str = "imagenet"  # imagenet, random, or a state_dict file
     layers: list[str] = field(default_factory=lambda: ["relu7"])
@@ -60,6 +61,11 @@ class SvmSection:
     norm: str = "l2"  # or a comma list ("l2,power,standard"): CV chooses among them, like C
     cv: int = 5
     splits: int = 1
+
+
+@dataclass
+class CombineSection:
+    features: list[str] = field(default_factory=list)  # names of [[features]] entries: one SVM on them side by side
 
 
 @dataclass
@@ -128,6 +134,7 @@ class Study:
     study: StudySection
     data: DataSection
     features: list[FeaturesSection]
+    combine: list[CombineSection]
     svm: SvmSection | None
     bow: BowSection | None
     fisher: FisherSection | None
@@ -141,6 +148,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "study": (StudySection, False),
     "data": (DataSection, False),
     "features": (FeaturesSection, True),
+    "combine": (CombineSection, True),
     "svm": (SvmSection, False),
     "bow": (BowSection, False),
     "fisher": (FisherSection, False),
@@ -256,6 +264,27 @@ def feature_spec(entry: FeaturesSection, pooling: str, layers=None, spatial: str
                        spatial=entry.spatial if spatial is None else spatial, pooling=pooling,
                        precision=entry.precision, color=entry.color, image_size=entry.image_size or None,
                        views=entry.views)
+
+
+def combined_parts(study: Study, section: CombineSection, weights: str | None = None) -> list:
+    """The extractions a [[combine]] entry puts side by side: its named [[features]] entries, each with
+    its layers at its one pooling."""
+    from .config import ConfigError
+    from .experiments import check_parts
+
+    named = {entry.name: entry for entry in study.features if entry.name}
+    unknown = [name for name in section.features if name not in named]
+    if unknown:
+        known = ", ".join(named) or 'none: give each entry to combine a name, e.g. name = "lite0"'
+        raise ConfigError("features", f"no [[features]] entry is named {', '.join(map(repr, unknown))}; named entries: {known}")
+    entries = [named[name] for name in dict.fromkeys(section.features)]
+    several = [entry.name for entry in entries if len(set(entry.poolings)) != 1]
+    if several:
+        raise ConfigError("features", f"entry {several[0]!r} has several poolings; a combined part takes one: "
+                                      f"give it poolings = [\"max\"] (or another single one)")
+    parts = [feature_spec(entry, entry.poolings[0], weights=weights) for entry in entries]
+    check_parts(parts)
+    return parts
 
 
 def run_options(entry: FeaturesSection):
@@ -399,6 +428,15 @@ def _check(study: Study, problems: _Problems) -> None:
             from .backbones import Weights
 
             _built(problems, where, lambda: Weights.parse(entry.weights))
+    named: set[str] = set()
+    for index, entry in enumerate(study.features):
+        if entry.name and entry.name in named:
+            problems.add(("features", index, "name"), f"two [[features]] entries are named {entry.name!r}: names must differ")
+        named.add(entry.name)
+    for index, section in enumerate(study.combine):
+        if study.svm is None:
+            problems.add(("combine", index), "[[combine]] fits an SVM with the [svm] settings: add an [svm] section")
+        _built(problems, ("combine", index), lambda: combined_parts(study, section))
     if study.svm is not None:
         _built(problems, ("svm", None), lambda: grid_config(study, study.svm))
         _built(problems, ("svm", None), lambda: svm_norm(study.svm))

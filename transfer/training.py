@@ -115,7 +115,7 @@ def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 class Scores:
     loss: float
     accuracy: float
-    top5: float | None  # None when not measured (running averages of an augmented epoch)
+    top5: float
     predictions: np.ndarray | None = None
     labels: np.ndarray | None = None
 
@@ -130,6 +130,30 @@ class Scores:
         predictions = top[:, 0]
         return cls(float(F.cross_entropy(logits, labels)), float((predictions == labels).float().mean()),
                    float((top == labels[:, None]).any(1).float().mean()), predictions.numpy(), labels.numpy())
+
+
+class RunningScores:
+    """Loss, top-1 and top-5 of an epoch's training batches as they are fitted (train mode: dropout,
+    augmentation, weights moving), summed on the device: no second pass over the fit images and no
+    synchronisation per batch."""
+
+    def __init__(self) -> None:
+        self.sums = None  # loss, correct, top-5 correct, images
+
+    def add(self, logits, labels, loss) -> None:
+        import torch
+
+        known = labels >= 0
+        logits, labels = logits.detach()[known], labels[known]
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        batch = torch.stack([loss.detach() * len(labels), (top[:, 0] == labels).sum(),
+                             (top == labels[:, None]).any(1).sum(), torch.tensor(len(labels), device=labels.device)])
+        self.sums = batch.double() if self.sums is None else self.sums + batch
+
+    def scores(self) -> Scores:
+        loss, correct, top5, seen = (self.sums.tolist() if self.sums is not None else [0.0] * 4)
+        seen = max(seen, 1)
+        return Scores(loss / seen, correct / seen, top5 / seen)
 
 
 def _optimizer(param_groups: list[dict], config: TrainConfig):
@@ -224,8 +248,8 @@ class TrainingTask:
 
     model: object  # nn.Module; its trainable state is what gets checkpointed
     param_groups: list[dict]
-    fit_epoch: Callable  # (optimizer, torch.Generator) -> None, or the epoch's running Scores
-    evaluate: Callable  # split name ("fit", "val", "test") -> Scores
+    fit_epoch: Callable  # (optimizer, torch.Generator) -> the epoch's running Scores (`RunningScores`)
+    evaluate: Callable  # split name ("val", "test") -> Scores
 
 
 def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: Path, progress=None,
@@ -272,9 +296,8 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
             stopped_early = True
             break
         begun = time.perf_counter()
-        running = task.fit_epoch(optimizer, generator)  # end-to-end runs report running metrics
+        fit = task.fit_epoch(optimizer, generator)
         scheduler.step()
-        fit = running if running is not None else task.evaluate("fit")
         val = task.evaluate("val")
         if val.accuracy > best["val_acc"]:
             best = {"epoch": epoch + 1, "val_acc": val.accuracy, "state": _trainable_state(task.model)}
