@@ -35,7 +35,7 @@ from .datasets import SPLITS, ImageDataset
 from .errors import DamagedFile, UserError
 from .images import UnreadableImage, read_gray
 from .choices import Kernel
-from .classifiers import with_weights
+from .classifiers import eigh, with_weights
 from .config import choice, require
 from .keys import KeyKind, content_key
 from .modelfile import MODEL_SUFFIX, load_estimator, save_estimator
@@ -503,7 +503,7 @@ def _intersection_map(histograms: Splits) -> tuple[Splits, Callable]:
     and class, like a kernel SVM's support vectors. (Re-drawn splits reuse this map: for their
     training images from the original test split the kernel is Nyström's approximation.)"""
     landmarks = np.asarray(histograms["train"][0], dtype=np.float32)
-    values, vectors = np.linalg.eigh(intersection_kernel(landmarks, landmarks).astype(np.float64))
+    values, vectors = eigh(intersection_kernel(landmarks, landmarks).astype(np.float64))
     keep = values > values.max() * RANK_TOLERANCE
     projection = vectors[:, keep] / np.sqrt(values[keep])
     splits = {"train": (vectors[:, keep] * np.sqrt(values[keep]), histograms["train"][1])}
