@@ -61,6 +61,14 @@ def svm_key(dataset_fingerprint: str, features_key: str, layer_key: str, norms: 
                        norm=",".join(norms), **_grid_fields(grid))
 
 
+def parts_svm_key(dataset_fingerprint: str, extractions: list[tuple[str, list[str]]], norms: tuple[Norm, ...],
+                  grid: GridConfig) -> str:
+    """`svm_key` of layers of one or more extractions side by side, given (extraction digest, layer keys)
+    each: one extraction's is its own key as before."""
+    return svm_key(dataset_fingerprint, COMBINED.join(digest for digest, _ in extractions),
+                   COMBINED.join(layer for _, layers in extractions for layer in layers), norms, grid)
+
+
 def bow_key(dataset_fingerprint: str, config: BowConfig, grid: GridConfig) -> str:
     return content_key(KeyKind.BOW, dataset=dataset_fingerprint, bow=config, **_grid_fields(grid))
 
@@ -207,7 +215,8 @@ def _svm_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str
     def joined(values) -> str:
         return COMBINED.join(dict.fromkeys(values))
 
-    key = svm_key(dataset.fingerprint, COMBINED.join(r.key.digest for r, _, _ in entries), layer, norms, grid)
+    key = parts_svm_key(dataset.fingerprint, [(r.key.digest, layers) for (r, _, _), (_, layers) in zip(entries, parts)],
+                        norms, grid)
     described = ({"features": asdict(one)} if len(entries) == 1
                  else {"parts": [asdict(part) for _, part, _ in entries]})
     record = _record(

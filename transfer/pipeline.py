@@ -254,7 +254,7 @@ class Planner:
 
     def _combined_svm(self, section: CombineSection) -> None:
         """One SVM on several named [[features]] entries side by side."""
-        from .experiments import run_svm_side_by_side, svm_key
+        from .experiments import parts_svm_key, run_svm_side_by_side
 
         svm = self.study.svm
         assert svm is not None
@@ -267,8 +267,7 @@ class Planner:
             resolved = [self._cached(part) for part in parts]
             if any(r is None for r in resolved):
                 return State(False)
-            key = svm_key(self.dataset.fingerprint, COMBINED.join(r.key.digest for r in resolved),
-                          COMBINED.join(lk for r in resolved for lk in r.layer_keys), norms, grid)
+            key = parts_svm_key(self.dataset.fingerprint, [(r.key.digest, list(r.layer_keys)) for r in resolved], norms, grid)
             return self._classifier_state(name, key, _accuracy_detail)
 
         def run() -> str:

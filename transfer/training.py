@@ -143,12 +143,12 @@ class RunningScores:
     def add(self, logits, labels, loss) -> None:
         import torch
 
-        known = labels >= 0
-        logits, labels = logits.detach()[known], labels[known]
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        batch = torch.stack([loss.detach() * len(labels), (top[:, 0] == labels).sum(),
-                             (top == labels[:, None]).any(1).sum(), torch.tensor(len(labels), device=labels.device)])
-        self.sums = batch.double() if self.sums is None else self.sums + batch
+        known = labels >= 0  # a label of -1 (unreadable image) matches no class: only the count needs it
+        top = logits.detach().topk(min(5, logits.shape[1]), dim=1).indices
+        count = known.sum()
+        batch = torch.stack([loss.detach().double() * count, (top[:, 0] == labels).sum().double(),
+                             (top == labels[:, None]).any(1).sum().double(), count.double()])
+        self.sums = batch if self.sums is None else self.sums + batch
 
     def scores(self) -> Scores:
         loss, correct, top5, seen = (self.sums.tolist() if self.sums is not None else [0.0] * 4)
