@@ -31,6 +31,15 @@ def test_pyramid_histograms_follow_lazebnik_weights():
     assert pyramid_histograms(words, positions, offsets, 2, 2).shape == (1, 2 * (1 + 4 + 16))
 
 
+def test_bands_add_three_horizontal_regions_weighted_as_level_one():
+    words = np.array([0, 1])
+    positions = np.array([[0.1, 0.1], [0.9, 0.9]], dtype=np.float32)  # word 0 in the top band, word 1 in the bottom one
+    offsets = np.array([0, 2])
+    with_bands = pyramid_histograms(words, positions, offsets, 2, 1, bands=True)
+    np.testing.assert_array_equal(with_bands[:, :10], pyramid_histograms(words, positions, offsets, 2, 1))
+    np.testing.assert_allclose(with_bands[0, 10:].reshape(3, 2), [[0.25, 0], [0, 0], [0, 0.25]])  # level 1 weight 1/2
+
+
 def test_changing_c_or_pyramid_reuses_vocabulary_and_words(small_data, cache_dir, monkeypatch):
     dataset = load_dataset(small_data)
     first = run_bow(dataset, CONFIG, cache_dir, GRID)
@@ -98,6 +107,9 @@ def test_bad_bow_settings_are_refused_where_they_are_built():
     assert error.value.field == "kernel"
     with pytest.raises(ConfigError, match="contrast must be 0"):
         SiftConfig(contrast=-1)
+    with pytest.raises(ConfigError, match="use them with a pyramid of 1 or more levels") as error:
+        BowConfig(bands=True)
+    assert error.value.field == "bands"
 
 
 def _histograms(rows: int, seed: int) -> np.ndarray:

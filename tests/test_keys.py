@@ -42,7 +42,7 @@ def test_the_dataset_fingerprint_is_pinned(tmp_path):
 @pytest.mark.parametrize("make, literal", [
     (lambda: FEATURES.digest, "60a19690334529c7"),
     (lambda: svm_key("d" * 16, FEATURES.digest, "relu7", ("l2",), GRID), "c0a12cb4e755aacb"),
-    (lambda: bow_key("d" * 16, BowConfig(), GRID), "efa45eb3e0ac0d51"),
+    (lambda: bow_key("d" * 16, BowConfig(), GRID), "d109d2b7f619422f"),  # the `bands` setting joined the config
     (lambda: fisher_key("d" * 16, FisherConfig(), GRID), "a072afdbf65bb653"),
     (lambda: encoder_key("d" * 16, FisherConfig()), "c7b38b1fb3d4e5b9"),
     (lambda: head_key("d" * 16, FEATURES.digest, "relu7", HeadSpec(name="fc3"), [TrainConfig()]), "c7abf73fb99de82a"),

@@ -90,11 +90,11 @@ def test_combining_one_layer_is_a_clear_error(small_data, cache_dir):
         run_svm(load_dataset(small_data), spec, cache_dir, GRID, combine=True)
 
 
-@pytest.mark.parametrize("kernel", ["chi2", "intersection"])
-def test_predict_with_a_saved_bow_model(small_data, cache_dir, kernel):
+@pytest.mark.parametrize(("kernel", "bands"), [("chi2", False), ("intersection", True)])
+def test_predict_with_a_saved_bow_model(small_data, cache_dir, kernel, bands):
     dataset = load_dataset(small_data)
     config = BowConfig(sift=SiftConfig(step=8, sizes=(2.7,)), vocabulary=VocabularyConfig(words=20, sample=2000, epochs=2),
-                       pyramid=1, kernel=kernel)
+                       pyramid=1, bands=bands, sqrt=bands, kernel=kernel)
     outcome = run_bow(dataset, config, cache_dir, GRID)
     images = sorted((small_data / "test" / "gamma").iterdir())
     predictions = predict(outcome.model_path, images, top=2)

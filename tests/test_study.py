@@ -52,3 +52,10 @@ def test_the_checker_builds_the_pipelines_own_configurations(tmp_path, small_dat
                             ("archs =", "unknown arch 'huge'")):
         line = next(i for i, text in enumerate(lines, start=1) if text.startswith(fragment))
         assert f"{path}:{line}: {words}" in message, (fragment, message)
+
+
+def test_bands_join_only_the_pyramids_that_have_a_level_one(tmp_path, small_data):
+    from transfer.study import bow_config
+
+    study = load_study(write_study(tmp_path, small_data, text=STUDY.replace("pyramids = [0, 1]", "pyramids = [0, 1]\nbands = true")))
+    assert [bow_config(study, pyramid, "intersection").bands for pyramid in (0, 1)] == [False, True]

@@ -349,34 +349,44 @@ def _write_words_batch(group: h5py.Group, batch: list, samples, first: int) -> N
 
 # ------------------------------------------------------------------------ histograms (derived)
 
-def pyramid_histograms(words: np.ndarray, positions: np.ndarray, offsets: np.ndarray, n_words: int, levels: int) -> np.ndarray:
+def pyramid_histograms(words: np.ndarray, positions: np.ndarray, offsets: np.ndarray, n_words: int, levels: int,
+                       bands: bool = False) -> np.ndarray:
     """Per image: concatenated L1-normalised histograms over 1, 2×2, … 2^L×2^L cells, with Lazebnik's
-    level weights (1/2^L for level 0, 1/2^(L-l+1) for level l ≥ 1). Level 0 alone is the plain BoW."""
+    level weights (1/2^L for level 0, 1/2^(L-l+1) for level l ≥ 1). Level 0 alone is the plain BoW.
+    ``bands`` appends 3 horizontal bands (top, middle, bottom: sky, buildings or trees, ground in a
+    scene) weighted as level 1, the 3×1 regions of the Fisher-vector pyramid."""
     images = len(offsets) - 1
     image_of = np.repeat(np.arange(images), np.diff(offsets))
     counts = np.maximum(np.diff(offsets), 1).astype(np.float32)
-    blocks = []
-    for level in range(levels + 1):
-        cells = 2**level
-        cx = np.minimum((positions[:, 0] * cells).astype(np.int64), cells - 1)
-        cy = np.minimum((positions[:, 1] * cells).astype(np.int64), cells - 1)
-        cell = cy * cells + cx
-        flat = (image_of * cells * cells + cell) * n_words + words
-        hist = np.bincount(flat, minlength=images * cells * cells * n_words).reshape(images, -1).astype(np.float32)
-        weight = 1 / 2**levels if level == 0 else 1 / 2 ** (levels - level + 1)
-        blocks.append(hist / counts[:, None] * (weight if levels else 1.0))
+
+    def histograms(columns: int, rows: int, weight: float) -> np.ndarray:
+        cx = np.minimum((positions[:, 0] * columns).astype(np.int64), columns - 1)
+        cy = np.minimum((positions[:, 1] * rows).astype(np.int64), rows - 1)
+        flat = (image_of * columns * rows + cy * columns + cx) * n_words + words
+        hist = np.bincount(flat, minlength=images * columns * rows * n_words).reshape(images, -1).astype(np.float32)
+        return hist / counts[:, None] * weight
+
+    weights = [1 / 2**levels if level == 0 else 1 / 2 ** (levels - level + 1) for level in range(levels + 1)] if levels else [1.0]
+    blocks = [histograms(2**level, 2**level, weight) for level, weight in enumerate(weights)]
+    if bands:
+        blocks.append(histograms(1, 3, weights[1]))
     return np.concatenate(blocks, axis=1)
 
 
-def load_histograms(words_path: Path, n_words: int, levels: int, sqrt: bool):
+def bow_histograms(words: np.ndarray, positions: np.ndarray, offsets: np.ndarray, config: "BowConfig") -> np.ndarray:
+    """The histograms the SVM sees: the pyramid's (and bands'), square-rooted when ``config.sqrt``."""
+    hist = pyramid_histograms(words, positions, offsets, config.vocabulary.words, config.pyramid, config.bands)
+    return np.sqrt(hist) if config.sqrt else hist
+
+
+def load_histograms(words_path: Path, config: "BowConfig"):
     """{split: (histograms, labels)} over valid images."""
     out = {}
     with reading(words_path, "BoW words file") as h5:
         for split in SPLITS:
             group = h5[split]
-            hist = pyramid_histograms(group["words"][:].astype(np.int64), group["positions"][:], group["offsets"][:], n_words, levels)
+            hist = bow_histograms(group["words"][:].astype(np.int64), group["positions"][:], group["offsets"][:], config)
             valid = group["valid"][:]
-            hist = np.sqrt(hist) if sqrt else hist
             out[split] = (hist[valid], group["labels"][:][valid])
     return out
 
@@ -395,9 +405,7 @@ def image_histograms(paths: list[Path], config: "BowConfig", kmeans) -> tuple[np
         return np.zeros((0, config.vocabulary.words)), ok
     words = kmeans.predict(np.concatenate([d for d, _ in items]).astype(np.float32))
     offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in items])])
-    hist = pyramid_histograms(words.astype(np.int64), np.concatenate([p for _, p in items]), offsets,
-                              config.vocabulary.words, config.pyramid)
-    return (np.sqrt(hist) if config.sqrt else hist), ok
+    return bow_histograms(words.astype(np.int64), np.concatenate([p for _, p in items]), offsets, config), ok
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -405,17 +413,21 @@ class BowConfig:
     sift: SiftConfig = SiftConfig()
     vocabulary: VocabularyConfig = VocabularyConfig()
     pyramid: int = 0
+    bands: bool = False  # also 3 horizontal bands beside the pyramid's cells
     sqrt: bool = False
     kernel: Kernel = Kernel.CHI2
 
     def __post_init__(self) -> None:
         require(self.pyramid in (0, 1, 2, 3), "pyramid", f"pyramid must be 0, 1, 2 or 3, got {self.pyramid}")
+        require(self.pyramid >= 1 or not self.bands, "bands",
+                "the 3 horizontal bands are weighted as pyramid level 1: use them with a pyramid of 1 or more levels")
         object.__setattr__(self, "kernel", choice(Kernel, self.kernel, "kernel"))
 
     @classmethod
     def from_dict(cls, data: dict) -> "BowConfig":
         return cls(sift=SiftConfig.from_dict(data["sift"]), vocabulary=VocabularyConfig(**data["vocabulary"]),
-                   pyramid=data["pyramid"], sqrt=data["sqrt"], kernel=data.get("kernel", Kernel.CHI2))
+                   pyramid=data["pyramid"], bands=data.get("bands", False), sqrt=data["sqrt"],
+                   kernel=data.get("kernel", Kernel.CHI2))
 
 
 @dataclass
@@ -454,7 +466,7 @@ def _bow_features(dataset: ImageDataset, config: BowConfig, cache_dir: Path, job
     words_path = encode(dataset, config.sift, kmeans, vocab_path, cache_dir, jobs)
     timings["encoding"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    histograms = load_histograms(words_path, config.vocabulary.words, config.pyramid, config.sqrt)
+    histograms = load_histograms(words_path, config)
     timings["histograms"] = time.perf_counter() - tick
     tick = time.perf_counter()
     splits, model = (_chi2_map if config.kernel == Kernel.CHI2 else _intersection_map)(histograms)

@@ -194,6 +194,7 @@ def bow(
     words: Annotated[int, typer.Option(help="Visual vocabulary size (MiniBatchKMeans).")] = 1000,
     sample: Annotated[int, typer.Option(help="Training descriptors sampled for k-means.")] = 100_000,
     pyramid: Annotated[int, typer.Option(help="Spatial pyramid levels: 0 (plain BoW), 1, 2 (Lazebnik) or 3.")] = 0,
+    bands: Annotated[bool, typer.Option("--bands", help="Also 3 horizontal bands (top, middle, bottom), weighted as pyramid level 1; needs --pyramid 1 or more.")] = False,
     sqrt: Annotated[bool, typer.Option("--sqrt", help="Square-root the L1 histograms before the kernel.")] = False,
     kernel: Annotated[Kernel, typer.Option(help="SVM kernel on the histograms: chi2 (approximate explicit map, fast) or intersection (exact, Lazebnik's).")] = Kernel.CHI2,
     c_grid: CGridOpt = "0.1,0.3,1,3,10",
@@ -208,7 +209,7 @@ def bow(
 ) -> None:
     """Bag-of-words baseline: dense SIFT, k-means vocabulary, (pyramid) histograms, χ² or intersection-kernel SVM.
 
-    The vocabulary and the words of every image are cached: changing only C, --pyramid or --kernel reuses them.
+    The vocabulary and the words of every image are cached: changing only C, --pyramid, --bands, --sqrt or --kernel reuses them.
     """
     from .bow import BowConfig, VocabularyConfig
     from .classifiers import GridConfig, parse_c_grid
@@ -216,7 +217,7 @@ def bow(
     from .experiments import run_bow
 
     config = BowConfig(sift=_sift_config(step, sizes, contrast), vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed),
-                       pyramid=pyramid, sqrt=sqrt, kernel=kernel)
+                       pyramid=pyramid, bands=bands, sqrt=sqrt, kernel=kernel)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
     print_grid(run_bow(dataset, config, cache_dir or default_cache_dir(), grid))

@@ -276,7 +276,8 @@ def run_bow(
     """Dense SIFT → vocabulary → (pyramid) histograms → χ² or intersection kernel map → linear SVM."""
     features = bow_features(dataset, config, cache_dir, grid.jobs)
     store = store_or_default(store, cache_dir)
-    name = (f"bow-pyramid{config.pyramid}" if config.pyramid else "bow") + ("" if config.kernel == Kernel.CHI2 else f"-{config.kernel}")
+    name = ((f"bow-pyramid{config.pyramid}" if config.pyramid else "bow") + ("-bands" if config.bands else "")
+            + ("" if config.kernel == Kernel.CHI2 else f"-{config.kernel}"))
     key = bow_key(dataset.fingerprint, config, grid)
     record = _record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
     payload = {"kind": ModelKind.BOW, "vocabulary": features.kmeans, "bow_config": as_plain(config)}

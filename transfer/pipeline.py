@@ -312,7 +312,7 @@ class Planner:
         assert self.study.bow is not None
         config = bow_config(self.study, pyramid, kernel)
         grid = grid_config(self.study, self.study.bow)
-        name = f"bow L{pyramid}" + ("" if config.kernel == Kernel.CHI2 else f" {config.kernel}")
+        name = f"bow L{pyramid}" + (" bands" if config.bands else "") + ("" if config.kernel == Kernel.CHI2 else f" {config.kernel}")
         self._sift_stage(name, bow_key(self.dataset.fingerprint, config, grid),
                          lambda: run_bow(self.dataset, config, self.cache_dir, grid, self.store))
 

@@ -145,7 +145,8 @@ def _label(run: RunRecord) -> str:
             label = f"Fisher vectors + pyramid 1×1+2×2+3×1 ({details})" if pyramid else f"Fisher vectors ({details})"
         else:
             details = f"{sampling}, {vocabulary.get('words')} words"
-            label = f"BoW + pyramid L{pyramid} ({details})" if pyramid else f"BoW ({details})"
+            regions = f" + pyramid L{pyramid}" * bool(pyramid) + " + 3 bands" * bool(config.get("bands"))
+            label = f"BoW{regions} ({details}{', square root' * bool(config.get('sqrt'))})"
     elif run.method == "scratch":
         train = config.get("train", {})
         what = config.get("step") or ", ".join(

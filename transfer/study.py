@@ -77,6 +77,7 @@ class BowSection:
     contrast: float = 2.5
     words: int = 1000
     sample: int = 100_000
+    bands: bool = False  # pyramids of 1 level or more also get 3 horizontal bands
     sqrt: bool = False
     c_grid: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0, 10.0])
     cv: int = 5
@@ -317,7 +318,7 @@ def bow_config(study: Study, pyramid: int, kernel: str):
     assert bow is not None
     return BowConfig(sift=SiftConfig(step=bow.step, sizes=tuple(bow.sizes), contrast=bow.contrast),
                      vocabulary=VocabularyConfig(words=bow.words, sample=bow.sample, seed=study.study.seed),
-                     pyramid=pyramid, sqrt=bow.sqrt, kernel=kernel)
+                     pyramid=pyramid, bands=bow.bands and pyramid > 0, sqrt=bow.sqrt, kernel=kernel)
 
 
 def fisher_config(study: Study):
