@@ -169,3 +169,18 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     network = run_head(dataset, features, "fc", config, tmp_path, options, end_to_end=EndToEnd(unfreeze="all", backbone_lr_scale=0.1, workers=0))
     for model in (svm.model_path, head.model_path, network.model_path):
         assert len(predict(model, [small_data / "test"], device="cpu")) == 9
+
+
+@pytest.mark.parametrize("views", ["5crops", "10crops"])
+def test_crop_views_equal_torchvisions_crops_of_the_image(views):
+    from PIL import Image
+    from torchvision import transforms
+
+    from transfer.backbones import Preprocessing
+
+    pixels = torch.randint(0, 256, (75, 90, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy()
+    image = Image.fromarray(pixels)
+    preprocessing = Preprocessing(resize=41, crop=32, views=views)  # odd margins: crops of the mirror image are not mirrored crops
+    crops = {"5crops": transforms.FiveCrop, "10crops": transforms.TenCrop}[views](32)(preprocessing._resize()(image))
+    expected = torch.stack([preprocessing._tensor()(crop) for crop in crops])
+    assert torch.equal(preprocessing.views_transform()(image), expected)

@@ -153,3 +153,12 @@ def test_crop_views_are_their_own_features_and_skip_unreadable_images(small_data
     features = read_features(crops.path, "relu7", dataset).splits["train"].features
     assert features.shape == (11, 4096)
     assert not np.allclose(features, read_features(centre.path, "relu7", dataset).splits["train"].features)
+
+
+def test_a_batch_holds_batch_size_network_inputs_whatever_the_views():
+    from transfer.backbones import Preprocessing
+    from transfer.extraction import make_loader
+
+    assert [Preprocessing(views=views).images_per_batch(32) for views in ("centre", "flip", "5crops", "10crops")] == [32, 16, 6, 3]
+    assert Preprocessing(views="10crops").images_per_batch(4) == 1  # never an empty batch
+    assert make_loader([Path("a.jpg")], Preprocessing(views="10crops"), "cpu", 32, 0).batch_size == 3

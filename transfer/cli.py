@@ -108,7 +108,7 @@ def extract(
     image_size: ImageSizeOpt = None,
     views: ViewsOpt = View.CENTRE,
     device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Network inputs per forward pass (each view of an image is one).")] = 32,
     workers: Annotated[Optional[int], typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
     engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (a local cluster, or --address).")] = Engine.LOCAL,
@@ -516,7 +516,7 @@ def predict(
     top: Annotated[int, typer.Option(help="How many classes to show per image, best first.")] = 1,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Network inputs per forward pass (each view of an image is one).")] = 32,
 ) -> None:
     """Classify new images with a saved model, using the model's own layer and preprocessing."""
     from .display import print_predictions

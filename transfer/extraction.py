@@ -317,7 +317,7 @@ def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, ba
 
     return DataLoader(
         _ImageFiles(paths, preprocessing),
-        batch_size=batch_size,
+        batch_size=preprocessing.images_per_batch(batch_size),
         num_workers=default_workers(device) if workers is None else workers,
         pin_memory=device == "cuda",
     )
