@@ -95,14 +95,14 @@ def ray_segments(segments: list[tuple[list[Path], dict[str, str]]], features: "F
     nodes = {key: node for _, segment_nodes in segments for key, node in segment_nodes.items()}
     size = key.preprocessing.images_per_batch(options.batch_size)
     counts = [len(range(0, len(paths), size)) for paths, _ in segments]
-    stream = _ray_batches([paths for paths, _ in segments], nodes, features, key, options)
+    stream = _ray_batches([paths for paths, _ in segments], size, nodes, features, key, options)
     return [((({k: arrays[k] for k in segment_nodes}, ok, waited) for arrays, ok, waited in itertools.islice(stream, count)))
             for count, (_, segment_nodes) in zip(counts, segments)]
 
 
-def _ray_batches(segments: list[list[Path]], nodes: dict[str, str], features: "FeatureSpec", key: "ExtractionKey",
-                 options: "RunOptions"):
-    """Every segment cut into batches as the local engine cuts it, mapped over the actors, in order."""
+def _ray_batches(segments: list[list[Path]], size: int, nodes: dict[str, str], features: "FeatureSpec",
+                 key: "ExtractionKey", options: "RunOptions"):
+    """Every segment cut into batches of ``size`` images, as the local engine cuts it, mapped over the actors, in order."""
     import ray
     import ray.data
 
@@ -112,7 +112,6 @@ def _ray_batches(segments: list[list[Path]], nodes: dict[str, str], features: "F
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows are written in order: resumable like a local run
     context.enable_progress_bars = False  # the caller draws its own
-    size = key.preprocessing.images_per_batch(options.batch_size)
     batches = [paths[i : i + size] for paths in segments for i in range(0, len(paths), size)]
     if not batches:
         return
