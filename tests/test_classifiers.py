@@ -91,10 +91,12 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
 @pytest.mark.parametrize("make_model", [linear_svm("l2"), linear_svm("power"), linear_svm("none"), plain_svm],
                          ids=["l2", "power", "none", "bare"])
 def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model):
-    """Fewer rows than features: the fits run in the rows' span, and the models come back on the features."""
+    """Fewer rows than features: the fits run in the rows' span, and the models come back on the features.
+    Some training rows appear twice (as in the shared 15-Scene): their Gram matrix is singular."""
     x, y = _blobs(n_per_class=22, dims=200, spread=3.0)
     fit = np.arange(len(y)) % 22 < 12  # 12 training and 10 test rows per class, from the same centres
-    train, (x_test, y_test) = (x[fit], y[fit]), (x[~fit], y[~fit])
+    twice = np.flatnonzero(fit)[::5]
+    train, (x_test, y_test) = (np.concatenate([x[fit], x[twice]]), np.concatenate([y[fit], y[twice]])), (x[~fit], y[~fit])
     config = GridConfig(c_grid=(0.001, 0.01, 0.1, 1), cv=3, jobs=1)
     direct = grid_search(make_model, train, (x_test, y_test), config, 3, in_span=False)
     spanned = grid_search(make_model, train, (x_test, y_test), config, 3)
@@ -105,6 +107,26 @@ def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model):
     np.testing.assert_allclose(spanned.model.decision_function(x_test), direct.model.decision_function(x_test),
                                atol=1e-3)
     assert spanned.model.predict(x_test).tolist() == direct.model.predict(x_test).tolist()
+
+
+def test_triangular_coordinates_keep_every_dot_product_and_map_weights_back():
+    from transfer.classifiers import TriangularCoordinates
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(30, 50))
+    rows[7] = rows[3]  # a duplicate: rank 29
+    others = rng.normal(size=(4, 50))
+    coordinates = TriangularCoordinates(rows @ rows.T)
+    order, rank = coordinates.order, coordinates.rank
+    assert rank == 29 and sorted(order) == list(range(30))
+    np.testing.assert_allclose(coordinates.rows @ coordinates.rows.T, (rows @ rows.T)[np.ix_(order, order)], atol=1e-10)
+    assert not np.triu(coordinates.rows[:rank], 1).any()  # exact zeros above the diagonal: liblinear skips them
+    mapped = coordinates.of_others(rows[order[:rank]] @ others.T)
+    np.testing.assert_allclose(mapped @ coordinates.rows.T, others @ rows[order].T, atol=1e-10)
+    weights = rng.normal(size=(3, rank))  # 3 classes' weight vectors in the coordinates
+    on_features = rows.T @ coordinates.on_rows(weights)
+    np.testing.assert_allclose(others @ on_features, mapped @ weights.T, atol=1e-10)
+    np.testing.assert_allclose(rows[order] @ on_features, coordinates.rows @ weights.T, atol=1e-10)
 
 
 def test_a_fold_fitted_scaler_or_more_rows_than_features_keep_the_direct_fits():

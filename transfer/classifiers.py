@@ -149,16 +149,59 @@ def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> No
         raise UserError("the features contain NaN or infinite values")
 
 
+class TriangularCoordinates:
+    """Coordinates for rows known only through their Gram matrix G: a pivoted Cholesky factor
+    Pᵀ·G·P = L·Lᵀ gives row ``order[i]`` the coordinates ``rows[i]`` (rank r columns), whose dot products
+    are G again. An L2-penalised linear SVM depends on its rows only through G, so it finds the same
+    decision values there as on the rows themselves. L is lower trapezoidal: half its values are exact
+    zeros, which liblinear neither stores nor visits, so each pass of its solver costs half that of
+    dense coordinates of the same size (an eigenbasis V·Λ^(1/2)); measured in bench/svm.py."""
+
+    def __init__(self, gram: np.ndarray) -> None:
+        from scipy.linalg import lapack
+
+        factor, pivots, self.rank, _ = lapack.dpstrf(gram, lower=1)  # rank: columns before the pivots vanish
+        self.order = pivots - 1
+        self.rows = np.ascontiguousarray(np.tril(factor)[:, : self.rank])
+        self._leading = self.rows[: self.rank]  # triangular, invertible
+
+    def of_others(self, products: np.ndarray) -> np.ndarray:
+        """Coordinates of other rows, from their dot products with the first ``rank`` rows of ``order``
+        (rank × others): the same coordinates the rows here would have, had they been factored too."""
+        from scipy.linalg import solve_triangular
+
+        return solve_triangular(self._leading, products, lower=True).T
+
+    def on_rows(self, weights: np.ndarray) -> np.ndarray:
+        """Weight vectors in these coordinates (classes × rank) as combinations of the rows, in their
+        original order (rows × classes): the same decisions on any row as Σ coefficient_i · row_i."""
+        from scipy.linalg import solve_triangular
+
+        coefficients = np.zeros((len(self.order), len(weights)))
+        coefficients[self.order[: self.rank]] = solve_triangular(self._leading, weights.T, lower=True, trans="T")
+        return coefficients
+
+
+@dataclass
+class _Part:
+    """What one fit sees: rows and labels, fitted on ``fit`` and scored on ``held_out`` (None: a final fit)."""
+
+    rows: object
+    labels: np.ndarray
+    fit: object  # indices or a slice
+    held_out: object | None = None
+
+
 class SpanProjection:
-    """Coordinates of the training rows in an orthonormal basis of their own span.
+    """The training rows as coordinates in their own span, for each fold and for the whole training set.
 
     LinearSVC (liblinear) minimises ||w||² + C·Σ loss(w·[x, s]) over the rows with liblinear's intercept
-    column s appended, so the optimal w lies in the span of the training rows (representer theorem).
-    In an orthonormal basis of that span the problem is the same (same Gram matrix, hence the same dual
-    and the same decision values) with n coordinates instead of d: when n ≪ d every pass of the solver
-    costs n/d as much. A fold's rows span a subspace of this span, so one basis serves every fold and
-    every C. Everything comes from the n×n Gram matrix G = V·Λ·Vᵀ: the coordinates are V·Λ^(1/2), and a
-    weight vector found there maps back to the features as w = Aᵀ·V·Λ^(-1/2)·w_span (A: the rows).
+    column s appended, so the optimal w lies in the span of the training rows (representer theorem), and
+    the problem depends on the rows only through their Gram matrix G: in any coordinates with the same
+    G (`TriangularCoordinates`) it has the same decision values, with at most n values per row, half of
+    them zeros: when n < d every pass of the solver costs about n/(2d) of what it costs on the features.
+    G is computed once and serves every fold and every C; a fold's coordinates come from its own block
+    of G (its rows span less than all of them), its held-out rows' from their products with the fold's.
     """
 
     BLOCK = 4096  # feature columns per float64 block of the Gram matrix (bounds the extra memory)
@@ -166,10 +209,18 @@ class SpanProjection:
     def __init__(self, x_train, intercept_scaling: float) -> None:
         self.rows = x_train
         self.intercept_scaling = intercept_scaling
-        values, vectors = eigh(self._gram(x_train) + intercept_scaling ** 2)
-        keep = values > values.max() * len(values) * np.finfo(np.float64).eps  # the span's dimension
-        self.coordinates = vectors[:, keep] * np.sqrt(values[keep])  # the training rows, n × rank
-        self._back = vectors[:, keep] / np.sqrt(values[keep])
+        self.gram = self._gram(x_train) + intercept_scaling**2
+        self.whole = TriangularCoordinates(self.gram)
+
+    def part(self, labels: np.ndarray, fit: np.ndarray | None = None, held_out: np.ndarray | None = None) -> _Part:
+        """The fit's rows (all of them when ``fit`` is None) as coordinates, held-out rows after them."""
+        if fit is None:
+            return _Part(self.whole.rows, labels[self.whole.order], slice(None))
+        coordinates = TriangularCoordinates(self.gram[np.ix_(fit, fit)])
+        order = fit[coordinates.order]
+        others = coordinates.of_others(self.gram[np.ix_(order[: coordinates.rank], held_out)])
+        return _Part(np.vstack([coordinates.rows, others]), np.concatenate([labels[order], labels[held_out]]),
+                     slice(0, len(fit)), slice(len(fit), None))
 
     def _column_blocks(self, x):
         """(columns, float64 copy of those columns of dense x), a block at a time."""
@@ -197,9 +248,9 @@ class SpanProjection:
         return weights
 
     def raw_model(self, fitted: LinearSVC) -> LinearSVC:
-        """The same classifier on the original features."""
-        on_rows = self._back @ fitted.coef_.T  # n × classes: w = Aᵀ·on_rows
-        return with_weights(fitted, self._weights(on_rows), self.intercept_scaling ** 2 * on_rows.sum(axis=0))
+        """The same classifier on the original features, from one fitted on all the training rows."""
+        on_rows = self.whole.on_rows(fitted.coef_)  # n × classes: w = Aᵀ·on_rows
+        return with_weights(fitted, self._weights(on_rows), self.intercept_scaling**2 * on_rows.sum(axis=0))
 
 
 def eigh(symmetric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -270,10 +321,10 @@ def span_fit(make_model: Callable, x_train) -> SpanFit | None:
     return SpanFit(before, svm, pipeline)
 
 
-def _fit(model, x, y, fit: np.ndarray, held_out: np.ndarray | None):
-    """Fit on rows `fit`; return the held-out accuracy, or the model itself when nothing is held out."""
-    model.fit(x[fit], y[fit])
-    return model if held_out is None else model.score(x[held_out], y[held_out])
+def _fit(model, part: _Part):
+    """Fit on the part's fit rows; return the held-out accuracy, or the model itself when nothing is held out."""
+    model.fit(part.rows[part.fit], part.labels[part.fit])
+    return model if part.held_out is None else model.score(part.rows[part.held_out], part.labels[part.held_out])
 
 
 def _folds(config: GridConfig, x_train, y_train) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -282,24 +333,29 @@ def _folds(config: GridConfig, x_train, y_train) -> list[tuple[np.ndarray, np.nd
 
 @dataclass
 class _Setup:
-    """What a grid's fits see: the rows (the training rows' span coordinates, or the rows themselves)
-    and the model of each C; with the span, how to get models and predictions on the original features."""
+    """What a grid's fits see (the training rows' span coordinates, or the rows themselves) and the
+    model of each C; with the span, how to get models and predictions on the original features."""
 
-    rows: object
+    train: tuple[object, np.ndarray]
     make_fit: Callable
     span: SpanFit | None = None
     projection: SpanProjection | None = None
 
     @classmethod
-    def of(cls, make_model: Callable, x_train, in_span: bool) -> "_Setup":
-        span = span_fit(make_model, x_train) if in_span else None
+    def of(cls, make_model: Callable, train, in_span: bool) -> "_Setup":
+        span = span_fit(make_model, train[0]) if in_span else None
         if span is None:
-            return cls(x_train, make_model)
-        projection = SpanProjection(span.prepare(x_train), span.svm.intercept_scaling)
+            return cls(train, make_model)
+        projection = SpanProjection(span.prepare(train[0]), span.svm.intercept_scaling)
         # The primal solver (trust-region Newton) takes a handful of iterations at any C; the dual one,
         # sklearn's choice for fewer rows than columns, slows down as C grows (bench/svm.py).
-        return cls(projection.coordinates, lambda c: clone(span.svm).set_params(C=c, fit_intercept=False, dual=False),
-                   span, projection)
+        return cls(train, lambda c: clone(span.svm).set_params(C=c, fit_intercept=False, dual=False), span, projection)
+
+    def part(self, fit: np.ndarray | None = None, held_out: np.ndarray | None = None) -> _Part:
+        """A fold's fit and held-out rows, or all the training rows (``fit`` None)."""
+        if self.projection is not None:
+            return self.projection.part(self.train[1], fit, held_out)
+        return _Part(*self.train, slice(None) if fit is None else fit, held_out)
 
     def on_rows(self, fitted: list) -> list:
         """The fitted models as they apply to the rows after the row-wise steps (LinearSVCs, or as fitted)."""
@@ -312,6 +368,19 @@ class _Setup:
         if self.span is None:
             return [model.predict(x_test) for model in on_rows]
         return self.span.predictions(on_rows, x_test)
+
+
+def _fit_all(fits: list[tuple[Callable, float, _Part]], jobs: int) -> list:
+    """Every (model factory, C, part) fit in one pool of processes, in the order given. They are handed
+    out largest C first: those fits take longest, so the pool's workers finish together."""
+    from joblib import Parallel, delayed
+
+    order = sorted(range(len(fits)), key=lambda i: -fits[i][1])
+    done = Parallel(n_jobs=jobs)(delayed(_fit)(fits[i][0](fits[i][1]), fits[i][2]) for i in order)
+    found = [None] * len(fits)
+    for i, result in zip(order, done):
+        found[i] = result
+    return found
 
 
 def grid_search(
@@ -327,20 +396,16 @@ def grid_search(
     With ``in_span`` (and a model that allows it, `span_fit`) every fit runs in the span of the
     training rows (`SpanProjection`); the models returned work on the original features either way.
     """
-    from joblib import Parallel, delayed
-
     x_train, y_train = train
     x_test, y_test = test
     check_training_data(x_train, y_train, config.cv)
     begun = time.perf_counter()
-    folds = _folds(config, x_train, y_train)
-    everything = np.arange(len(y_train))
-    setup = _Setup.of(make_model, x_train, in_span)
+    setup = _Setup.of(make_model, train, in_span)
+    parts = [setup.part(fit, held_out) for fit, held_out in _folds(config, x_train, y_train)]
+    whole = setup.part()
     # One flat pool of (C, fold) fits plus the final fit of each C keeps every core busy.
-    tasks = [(c, fit, held_out) for c in config.c_grid for fit, held_out in folds] + [(c, everything, None) for c in config.c_grid]
-    fitted = Parallel(n_jobs=config.jobs)(
-        delayed(_fit)(setup.make_fit(c), setup.rows, y_train, fit, held_out) for c, fit, held_out in tasks
-    )
+    fitted = _fit_all([(setup.make_fit, c, part) for c in config.c_grid for part in parts]
+                      + [(setup.make_fit, c, whole) for c in config.c_grid], config.jobs)
     n_cv = len(config.c_grid) * config.cv
     cv_scores = [np.array(fitted[i * config.cv : (i + 1) * config.cv]) for i in range(len(config.c_grid))]
     cv_mean = [float(s.mean()) for s in cv_scores]
@@ -370,21 +435,17 @@ def split_accuracy(models: dict[str, Callable], train, test, config: GridConfig,
     """The test accuracy, on one re-drawn split, of the candidate and C that `choose_by_cv` would choose
     on its training part. Only that one final model is fitted: a re-drawn split reports the chosen
     model's accuracy, not a per-C curve. The CV fits of every candidate share one pool of processes."""
-    from joblib import Parallel, delayed
-
     x_train, y_train = train
     check_training_data(x_train, y_train, config.cv)
     folds = _folds(config, x_train, y_train)
-    setups = {name: _Setup.of(make, x_train, in_span) for name, make in models.items()}
-    tasks = [(name, c, fit, held_out) for name in setups for c in config.c_grid for fit, held_out in folds]
-    scores = Parallel(n_jobs=config.jobs)(
-        delayed(_fit)(setups[name].make_fit(c), setups[name].rows, y_train, fit, held_out) for name, c, fit, held_out in tasks
-    )
+    setups = [_Setup.of(make, train, in_span) for make in models.values()]
+    parts = [[setup.part(fit, held_out) for fit, held_out in folds] for setup in setups]
+    scores = _fit_all([(setup.make_fit, c, part) for setup, its_parts in zip(setups, parts) for c in config.c_grid
+                       for part in its_parts], config.jobs)
     cv_mean = np.array(scores).reshape(len(setups), len(config.c_grid), config.cv).mean(axis=2)
     best = int(np.argmax(cv_mean.max(axis=1)))  # the first candidate among ties, as `choose_by_cv`
-    setup = list(setups.values())[best]
-    c = config.c_grid[int(np.argmax(cv_mean[best]))]
-    final = _fit(setup.make_fit(c), setup.rows, y_train, np.arange(len(y_train)), None)
+    setup = setups[best]
+    final = _fit(setup.make_fit(config.c_grid[int(np.argmax(cv_mean[best]))]), setup.part())
     (predicted,) = setup.test_predictions(setup.on_rows([final]), test[0])
     return float(np.mean(predicted == test[1]))
 
