@@ -371,8 +371,8 @@ class _Setup:
 
 
 def _fit_all(fits: list[tuple[Callable, float, _Part]], jobs: int) -> list:
-    """Every (model factory, C, part) fit in one pool of processes, in the order given. They are handed
-    out largest C first: those fits take longest, so the pool's workers finish together."""
+    """Every (model factory, C, part) fit in one pool of processes, results in the order given. The fits
+    are handed out largest C first: those take longest, so the pool's workers finish together."""
     from joblib import Parallel, delayed
 
     order = sorted(range(len(fits)), key=lambda i: -fits[i][1])
