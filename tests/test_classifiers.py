@@ -31,6 +31,20 @@ def test_the_test_split_never_influences_the_chosen_c():
     assert np.array(honest.confusion).sum() == len(y_test)
 
 
+def test_each_c_gets_its_own_cv_scores_and_test_accuracy():
+    """The fits run largest C first in a pool; each result must still land on its own C."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    train, (x_test, y_test) = _blobs(seed=0, spread=4.0), _blobs(seed=1, spread=4.0)
+    config = GridConfig(c_grid=(0.001, 0.1, 10), cv=3, jobs=2)
+    result = grid_search(linear_svm("l2"), train, (x_test, y_test), config, 3)
+    folds = StratifiedKFold(config.cv, shuffle=True, random_state=config.seed)
+    by_hand = [cross_val_score(linear_svm("l2")(c), *train, cv=folds).mean() for c in config.c_grid]
+    np.testing.assert_allclose(result.cv_mean, by_hand)
+    assert len(set(result.cv_mean)) == 3  # distinct per C: a mix-up would show
+    assert result.test_accuracy_per_c == [linear_svm("l2")(c).fit(*train).score(x_test, y_test) for c in config.c_grid]
+
+
 def test_c_grid_and_training_data_errors_are_clear():
     assert GridConfig(c_grid=parse_c_grid("0.1, 0.01,0.1")).c_grid == (0.01, 0.1)
     for bad, message in (("", "empty"), ("0.1,-1", "positive"), ("0,1", "positive"), ("a,b", "comma-separated")):
