@@ -155,7 +155,7 @@ class TriangularCoordinates:
     are G again. An L2-penalised linear SVM depends on its rows only through G, so it finds the same
     decision values there as on the rows themselves. L is lower trapezoidal: half its values are exact
     zeros, which liblinear neither stores nor visits, so each pass of its solver costs half that of
-    dense coordinates of the same size (an eigenbasis V·Λ^(1/2)); measured in bench/svm.py."""
+    dense coordinates of the same size (an eigenbasis V·Λ^(1/2); README, measured notes)."""
 
     def __init__(self, gram: np.ndarray) -> None:
         from scipy.linalg import lapack
