@@ -59,3 +59,4 @@ def test_bands_join_only_the_pyramids_that_have_a_level_one(tmp_path, small_data
 
     study = load_study(write_study(tmp_path, small_data, text=STUDY.replace("pyramids = [0, 1]", "pyramids = [0, 1]\nbands = true")))
     assert [bow_config(study, pyramid, "intersection").bands for pyramid in (0, 1)] == [False, True]
+    assert [bow_config(study, pyramid, "intersection").variant for pyramid in (0, 1)] == [["intersection"], ["bands", "intersection"]]

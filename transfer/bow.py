@@ -424,6 +424,11 @@ class BowConfig:
                 "the 3 horizontal bands are weighted as pyramid level 1: use them with a pyramid of 1 or more levels")
         object.__setattr__(self, "kernel", choice(Kernel, self.kernel, "kernel"))
 
+    @property
+    def variant(self) -> list[str]:
+        """What sets this configuration apart besides its pyramid, in words, for run and stage names."""
+        return ["bands"] * self.bands + ([] if self.kernel == Kernel.CHI2 else [str(self.kernel)])
+
     @classmethod
     def from_dict(cls, data: dict) -> "BowConfig":
         return cls(sift=SiftConfig.from_dict(data["sift"]), vocabulary=VocabularyConfig(**data["vocabulary"]),

@@ -13,7 +13,7 @@ from scipy import sparse
 from .bow import BowConfig, bow_features
 from .fisher import FisherConfig, fisher_features
 from .cache import FeatureCache, extraction_timing
-from .choices import Kernel, Method, ModelKind, Norm
+from .choices import Method, ModelKind, Norm
 from .classifiers import (COMBINED, GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits,
                           side_by_side, split_accuracy)
 from .datasets import ImageDataset
@@ -276,8 +276,7 @@ def run_bow(
     """Dense SIFT → vocabulary → (pyramid) histograms → χ² or intersection kernel map → linear SVM."""
     features = bow_features(dataset, config, cache_dir, grid.jobs)
     store = store_or_default(store, cache_dir)
-    name = ((f"bow-pyramid{config.pyramid}" if config.pyramid else "bow") + ("-bands" if config.bands else "")
-            + ("" if config.kernel == Kernel.CHI2 else f"-{config.kernel}"))
+    name = "-".join([f"bow-pyramid{config.pyramid}" if config.pyramid else "bow", *config.variant])
     key = bow_key(dataset.fingerprint, config, grid)
     record = _record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
     payload = {"kind": ModelKind.BOW, "vocabulary": features.kmeans, "bow_config": as_plain(config)}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import FeatureCache
-from .choices import Kernel, StageKind, StageStatus
+from .choices import StageKind, StageStatus
 from .console import console, err_console
 from .datasets import ImageDataset, load_dataset
 from .errors import DamagedFile, UserError
@@ -312,7 +312,7 @@ class Planner:
         assert self.study.bow is not None
         config = bow_config(self.study, pyramid, kernel)
         grid = grid_config(self.study, self.study.bow)
-        name = f"bow L{pyramid}" + (" bands" if config.bands else "") + ("" if config.kernel == Kernel.CHI2 else f" {config.kernel}")
+        name = " ".join([f"bow L{pyramid}", *config.variant])
         self._sift_stage(name, bow_key(self.dataset.fingerprint, config, grid),
                          lambda: run_bow(self.dataset, config, self.cache_dir, grid, self.store))
 
