@@ -114,7 +114,7 @@ def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model):
     config = GridConfig(c_grid=(0.001, 0.01, 0.1, 1), cv=3, jobs=1)
     direct = grid_search(make_model, train, (x_test, y_test), config, 3, in_span=False)
     spanned = grid_search(make_model, train, (x_test, y_test), config, 3)
-    assert span_fit(make_model, train[0]) is not None
+    assert span_fit(make_model, train[0].shape) is not None
     assert spanned.chosen_c == direct.chosen_c
     np.testing.assert_allclose(spanned.cv_mean, direct.cv_mean)
     np.testing.assert_allclose(spanned.test_accuracy_per_c, direct.test_accuracy_per_c)
@@ -145,8 +145,8 @@ def test_triangular_coordinates_keep_every_dot_product_and_map_weights_back():
 
 def test_a_fold_fitted_scaler_or_more_rows_than_features_keep_the_direct_fits():
     wide = _blobs(dims=200)[0]
-    assert span_fit(linear_svm("standard"), wide) is None
-    assert span_fit(linear_svm("l2"), _blobs(dims=10)[0]) is None
+    assert span_fit(linear_svm("standard"), wide.shape) is None
+    assert span_fit(linear_svm("l2"), _blobs(dims=10)[0].shape) is None
 
 
 def test_power_normalisation_is_the_signed_square_root_then_l2():
@@ -184,14 +184,24 @@ def test_the_normalisation_is_chosen_by_cv_and_recorded(small_data, cache_dir):
     assert saved["model"].predict(np.ones((1, 4096))).shape == (1,)
 
 
-@pytest.mark.parametrize("dims", [10, 200])  # more rows than features; fewer (fitted in their span)
-def test_a_redrawn_split_scores_the_model_choose_by_cv_would_choose(dims):
-    from transfer.classifiers import choose_by_cv, split_accuracy
+@pytest.mark.parametrize("dims", [10, 200])  # more rows than features (processes); fewer (in their span: threads)
+def test_each_redrawn_split_scores_the_model_choose_by_cv_would_choose(dims):
+    from transfer.classifiers import choose_by_cv, split_accuracies
 
     config = GridConfig(c_grid=(0.001, 0.1, 10), cv=3, jobs=2)
     models = {"none": linear_svm("none"), "power": linear_svm("power")}
+    rows, labels, splits, expected = [], [], [], []
+    start = 0
     for seed in range(3):
         train, test = _blobs(dims=dims, seed=seed, spread=3.0), _blobs(dims=dims, seed=10 + seed, spread=3.0)
-        assert (span_fit(models["power"], train[0]) is not None) == (dims == 200)
+        assert (span_fit(models["power"], train[0].shape) is not None) == (dims == 200)
         _, chosen, _ = choose_by_cv(models, train, test, config, 3)
-        assert split_accuracy(models, train, test, config) == chosen.test_accuracy
+        expected.append(chosen.test_accuracy)
+        rows += [train[0], test[0]]
+        labels += [train[1], test[1]]
+        middle, end = start + len(train[1]), start + len(train[1]) + len(test[1])
+        splits.append((np.arange(start, middle), np.arange(middle, end)))
+        start = end
+    found = split_accuracies(models, np.concatenate(rows), np.concatenate(labels), splits, config)
+    assert found == expected
+    assert len(set(expected)) > 1  # the splits differ, so an answer in the wrong order would show

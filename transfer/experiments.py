@@ -15,7 +15,7 @@ from .fisher import FisherConfig, fisher_features
 from .cache import FeatureCache, extraction_timing
 from .choices import Method, ModelKind, Norm
 from .classifiers import (COMBINED, GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits,
-                          side_by_side, split_accuracy)
+                          side_by_side, split_accuracies)
 from .datasets import ImageDataset
 from .keys import KeyKind, content_key
 from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve, resolve_device
@@ -130,21 +130,20 @@ def _fit_and_record(
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     begun = time.perf_counter()
     chosen, result, candidates_cv = choose_by_cv(models, (x_train, y_train), (x_test, y_test), grid, len(classes))
-    split_accuracies = None
+    redrawn = None
     if grid.splits > 1:
         x = sparse.vstack([x_train, x_test]).tocsr() if sparse.issparse(x_train) else np.concatenate([x_train, x_test])
         y = np.concatenate([y_train, y_test])
         per_class = int(np.bincount(y_train).max())
-        split_accuracies = [split_accuracy(models, (x[tr], y[tr]), (x[te], y[te]), grid)
-                            for tr, te in redraw_splits(y, per_class, grid.splits, grid.seed)]
+        redrawn = split_accuracies(models, x, y, redraw_splits(y, per_class, grid.splits, grid.seed), grid)
     several = len(models) > 1
     save_model(path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
-    outcome = GridOutcome(name, result, 0, path, split_accuracies, record.timings,
+    outcome = GridOutcome(name, result, 0, path, redrawn, record.timings,
                           candidates_cv=candidates_cv if several else None, chosen_candidate=chosen if several else None)
     mean, std = outcome.mean_std
     record = replace(
         record,
-        config={**record.config, "cv": grid.cv, "seed": grid.seed, "split_accuracies": split_accuracies,
+        config={**record.config, "cv": grid.cv, "seed": grid.seed, "split_accuracies": redrawn,
                 "test_correct": result.test_correct, **({"norm": chosen, "candidates_cv": candidates_cv} if several else {})},
         test_accuracy=mean,
         test_std=std,
