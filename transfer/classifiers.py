@@ -286,11 +286,10 @@ class SpanFit:
     def predictions(self, svms: list[LinearSVC], x, block: int = 256) -> list[np.ndarray]:
         """Every model's predictions from one product of the rows with all their weights, in float64 as
         LinearSVC computes them (it converts all rows to float64 per model and per call; here a block of
-        rows at a time, once)."""
-        rows = self.prepare(x)
+        rows at a time, once; the row-wise steps too, so no prepared copy of all rows is made)."""
         weights = np.concatenate([svm.coef_ for svm in svms]).T
-        scores = np.concatenate([np.asarray(rows[i:i + block].astype(np.float64) @ weights)
-                                 for i in range(0, rows.shape[0], block)])
+        scores = np.concatenate([np.asarray(self.prepare(x[i:i + block]).astype(np.float64) @ weights)
+                                 for i in range(0, x.shape[0], block)])
         found, start = [], 0
         for svm in svms:
             block = scores[:, start:start + len(svm.coef_)] + svm.intercept_
@@ -343,7 +342,9 @@ class _Setup:
         projection = SpanProjection(span.prepare(train[0]), span.svm.intercept_scaling)
         # The primal solver (trust-region Newton) takes a handful of iterations at any C; the dual one,
         # sklearn's choice for fewer rows than columns, slows down as C grows (bench/svm.py).
-        return cls(train, lambda c: clone(span.svm).set_params(C=c, fit_intercept=False, dual=False), span, projection)
+        # Only the prepared rows are kept (the projection's): the fits and the models need no others.
+        return cls((projection.rows, train[1]), lambda c: clone(span.svm).set_params(C=c, fit_intercept=False, dual=False),
+                   span, projection)
 
     def part(self, fit: np.ndarray | None = None, held_out: np.ndarray | None = None) -> _Part:
         """A fold's fit and held-out rows, or all the training rows (``fit`` None)."""
@@ -380,7 +381,11 @@ class _Fits:
     def __init__(self, jobs: int, threads: bool) -> None:
         from joblib import effective_n_jobs
 
+        from .memory import one_heap_for_threads
+
         self.jobs = jobs
+        if threads:
+            one_heap_for_threads()
         self.pool = ThreadPoolExecutor(effective_n_jobs(jobs)) if threads else None
         self._blas = None
 

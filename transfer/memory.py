@@ -34,6 +34,20 @@ def keep_freed_memory() -> None:
         libc.mallopt(m_trim_threshold, 1 << 30)
 
 
+def one_heap_for_threads() -> None:
+    """Let threads started from now on allocate from the process's main heap (glibc's arenas: at most one).
+
+    By default each new thread gets a heap of its own, which the kept-heap settings above do not reach
+    as well: a block beyond its 64 MB size is mapped and unmapped afresh, and what a thread frees is kept
+    for that thread alone. The SVM's fitting threads allocate a fold's coordinates per fit; sharing the
+    main heap made a stage's splits faster and smaller (README, "Measured notes": the figures).
+    """
+    libc = _glibc()
+    if libc is not None:
+        m_arena_max = -8
+        libc.mallopt(m_arena_max, 1)
+
+
 def release_freed_memory() -> None:
     """Hand the free pages inside the kept heap back to the kernel (glibc's malloc_trim)."""
     libc = _glibc()
