@@ -102,19 +102,20 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
 
 
 
+@pytest.mark.parametrize("dims", [200, 10])  # fewer rows than features; more rows in every fit than features
 @pytest.mark.parametrize("make_model", [linear_svm("l2"), linear_svm("power"), linear_svm("none"), plain_svm],
                          ids=["l2", "power", "none", "bare"])
-def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model):
-    """Fewer rows than features: the fits run in the rows' span, and the models come back on the features.
-    Some training rows appear twice (as in the shared 15-Scene): their Gram matrix is singular."""
-    x, y = _blobs(n_per_class=22, dims=200, spread=3.0)
+def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model, dims):
+    """The fits run in the rows' span, and the models come back on the features. Some training rows
+    appear twice (as in the shared 15-Scene): their Gram matrix is singular."""
+    x, y = _blobs(n_per_class=22, dims=dims, spread=3.0)
     fit = np.arange(len(y)) % 22 < 12  # 12 training and 10 test rows per class, from the same centres
     twice = np.flatnonzero(fit)[::5]
     train, (x_test, y_test) = (np.concatenate([x[fit], x[twice]]), np.concatenate([y[fit], y[twice]])), (x[~fit], y[~fit])
     config = GridConfig(c_grid=(0.001, 0.01, 0.1, 1), cv=3, jobs=1)
     direct = grid_search(make_model, train, (x_test, y_test), config, 3, in_span=False)
     spanned = grid_search(make_model, train, (x_test, y_test), config, 3)
-    assert span_fit(make_model, train[0].shape) is not None
+    assert span_fit(make_model, train[0].shape, fewest_fit_rows=len(train[1]) * 2 // 3) is not None
     assert spanned.chosen_c == direct.chosen_c
     np.testing.assert_allclose(spanned.cv_mean, direct.cv_mean)
     np.testing.assert_allclose(spanned.test_accuracy_per_c, direct.test_accuracy_per_c)
@@ -143,10 +144,14 @@ def test_triangular_coordinates_keep_every_dot_product_and_map_weights_back():
     np.testing.assert_allclose(rows[order] @ on_features, coordinates.rows @ weights.T, atol=1e-10)
 
 
-def test_a_fold_fitted_scaler_or_more_rows_than_features_keep_the_direct_fits():
-    wide = _blobs(dims=200)[0]
-    assert span_fit(linear_svm("standard"), wide.shape) is None
-    assert span_fit(linear_svm("l2"), _blobs(dims=10)[0].shape) is None
+def test_a_fold_fitted_scaler_or_folds_with_fewer_rows_than_features_keep_the_direct_fits():
+    """60 training rows, 40 in each fold's fit: the span for 200 features (fewer dimensions) and for 10
+    (every fit on the features would be liblinear's primal one anyway); not for 50, where sklearn fits
+    the folds with its dual solver."""
+    assert span_fit(linear_svm("standard"), (60, 200), fewest_fit_rows=40) is None
+    assert span_fit(linear_svm("l2"), (60, 50), fewest_fit_rows=40) is None
+    assert span_fit(linear_svm("l2"), (60, 200), fewest_fit_rows=40) is not None
+    assert span_fit(linear_svm("l2"), (60, 10), fewest_fit_rows=40) is not None
 
 
 def test_power_normalisation_is_the_signed_square_root_then_l2():
@@ -184,7 +189,8 @@ def test_the_normalisation_is_chosen_by_cv_and_recorded(small_data, cache_dir):
     assert saved["model"].predict(np.ones((1, 4096))).shape == (1,)
 
 
-@pytest.mark.parametrize("dims", [10, 200])  # more rows than features (processes); fewer (in their span: threads)
+# 60 training rows, 40 per fold's fit: 50 features are fitted directly (processes); 10 and 200 in the span (threads)
+@pytest.mark.parametrize("dims", [10, 50, 200])
 def test_each_redrawn_split_scores_the_model_choose_by_cv_would_choose(dims):
     from transfer.classifiers import choose_by_cv, split_accuracies
 
@@ -194,7 +200,7 @@ def test_each_redrawn_split_scores_the_model_choose_by_cv_would_choose(dims):
     start = 0
     for seed in range(3):
         train, test = _blobs(dims=dims, seed=seed, spread=3.0), _blobs(dims=dims, seed=10 + seed, spread=3.0)
-        assert (span_fit(models["power"], train[0].shape) is not None) == (dims == 200)
+        assert (span_fit(models["power"], train[0].shape, fewest_fit_rows=40) is not None) == (dims != 50)
         _, chosen, _ = choose_by_cv(models, train, test, config, 3)
         expected.append(chosen.test_accuracy)
         rows += [train[0], test[0]]

@@ -138,6 +138,13 @@ class GridResult:
 def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> None:
     if features.ndim != 2 or features.shape[0] != len(labels):
         raise UserError(f"features {features.shape} and labels {labels.shape} do not match")
+    check_training_labels(labels, cv)
+    values = features.data if sparse.issparse(features) else features
+    if not np.isfinite(values).all():
+        raise UserError("the features contain NaN or infinite values")
+
+
+def check_training_labels(labels: np.ndarray, cv: int) -> None:
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2:
         raise UserError(f"the training split has only one class ({classes.tolist()}); a classifier needs two or more")
@@ -145,9 +152,6 @@ def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> No
         raise UserError(f"--cv must be at least 2, got {cv}")
     if counts.min() < cv:
         raise UserError(f"--cv {cv}: the smallest class has only {counts.min()} training images; lower --cv")
-    values = features.data if sparse.issparse(features) else features
-    if not np.isfinite(values).all():
-        raise UserError("the features contain NaN or infinite values")
 
 
 class TriangularCoordinates:
@@ -201,6 +205,8 @@ class SpanProjection:
     the problem depends on the rows only through their Gram matrix G: in any coordinates with the same
     G (`TriangularCoordinates`) it has the same decision values, with at most n values per row, half of
     them zeros: when n < d every pass of the solver costs about n/(2d) of what it costs on the features.
+    When n > d, G has rank r ≤ d + 1 and the coordinates r columns, r²/2 + (n − r)·r values in all
+    instead of n·d.
     G is computed once and serves every fold and every C; a fold's coordinates come from its own block
     of G (its rows span less than all of them), its held-out rows' from their products with the fold's.
     """
@@ -298,20 +304,29 @@ class SpanFit:
         return found
 
 
-def span_fit(make_model: Callable, shape: tuple[int, int]) -> SpanFit | None:
-    """How to fit the grid in the training rows' span, when that gives the same models: an L2-penalised
-    LinearSVC after row-wise steps only (a fold-fitted scaler would change the span per fold), and fewer
-    rows than features. None otherwise."""
+def span_fit(make_model: Callable, shape: tuple[int, int], fewest_fit_rows: int) -> SpanFit | None:
+    """How to fit the grid in the training rows' span, when that gives the same models and is faster: an
+    L2-penalised LinearSVC after row-wise steps only (a fold-fitted scaler would change the span per
+    fold), and either fewer training rows than features (the span has fewer dimensions) or, in every
+    fit, at least as many rows as features: sklearn then fits the features with liblinear's primal
+    solver anyway, which in the span visits fewer values (triangular coordinates) and runs on threads.
+    In between, sklearn's dual solver on the features was the faster (README, measured notes).
+    ``shape``: the training features'; ``fewest_fit_rows``: the rows of the smallest fit (a CV fold's).
+    None otherwise."""
     model = make_model(1.0)
     pipeline = isinstance(model, Pipeline)
     steps = list(model.steps) if pipeline else [("svm", model)]
     (_, svm), before = steps[-1], steps[:-1]
     stateless = all(step == "passthrough" or isinstance(step, (Normalizer, FunctionTransformer)) for _, step in before)
     fits = isinstance(svm, LinearSVC) and svm.penalty == "l2" and svm.fit_intercept
-    rows, columns = shape  # of the training features
-    if not (stateless and fits and rows < columns):
+    rows, columns = shape
+    if not (stateless and fits and (rows < columns or fewest_fit_rows >= columns)):
         return None
     return SpanFit(before, svm, pipeline)
+
+
+def _fewest_fit_rows(folds: list[tuple[np.ndarray, np.ndarray]]) -> int:
+    return min(len(fit) for fit, _ in folds)
 
 
 def _fit(model, part: _Part):
@@ -320,8 +335,10 @@ def _fit(model, part: _Part):
     return model if part.held_out is None else model.score(part.rows[part.held_out], part.labels[part.held_out])
 
 
-def _folds(config: GridConfig, x_train, y_train) -> list[tuple[np.ndarray, np.ndarray]]:
-    return list(StratifiedKFold(config.cv, shuffle=True, random_state=config.seed).split(x_train, y_train))
+def _folds(config: GridConfig, labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The CV folds of the training rows with these labels: (fit rows, held-out rows) each."""
+    check_training_labels(labels, config.cv)
+    return list(StratifiedKFold(config.cv, shuffle=True, random_state=config.seed).split(labels, labels))
 
 
 @dataclass
@@ -335,13 +352,14 @@ class _Setup:
     projection: SpanProjection | None = None
 
     @classmethod
-    def of(cls, make_model: Callable, train, in_span: bool) -> "_Setup":
-        span = span_fit(make_model, train[0].shape) if in_span else None
+    def of(cls, make_model: Callable, train, folds: list, in_span: bool) -> "_Setup":
+        span = span_fit(make_model, train[0].shape, _fewest_fit_rows(folds)) if in_span else None
         if span is None:
             return cls(train, make_model)
         projection = SpanProjection(span.prepare(train[0]), span.svm.intercept_scaling)
         # The primal solver (trust-region Newton) takes a handful of iterations at any C; the dual one,
-        # sklearn's choice for fewer rows than columns, slows down as C grows (bench/svm.py).
+        # sklearn's choice for fewer rows than columns, slows down as C grows (bench/svm.py). No fit in
+        # the span draws random numbers, so they can run on threads (`_Fits`).
         # Only the prepared rows are kept (the projection's): the fits and the models need no others.
         return cls((projection.rows, train[1]), lambda c: clone(span.svm).set_params(C=c, fit_intercept=False, dual=False),
                    span, projection)
@@ -442,8 +460,9 @@ def grid_search(
     x_test, y_test = test
     check_training_data(x_train, y_train, config.cv)
     begun = time.perf_counter()
-    setup = _Setup.of(make_model, train, in_span)
-    parts = [setup.part(fit, held_out) for fit, held_out in _folds(config, x_train, y_train)]
+    folds = _folds(config, y_train)
+    setup = _Setup.of(make_model, train, folds, in_span)
+    parts = [setup.part(fit, held_out) for fit, held_out in folds]
     whole = setup.part()
     # One flat pool of (C, fold) fits plus the final fit of each C keeps every core busy.
     with _Fits(config.jobs, threads=setup.span is not None) as fits:
@@ -483,12 +502,14 @@ def split_accuracies(models: dict[str, Callable], x, y: np.ndarray, splits: list
     The splits overlap (`_Fits`): while one split's fits run, the next split's Gram matrix and fold
     coordinates are computed and its CV fits queued; a split's final fit and test predictions are queued
     once its CV scores are in, so no core waits for one split's last fit."""
-    threads = in_span and all(span_fit(make, (len(rows), x.shape[1])) for make in models.values() for rows, _ in splits)
+    folds = [_folds(config, y[train_rows]) for train_rows, _ in splits]
+    threads = in_span and all(span_fit(make, (len(rows), x.shape[1]), _fewest_fit_rows(split_folds))
+                              for make in models.values() for (rows, _), split_folds in zip(splits, folds))
     with _Fits(config.jobs, threads=threads) as fits:
         finals: list[Future] = []
         previous = None
-        for train_rows, test_rows in splits:
-            current = _RedrawnSplit.start(fits, models, x, y, train_rows, test_rows, config, in_span)
+        for (train_rows, test_rows), split_folds in zip(splits, folds):
+            current = _RedrawnSplit.start(fits, models, x, y, (train_rows, test_rows, split_folds), config, in_span)
             if previous is not None:
                 finals.append(previous.final(fits))
             previous = current
@@ -507,12 +528,13 @@ class _RedrawnSplit:
     test: tuple[object, np.ndarray, np.ndarray]  # all rows, all labels, the test rows (sliced when scored)
 
     @classmethod
-    def start(cls, fits: _Fits, models: dict[str, Callable], x, y, train_rows, test_rows, config: GridConfig,
+    def start(cls, fits: _Fits, models: dict[str, Callable], x, y, split: tuple, config: GridConfig,
               in_span: bool) -> "_RedrawnSplit":
+        """``split``: its training rows, test rows and CV folds."""
+        train_rows, test_rows, folds = split
         train = (x[train_rows], y[train_rows])
         check_training_data(*train, config.cv)
-        folds = _folds(config, *train)
-        setups = [_Setup.of(make, train, in_span) for make in models.values()]
+        setups = [_Setup.of(make, train, folds, in_span) for make in models.values()]
         scores = fits.submit([(setup.make_fit, c, setup.part(fit, held_out)) for setup in setups
                               for c in config.c_grid for fit, held_out in folds])
         return cls(setups, scores, config, (x, y, test_rows))
