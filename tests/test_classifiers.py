@@ -102,7 +102,7 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
 
 
 
-@pytest.mark.parametrize("dims", [200, 10])  # fewer rows than features; more rows in every fit than features
+@pytest.mark.parametrize("dims", [200, 25])  # fewer rows than features; more rows in every fit than features
 @pytest.mark.parametrize("make_model", [linear_svm("l2"), linear_svm("power"), linear_svm("none"), plain_svm],
                          ids=["l2", "power", "none", "bare"])
 def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model, dims):
@@ -145,13 +145,14 @@ def test_triangular_coordinates_keep_every_dot_product_and_map_weights_back():
 
 
 def test_a_fold_fitted_scaler_or_folds_with_fewer_rows_than_features_keep_the_direct_fits():
-    """60 training rows, 40 in each fold's fit: the span for 200 features (fewer dimensions) and for 10
+    """60 training rows, 40 in each fold's fit: the span for 200 features (fewer dimensions) and for 30
     (every fit on the features would be liblinear's primal one anyway); not for 50, where sklearn fits
-    the folds with its dual solver."""
+    the folds with its dual solver, nor for 29, where the rows are more than twice the features."""
     assert span_fit(linear_svm("standard"), (60, 200), fewest_fit_rows=40) is None
     assert span_fit(linear_svm("l2"), (60, 50), fewest_fit_rows=40) is None
+    assert span_fit(linear_svm("l2"), (60, 29), fewest_fit_rows=40) is None
     assert span_fit(linear_svm("l2"), (60, 200), fewest_fit_rows=40) is not None
-    assert span_fit(linear_svm("l2"), (60, 10), fewest_fit_rows=40) is not None
+    assert span_fit(linear_svm("l2"), (60, 30), fewest_fit_rows=40) is not None
 
 
 def test_power_normalisation_is_the_signed_square_root_then_l2():
@@ -189,8 +190,8 @@ def test_the_normalisation_is_chosen_by_cv_and_recorded(small_data, cache_dir):
     assert saved["model"].predict(np.ones((1, 4096))).shape == (1,)
 
 
-# 60 training rows, 40 per fold's fit: 50 features are fitted directly (processes); 10 and 200 in the span (threads)
-@pytest.mark.parametrize("dims", [10, 50, 200])
+# 60 training rows, 40 per fold's fit: 50 features are fitted directly (processes); 30 and 200 in the span (threads)
+@pytest.mark.parametrize("dims", [30, 50, 200])
 def test_each_redrawn_split_scores_the_model_choose_by_cv_would_choose(dims):
     from transfer.classifiers import choose_by_cv, split_accuracies
 
