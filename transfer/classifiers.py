@@ -510,7 +510,8 @@ def split_accuracies(models: dict[str, Callable], x, y: np.ndarray, splits: list
         finals: list[Future] = []
         previous = None
         for (train_rows, test_rows), split_folds in zip(splits, folds):
-            current = _RedrawnSplit.start(fits, models, x, y, (train_rows, test_rows, split_folds), config, in_span)
+            current = _RedrawnSplit.start(fits, models, x, y, config, in_span,
+                                          train_rows=train_rows, test_rows=test_rows, folds=split_folds)
             if previous is not None:
                 finals.append(previous.final(fits))
             previous = current
@@ -529,10 +530,8 @@ class _RedrawnSplit:
     test: tuple[object, np.ndarray, np.ndarray]  # all rows, all labels, the test rows (sliced when scored)
 
     @classmethod
-    def start(cls, fits: _Fits, models: dict[str, Callable], x, y, split: tuple, config: GridConfig,
-              in_span: bool) -> "_RedrawnSplit":
-        """``split``: its training rows, test rows and CV folds."""
-        train_rows, test_rows, folds = split
+    def start(cls, fits: _Fits, models: dict[str, Callable], x, y, config: GridConfig, in_span: bool, *,
+              train_rows: np.ndarray, test_rows: np.ndarray, folds: list) -> "_RedrawnSplit":
         train = (x[train_rows], y[train_rows])
         check_training_data(*train, config.cv)
         setups = [_Setup.of(make, train, folds, in_span) for make in models.values()]
