@@ -53,7 +53,7 @@ def test_extract_svm_results_and_cache_commands_end_to_end(small_data, cache_dir
     assert "svm" in listing.output and "relu7" in listing.output
     assert "no runs match" in invoke("results", "--method", "bow", "--cache-dir", str(cache_dir)).output
     assert "relu7: 21 images × 4096" in invoke("cache", "ls", "--cache-dir", str(cache_dir)).output
-    assert "removed" in invoke("cache", "rm", "vgg16", "--cache-dir", str(cache_dir)).output
+    assert "removed" in invoke("cache", "rm", "vgg16", "--yes", "--cache-dir", str(cache_dir)).output
     assert "no cached features" in invoke("cache", "ls", "--cache-dir", str(cache_dir)).output
 
 

@@ -111,6 +111,24 @@ def test_missing_or_foreign_model_files_are_clear_errors(tmp_path, small_data):
     save_estimator(tmp_path / "future.skops", {"kind": "svm", "format": 999})
     with pytest.raises(UserError, match="model format 999"):
         predict(tmp_path / "future.skops", [small_data])
-    save_model(tmp_path / "ok.skops", {"kind": "svm"})
-    with pytest.raises(UserError, match="does not exist"):
-        predict(tmp_path / "ok.skops", [tmp_path / "no-such-image.jpg"])
+    save_model(tmp_path / "bare.skops", {"kind": "svm"})
+    with pytest.raises(UserError, match="svm model file without model, classes, features, layer_key, extraction_key"):
+        predict(tmp_path / "bare.skops", [small_data])
+
+
+def test_a_model_file_missing_a_field_or_with_a_wrong_class_list_is_refused_on_load(tmp_path, small_data, cache_dir):
+    dataset = load_dataset(small_data)
+    spec = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
+    extract(dataset, spec, cache_dir, RunOptions(device="cpu", batch_size=8, workers=0, progress=False))
+    model_path = run_svm(dataset, spec, cache_dir, GRID)[0].model_path
+    payload = load_model(model_path)
+    assert len(payload["classes"]) == 3
+    without_key = {k: v for k, v in payload.items() if k not in ("extraction_key", "format")}
+    save_model(tmp_path / "no-key.skops", without_key)
+    with pytest.raises(UserError, match="without extraction_key"):
+        predict(tmp_path / "no-key.skops", [small_data / "test"])
+    save_model(tmp_path / "two-names.skops", {**payload, "classes": ["alpha", "beta"]})
+    with pytest.raises(UserError, match="names 2 class\\(es\\) but its classifier scores 3"):
+        predict(tmp_path / "two-names.skops", [small_data / "test"])
+    with pytest.raises(UserError, match="does not exist"):  # the intact file reaches the images
+        predict(model_path, [tmp_path / "no-such-image.jpg"])

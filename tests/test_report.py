@@ -165,15 +165,30 @@ def test_differences_from_the_headline_are_tested_on_the_same_test_images(store)
 
 
 def test_published_figures_appear_only_beside_15_scene_with_their_source(tmp_path):
-    from transfer.report import published_lines
+    from transfer.report import published_lines, published_withheld
 
     scenes = ["bedroom", "CALsuburb", "industrial", "kitchen", "livingroom", "MITcoast", "MITforest", "MIThighway",
               "MITinsidecity", "MITmountain", "MITopencountry", "MITstreet", "MITtallbuilding", "PARoffice", "store"]
-    run = RunRecord(method="svm", dataset="/data/15scene", dataset_fingerprint="f", config={}, test_accuracy=0.9,
-                    classes=scenes, backbone="efficientnet_lite0", pooling="max", layer="avgpool", cv_best=0.9)
+    run = RunRecord(method="svm", dataset="/data/15scene", dataset_fingerprint="f", config={"train_per_class": [100, 100]},
+                    test_accuracy=0.9, classes=scenes, backbone="efficientnet_lite0", weights="imagenet:efficientnet_lite0",
+                    pooling="max", layer="avgpool", cv_best=0.9)
     rows = configuration_rows([run])
     assert any("81.4%" in line and "Lazebnik" in line and "10 random splits" in line for line in published_lines(rows))
     assert dict(zip(HEADERS, table_cells(rows[0])))["pooling"] == ""  # Lite0 has no pooling variants
+    assert dict(zip(HEADERS, table_cells(rows[0])))["data"] == "15scene, 100 train/class"
+    # A quick study's 10 per class beside it: each row says its data, and the 100-per-class figures go.
+    quick = RunRecord(method="svm", dataset="/data/15scene", dataset_fingerprint="q", config={"train_per_class": [10, 10]},
+                      test_accuracy=0.6, classes=scenes, backbone="efficientnet_lite0", weights="imagenet:efficientnet_lite0",
+                      pooling="max", layer="avgpool",
+                      cv_best=0.6)
+    both = configuration_rows([run, quick])
+    assert [row.label for row in both] == ["efficientnet_lite0 avgpool SVM · 15scene, 100 train/class",
+                                           "efficientnet_lite0 avgpool SVM · 15scene, 10 train/class"]
+    assert published_lines(both) == []
+    assert "100 training images per class" in published_withheld(both)
+    assert published_withheld(rows) is None
+    page = write_report([run, quick], tmp_path / "mixed")
+    assert "Lazebnik" not in page.markdown.read_text() and "not shown" in page.html.read_text()
     other = RunRecord(method="svm", dataset="/data/mine", dataset_fingerprint="g", config={}, test_accuracy=0.9,
                       classes=CLASSES, cv_best=0.9)
     assert published_lines(configuration_rows([other])) == []

@@ -92,6 +92,13 @@ class _Views:
 class Layer:
     node: str  # FX node name in the torchvision feature extractor
     spatial: bool  # True: (C, H, W) output that --spatial turns into a vector
+    # Modules whose parameters are this layer's own in `transfer layers` (empty: the node's module). A
+    # node that is the activation after a block names the block's convolution and normalisation.
+    parameter_modules: tuple[str, ...] = ()
+
+    @property
+    def own_modules(self) -> tuple[str, ...]:
+        return self.parameter_modules or (self.node,)
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ class BackboneSpec:
     load_imagenet: Callable[["torch.nn.Module"], str]  # loads weights in place, returns their id
     preprocessing: Preprocessing
     has_pooling_variants: bool
+    default_layer: str  # what --layer means when it is not given: the network's pooled features
     logits_layer: str  # the layer that gives the pretrained class scores (`transfer inspect`)
     first_maps_layer: str  # the first convolution's maps (`transfer inspect --maps` default)
     class_names: Callable[[], list[str]]  # names of the logits, in index order
@@ -264,8 +272,10 @@ def _efficientnet_lite(n: int, crop: int) -> BackboneSpec:
     return BackboneSpec(
         name=f"efficientnet_lite{n}",
         layers={
-            "stem": Layer("_swish", True),  # the first convolution (3×3, stride 2) after its activation
-            "conv_head": Layer("_swish_1", True),  # last conv block after its activation, 1280 channels
+            # the first convolution (3×3, stride 2) after its activation
+            "stem": Layer("_swish", True, parameter_modules=("_conv_stem", "_bn0")),
+            # last conv block after its activation, 1280 channels
+            "conv_head": Layer("_swish_1", True, parameter_modules=("_conv_head", "_bn1")),
             "avgpool": Layer("_avg_pooling", False),  # global average pooled, 1280
             "logits": Layer("_fc", False),  # ImageNet logits, 1000
         },
@@ -275,6 +285,7 @@ def _efficientnet_lite(n: int, crop: int) -> BackboneSpec:
         # image resized to crop + 32 (the reference implementation's crop padding).
         preprocessing=Preprocessing(resize=crop + 32, crop=crop, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         has_pooling_variants=False,
+        default_layer="avgpool",
         logits_layer="logits",
         first_maps_layer="stem",
         class_names=imagenet_class_names,
@@ -296,6 +307,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         load_imagenet=_load_vgg16_imagenet,
         preprocessing=Preprocessing(),
         has_pooling_variants=True,
+        default_layer="relu7",
         logits_layer="fc8",
         first_maps_layer="conv1_1",
         class_names=imagenet_class_names,
@@ -331,6 +343,13 @@ def check_layers(spec: BackboneSpec, layers: tuple[str, ...]) -> None:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError("layers", f"unknown layer(s) {', '.join(map(repr, unknown))}{hint} for {spec.name}; "
                                     f"`transfer layers --backbone {spec.name}` lists them: {', '.join(spec.layers)}")
+
+
+def shown_pooling(backbone: str | None, pooling: str | None) -> str:
+    """The pooling variant as names and labels show it: nothing for a backbone that has no variants (its
+    key still says max, so that existing cache files keep their keys)."""
+    spec = BACKBONES.get(backbone or "")
+    return "" if not pooling or (spec is not None and not spec.has_pooling_variants) else pooling
 
 
 def check_pooling(spec: BackboneSpec, pooling: Pooling) -> None:
@@ -525,6 +544,13 @@ def receptive_fields(extractor: "torch.fx.GraphModule") -> dict[str, tuple[int |
             for name, node in outputs.items()}
 
 
+def _module_parameters(model: "torch.nn.Module", name: str) -> int:
+    try:
+        return sum(p.numel() for p in model.get_submodule(name).parameters())
+    except AttributeError:  # a functional node (no module of its own), or a node named after a reused module
+        return 0
+
+
 def describe_layers(spec: BackboneSpec, crop: int | None = None) -> tuple[list[LayerInfo], int]:
     """Every named layer with its output shape (one image), own parameter count, receptive field and
     stride; plus the total parameter count."""
@@ -538,10 +564,6 @@ def describe_layers(spec: BackboneSpec, crop: int | None = None) -> tuple[list[L
         outputs = extractor(torch.zeros(1, 3, size, size))
     infos = []
     for name, layer in spec.layers.items():
-        try:
-            module = model.get_submodule(layer.node)
-            params = sum(p.numel() for p in module.parameters())
-        except AttributeError:  # a functional node (no module of its own)
-            params = 0
+        params = sum(_module_parameters(model, module) for module in layer.own_modules)
         infos.append(LayerInfo(name, layer.node, tuple(outputs[layer.node].shape[1:]), params, *geometry[layer.node]))
     return infos, sum(p.numel() for p in model.parameters())

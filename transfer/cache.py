@@ -32,7 +32,7 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from .backbones import Preprocessing
+from .backbones import Preprocessing, shown_pooling
 from .console import warn
 from .datasets import SPLITS, ImageDataset
 from .errors import DamagedFile, UserError
@@ -62,6 +62,12 @@ class ExtractionKey:
 
     @property
     def filename(self) -> str:
+        label = "-".join(filter(None, (self.backbone, shown_pooling(self.backbone, self.pooling), self.precision)))
+        return f"{label}-{self.digest}.h5"
+
+    @property
+    def earlier_filename(self) -> str:
+        """The name before backbones without pooling variants dropped "max" from it (same key, same digest)."""
         return f"{self.backbone}-{self.pooling}-{self.precision}-{self.digest}.h5"
 
 
@@ -363,7 +369,10 @@ class FeatureCache:
         return self.root / folder / name
 
     def path_for(self, key: ExtractionKey) -> Path:
-        return self.root / key.filename
+        path, earlier = self.root / key.filename, self.root / key.earlier_filename
+        if earlier != path and earlier.exists() and not path.exists():
+            earlier.rename(path)  # the same features under their present name
+        return path
 
     def files(self) -> Iterator[Path]:
         return iter(sorted(self.root.glob("*.h5")) if self.root.is_dir() else [])
@@ -379,12 +388,16 @@ class FeatureCache:
         inner = [p for folder in ARTIFACT_FOLDERS for p in (self.root / folder).glob("*") if p.is_file()]
         return sorted(top + inner)
 
-    def remove(self, pattern: str) -> list[Path]:
-        """Delete cached files whose path inside the cache contains ``pattern`` ('all' for every one)."""
+    def matching(self, pattern: str) -> list[Path]:
+        """Cached files whose path inside the cache contains ``pattern`` ('all' for every one)."""
         if not pattern.strip():
             raise UserError("an empty pattern would match every cached file; give part of a file name, "
                             "or 'all' to remove everything (`transfer cache ls` lists them)")
-        removed = [p for p in self.artifacts() if pattern == "all" or pattern in p.relative_to(self.root).as_posix()]
+        return [p for p in self.artifacts() if pattern == "all" or pattern in p.relative_to(self.root).as_posix()]
+
+    def remove(self, pattern: str) -> list[Path]:
+        """Delete the files `matching` ``pattern``."""
+        removed = self.matching(pattern)
         for path in removed:
-            path.unlink()
+            path.unlink(missing_ok=True)  # another process may have removed it meanwhile
         return removed

@@ -133,3 +133,6 @@ class ModelKind(enum.StrEnum):
     FISHER = "fisher"  # Fisher vectors on SIFT (a `bow`-method run)
     HEAD = "head"  # a head for cached features
     NETWORK = "network"  # a whole fine-tuned network
+
+
+MODEL_COMMANDS = "`transfer svm`, `bow`, `fisher`, `finetune` or a study's stages (`transfer run`)"  # what writes them

@@ -144,14 +144,21 @@ def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> No
         raise UserError("the features contain NaN or infinite values")
 
 
-def check_training_labels(labels: np.ndarray, cv: int) -> None:
+def check_training_labels(labels: np.ndarray, cv: int, names: list[str] | None = None) -> None:
+    """Two classes or more, each with at least ``cv`` images; ``names`` (the class of each label) name them."""
     classes, counts = np.unique(labels, return_counts=True)
+
+    def named(label) -> str:
+        return repr(names[label]) if names is not None else f"number {label}"
+
     if len(classes) < 2:
-        raise UserError(f"the training split has only one class ({classes.tolist()}); a classifier needs two or more")
+        only = f" ({named(classes[0])})" if len(classes) else ""
+        raise UserError(f"the training split has only one class{only}; a classifier needs two or more")
     if cv < 2:
         raise UserError(f"--cv must be at least 2, got {cv}")
     if counts.min() < cv:
-        raise UserError(f"--cv {cv}: the smallest class has only {counts.min()} training images; lower --cv")
+        raise UserError(f"--cv {cv}: the smallest class, {named(classes[counts.argmin()])}, has only {counts.min()} "
+                        f"training images; lower --cv")
 
 
 class TriangularCoordinates:

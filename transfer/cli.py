@@ -9,9 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from .backbones import BACKBONES
-from .choices import Device, Engine, Kernel, Method, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus, View
+from .choices import MODEL_COMMANDS, Device, Engine, Kernel, Method, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus, View
 from .console import console, err_console, note, styled
 from .errors import UserError
+from .inspect import DEFAULT_MAP_COUNT, MAX_MAP_COUNT
 from .paths import default_cache_dir, default_data_dir
 
 
@@ -52,7 +53,8 @@ SizesOpt = Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma
 ContrastOpt = Annotated[float, typer.Option(help="Descriptors of patches flatter than this mean gradient (grey levels per pixel) are shortened in proportion, as in Lazebnik's SIFT; 0: off.")]
 BackboneOpt = Annotated[str, typer.Option(help=f"Network: {', '.join(BACKBONES)} (`transfer layers --backbone B` lists its layers).")]
 WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
-LayerOpt = Annotated[str, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7.")]
+LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7 "
+                     "[default: the backbone's pooled features: " + ", ".join(f"{name} {spec.default_layer}" for name, spec in BACKBONES.items()) + "].")]
 SpatialOpt = Annotated[Spatial, typer.Option(help="How spatial outputs become vectors.")]
 PoolingOpt = Annotated[Pooling, typer.Option(help="VGG16 pooling variant: sum is LP pooling with p=1, l2 with p=2.")]
 PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where the hardware computes it natively.")]
@@ -98,7 +100,7 @@ def _results_path(cache_dir: Optional[Path]) -> Path:
 @app.command()
 def extract(
     data: DataOpt = None,
-    layer: LayerOpt = "relu7",
+    layer: LayerOpt = None,
     backbone: BackboneOpt = "vgg16",
     weights: WeightsOpt = "imagenet",
     spatial: SpatialOpt = Spatial.FLATTEN,
@@ -116,7 +118,7 @@ def extract(
     actors: Annotated[Optional[int], typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = None,
     gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = 0.0,
     cache_dir: CacheDirOpt = None,
-    train_per_class: TrainPerClassOpt = 100,
+    train_per_class: Annotated[Optional[int], typer.Option(help="For DIR/<class>/* layouts: extract only the split this many training images per class gives [default: every image; the cache is keyed by image content, so every later split reads them].")] = None,
     test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = 0,
     verbose: VerboseOpt = False,
@@ -130,7 +132,7 @@ def extract(
     from .display import print_extraction
 
     dataset = _load_dataset(data, train_per_class, split_seed, verbose, test_per_class=test_per_class)
-    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer), spatial=spatial, pooling=pooling,
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
                            precision=precision, color=color, image_size=image_size, views=views)
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, strict=strict, engine=engine,
                          address=address, actors=actors, gpus_per_actor=gpus_per_actor)
@@ -139,13 +141,13 @@ def extract(
     except KeyboardInterrupt:
         err_console.print(styled(("interrupted", "yellow"), ": finished batches are saved; run the same command to resume."))
         raise SystemExit(130) from None
-    print_extraction(outcome)
+    print_extraction(outcome, dataset.layout)
 
 
 @app.command()
 def svm(
     data: DataOpt = None,
-    layer: LayerOpt = "relu7",
+    layer: LayerOpt = None,
     c_grid: CGridOpt = "0.001,0.01,0.1,1,10",
     norm: Annotated[str, typer.Option(help="Feature normalisation before the SVM: l2, power (signed square root, then L2), standard or none; a comma list is chosen among by CV, like C.")] = "l2",
     cv: CvOpt = 5,
@@ -176,7 +178,7 @@ def svm(
     from .extraction import FeatureSpec
     from .experiments import run_svm
 
-    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer), spatial=spatial, pooling=pooling,
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
                            precision=precision, color=color, image_size=image_size, views=views)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     norms = parse_norms(norm)
@@ -276,6 +278,7 @@ def results(
     method: Annotated[Optional[Method], typer.Option(help="Only this method.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Only this layer.")] = None,
+    models: Annotated[bool, typer.Option("--models", help="Also list each run's model file (for `transfer predict`).")] = False,
     cache_dir: CacheDirOpt = None,
     wide: WideOpt = False,
 ) -> None:
@@ -284,7 +287,7 @@ def results(
     from .results import ResultsStore
 
     path = _results_path(cache_dir)
-    print_results(ResultsStore(path).runs(dataset=data, method=method, backbone=backbone, layer=layer), wide)
+    print_results(ResultsStore(path).runs(dataset=data, method=method, backbone=backbone, layer=layer), wide, models)
 
 
 @app.command()
@@ -348,7 +351,7 @@ def finetune(
     """Train a new classification head: on the frozen backbone's cached features, or end to end (--unfreeze).
 
     Frozen, the features are extracted on demand through the cache, so no image goes through the
-    network during the epochs. A checkpoint is written every epoch: an interrupted run resumes.
+    network during the epochs. Checkpoints are kept while it trains (and on Ctrl-C): an interrupted run resumes.
     """
     from .display import print_head
     from .extraction import FeatureSpec, RunOptions
@@ -395,16 +398,25 @@ def run_study(
         Overrides,
         Planner,
         dataset_location,
+        inputs_message,
+        missing_data,
         missing_weights,
         open_dataset,
         run_stages,
         select,
-        weights_message,
+        study_weights,
     )
     from .study import load_study
 
     study = load_study(study_file)
     overrides = Overrides(data, weights)
+    absent = missing_data(study, overrides)
+    if absent is not None:  # the weights named too, in the same message, before anything is fetched or run
+        message = inputs_message(absent, {} if keep_going else study_weights(study, overrides), study_file)
+        if dry_run:
+            note(message)
+            return
+        raise UserError(message)
     dataset = open_dataset(study, overrides, fetch_missing=not dry_run)
     if dataset is None:
         console.print(f"data: {dataset_location(study, overrides)} is missing and would be fetched first; "
@@ -419,10 +431,10 @@ def run_study(
     if dry_run:
         print_plan([(stage, stage.check()) for stage in stages])
         if missing:
-            note(weights_message(missing, study_file))
+            note(inputs_message(None, missing, study_file))
         return
     if missing:
-        raise UserError(weights_message(missing, study_file))
+        raise UserError(inputs_message(None, missing, study_file))
     begun = time.perf_counter()
     reports = run_stages(stages, on_start=lambda stage: console.print(styled((f"▶ {stage.name}", "bold"))), on_end=print_stage_end)
     print_run_summary(reports, time.perf_counter() - begun, wide)
@@ -511,7 +523,7 @@ def summary(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="A model file written by `transfer svm` or `transfer bow` (see `transfer results`).")],
+    model: Annotated[Path, typer.Argument(help=f"A model file written by {MODEL_COMMANDS}: `transfer results --models` lists each run's.")],
     images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     top: Annotated[int, typer.Option(help="How many classes to show per image, best first.")] = 1,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
@@ -535,6 +547,7 @@ def inspect(
     top: Annotated[int, typer.Option(help="How many of the network's own ImageNet classes to show per image.")] = 5,
     maps: Annotated[Optional[str], typer.Option(help="Spatial layer whose feature maps are drawn [default: the first convolution: conv1_1 for VGG16, stem for EfficientNet-Lite].")] = None,
     order: Annotated[str, typer.Option(help="Map order in the figure: index, or activation (most activated first).")] = "index",
+    count: Annotated[int, typer.Option(help=f"How many maps to draw: the most activated ones (by mean activation), at most {MAX_MAP_COUNT}.")] = DEFAULT_MAP_COUNT,
     out: Annotated[Path, typer.Option(help="Folder for the feature-map PNGs (one per image).")] = Path("reports/inspect"),
     no_maps: Annotated[bool, typer.Option("--no-maps", help="Only the predictions, no figures.")] = False,
     color: ColorOpt = False,
@@ -547,7 +560,7 @@ def inspect(
 
     if output not in ("table", "json"):
         raise UserError(f"--format must be table or json, got {output!r}")
-    found = inspect_images(images, backbone, weights, top, maps, None if no_maps else out, color, order, device)
+    found = inspect_images(images, backbone, weights, top, maps, None if no_maps else out, color, order, device, count)
     print_inspections(found, output, weights == "random")
 
 
@@ -606,16 +619,36 @@ def cache_ls(cache_dir: CacheDirOpt = None) -> None:
 @cache_app.command("rm")
 def cache_rm(
     pattern: Annotated[str, typer.Argument(help="Remove cached files whose path inside the cache contains this text (e.g. vgg16, bow/, models/svm); 'all' for every one.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Remove cached files: extractions, BoW stages, checkpoints, model files (never the results store)."""
+    """Remove cached files: extractions, BoW stages, checkpoints, model files (never the results store).
+
+    Lists what matches and asks first (--yes: no question; without a terminal, --yes is needed)."""
+    import sys
+
     from .cache import FeatureCache
 
-    removed = FeatureCache(cache_dir or default_cache_dir()).remove(pattern)
-    if not removed:
+    cache = FeatureCache(cache_dir or default_cache_dir())
+    matched = cache.matching(pattern)
+    if not matched:
         raise UserError(f"no cache file matches {pattern!r}; `transfer cache ls` lists them")
-    for path in removed:
-        console.print(f"removed {path}")
+    size = sum(p.stat().st_size for p in matched if p.exists())
+    for path in matched:
+        console.print(f"  {path}", soft_wrap=True)
+    summary = f"{len(matched)} file(s), {size / 2**20:,.1f} MiB, match {pattern!r}"
+    if dry_run:
+        console.print(f"{summary}: nothing removed (--dry-run)")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"{summary}; nothing removed: add --yes to remove them (--dry-run only lists them)")
+        if not typer.confirm(f"{summary}. Remove them?", default=False):
+            console.print("nothing removed")
+            return
+    for path in cache.remove(pattern):
+        console.print(f"removed {path}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 from rich.progress import (
     BarColumn,
@@ -25,8 +25,28 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=False, highlight=False, markup=False)
-err_console = Console(stderr=True, highlight=False, markup=False)
+UNBOUNDED_WIDTH = 10_000  # "as wide as the content": rich needs a number
+
+
+class _Console(Console):
+    """Rich's console, except that output to a pipe or a file (`transfer layers > layers.txt`, a CI log) is
+    not cut to a terminal's width: rich takes the width of any terminal the process has, or 80 columns,
+    and cuts table cells to fit. ``COLUMNS`` still sets a width where one is wanted."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in self._environ:
+            return ConsoleDimensions(UNBOUNDED_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = _Console(stderr=False, highlight=False, markup=False)
+err_console = _Console(stderr=True, highlight=False, markup=False)
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:

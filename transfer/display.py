@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from .backbones import BACKBONES, LayerInfo
+from .backbones import LayerInfo, shown_pooling
 from .cache import CacheEntry
 from .choices import StageStatus
 from .console import console, err_console, note, styled
 from .datasets import UNSPLIT, SPLITS, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
+from .metrics import class_mean_accuracy, unequal_classes
 from .report import (
     HEADERS,
     HEADLINE_RULE,
@@ -22,6 +23,7 @@ from .report import (
     header_lines,
     published_for,
     published_lines,
+    published_withheld,
     reference_cells,
     table_cells,
     training_score_cells,
@@ -77,14 +79,17 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-def print_extraction(outcome: ExtractionOutcome) -> None:
-    table = Table(title=str(outcome.path), title_justify="left")
+def print_extraction(outcome: ExtractionOutcome, layout: str) -> None:
+    console.print(f"cache file: {outcome.path}", soft_wrap=True)  # whole, to copy (a table title would fold it)
+    table = Table()
     table.add_column("split")
     table.add_column("layer")
     table.add_column("features", justify="right")
     for split, layers in outcome.shapes.items():
+        if layout == UNSPLIT and split != "train":
+            continue  # not split: every image is listed under train
         for layer, (rows, dims) in layers.items():
-            table.add_row(split, layer, f"{rows}×{dims}")
+            table.add_row("all images" if layout == UNSPLIT else split, layer, f"{rows}×{dims}")
     console.print(table)
     if outcome.cached:
         console.print("cached: nothing to compute (delete with `transfer cache rm`)")
@@ -162,8 +167,8 @@ def print_cache(root: Path, entries: list[CacheEntry], artifacts: list[Path]) ->
             continue
         key = entry.key
         crop = key["preprocessing"]["crop"]
-        spec = BACKBONES.get(key["backbone"])
-        pooling = f"pooling {key['pooling']}, " if spec is None or spec.has_pooling_variants else ""
+        pooling = shown_pooling(key["backbone"], key["pooling"])
+        pooling = f"pooling {pooling}, " if pooling else ""
         console.print(f"  {key['backbone']}, weights {key['weights']}, {pooling}{key['precision']}, "
                       f"{crop}×{crop} crops{', colour' if key['preprocessing']['color'] else ''}")
         for name, shape in entry.layers.items():
@@ -187,6 +192,15 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.2f}"
 
 
+def _class_mean(per_class: list[float], confusion: list[list[int]]) -> tuple:
+    """", mean of per-class accuracies X%" where the test classes differ in size (so the two figures differ)."""
+    if not unequal_classes(confusion):
+        return ()
+    sizes = [sum(row) for row in confusion if sum(row)]
+    return (", mean of the per-class accuracies ", (f"{_pct(class_mean_accuracy(per_class, confusion))}%", "bold"),
+            f" (test classes of {min(sizes)} to {max(sizes)} images)")
+
+
 def print_grid(outcome: GridOutcome) -> None:
     result = outcome.result
     table = Table(title=f"{outcome.name}: SVM, C chosen by cross-validation on the training split", title_justify="left")
@@ -201,7 +215,7 @@ def print_grid(outcome: GridOutcome) -> None:
         console.print(f"normalisation chosen by CV: {outcome.chosen_candidate} (best CV accuracy "
                       + ", ".join(f"{name} {_pct(cv)}%" for name, cv in outcome.candidates_cv.items()) + "); its grid above")
     console.print(styled(f"test accuracy at the CV-chosen C={result.chosen_c:g}: ", (f"{_pct(result.test_accuracy)}%", "bold"),
-                         f"  (fit {result.fit_seconds:.1f} s)"))
+                         *_class_mean(result.per_class_accuracy, result.confusion), f"  (fit {result.fit_seconds:.1f} s)"))
     if outcome.split_accuracies:
         mean, std = outcome.mean_std
         console.print(styled(f"over {len(outcome.split_accuracies)} re-drawn splits: ", (f"{_pct(mean)} ± {_pct(std)}%", "bold"),
@@ -213,23 +227,30 @@ RESULT_COLUMNS = [("#", 0), ("date", 5), ("method", 1), ("backbone", 2), ("weigh
                   ("chosen", 3), ("CV %", 1), ("val %", 2), ("test %", 0), ("splits", 3), ("class mean %", 1), ("data", 2)]
 
 
-def print_results(runs: list[RunRecord], wide: bool = False) -> None:
+def print_results(runs: list[RunRecord], wide: bool = False, models: bool = False) -> None:
     if not runs:
         console.print("no runs match")
         return
     rows = []
     for run in runs:
         test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)}" if run.test_std is not None else "")
-        rows.append([str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "", run.pooling or "",
+        rows.append([str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "", shown_pooling(run.backbone, run.pooling),
                      run.layer or "", run.chosen_text, *training_score_cells(run), test, str(run.splits),
-                     _pct(Row(run, "").class_mean_accuracy),
+                     _pct(class_mean_accuracy(run.per_class_accuracy, run.confusion)),
                      Path(run.dataset).name or run.dataset])  # the folder's name: `--wide` does not lengthen it
     print_fitted(*fitted_table("results", RESULT_COLUMNS, rows, wide, right=("#", "CV %", "val %", "test %", "splits", "class mean %"),
                                short=REPORT_SHORT))
+    if models:  # whole paths, one a line, to copy into `transfer predict` (a table cell would fold them)
+        console.print("model files (`transfer predict MODEL IMAGE...`):")
+        for run in runs:
+            missing = " (missing: re-run to re-create it)" if run.model_path and not Path(run.model_path).exists() else ""
+            console.print(f"  #{run.id}  {run.model_path or '(none: this method saves no model)'}{missing}", soft_wrap=True)
+    else:
+        console.print("(--models lists each run's model file)")
 
 
 # Which report columns a narrow terminal leaves out first (highest rank first).
-REPORT_RANKS = {"configuration": 0, "test %": 0, "test 95% CI": 1, "CV %": 1, "val %": 3, "class mean %": 2, "vs ★ p": 1,
+REPORT_RANKS = {"configuration": 0, "data": 2, "test %": 0, "test 95% CI": 1, "CV %": 1, "val %": 3, "class mean %": 2, "vs ★ p": 1,
                 "chosen": 3, "splits": 4, "fit s": 4, "extract s": 5, "classifier": 5, "method": 6, "backbone": 6,
                 "layer": 6, "pooling": 7, "weights": 7}
 
@@ -252,6 +273,7 @@ def print_report(rows: list[Row], files: ReportFiles, published: bool, wide: boo
     if published:
         for line in published_lines(rows):
             console.print(f"published, not measured here: {line}", soft_wrap=True)
+        note(published_withheld(rows))
     for text in data_notes(rows):
         note(text)
     console.print(f"report: {files.markdown}, {files.html}, {files.csv}")
@@ -335,7 +357,8 @@ def print_head(outcome: "HeadOutcome") -> None:
     if result.stopped_early:
         console.print(f"stopped early: no better validation accuracy for {len(curves['val_acc']) - result.best_epoch} epochs")
     console.print(styled(f"test accuracy of the best-validation epoch ({result.best_epoch}): ",
-                         (f"{_pct(result.test_accuracy)}%", "bold"), f"  ({result.epoch_seconds:.3f} s per epoch)"))
+                         (f"{_pct(result.test_accuracy)}%", "bold"), *_class_mean(result.per_class_accuracy, result.confusion),
+                         f"  ({result.epoch_seconds:.3f} s per epoch)"))
     console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
 
 

@@ -14,8 +14,8 @@ from .bow import BowConfig, bow_features
 from .fisher import FisherConfig, fisher_features
 from .cache import FeatureCache, extraction_timing
 from .choices import Method, ModelKind, Norm
-from .classifiers import (COMBINED, GridConfig, GridResult, choose_by_cv, linear_svm, plain_svm, redraw_splits,
-                          side_by_side, split_accuracies)
+from .classifiers import (COMBINED, GridConfig, GridResult, check_training_labels, choose_by_cv, linear_svm, plain_svm,
+                          redraw_splits, side_by_side, split_accuracies)
 from .datasets import ImageDataset
 from .keys import KeyKind, content_key
 from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve, resolve_device
@@ -84,8 +84,10 @@ def head_key(dataset_fingerprint: str, features_key: str, layer: str, spec: Head
 
 def _data_notes(dataset: ImageDataset) -> dict:
     """What a report must say about the data a run saw (kept with the run, not part of its key)."""
+    per_class = [sum(s.label == label for s in dataset.samples("train")) for label in range(len(dataset.classes))]
     return {"test_duplicates": len(dataset.test_duplicates()), "layout": dataset.layout,
-            "images": {split: len(dataset.samples(split)) for split in ("train", "test")}}
+            "images": {split: len(dataset.samples(split)) for split in ("train", "test")},
+            "train_per_class": [min(per_class), max(per_class)]}
 
 
 def _record(method: Method, dataset: ImageDataset, config: dict, **fields) -> RunRecord:
@@ -128,6 +130,7 @@ def _fit_and_record(
     re-drawn splits (each choosing again), model file, one store row. With several candidates the
     record's ``norm`` is the chosen one and ``candidates_cv`` holds each one's best CV accuracy."""
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
+    check_training_labels(y_train, grid.cv, classes)  # here, where the labels' class names are known
     begun = time.perf_counter()
     chosen, result, candidates_cv = choose_by_cv(models, (x_train, y_train), (x_test, y_test), grid, len(classes))
     redrawn = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ class FeatureSpec:
 
     backbone: str = "vgg16"
     weights: str = "imagenet"  # imagenet, random or a state_dict file (checked where it is loaded)
-    layers: tuple[str, ...] = ("relu7",)
+    layers: tuple[str, ...] = ()  # empty: the backbone's default layer (its pooled features)
     spatial: Spatial = Spatial.FLATTEN
     pooling: Pooling = Pooling.MAX
     precision: Precision = Precision.AUTO
@@ -57,13 +58,12 @@ class FeatureSpec:
     views: View = View.CENTRE  # test-time augmentation: the features are the mean over these views
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(self.layers))
-        require(bool(self.layers), "layers", "no layer given: name at least one, e.g. relu7")
+        spec = get_backbone(self.backbone)
+        object.__setattr__(self, "layers", tuple(self.layers) or (spec.default_layer,))
         object.__setattr__(self, "spatial", choice(Spatial, self.spatial, "spatial"))
         object.__setattr__(self, "pooling", choice(Pooling, self.pooling, "pooling"))
         object.__setattr__(self, "precision", choice(Precision, self.precision, "precision"))
         object.__setattr__(self, "views", choice(View, self.views, "views"))
-        spec = get_backbone(self.backbone)
         check_layers(spec, self.layers)
         check_pooling(spec, self.pooling)
         require(self.image_size is None or self.image_size >= 32, "image_size",
@@ -128,18 +128,49 @@ def resolve_device(device: Device) -> str:
     return "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` is bf16 where the hardware computes it natively (CUDA, or CPUs with AVX512-BF16/AMX)."""
+def native_bf16(device: str) -> bool:
+    """Whether the hardware computes bf16 itself (CUDA, or CPUs with AVX512-BF16/AMX) rather than in software."""
     import torch
 
-    if precision != Precision.AUTO:
-        return str(precision)
     if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return torch.cuda.is_bf16_supported()
     try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
-        return "fp32"
+        return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` is bf16 where the hardware computes it natively, else fp32. An explicit bf16 where it is
+    computed in software is kept, with a warning (once) of how much slower it measured."""
+    if precision == Precision.AUTO:
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == Precision.BF16 and device == "cpu" and not native_bf16(device):
+        _warn_software_bf16()
+    return str(precision)
+
+
+@functools.cache
+def _warn_software_bf16() -> None:
+    warn(f"this CPU has no native bf16 (AVX512-BF16 or AMX): --precision bf16 is computed in software, "
+         f"{software_bf16_slowdown():.0f}× slower than fp32 on a test convolution just now; --precision auto "
+         f"(fp32 here) gives the same features far faster")
+
+
+def software_bf16_slowdown() -> float:
+    """bf16 time over fp32 time of one small convolution on this CPU (a few milliseconds in fp32)."""
+    import torch
+
+    def seconds(dtype) -> float:
+        image, weight = torch.ones(1, 32, 56, 56, dtype=dtype), torch.ones(32, 32, 3, 3, dtype=dtype)
+        torch.conv2d(image, weight, padding=1)  # warm-up
+        begun = time.perf_counter()
+        for _ in range(3):
+            torch.conv2d(image, weight, padding=1)
+        return time.perf_counter() - begun
+
+    with torch.inference_mode():
+        return seconds(torch.bfloat16) / max(seconds(torch.float32), 1e-9)
 
 
 def resolve(features: FeatureSpec, cache_dir: Path, device: str = "auto") -> Resolved:
@@ -377,10 +408,16 @@ def _extract_rows(rows, samples, nodes, resolved, options, store, batches, outco
         outcome.loader_wait_seconds += waited
 
 
-def extract_command(dataset: ImageDataset, features: FeatureSpec, layers: list[str]) -> str:
-    """The `transfer extract` command line that produces these features."""
+def extract_command(dataset: ImageDataset, features: FeatureSpec, layers: list[str], cache_dir: Path) -> str:
+    """The `transfer extract` command line that produces these features, in this cache."""
+    import shlex
+
+    from .paths import default_cache_dir
+
     defaults = FeatureSpec()
-    parts = ["transfer extract", f"--data {dataset.root}", f"--layer {','.join(layers)}"]
+    parts = ["transfer extract", f"--data {shlex.quote(str(dataset.root))}", f"--layer {','.join(layers)}"]
+    if Path(cache_dir).resolve() != default_cache_dir().resolve():
+        parts.append(f"--cache-dir {shlex.quote(str(cache_dir))}")
     for name in ("backbone", "weights", "spatial", "pooling", "precision", "image_size", "views"):
         value = getattr(features, name)
         if value != getattr(defaults, name):
@@ -409,7 +446,7 @@ def cached_features(dataset: ImageDataset, features: FeatureSpec, cache_dir: Pat
             return resolved
     raise UserError(
         f"no cached features for {', '.join(missing)} of this selection (looked for {candidates[0].path}). "
-        f"Make them with:\n  {extract_command(dataset, features, missing)}"
+        f"Make them with:\n  {extract_command(dataset, features, missing, cache_dir)}"
     )
 
 

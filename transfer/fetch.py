@@ -81,6 +81,18 @@ def _find_class_dirs(root: Path, classes: tuple[str, ...]) -> dict[str, list[Pat
     return found
 
 
+def unreachable(name: str, dest: Path, timeout: float = 5.0) -> str | None:
+    """Why the public dataset ``name`` cannot be downloaded now, with how to place it by hand; None when its
+    archive answers within ``timeout`` seconds (asked before a study starts, so that it stops at once)."""
+    dataset = PUBLIC_DATASETS[name]
+    url = os.environ.get(dataset.url_env, dataset.url)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return None
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
+        return f"{url} cannot be reached ({getattr(error, 'reason', error)}). {_manual_instructions(dataset, dest)}"
+
+
 def fetch(name: str, dest: Path, seed: int = 0) -> Path:
     try:
         dataset = PUBLIC_DATASETS[name]

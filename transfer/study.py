@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .backbones import BACKBONES
 from .errors import UserError
 from .files import confined, safe_name
 
@@ -39,7 +40,7 @@ class FeaturesSection:
     name: str = ""  # how a [[combine]] entry names this one
     backbone: str = "vgg16"
     weights: str = "imagenet"  # imagenet, random, or a state_dict file
-    layers: list[str] = field(default_factory=lambda: ["relu7"])
+    layers: list[str] = field(default_factory=list)  # empty: the backbone's default layer
     poolings: list[str] = field(default_factory=lambda: ["max"])
     spatial: str = "flatten"
     precision: str = "auto"
@@ -500,6 +501,9 @@ def load_study(path: Path) -> Study:
     study = Study(path=path, study=sections["study"] or StudySection(), **{k: v for k, v in sections.items() if k != "study"})
     if not study.study.name:
         study.study.name = path.stem
+    for entry in study.features:  # an unknown backbone is reported by the check below
+        if not entry.layers and entry.backbone in BACKBONES:
+            entry.layers = [BACKBONES[entry.backbone].default_layer]
     _check(study, problems)
     problems.raise_if_any()
     return study
