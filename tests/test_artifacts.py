@@ -14,7 +14,7 @@ from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract
 from transfer.heads import HeadSpec, train_head
 from transfer.training import TrainConfig
-from transfer.modelfile import load_model, save_model
+from transfer.modelfile import load_estimator, load_model, save_model
 from transfer.predict import predict
 from transfer.results import ResultsStore
 from transfer.experiments import run_svm
@@ -66,7 +66,7 @@ def test_concurrent_saves_of_one_file_never_collide(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
-    final = load_model(path)
+    final = load_estimator(path, "a model file")  # the raw payload: a real model file has more fields
     assert (final["weights"] == final["worker"]).all()
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.skops"]  # no temporary file left
 

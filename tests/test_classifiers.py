@@ -73,7 +73,7 @@ def test_redrawn_splits_are_stratified_and_reproducible():
 
 def test_svm_without_cached_features_names_the_extract_command(small_data, cache_dir):
     spec = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
-    with pytest.raises(UserError, match=r"transfer extract --data .* --layer relu7 --weights random .*--image-size 32"):
+    with pytest.raises(UserError, match=r"transfer extract --data .* --layer relu7 --cache-dir .* --weights random .*--image-size 32"):
         run_svm(load_dataset(small_data), spec, cache_dir, GridConfig(cv=2, jobs=1))
 
 

@@ -70,7 +70,7 @@ def published_withheld(rows: list["Row"]) -> str | None:
     if published_for(rows) or not any(_on_15scene(row) for row in rows):
         return None
     return (f"published 15-Scene figures not shown: they are for {PUBLISHED_TRAIN_PER_CLASS} training images per "
-            f"class, and not every row here is (see the data column); `transfer report --data` selects runs")
+            f"class, and not every row here is (see the data column); a study's own report holds only its runs")
 
 FIGURES = ("accuracy_vs_c", "best_by_method", "scratch_vs_transfer", "confusion", "per_class", "training_curves", "throughput")
 TRANSFER_METHODS = ("svm", "head")
