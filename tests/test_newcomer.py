@@ -238,3 +238,17 @@ def test_a_study_names_missing_data_and_weights_in_one_message(tmp_path, monkeyp
     assert "2 input(s)" in message and "data: data/15scene is missing" in message and "vgg16: no network here" in message
     assert "TRANSFER_DATA" in message and "TRANSFER_VGG16_WEIGHTS" in message
     assert not (tmp_path / "data").exists()
+
+
+def test_the_html_report_fits_its_table_shows_code_not_backticks_and_no_repeated_captions(tmp_path):
+    from transfer.report import write_report
+    from transfer.results import RunRecord
+
+    run = RunRecord(method="svm", dataset="/data/mine", dataset_fingerprint="f", config={"test_duplicates": 2},
+                    test_accuracy=0.9, classes=["a", "b"], backbone="efficientnet_lite0", layer="avgpool", cv_best=0.9,
+                    c_grid=[0.1, 1.0], cv_accuracy=[0.8, 0.9], test_accuracy_per_c=[0.85, 0.9], chosen=1.0,
+                    confusion=[[5, 0], [1, 4]], per_class_accuracy=[1.0, 0.8])
+    page = write_report([run], tmp_path / "report").html.read_text()
+    assert "`" not in page and "<code>transfer data info /data/mine</code>" in page
+    assert "<figcaption>" not in page
+    assert "width: 100%" in page and "<td class=n>90.00</td>" in page

@@ -16,6 +16,7 @@ from .extraction import ExtractionOutcome
 from .metrics import class_mean_accuracy, unequal_classes
 from .report import (
     HEADERS,
+    NUMERIC_HEADERS,
     HEADLINE_RULE,
     ReportFiles,
     Row,
@@ -262,7 +263,7 @@ def print_report(rows: list[Row], files: ReportFiles, published: bool, wide: boo
     references = published_for(rows) if published else ()
     cells = [table_cells(row) for row in rows] + [reference_cells(r.name, r.accuracy) for r in references]
     styles = ["bold" if row.best else None for row in rows] + ["dim italic"] * len(references)
-    right = tuple(h for h in HEADERS if h.endswith(("%", " s", "CI", " p")) or h == "splits")
+    right = tuple(h for h in NUMERIC_HEADERS if h != "chosen")
     for line in header_lines(rows):
         console.print(line, soft_wrap=True)
     # Configuration names fold onto several lines, so that the figures beside them fit 80 columns.

@@ -300,6 +300,9 @@ HEADERS = ["configuration", "data", "method", "backbone", "weights", "pooling", 
            "CV %", "val %", "test %", "test 95% CI", "class mean %", "vs ★ p", "splits", "extract s", "fit s"]
 
 
+NUMERIC_HEADERS = frozenset(h for h in HEADERS if h.endswith(("%", " s", "CI", " p")) or h in ("splits", "chosen"))
+
+
 def reference_cells(name: str, accuracy: float) -> list[str]:
     """A published figure as a row under `HEADERS`: its name and test accuracy, nothing measured."""
     return [name if header == "configuration" else f"{100 * accuracy:.1f}" if header == "test %" else ""
@@ -635,12 +638,13 @@ def _inline(text: str) -> str:
 
 
 def _html(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
-    def cell(text: str, tag: str = "td") -> str:
-        return f"<{tag}>{_inline(text)}</{tag}>"
+    def cell(text: str, tag: str = "td", header: str = "") -> str:
+        figure = header in NUMERIC_HEADERS  # figures never break inside; names may, anywhere
+        return f"<{tag}{' class=n' if figure else ''}>{_inline(text)}</{tag}>"
 
     header = "<tr>" + "".join(cell(h, "th") for h in HEADERS) + "</tr>"
     body = "\n".join(
-        f"<tr class='{'best' if row.best else ''}'>" + "".join(cell(c) for c in table_cells(row)) + "</tr>" for row in rows
+        f"<tr class='{'best' if row.best else ''}'>" + "".join(cell(c, header=h) for c, h in zip(table_cells(row), HEADERS)) + "</tr>" for row in rows
     )
     images = "\n".join(
         f"<figure><img alt='{html.escape(CAPTIONS[name])}' src='data:image/png;base64,"
@@ -660,7 +664,9 @@ def _html(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 12px; width: 100%; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 5px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 5px; text-align: left; vertical-align: top; }}
+td {{ overflow-wrap: anywhere; }}
+td.n {{ white-space: nowrap; text-align: right; }}
 td:first-child {{ min-width: 16em; }}
 code {{ background: #f4f4f4; padding: 0 2px; }}
 th {{ background: #f0f0f0; }}
