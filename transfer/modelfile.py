@@ -91,8 +91,9 @@ def _missing_fields(payload: dict, fields: dict[str, tuple[str, ...]], within: s
     for name, inner in fields.items():
         if name not in payload:
             missing.append(within + name)
-        elif inner and not (isinstance(payload[name], dict) and all(key in payload[name] for key in inner)):
-            missing += [f"{within}{name}.{key}" for key in inner if not isinstance(payload[name], dict) or key not in payload[name]]
+        else:
+            value = payload[name]
+            missing += [f"{within}{name}.{key}" for key in inner if not isinstance(value, dict) or key not in value]
     return missing
 
 
@@ -110,8 +111,7 @@ def _output_count(payload: dict) -> int | None:
 def check_payload(path: Path, payload: dict) -> None:
     """Every field `transfer predict` reads is there, and the class list fits the classifier's outputs."""
     kind = ModelKind(payload["kind"])
-    fields = dict(_FIELDS[kind])
-    missing = _missing_fields(payload, fields)
+    missing = _missing_fields(payload, _FIELDS[kind])
     if kind == ModelKind.SVM:
         parts = payload.get("parts")
         if isinstance(parts, list) and parts:

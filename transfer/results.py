@@ -139,6 +139,7 @@ class ResultsStore:
             db.execute(SCHEMA)
             if self._added_columns(db):
                 self._upgrade(db)
+            db.execute("CREATE INDEX IF NOT EXISTS runs_by_key ON runs (run_key)")  # `find`, once per study stage
 
     @staticmethod
     def _added_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
