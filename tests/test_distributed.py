@@ -1,5 +1,7 @@
 """`--engine ray`: a local Ray cluster (2 CPUs), small generated images, random weights."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -7,13 +9,15 @@ from transfer.cache import read_features
 from transfer.datasets import load_dataset
 from transfer.extraction import FeatureSpec, RunOptions, extract
 
-from .conftest import extract_until_killed
+from .conftest import LITE0_SPEC, VGG16_SPEC, extract_until_killed
 
 ray = pytest.importorskip("ray")
 
-SPEC = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
+SPEC = FeatureSpec(**VGG16_SPEC)
+LITE0 = FeatureSpec(**LITE0_SPEC)
 LOCAL = RunOptions(device="cpu", batch_size=4, workers=0, progress=False)
 RAY = RunOptions(batch_size=4, progress=False, engine="ray", actors=2)
+RAY_ONE = RunOptions(batch_size=4, progress=False, engine="ray", actors=1)  # one actor starts sooner than two
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -24,13 +28,13 @@ def cluster():
     ray.shutdown()
 
 
-def _features(path, dataset):
+def _features(path, dataset, spec):
     return {(layer, split): read_features(path, layer, dataset).splits[split].features
-            for layer in ("relu7", "pool5") for split in ("train", "test")}
+            for layer in spec.layers for split in ("train", "test")}
 
 
-def _assert_same(path_a, path_b, dataset):
-    a, b = _features(path_a, dataset), _features(path_b, dataset)
+def _assert_same(path_a, path_b, dataset, spec=LITE0):
+    a, b = _features(path_a, dataset, spec), _features(path_b, dataset, spec)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
 
@@ -41,40 +45,40 @@ def test_ray_features_equal_the_local_engines_bit_for_bit(small_data, tmp_path):
     distributed = extract(dataset, SPEC, tmp_path / "ray", RAY)
     assert distributed.images == 21
     assert distributed.path.name == local.path.name  # the same cache key
-    _assert_same(local.path, distributed.path, dataset)
+    _assert_same(local.path, distributed.path, dataset, SPEC)
 
 
-def test_an_interrupted_ray_run_resumes_with_either_engine(small_data, tmp_path):
+def test_an_interrupted_ray_run_resumes_with_either_engine(small_data, tmp_path, one_thread):
     dataset = load_dataset(small_data)
-    reference = extract(dataset, SPEC, tmp_path / "reference", LOCAL)
+    reference = extract(dataset, LITE0, tmp_path / "reference", LOCAL)
 
     def interrupt(rows):
         if rows >= 4:
             raise KeyboardInterrupt  # what Ctrl-C does in the middle of a run
 
-    for resume_with in (RAY, LOCAL):
-        cache = tmp_path / resume_with.engine
-        with pytest.raises(KeyboardInterrupt):
-            extract(dataset, SPEC, cache, RAY, on_batch=interrupt)
-        resumed = extract(dataset, SPEC, cache, resume_with)
+    with pytest.raises(KeyboardInterrupt):
+        extract(dataset, LITE0, tmp_path / "interrupted", RAY_ONE, on_batch=interrupt)
+    for resume_with in (RAY_ONE, LOCAL):
+        cache = shutil.copytree(tmp_path / "interrupted", tmp_path / resume_with.engine)
+        resumed = extract(dataset, LITE0, cache, resume_with)
         assert resumed.images == 21 - 4
         _assert_same(reference.path, resumed.path, dataset)
 
 
-def test_a_killed_local_run_resumes_on_ray(small_data, tmp_path):
-    assert extract_until_killed(small_data, tmp_path / "killed", rows=8, batch_size=4) == -9
+def test_a_killed_local_run_resumes_on_ray(small_data, tmp_path, one_thread):
+    assert extract_until_killed(small_data, tmp_path / "killed", rows=8, batch_size=4, spec=LITE0_SPEC, threads=1) == -9
     dataset = load_dataset(small_data)
-    resumed = extract(dataset, SPEC, tmp_path / "killed", RAY)
+    resumed = extract(dataset, LITE0, tmp_path / "killed", RAY_ONE)
     assert resumed.images == 21 - 8
-    _assert_same(extract(dataset, SPEC, tmp_path / "reference", LOCAL).path, resumed.path, dataset)
+    _assert_same(extract(dataset, LITE0, tmp_path / "reference", LOCAL).path, resumed.path, dataset)
 
 
 def test_unreadable_images_are_skipped_with_the_local_warning(small_data, tmp_path, capsys):
     (small_data / "train" / "beta" / "broken.jpg").write_bytes(b"not an image")
-    outcome = extract(load_dataset(small_data), SPEC, tmp_path / "cache", RAY)
+    outcome = extract(load_dataset(small_data), LITE0, tmp_path / "cache", RAY_ONE)
     assert outcome.skipped == ["train/beta/broken.jpg"]
     assert "skipping unreadable image train/beta/broken.jpg" in capsys.readouterr().err
-    assert len(read_features(outcome.path, "relu7", load_dataset(small_data)).splits["train"].labels) == 12
+    assert len(read_features(outcome.path, "avgpool", load_dataset(small_data)).splits["train"].labels) == 12
 
 
 def test_ray_options_are_checked_where_they_are_built():

@@ -8,7 +8,7 @@ from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.extraction import FeatureSpec, RunOptions, extract, resolve
 
-from .conftest import extract_until_killed
+from .conftest import LITE0_SPEC, extract_until_killed
 
 # Small and deterministic: random weights, 32×32 crops, fp32.
 SPEC = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
@@ -70,15 +70,15 @@ def test_interrupted_extraction_resumes_to_the_same_features(small_data, tmp_pat
 
 def test_a_killed_process_leaves_a_file_that_resumes_correctly(small_data, tmp_path):
     """SIGKILL, not an exception: nothing gets to clean up."""
-    assert extract_until_killed(small_data, tmp_path / "killed", rows=4, batch_size=2) == -9
+    assert extract_until_killed(small_data, tmp_path / "killed", rows=4, batch_size=2, spec=LITE0_SPEC) == -9
     dataset = load_dataset(small_data)
-    resumed = extract(dataset, SPEC, tmp_path / "killed", RUN)
+    resumed = extract(dataset, FeatureSpec(**LITE0_SPEC), tmp_path / "killed", RUN)
     assert resumed.images == 21 - 4
-    reference = extract(dataset, SPEC, tmp_path / "reference", RUN)
+    reference = extract(dataset, FeatureSpec(**LITE0_SPEC), tmp_path / "reference", RUN)
     for split in ("train", "test"):
         np.testing.assert_array_equal(
-            _all_features(resumed.path, "pool5", dataset)[split].features,
-            _all_features(reference.path, "pool5", dataset)[split].features,
+            _all_features(resumed.path, "conv_head", dataset)[split].features,
+            _all_features(reference.path, "conv_head", dataset)[split].features,
         )
 
 

@@ -19,6 +19,7 @@ from transfer.results import ResultsStore
 from transfer.experiments import run_bow, run_svm
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
+LITE0 = FeatureSpec(backbone="efficientnet_lite0", weights="random", image_size=32, precision="fp32")  # quick to build
 RUN = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
 CLI = [sys.executable, "-m", "transfer.cli"]
 
@@ -31,8 +32,8 @@ def test_markup_in_names_is_printed_as_text(tmp_path, cache_dir):
     data = make_dataset(tmp_path / "data", classes=("foo[", "[bold]plain"))
     broken = data / "train" / "foo[" / "x].jpg"  # relative path train/foo[/x].jpg: a closing tag to rich
     broken.write_bytes(b"not an image")
-    result = _cli("extract", "--data", data, "--weights", "random", "--image-size", 32, "--precision", "fp32",
-                  "--workers", 0, "--cache-dir", cache_dir, env={"COLUMNS": "300", "PATH": ""})
+    result = _cli("extract", "--data", data, "--backbone", "efficientnet_lite0", "--weights", "random", "--image-size",
+                  32, "--precision", "fp32", "--workers", 0, "--cache-dir", cache_dir, env={"COLUMNS": "300", "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert "skipping unreadable image train/foo[/x].jpg" in result.stderr
     assert "train/foo[/x].jpg" in result.stdout
@@ -136,10 +137,10 @@ def test_duplicates_across_splits_are_reported_where_results_are_made(tmp_path, 
     (data / "test" / "alpha" / "copy.png").write_bytes((data / "train" / "alpha" / "img_000.png").read_bytes())
     dataset = load_dataset(data)
     assert dataset.test_duplicates() == ["test/alpha/copy.png"]
-    result = _cli("extract", "--data", data, "--weights", "random", "--image-size", 32, "--precision", "fp32",
-                  "--cache-dir", cache_dir, "--workers", 0, env={"COLUMNS": "300", "PATH": ""})
+    result = _cli("extract", "--data", data, "--backbone", "efficientnet_lite0", "--weights", "random", "--image-size",
+                  32, "--precision", "fp32", "--cache-dir", cache_dir, "--workers", 0, env={"COLUMNS": "300", "PATH": ""})
     assert "note: 1 test image(s) are byte-identical to training images" in result.stderr
-    run_svm(dataset, SPEC, cache_dir, GridConfig(c_grid=(1.0,), cv=2, jobs=1))
+    run_svm(dataset, LITE0, cache_dir, GridConfig(c_grid=(1.0,), cv=2, jobs=1))
     files = write_report(ResultsStore(cache_dir / "results.sqlite").runs(), tmp_path / "report")
     assert "1 test image(s) of" in files.markdown.read_text()
     assert "byte-identical to training images" in files.html.read_text()

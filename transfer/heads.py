@@ -257,8 +257,11 @@ def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, prepro
 
     def fit_epoch(optimizer, generator):
         set_modes()
+        # a last batch of one image is left out: batch normalisation in training cannot take one value
+        # per channel (1x1 maps, small inputs), and one image's statistics would be noise anyway
         loader = DataLoader(sets["fit"], batch_size=config.batch_size, shuffle=True, generator=generator,
-                            num_workers=workers, pin_memory=device == "cuda")
+                            num_workers=workers, pin_memory=device == "cuda",
+                            drop_last=len(sets["fit"]) % config.batch_size == 1)
         running = RunningScores()
         for x, y in loader:
             x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
