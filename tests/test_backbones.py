@@ -149,11 +149,11 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     predict all work from its facts alone (random weights, 32-pixel crops)."""
     from transfer.classifiers import GridConfig
     from transfer.datasets import load_dataset
+    from transfer.experiments import run_head, run_svm
     from transfer.extraction import FeatureSpec, RunOptions, extract
     from transfer.heads import EndToEnd
-    from transfer.training import TrainConfig
     from transfer.predict import predict
-    from transfer.experiments import run_head, run_svm
+    from transfer.training import TrainConfig
 
     spec = BACKBONES[backbone]
     assert (spec.preprocessing.crop, spec.preprocessing.resize) == (crop, crop + 32)

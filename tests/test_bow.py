@@ -8,8 +8,8 @@ from transfer.bow import BowConfig, SiftConfig, VocabularyConfig, dense_sift, in
 from transfer.classifiers import GridConfig, plain_svm
 from transfer.config import ConfigError
 from transfer.datasets import load_dataset
-from transfer.results import ResultsStore
 from transfer.experiments import run_bow
+from transfer.results import ResultsStore
 
 CONFIG = BowConfig(sift=SiftConfig(step=8, sizes=(2.7,)), vocabulary=VocabularyConfig(words=20, sample=2000, epochs=2))
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from transfer.classifiers import GridConfig, span_fit, grid_search, linear_svm, parse_c_grid, plain_svm, redraw_splits
+from transfer.classifiers import GridConfig, grid_search, linear_svm, parse_c_grid, plain_svm, redraw_splits, span_fit
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
+from transfer.experiments import run_svm
 from transfer.extraction import FeatureSpec, RunOptions, extract
 from transfer.results import ResultsStore
-from transfer.experiments import run_svm
 
 
 def _blobs(n_per_class=20, classes=3, dims=10, seed=0, spread=1.5):

@@ -3,16 +3,25 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
+from tests.test_bow import CONFIG as BOW_CONFIG
 from transfer.bow import SiftConfig
 from transfer.classifiers import GridConfig
 from transfer.config import ConfigError
 from transfer.datasets import load_dataset
 from transfer.experiments import run_fisher
-from transfer.fisher import FisherConfig, fine_cells, fisher_vector, fit_encoder, image_vectors, load_vectors, posteriors, root_sift
+from transfer.fisher import (
+    FisherConfig,
+    fine_cells,
+    fisher_vector,
+    fit_encoder,
+    image_vectors,
+    load_vectors,
+    posteriors,
+    root_sift,
+)
 from transfer.modelfile import load_model
 from transfer.predict import predict
 from transfer.results import ResultsStore
-from tests.test_bow import CONFIG as BOW_CONFIG
 
 CONFIG = FisherConfig(sift=BOW_CONFIG.sift, components=4, pca=8, sample=400)
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)

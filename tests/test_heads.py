@@ -4,12 +4,12 @@ import torch
 
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
+from transfer.experiments import run_head
 from transfer.extraction import FeatureSpec, RunOptions
 from transfer.heads import HeadSpec, train_head
-from transfer.training import TrainConfig, validation_split
 from transfer.predict import predict
 from transfer.results import ResultsStore
-from transfer.experiments import run_head
+from transfer.training import TrainConfig, validation_split
 
 
 def _blobs(n_per_class, classes=3, dims=16, seed=0):

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import make_dataset, make_image
 from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
 from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset, summarize
 from transfer.errors import UserError
+from transfer.experiments import run_bow, run_svm
 from transfer.extraction import FeatureSpec, RunOptions, extract
 from transfer.images import read_image
 from transfer.report import write_report
 from transfer.results import ResultsStore
-from transfer.experiments import run_bow, run_svm
+
+from .conftest import make_dataset, make_image
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
 LITE0 = FeatureSpec(backbone="efficientnet_lite0", weights="random", image_size=32, precision="fp32")  # quick to build

@@ -10,12 +10,12 @@ from transfer.bow import BowConfig
 from transfer.cache import ExtractionKey
 from transfer.classifiers import GridConfig
 from transfer.datasets import ImageDataset, Sample
-from transfer.heads import HeadSpec
-from transfer.training import TrainConfig
-from transfer.keys import VERSIONS, KeyKind, content_key
 from transfer.experiments import bow_key, fisher_key, head_key, scratch_key, svm_key
 from transfer.fisher import FisherConfig, encoder_key
+from transfer.heads import HeadSpec
+from transfer.keys import VERSIONS, KeyKind, content_key
 from transfer.scratch import ScratchConfig
+from transfer.training import TrainConfig
 
 FEATURES = ExtractionKey(backbone="vgg16", weights="random:seed0", pooling="max", precision="fp32",
                          preprocessing=Preprocessing())

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from .conftest import make_dataset, make_image, make_pooled
 from transfer.cache import FeatureCache
 from transfer.classifiers import GridConfig
 from transfer.cli import app
@@ -19,6 +18,8 @@ from transfer.errors import UserError
 from transfer.experiments import run_svm
 from transfer.extraction import FeatureSpec, RunOptions, extract, resolve
 from transfer.results import ResultsStore
+
+from .conftest import make_dataset, make_image, make_pooled
 
 RUN = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)

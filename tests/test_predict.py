@@ -4,12 +4,12 @@ import pytest
 from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
 from transfer.cache import read_features
 from transfer.classifiers import GridConfig, side_by_side
-from transfer.modelfile import load_model, save_estimator, save_model
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
-from transfer.extraction import FeatureSpec, RunOptions, extract
-from transfer.predict import predict
 from transfer.experiments import run_bow, run_svm, run_svm_side_by_side
+from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.modelfile import load_model, save_estimator, save_model
+from transfer.predict import predict
 
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import make_dataset
 from transfer import scratch
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
-from transfer.training import Compute, TrainConfig
-from transfer.results import ResultsStore
 from transfer.experiments import run_scratch, scratch_key
+from transfer.results import ResultsStore
 from transfer.scratch import ScratchConfig, ladder, load_images, parse_grid, summarize_network, train_scratch
-from tests.conftest import make_dataset
+from transfer.training import Compute, TrainConfig
 
 FAST = TrainConfig(lr=0.05, momentum=0.0, weight_decay=0.0, schedule="none", batch_size=8, epochs=3, patience=8)
 

@@ -15,13 +15,13 @@ from transfer.cache import FeatureCache
 from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
+from transfer.experiments import run_bow, run_svm
 from transfer.extraction import FeatureSpec, RunOptions, extract
 from transfer.heads import HeadSpec, train_head
-from transfer.training import TrainConfig
 from transfer.modelfile import load_model, save_estimator
 from transfer.predict import predict
-from transfer.experiments import run_bow, run_svm
 from transfer.study import load_study
+from transfer.training import TrainConfig
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
 RUN = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)

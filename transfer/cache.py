@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -172,7 +172,7 @@ class FeatureFile:
         h5.attrs["key"] = json.dumps(key.as_dict(), sort_keys=True)  # last: marks a usable header
         h5.flush()
 
-    def __enter__(self) -> "FeatureFile":
+    def __enter__(self) -> FeatureFile:
         return self
 
     def __exit__(self, *exc) -> None:

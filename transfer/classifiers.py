@@ -7,9 +7,9 @@ is computed from it feeds back into the choice.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 from scipy import sparse
@@ -104,8 +104,8 @@ def parse_norms(text: str) -> tuple[Norm, ...]:
     return norms
 
 
-def choose_by_cv(models: dict[str, Callable], train, test, config: "GridConfig", n_classes: int,
-                 in_span: bool = True) -> tuple[str, "GridResult", dict[str, float]]:
+def choose_by_cv(models: dict[str, Callable], train, test, config: GridConfig, n_classes: int,
+                 in_span: bool = True) -> tuple[str, GridResult, dict[str, float]]:
     """A C grid per candidate model (e.g. per normalisation) on the same folds; the candidate with the
     best CV accuracy wins (the first among ties). Returns its name, its grid (``fit_seconds``: every
     candidate's) and every candidate's best CV accuracy. The test split plays no part in the choice."""
@@ -167,7 +167,7 @@ class TriangularCoordinates:
     are G again. An L2-penalised linear SVM depends on its rows only through G, so it finds the same
     decision values there as on the rows themselves. L is lower trapezoidal: half its values are exact
     zeros, which liblinear neither stores nor visits, so each pass of its solver costs half that of
-    dense coordinates of the same size (an eigenbasis V·Λ^(1/2); README, measured notes)."""
+    dense coordinates of the same size (an eigenbasis V·Λ^(1/2); docs/measured-notes.md)."""
 
     def __init__(self, gram: np.ndarray) -> None:
         from scipy.linalg import lapack
@@ -318,7 +318,7 @@ def span_fit(make_model: Callable, shape: tuple[int, int], fewest_fit_rows: int)
     d rows in every fit and at most 2d in all: sklearn then fits the features with liblinear's primal
     solver anyway, which in the span visits at most 3/4 as many values (d²/2 + (n − d)·d instead of
     n·d) and runs on threads; with more rows the saving fades while the n × n Gram matrix grows. In
-    between, sklearn's dual solver on the features was the faster (README, measured notes).
+    between, sklearn's dual solver on the features was the faster (docs/measured-notes.md).
     ``shape``: the training features'; ``fewest_fit_rows``: the rows of the smallest fit (a CV fold's).
     None otherwise."""
     model = make_model(1.0)
@@ -360,7 +360,7 @@ class _Setup:
     projection: SpanProjection | None = None
 
     @classmethod
-    def of(cls, make_model: Callable, train, folds: list, in_span: bool) -> "_Setup":
+    def of(cls, make_model: Callable, train, folds: list, in_span: bool) -> _Setup:
         span = span_fit(make_model, train[0].shape, _fewest_fit_rows(folds)) if in_span else None
         if span is None:
             return cls(train, make_model)
@@ -399,7 +399,7 @@ class _Fits:
     threads share the parent's arrays instead of copying them to other processes, and work can be queued
     while earlier work runs (`split_accuracies`). Meanwhile BLAS runs on one thread per caller: the
     cores are the fits' threads; BLAS threads of its own beside them would take turns with them, and a
-    split's fits then ran 25% slower instead of 11% faster (README, measured notes). Other fits run in
+    split's fits then ran slower instead of faster (docs/measured-notes.md). Other fits run in
     processes (joblib), one batch at a time: a LinearSVC there may use liblinear's dual solver, which
     shuffles with one process-wide random generator, so two of its fits in one process would not reproduce.
     """
@@ -415,7 +415,7 @@ class _Fits:
         self.pool = ThreadPoolExecutor(effective_n_jobs(jobs)) if threads else None
         self._blas = None
 
-    def __enter__(self) -> "_Fits":
+    def __enter__(self) -> _Fits:
         if self.pool is not None:
             from threadpoolctl import threadpool_limits
 
@@ -538,7 +538,7 @@ class _RedrawnSplit:
 
     @classmethod
     def start(cls, fits: _Fits, models: dict[str, Callable], x, y, config: GridConfig, in_span: bool, *,
-              train_rows: np.ndarray, test_rows: np.ndarray, folds: list) -> "_RedrawnSplit":
+              train_rows: np.ndarray, test_rows: np.ndarray, folds: list) -> _RedrawnSplit:
         train = (x[train_rows], y[train_rows])
         check_training_data(*train, config.cv)
         setups = [_Setup.of(make, train, folds, in_span) for make in models.values()]

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from .backbones import BACKBONES
-from .choices import MODEL_COMMANDS, Device, Engine, Kernel, Method, Pooling, Precision, Schedule, Spatial, StageKind, StageStatus, View
+from .choices import (
+    MODEL_COMMANDS,
+    Device,
+    Engine,
+    Kernel,
+    Method,
+    Pooling,
+    Precision,
+    Schedule,
+    Spatial,
+    StageKind,
+    StageStatus,
+    View,
+)
 from .console import console, err_console, note, styled
 from .errors import UserError
 from .inspect import DEFAULT_MAP_COUNT, MAX_MAP_COUNT
@@ -38,11 +51,11 @@ app.add_typer(cache_app, name="cache")
 
 # Options shared by every command that selects an extraction (extract, svm, ...).
 DataOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--data", help="Dataset folder: DIR/{train,test}/<class>/* or DIR/<class>/*. [default: $TRANSFER_DATA or data/15scene]"),
 ]
 TrainPerClassOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: training images per class.")]
-TestPerClassOpt = Annotated[Optional[int], typer.Option(help="At most this many test images per class (drawn with --split-seed), as protocols for unbalanced data ask [default: all].")]
+TestPerClassOpt = Annotated[int | None, typer.Option(help="At most this many test images per class (drawn with --split-seed), as protocols for unbalanced data ask [default: all].")]
 SplitSeedOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: seed of the train/test draw.")]
 CGridOpt = Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")]
 CvOpt = Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")]
@@ -53,16 +66,16 @@ SizesOpt = Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma
 ContrastOpt = Annotated[float, typer.Option(help="Descriptors of patches flatter than this mean gradient (grey levels per pixel) are shortened in proportion, as in Lazebnik's SIFT; 0: off.")]
 BackboneOpt = Annotated[str, typer.Option(help=f"Network: {', '.join(BACKBONES)} (`transfer layers --backbone B` lists its layers).")]
 WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
-LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7 "
+LayerOpt = Annotated[str | None, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7 "
                      "[default: the backbone's pooled features: " + ", ".join(f"{name} {spec.default_layer}" for name, spec in BACKBONES.items()) + "].")]
 SpatialOpt = Annotated[Spatial, typer.Option(help="How spatial outputs become vectors.")]
 PoolingOpt = Annotated[Pooling, typer.Option(help="VGG16 pooling variant: sum is LP pooling with p=1, l2 with p=2.")]
 PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where the hardware computes it natively.")]
 ColorOpt = Annotated[bool, typer.Option("--color", help="Keep colour (default: read grayscale, replicate to 3 channels).")]
-ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Centre-crop size fed to the network [default: the backbone's, 224].")]
+ImageSizeOpt = Annotated[int | None, typer.Option(help="Centre-crop size fed to the network [default: the backbone's, 224].")]
 ViewsOpt = Annotated[View, typer.Option(help="Test-time augmentation: the features are the mean over these views of each image (the centre crop; and its mirror image; the 4 corner and centre crops; and their mirror images).")]
 CacheDirOpt = Annotated[
-    Optional[Path], typer.Option("--cache-dir", help="Feature cache folder. [default: $TRANSFER_CACHE or cache/]")
+    Path | None, typer.Option("--cache-dir", help="Feature cache folder. [default: $TRANSFER_CACHE or cache/]")
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="List ignored non-image files.")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column, however wide the table (default: fit the terminal).")]
@@ -72,8 +85,8 @@ def _split_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _load_dataset(data: Optional[Path], train_per_class: Optional[int], split_seed: int, verbose: bool = False,
-                  note_duplicates: bool = True, test_per_class: Optional[int] = None):
+def _load_dataset(data: Path | None, train_per_class: int | None, split_seed: int, verbose: bool = False,
+                  note_duplicates: bool = True, test_per_class: int | None = None):
     from .datasets import SplitPolicy, load_dataset
 
     policy = SplitPolicy(train_per_class=train_per_class, seed=split_seed, test_per_class=test_per_class)
@@ -88,7 +101,7 @@ def _load_dataset(data: Optional[Path], train_per_class: Optional[int], split_se
     return dataset
 
 
-def _results_path(cache_dir: Optional[Path]) -> Path:
+def _results_path(cache_dir: Path | None) -> Path:
     from .cache import FeatureCache
 
     path = FeatureCache(cache_dir or default_cache_dir()).results_path
@@ -111,14 +124,14 @@ def extract(
     views: ViewsOpt = View.CENTRE,
     device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
     batch_size: Annotated[int, typer.Option(help="Network inputs per forward pass (each view of an image is one).")] = 32,
-    workers: Annotated[Optional[int], typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
     engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (a local cluster, or --address).")] = Engine.LOCAL,
-    address: Annotated[Optional[str], typer.Option(help="With --engine ray: the cluster to join, e.g. auto [default: $RAY_ADDRESS, else a local cluster].")] = None,
-    actors: Annotated[Optional[int], typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = None,
+    address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster to join, e.g. auto [default: $RAY_ADDRESS, else a local cluster].")] = None,
+    actors: Annotated[int | None, typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = None,
     gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = 0.0,
     cache_dir: CacheDirOpt = None,
-    train_per_class: Annotated[Optional[int], typer.Option(help="For DIR/<class>/* layouts: extract only the split this many training images per class gives [default: every image; the cache is keyed by image content, so every later split reads them].")] = None,
+    train_per_class: Annotated[int | None, typer.Option(help="For DIR/<class>/* layouts: extract only the split this many training images per class gives [default: every image; the cache is keyed by image content, so every later split reads them].")] = None,
     test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = 0,
     verbose: VerboseOpt = False,
@@ -128,8 +141,9 @@ def extract(
     Re-running is instant when the features are cached; an interrupted run resumes where it stopped,
     with either engine.
     """
-    from .extraction import FeatureSpec, RunOptions, extract as run_extraction
     from .display import print_extraction
+    from .extraction import FeatureSpec, RunOptions
+    from .extraction import extract as run_extraction
 
     dataset = _load_dataset(data, train_per_class, split_seed, verbose, test_per_class=test_per_class)
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
@@ -175,8 +189,8 @@ def svm(
     """
     from .classifiers import GridConfig, parse_c_grid, parse_norms
     from .display import print_grid
-    from .extraction import FeatureSpec
     from .experiments import run_svm
+    from .extraction import FeatureSpec
 
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
                            precision=precision, color=color, image_size=image_size, views=views)
@@ -274,10 +288,10 @@ def fisher(
 
 @app.command()
 def results(
-    data: Annotated[Optional[str], typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
-    method: Annotated[Optional[Method], typer.Option(help="Only this method.")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
-    layer: Annotated[Optional[str], typer.Option(help="Only this layer.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
+    method: Annotated[Method | None, typer.Option(help="Only this method.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Only this backbone.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Only this layer.")] = None,
     models: Annotated[bool, typer.Option("--models", help="Also list each run's model file (for `transfer predict`).")] = False,
     cache_dir: CacheDirOpt = None,
     wide: WideOpt = False,
@@ -292,12 +306,12 @@ def results(
 
 @app.command()
 def report(
-    data: Annotated[Optional[str], typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="Only this backbone.")] = None,
-    method: Annotated[Optional[Method], typer.Option(help="Only this method.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Only this backbone.")] = None,
+    method: Annotated[Method | None, typer.Option(help="Only this method.")] = None,
     best_only: Annotated[bool, typer.Option("--best-only", help="Only the headline: the best CV accuracy, else the best hold-out validation accuracy (never the test split).")] = False,
     name: Annotated[str, typer.Option(help="Report folder name under reports/.")] = "study",
-    out: Annotated[Optional[Path], typer.Option(help="Report folder [default: reports/<name>].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder [default: reports/<name>].")] = None,
     published: Annotated[bool, typer.Option(help="Show the published reference points beside the measured rows.")] = True,
     cache_dir: CacheDirOpt = None,
     wide: WideOpt = False,
@@ -332,9 +346,9 @@ def finetune(
     batch_size: Annotated[int, typer.Option(help="Training batch size (also the extraction batch size).")] = 64,
     val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split used for early stopping and the best epoch.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation and batch order.")] = 0,
-    unfreeze: Annotated[Optional[str], typer.Option(help="Train these backbone layers too, end to end from images with random crops and flips: fc6,fc7, conv5 or all (VGG16); all (Lite0). [default: frozen, from cached features]")] = None,
+    unfreeze: Annotated[str | None, typer.Option(help="Train these backbone layers too, end to end from images with random crops and flips: fc6,fc7, conv5 or all (VGG16); all (Lite0). [default: frozen, from cached features]")] = None,
     backbone_lr_scale: Annotated[float, typer.Option(help="With --unfreeze: learning rate of the backbone layers relative to the head's.")] = 0.1,
-    workers: Annotated[Optional[int], typer.Option(help="With --unfreeze: image-loading processes.")] = None,
+    workers: Annotated[int | None, typer.Option(help="With --unfreeze: image-loading processes.")] = None,
     backbone: BackboneOpt = "vgg16",
     weights: WeightsOpt = "imagenet",
     pooling: PoolingOpt = Pooling.MAX,
@@ -354,9 +368,9 @@ def finetune(
     network during the epochs. Checkpoints are kept while it trains (and on Ctrl-C): an interrupted run resumes.
     """
     from .display import print_head
+    from .experiments import run_head
     from .extraction import FeatureSpec, RunOptions
     from .heads import EndToEnd, HeadSpec
-    from .experiments import run_head
     from .training import TrainConfig, epoch_lines
 
     input_layer = HeadSpec.parse(head, None, dropout).input_layer(backbone)
@@ -381,9 +395,9 @@ def finetune(
 def run_study(
     study_file: Annotated[Path, typer.Argument(help="Study file (TOML), e.g. pipelines/fifteen_scene_lite0.toml.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan: each stage, whether it is cached, and what would run.")] = False,
-    only: Annotated[Optional[str], typer.Option(help=f"Only these stages (and what they need): kinds ({', '.join(StageKind)}) or name patterns, comma-separated, e.g. 'svm vgg16/*'.")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Use this dataset folder instead of the study's.")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="Use these weights for every backbone instead of the study's: imagenet, random or a state_dict PATH.")] = None,
+    only: Annotated[str | None, typer.Option(help=f"Only these stages (and what they need): kinds ({', '.join(StageKind)}) or name patterns, comma-separated, e.g. 'svm vgg16/*'.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Use this dataset folder instead of the study's.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Use these weights for every backbone instead of the study's: imagenet, random or a state_dict PATH.")] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Run even when a backbone's ImageNet weights cannot be loaded: its stages fail, the others run.")] = False,
     cache_dir: CacheDirOpt = None,
     wide: WideOpt = False,
@@ -449,13 +463,13 @@ ArchOpt = Annotated[str, typer.Option(help="base (3 conv 5×5 + fc1000), or the 
 
 @app.command()
 def scratch(
-    data: Annotated[Optional[str], typer.Option("--data", help="A dataset folder, or cifar10 (torchvision's download when online, or a local copy: $TRANSFER_CIFAR10 or data/cifar10). [default: $TRANSFER_DATA or data/15scene]")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="A dataset folder, or cifar10 (torchvision's download when online, or a local copy: $TRANSFER_CIFAR10 or data/cifar10). [default: $TRANSFER_DATA or data/15scene]")] = None,
     arch: ArchOpt = "base",
     size: Annotated[int, typer.Option(help="Images are resized to SIZE×SIZE.")] = 32,
     normalize: Annotated[bool, typer.Option("--normalize", help="Per-channel mean/std, computed on the training part only.")] = False,
     augment: Annotated[str, typer.Option(help="crop (random SIZE·7/8 crops in training, centre crop in evaluation) and/or flip, comma-separated.")] = "",
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.0,
-    lr_decay: Annotated[Optional[float], typer.Option(help="Exponential schedule: lr × LR_DECAY after every epoch. [default: constant lr]")] = None,
+    lr_decay: Annotated[float | None, typer.Option(help="Exponential schedule: lr × LR_DECAY after every epoch. [default: constant lr]")] = None,
     dropout: Annotated[float, typer.Option(help="Dropout before the fully connected layers.")] = 0.0,
     batchnorm: Annotated[bool, typer.Option("--batchnorm", help="Batch normalisation after every convolution.")] = False,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.05,
@@ -465,7 +479,7 @@ def scratch(
     val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split for early stopping and the best epoch.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation, batch order and augmentation.")] = 0,
     ladder: Annotated[bool, typer.Option("--ladder", help="Run the improvement ladder: baseline, +normalize, +augment, +momentum/schedule, +dropout, +batchnorm.")] = False,
-    grid: Annotated[Optional[str], typer.Option(help="Grid search, e.g. lr=0.01,0.1,batch=32,64,dropout=0,0.5 (keys: lr, batch, dropout, momentum, epochs); each setting a run, the validation part picks one.")] = None,
+    grid: Annotated[str | None, typer.Option(help="Grid search, e.g. lr=0.01,0.1,batch=32,64,dropout=0,0.5 (keys: lr, batch, dropout, momentum, epochs); each setting a run, the validation part picks one.")] = None,
     color: ColorOpt = False,
     cache_dir: CacheDirOpt = None,
     train_per_class: TrainPerClassOpt = 100,
@@ -480,8 +494,9 @@ def scratch(
     """
     from .display import print_scratch
     from .experiments import run_scratch
+    from .scratch import ScratchConfig, grid_configs, load_cifar10, load_images, parse_grid
+    from .scratch import ladder as ladder_steps
     from .training import Compute, TrainConfig, epoch_lines
-    from .scratch import ScratchConfig, grid_configs, ladder as ladder_steps, load_cifar10, load_images, parse_grid
 
     if ladder and grid:
         raise UserError("--ladder and --grid are two different studies: give one of them")
@@ -545,7 +560,7 @@ def inspect(
     backbone: BackboneOpt = "vgg16",
     weights: WeightsOpt = "imagenet",
     top: Annotated[int, typer.Option(help="How many of the network's own ImageNet classes to show per image.")] = 5,
-    maps: Annotated[Optional[str], typer.Option(help="Spatial layer whose feature maps are drawn [default: the first convolution: conv1_1 for VGG16, stem for EfficientNet-Lite].")] = None,
+    maps: Annotated[str | None, typer.Option(help="Spatial layer whose feature maps are drawn [default: the first convolution: conv1_1 for VGG16, stem for EfficientNet-Lite].")] = None,
     order: Annotated[str, typer.Option(help="Map order in the figure: index, or activation (most activated first).")] = "index",
     count: Annotated[int, typer.Option(help=f"How many maps to draw: the most activated ones (by mean activation), at most {MAX_MAP_COUNT}.")] = DEFAULT_MAP_COUNT,
     out: Annotated[Path, typer.Option(help="Folder for the feature-map PNGs (one per image).")] = Path("reports/inspect"),
@@ -579,8 +594,8 @@ def layers(
 
 @data_app.command("info")
 def data_info(
-    data: Annotated[Optional[Path], typer.Argument(help="Dataset folder. [default: $TRANSFER_DATA or data/15scene]")] = None,
-    train_per_class: Annotated[Optional[int], typer.Option(help="For DIR/<class>/* layouts: show the split this many training images per class gives [default: no split, every image per class].")] = None,
+    data: Annotated[Path | None, typer.Argument(help="Dataset folder. [default: $TRANSFER_DATA or data/15scene]")] = None,
+    train_per_class: Annotated[int | None, typer.Option(help="For DIR/<class>/* layouts: show the split this many training images per class gives [default: no split, every image per class].")] = None,
     split_seed: SplitSeedOpt = 0,
     test_per_class: TestPerClassOpt = None,
     verbose: VerboseOpt = False,
@@ -597,7 +612,7 @@ def data_info(
 @data_app.command("fetch")
 def data_fetch(
     name: Annotated[str, typer.Argument(help="Dataset name: 15scene.")] = "15scene",
-    dest: Annotated[Optional[Path], typer.Option(help="Where to lay it out. [default: data/<name>]")] = None,
+    dest: Annotated[Path | None, typer.Option(help="Where to lay it out. [default: data/<name>]")] = None,
 ) -> None:
     """Download a public dataset, check it, and lay it out as DEST/{train,test}/<class>/."""
     from .fetch import fetch

@@ -80,7 +80,7 @@ class ImageDataset:
         }
         return content_key(KeyKind.DATASET, **listing)
 
-    def limited(self, per_class: int, seed: int = 0) -> "ImageDataset":
+    def limited(self, per_class: int, seed: int = 0) -> ImageDataset:
         """The same dataset with at most ``per_class`` images per class in each split (a seeded draw,
         listing order kept): quick studies and benchmarks on a slice of the data."""
         if per_class < 1:

@@ -11,13 +11,13 @@ from .backbones import LayerInfo, shown_pooling
 from .cache import CacheEntry
 from .choices import StageStatus
 from .console import console, err_console, note, styled
-from .datasets import UNSPLIT, SPLITS, DatasetSummary, ImageDataset
+from .datasets import SPLITS, UNSPLIT, DatasetSummary, ImageDataset
 from .extraction import ExtractionOutcome
 from .metrics import class_mean_accuracy, unequal_classes
 from .report import (
     HEADERS,
-    NUMERIC_HEADERS,
     HEADLINE_RULE,
+    NUMERIC_HEADERS,
     ReportFiles,
     Row,
     data_notes,
@@ -32,10 +32,10 @@ from .report import (
 from .results import RunRecord
 
 if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed here
-    from .pipeline import Stage, StageReport, State
-    from .inspect import Inspection
-    from .predict import Prediction
     from .experiments import GridOutcome, HeadOutcome, ScratchOutcome
+    from .inspect import Inspection
+    from .pipeline import Stage, StageReport, State
+    from .predict import Prediction
     from .scratch import LayerSummary
 
 
@@ -281,7 +281,7 @@ def print_report(rows: list[Row], files: ReportFiles, published: bool, wide: boo
     console.print("figures: " + ", ".join(str(p) for p in files.figures.values()))
 
 
-def print_predictions(predictions: list["Prediction"], output: str) -> None:
+def print_predictions(predictions: list[Prediction], output: str) -> None:
     import csv
     import json
     import sys
@@ -303,7 +303,7 @@ def print_predictions(predictions: list["Prediction"], output: str) -> None:
         err_console.print(styled((f"{len(failed)} of {len(predictions)} image(s) could not be read", "yellow")))
 
 
-def print_ranked(predictions: list["Prediction"], title: str, score_name: str) -> None:
+def print_ranked(predictions: list[Prediction], title: str, score_name: str) -> None:
     """One row per image: its classes best first with their scores, or why it could not be read. Images
     are named relative to the folder they share (printed once, above), and long cells fold: nothing is cut."""
     import os
@@ -324,7 +324,7 @@ def print_ranked(predictions: list["Prediction"], title: str, score_name: str) -
     console.print(table)
 
 
-def print_inspections(found: list["Inspection"], output: str, random_weights: bool) -> None:
+def print_inspections(found: list[Inspection], output: str, random_weights: bool) -> None:
     import json
 
     if output == "json":
@@ -340,7 +340,7 @@ def print_inspections(found: list["Inspection"], output: str, random_weights: bo
             console.print(f"  {path}", soft_wrap=True)
 
 
-def print_head(outcome: "HeadOutcome") -> None:
+def print_head(outcome: HeadOutcome) -> None:
     result = outcome.result
     for tried in outcome.candidates:
         console.print(f"tried {tried['optimizer']} lr {tried['lr']:g}: best validation accuracy {_pct(tried['val_accuracy'])}%")
@@ -367,7 +367,7 @@ _STATUS_STYLE = {StageStatus.CACHED: "green", StageStatus.RAN: "bold green", Sta
                  StageStatus.BLOCKED: "yellow", StageStatus.INTERRUPTED: "yellow"}
 
 
-def print_plan(plan: list[tuple["Stage", "State"]]) -> None:
+def print_plan(plan: list[tuple[Stage, State]]) -> None:
     table = Table(title="plan (dry run: nothing is computed)", title_justify="left")
     for column in ("#", "stage", "needs", "state", "detail"):
         table.add_column(column, justify="right" if column == "#" else "left")
@@ -379,14 +379,14 @@ def print_plan(plan: list[tuple["Stage", "State"]]) -> None:
     console.print(f"{todo} of {len(plan)} stage(s) would run; the others are up to date.")
 
 
-def print_stage_end(report: "StageReport") -> None:
+def print_stage_end(report: StageReport) -> None:
     style = _STATUS_STYLE[report.status]
     console.print(styled("  ", (report.status, style), f" {report.stage.name}"
                          + (f" in {report.seconds:.1f} s" if report.status == StageStatus.RAN else "") + f": {report.detail}"),
                   soft_wrap=True)
 
 
-def print_run_summary(reports: list["StageReport"], seconds: float, wide: bool = False) -> None:
+def print_run_summary(reports: list[StageReport], seconds: float, wide: bool = False) -> None:
     rows = [[report.stage.name, styled((report.status, _STATUS_STYLE[report.status])), f"{report.seconds:.1f}", report.detail]
             for report in reports]
     print_fitted(*fitted_table("summary", [("stage", 0), ("status", 0), ("seconds", 1), ("result", 0)], rows, wide,
@@ -395,7 +395,7 @@ def print_run_summary(reports: list["StageReport"], seconds: float, wide: bool =
     console.print(f"{len(reports)} stage(s) in {seconds:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
 
 
-def print_network_summary(arch: str, classes: int, size: int, rows: list["LayerSummary"]) -> None:
+def print_network_summary(arch: str, classes: int, size: int, rows: list[LayerSummary]) -> None:
     table = Table(title=f"{arch}: {size}×{size} input, {classes} classes", title_justify="left")
     for column in ("layer", "type", "output", "parameters", "multiply-accumulates"):
         table.add_column(column, justify="left" if column in ("layer", "type") else "right")
@@ -406,7 +406,7 @@ def print_network_summary(arch: str, classes: int, size: int, rows: list["LayerS
     console.print(table)
 
 
-def print_scratch(outcomes: list["ScratchOutcome"], series: str) -> None:
+def print_scratch(outcomes: list[ScratchOutcome], series: str) -> None:
     title = {"ladder": "improvement ladder", "grid": "grid search", "single": "from scratch"}[series]
     table = Table(title=f"{title}: best epoch chosen on the validation part of the training split", title_justify="left")
     for column in ("step", "parameters", "epochs", "best epoch", "val %", "val top-5 %", "test %", "s/epoch", "run"):

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 
@@ -50,7 +51,7 @@ def ray_session(address: str | None) -> Iterator[None]:
             ray.shutdown()
 
 
-def _actor_class(features: "FeatureSpec", key: "ExtractionKey", nodes: dict[str, str], device: str) -> type:
+def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str], device: str) -> type:
     """The Ray Data callable class, with what it runs built in: no constructor arguments, so nothing
     that an actor restart could lose sits in the object store."""
 
@@ -84,8 +85,8 @@ def default_actors(cpus_per_actor: float) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
 
 
-def ray_segments(segments: list[tuple[list[Path], dict[str, str]]], features: "FeatureSpec", key: "ExtractionKey",
-                 options: "RunOptions"):
+def ray_segments(segments: list[tuple[list[Path], dict[str, str]]], features: FeatureSpec, key: ExtractionKey,
+                 options: RunOptions):
     """For each segment (image paths, {layer key: node}): an iterator of ({layer key: array}, readable mask, 0)
     per batch, in order, like the local engine's (there is no local data loader to wait for: the driver's
     waiting is the actors' work). One Ray Data run over all segments, so the actors start once; the
@@ -100,8 +101,8 @@ def ray_segments(segments: list[tuple[list[Path], dict[str, str]]], features: "F
             for count, (_, segment_nodes) in zip(counts, segments)]
 
 
-def _ray_batches(segments: list[list[Path]], size: int, nodes: dict[str, str], features: "FeatureSpec",
-                 key: "ExtractionKey", options: "RunOptions"):
+def _ray_batches(segments: list[list[Path]], size: int, nodes: dict[str, str], features: FeatureSpec,
+                 key: ExtractionKey, options: RunOptions):
     """Every segment cut into batches of ``size`` images, as the local engine cuts it, mapped over the actors, in order."""
     import ray
     import ray.data

@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
 
 from .bow import BowConfig, bow_features
-from .fisher import FisherConfig, fisher_features
 from .cache import FeatureCache, extraction_timing
 from .choices import Method, ModelKind, Norm
-from .classifiers import (COMBINED, GridConfig, GridResult, check_training_labels, choose_by_cv, linear_svm, plain_svm,
-                          redraw_splits, side_by_side, split_accuracies)
-from .datasets import ImageDataset
-from .keys import KeyKind, content_key
-from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve, resolve_device
-from .heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
-from .training import Compute, TrainConfig, TrainingResult, check_validation_split
+from .classifiers import (
+    COMBINED,
+    GridConfig,
+    GridResult,
+    check_training_labels,
+    choose_by_cv,
+    linear_svm,
+    plain_svm,
+    redraw_splits,
+    side_by_side,
+    split_accuracies,
+)
 from .config import ConfigError, as_plain
+from .datasets import ImageDataset
 from .errors import UserError
+from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve, resolve_device
 from .files import safe_name
+from .fisher import FisherConfig, fisher_features
+from .heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
+from .keys import KeyKind, content_key
 from .modelfile import MODEL_SUFFIX, save_model, state_arrays
 from .results import ResultsStore, RunRecord, library_versions
+from .training import Compute, TrainConfig, TrainingResult, check_validation_split
 
 if TYPE_CHECKING:
     from .scratch import ImageTensors, ScratchConfig, ScratchResult
@@ -418,7 +429,7 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     return HeadOutcome(spec, f"images, unfreeze {setup.unfreeze}", result, store_or_default(store, cache_dir).add(record), path)
 
 
-def scratch_key(dataset_fingerprint: str, config: "ScratchConfig", precision: str) -> str:
+def scratch_key(dataset_fingerprint: str, config: ScratchConfig, precision: str) -> str:
     from .scratch import config_dict
 
     return content_key(KeyKind.SCRATCH, data=dataset_fingerprint, precision=precision, **config_dict(config))
@@ -427,11 +438,11 @@ def scratch_key(dataset_fingerprint: str, config: "ScratchConfig", precision: st
 @dataclass
 class ScratchOutcome:
     step: str  # ladder step or grid setting ("" for a single run)
-    trained: "ScratchResult"
+    trained: ScratchResult
     run_id: int
 
 
-def run_scratch(data: "ImageTensors", steps: list[tuple[str, "ScratchConfig"]], series: str, cache_dir: Path,
+def run_scratch(data: ImageTensors, steps: list[tuple[str, ScratchConfig]], series: str, cache_dir: Path,
                 store: ResultsStore | None = None, progress: Callable[[str], Callable] | None = None,
                 compute: Compute = Compute()) -> list[ScratchOutcome]:
     """Train each (step, config) from scratch; every one is a row in the store with its curves.

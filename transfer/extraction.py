@@ -33,12 +33,12 @@ from .cache import (
     read_features,
     recover,
 )
-from .console import console, progress_bar, warn
-from .datasets import SPLITS, ImageDataset
-from .images import UnreadableImage, read_image
 from .choices import Device, Engine, Pooling, Precision, Spatial, View
 from .config import choice, require
+from .console import console, progress_bar, warn
+from .datasets import SPLITS, ImageDataset
 from .errors import DamagedFile, UserError
+from .images import UnreadableImage, read_image
 from .memory import KeptHeap, keep_freed_memory, peak_rss_mb, release_freed_memory
 
 

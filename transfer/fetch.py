@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .console import console, progress_bar
-from .images import IMAGE_EXTENSIONS
 from .errors import UserError
+from .images import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .bow import SiftConfig, bow_stages, map_images, one_thread, readable_sift, sift_or_reason, training_sample, warn_unreadable
+from .bow import (
+    SiftConfig,
+    bow_stages,
+    map_images,
+    one_thread,
+    readable_sift,
+    sift_or_reason,
+    training_sample,
+    warn_unreadable,
+)
 from .cache import FeatureCache
 from .config import require
 from .console import console
@@ -35,7 +44,7 @@ PYRAMID_GRIDS = ((1, 1), (2, 2), (1, 3))
 
 
 # Four keypoint sizes rather than bag-of-words' two: chosen by 5-fold CV on 15-Scene's training split
-# among two, three and four sizes and grid steps 3, 4 and 5 (the README's measured notes).
+# among two, three and four sizes and grid steps 3, 4 and 5 (docs/measured-notes.md).
 FISHER_SIFT = SiftConfig(sizes=(2.7, 4.5, 7.2, 11.5))
 
 
@@ -60,7 +69,7 @@ class FisherConfig:
         return sum(columns * rows for columns, rows in grids)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FisherConfig":
+    def from_dict(cls, data: dict) -> FisherConfig:
         return cls(**{**data, "sift": SiftConfig.from_dict(data["sift"])})
 
 
@@ -116,7 +125,7 @@ def fine_cells(positions: np.ndarray, pyramid: bool) -> tuple[np.ndarray, np.nda
 def posteriors(x: np.ndarray, gmm) -> np.ndarray:
     """N × K float32: each descriptor's posterior over the mixture's diagonal Gaussians. The same as
     ``gmm.predict_proba`` (to float32 rounding), written here in float32 because that call, which
-    works in float64, was nearly all of an image's encoding time (see the README's measured notes)."""
+    works in float64, was nearly all of an image's encoding time (docs/measured-notes.md)."""
     precision = (1.0 / gmm.covariances_).astype(np.float32)  # K × D
     mean = gmm.means_.astype(np.float32)
     constant = (np.log(gmm.weights_) - 0.5 * (np.log(gmm.covariances_).sum(axis=1) + x.shape[1] * np.log(2 * np.pi)

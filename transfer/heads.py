@@ -30,7 +30,7 @@ class HeadSpec:
         require(0 <= self.dropout < 1, "dropout", f"dropout must be in [0, 1), got {self.dropout}")
 
     @classmethod
-    def parse(cls, text: str, n_classes: int | None, dropout: float = 0.5) -> "HeadSpec":
+    def parse(cls, text: str, n_classes: int | None, dropout: float = 0.5) -> HeadSpec:
         """``n_classes`` None: the form alone is checked (a study file, before its data is read)."""
         if text.startswith("fc"):
             count = text[2:]

@@ -8,9 +8,9 @@ callers skip it with a warning naming the file (or stop, with ``--strict``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps

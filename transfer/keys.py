@@ -13,12 +13,12 @@ import dataclasses
 import enum
 import hashlib
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 
-class KeyKind(str, enum.Enum):
+class KeyKind(str, enum.Enum):  # noqa: UP042 -- not StrEnum: keys hash its members' text, which must not change
     DATASET = "dataset"  # image listing: contents, classes, splits
     FEATURES = "features"  # a feature cache file: network, weights, pooling, precision, preprocessing
     VOCABULARY = "vocabulary"  # BoW stage files
@@ -73,7 +73,7 @@ def bytes_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def file_digest(path: Path) -> str:
     """Digest of a (large) file's bytes, read in blocks: a weights file."""
     digest = hashlib.sha256()

@@ -23,7 +23,7 @@ def keep_freed_memory() -> None:
 
     By default every large block (a batch's activations) is mmap'ed and unmapped again, so each batch
     faults its pages in afresh and a good part of the time goes to the kernel; keeping the memory
-    removes those faults (README, "Measured notes": the figures). The kept heap fragments, so the
+    removes those faults (docs/measured-notes.md). The kept heap fragments, so the
     extraction loop trims it when it creeps (`KeptHeap`). PyTorch's CPU tuning guide gets the same
     from jemalloc/tcmalloc; this needs no extra library.
     """
@@ -40,7 +40,7 @@ def one_heap_for_threads() -> None:
     By default each new thread gets a heap of its own, which the kept-heap settings above do not reach
     as well: a block beyond its 64 MB size is mapped and unmapped afresh, and what a thread frees is kept
     for that thread alone. The SVM's fitting threads allocate a fold's coordinates per fit; sharing the
-    main heap made a stage's splits faster and smaller (README, "Measured notes": the figures).
+    main heap made a stage's splits faster and smaller (docs/measured-notes.md).
     """
     libc = _glibc()
     if libc is not None:
@@ -71,7 +71,7 @@ class KeptHeap:
     page faults. But the heap fragments and creeps: a smaller last batch, or a small block left
     between freed activations, makes the next large request miss every hole, and the memory grows
     batch after batch. So the resident memory is held to the first batch's level plus ``slack_mb``:
-    trimmed whenever it goes beyond (README, "Measured notes": the figures).
+    trimmed whenever it goes beyond (docs/measured-notes.md).
     """
 
     def __init__(self, slack_mb: float = 256) -> None:

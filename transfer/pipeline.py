@@ -11,26 +11,26 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from .cache import FeatureCache
 from .choices import StageKind, StageStatus
+from .classifiers import COMBINED
 from .console import console, err_console
 from .datasets import ImageDataset, load_dataset
 from .errors import DamagedFile, UserError
 from .files import atomic_write_text
 from .paths import DATA_ENV
-from .classifiers import COMBINED
 from .study import (
+    CombineSection,
     FeaturesSection,
     Study,
-    CombineSection,
     bow_config,
     combined_parts,
-    fisher_config,
     feature_spec,
+    fisher_config,
     grid_config,
     head_spec,
     report_directory,
@@ -43,13 +43,12 @@ from .study import (
 from .training import Compute, epoch_lines
 
 
-
 @dataclass
 class Stage:
     name: str  # "svm vgg16/avg/relu7"; --only matches it or its kind
     kind: StageKind
     needs: list[str]
-    check: Callable[[], "State"]  # cheap look at the cache and the store: is the result there?
+    check: Callable[[], State]  # cheap look at the cache and the store: is the result there?
     run: Callable[[], str]  # does the work, returns a one-line result
     backbone: str | None = None  # extract stages: the network whose ImageNet weights the run loads
 
@@ -203,7 +202,7 @@ class Planner:
                     done = []
                 missing += [lk for lk in resolved.layer_keys if lk not in done]
             if not missing:
-                return State(True, f"{', '.join(l for s in specs for l in s.layers)} cached")
+                return State(True, f"{', '.join(layer for s in specs for layer in s.layers)} cached")
             shapes = describe_file(resolved.path).layers if resolved.path.exists() else {}
             return State(False, "to extract: " + ", ".join(f"{lk} ({shapes[lk]})" if lk in shapes else lk for lk in missing))
 

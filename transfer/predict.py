@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import Preprocessing, Weights, build_model, feature_extractor, get_backbone, weights_id
-from .images import image_paths
 from .errors import UserError
+from .images import image_paths
 from .modelfile import load_model, state_tensors
 
 

@@ -20,6 +20,7 @@ from .files import atomic_path, atomic_write_text
 from .metrics import class_mean_accuracy
 from .results import RunRecord
 
+
 @dataclass(frozen=True)
 class Published:
     """A figure from the literature: shown beside measured rows of the same data set, never mixed with them."""
@@ -53,18 +54,18 @@ def _plain_class(name: str) -> str:
 PUBLISHED_TRAIN_PER_CLASS = 100  # the protocol of every published 15-Scene figure
 
 
-def _on_15scene(row: "Row") -> bool:
+def _on_15scene(row: Row) -> bool:
     return {_plain_class(c) for c in row.run.classes} == FIFTEEN_SCENE
 
 
-def published_for(rows: list["Row"]) -> tuple[Published, ...]:
+def published_for(rows: list[Row]) -> tuple[Published, ...]:
     """The published reference points that apply: 15-Scene's, only when every row is on 15-Scene with its
     published protocol (100 training images per class)."""
     same = rows and all(_on_15scene(row) and row.train_per_class == (PUBLISHED_TRAIN_PER_CLASS,) * 2 for row in rows)
     return PUBLISHED_15SCENE if same else ()
 
 
-def published_withheld(rows: list["Row"]) -> str | None:
+def published_withheld(rows: list[Row]) -> str | None:
     """Why 15-Scene's published figures are not shown beside rows on 15-Scene; None when they are, or
     when no row is on 15-Scene."""
     if published_for(rows) or not any(_on_15scene(row) for row in rows):

@@ -11,17 +11,17 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .datasets import SPLITS, ImageDataset
-from .images import UnreadableImage, read_image
 from .choices import Augmentation
 from .config import choice, require
+from .datasets import SPLITS, ImageDataset
 from .errors import UserError
+from .images import UnreadableImage, read_image
 from .training import Compute, RunningScores, Scores, TrainConfig, TrainingResult, TrainingTask, train, validation_split
 
 CIFAR10_ENV = "TRANSFER_CIFAR10"

@@ -373,12 +373,12 @@ _KEYS_OF_FIELDS: dict[str, dict[str, tuple]] = {
 }
 
 
-def _built(problems: _Problems, where: tuple, build: typing.Callable) -> None:
-    """Build a configuration as the pipeline will; its `ConfigError` is reported at its key's line."""
+def _built(problems: _Problems, where: tuple, build: typing.Callable, *args: typing.Any) -> None:
+    """Build a configuration as the pipeline will, ``build(*args)``; its `ConfigError` is reported at its key's line."""
     from .config import ConfigError
 
     try:
-        build()
+        build(*args)
     except ConfigError as error:
         key = _KEYS_OF_FIELDS.get(where[0], {}).get(error.field, (error.field,))
         problems.add(key if len(key) == 3 else (*where, *key), str(error))
@@ -408,7 +408,7 @@ def _check(study: Study, problems: _Problems) -> None:
                                               f"(for a folder of your own use path = \"DIR\")")
     elif data.path and not Path(data.path).is_dir():
         problems.add(("data", None, "path"), f"data folder {data.path!r} does not exist (relative to {Path.cwd()})")
-    _built(problems, ("data", None), lambda: split_policy(data))
+    _built(problems, ("data", None), split_policy, data)
     if data.per_class < 0:
         problems.add(("data", None, "per_class"), "per_class must be 0 (all images) or positive")
     if not study.features and study.heads is not None:
@@ -420,16 +420,16 @@ def _check(study: Study, problems: _Problems) -> None:
         if not entry.poolings:
             problems.add((*where, "poolings"), "poolings is empty: e.g. [\"max\"]")
         for pooling in dict.fromkeys(entry.poolings):
-            _built(problems, where, lambda: feature_spec(entry, pooling))
-        _built(problems, where, lambda: run_options(entry))
+            _built(problems, where, feature_spec, entry, pooling)
+        _built(problems, where, run_options, entry)
         if entry.combine:
             from .experiments import check_combination
 
-            _built(problems, where, lambda: check_combination(tuple(entry.layers)))
+            _built(problems, where, check_combination, tuple(entry.layers))
         if entry.weights not in ("imagenet", "random"):
             from .backbones import Weights
 
-            _built(problems, where, lambda: Weights.parse(entry.weights))
+            _built(problems, where, Weights.parse, entry.weights)
     named: set[str] = set()
     for index, entry in enumerate(study.features):
         if entry.name and entry.name in named:
@@ -438,21 +438,21 @@ def _check(study: Study, problems: _Problems) -> None:
     for index, section in enumerate(study.combine):
         if study.svm is None:
             problems.add(("combine", index), "[[combine]] fits an SVM with the [svm] settings: add an [svm] section")
-        _built(problems, ("combine", index), lambda: combined_parts(study, section))
+        _built(problems, ("combine", index), combined_parts, study, section)
     if study.svm is not None:
-        _built(problems, ("svm", None), lambda: grid_config(study, study.svm))
-        _built(problems, ("svm", None), lambda: svm_norm(study.svm))
+        _built(problems, ("svm", None), grid_config, study, study.svm)
+        _built(problems, ("svm", None), svm_norm, study.svm)
     if study.bow is not None:
-        _built(problems, ("bow", None), lambda: grid_config(study, study.bow))
+        _built(problems, ("bow", None), grid_config, study, study.bow)
         for name, example in (("pyramids", "[0, 2]"), ("kernels", '["chi2", "intersection"]')):
             if not getattr(study.bow, name):
                 problems.add(("bow", None, name), f"{name} is empty: e.g. {example}")
         for pyramid in dict.fromkeys(study.bow.pyramids):
             for kernel in dict.fromkeys(study.bow.kernels):
-                _built(problems, ("bow", None), lambda: bow_config(study, pyramid, kernel))
+                _built(problems, ("bow", None), bow_config, study, pyramid, kernel)
     if study.fisher is not None:
-        _built(problems, ("fisher", None), lambda: grid_config(study, study.fisher))
-        _built(problems, ("fisher", None), lambda: fisher_config(study))
+        _built(problems, ("fisher", None), grid_config, study, study.fisher)
+        _built(problems, ("fisher", None), fisher_config, study)
     if study.heads is not None:
         heads = study.heads
         if not heads.names:
@@ -460,15 +460,15 @@ def _check(study: Study, problems: _Problems) -> None:
         if not heads.optimizers or not heads.lrs:
             problems.add(("heads", None), "heads: optimizers and lrs must each name at least one")
         for name in heads.names:  # fcN is checked against the data's classes when the stage runs
-            _built(problems, ("heads", None), lambda: head_spec(study, name, None))
-        _built(problems, ("heads", None), lambda: train_configs(study))
+            _built(problems, ("heads", None), head_spec, study, name, None)
+        _built(problems, ("heads", None), train_configs, study)
         if study.features and heads.pooling not in {p for f in study.features for p in f.poolings}:
             problems.add(("heads", None, "pooling"), f"heads.pooling {heads.pooling!r} is not among the features' poolings")
     if study.scratch is not None:
         if not study.scratch.archs:
             problems.add(("scratch", None, "archs"), "archs is empty: e.g. [\"base\"]")
         for arch in study.scratch.archs:
-            _built(problems, ("scratch", None), lambda: scratch_config(study, arch))
+            _built(problems, ("scratch", None), scratch_config, study, arch)
 
 
 def load_study(path: Path) -> Study:

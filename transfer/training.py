@@ -7,15 +7,15 @@ once at the end.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .console import console, warn
 from .choices import Optimizer, Schedule
 from .config import as_plain, choice, require
+from .console import console, warn
 from .errors import UserError
 from .files import atomic_path, move_aside
 from .metrics import correctness, per_class_summary
@@ -53,7 +53,7 @@ class Compute:
     precision: str = "fp32"
 
     @classmethod
-    def resolve(cls, device: str = "auto", precision: str = "auto") -> "Compute":
+    def resolve(cls, device: str = "auto", precision: str = "auto") -> Compute:
         """``auto``: CUDA when there is one; bf16 where the hardware computes it natively."""
         from .extraction import resolve_device, resolve_precision
 
@@ -120,7 +120,7 @@ class Scores:
     labels: np.ndarray | None = None
 
     @classmethod
-    def of(cls, logits, labels) -> "Scores":
+    def of(cls, logits, labels) -> Scores:
         """Scores of float logits against labels; images labelled -1 (unreadable) are left out."""
         from torch.nn import functional as F
 
@@ -228,7 +228,7 @@ def _read_checkpoint(path: Path) -> dict | None:
 
 # A checkpoint at most this often, and when training ends or is interrupted between epochs: a killed run
 # loses at most this much work, and a large head is not slowed by writing its state every epoch
-# (README, "Measured notes").
+# (docs/measured-notes.md).
 CHECKPOINT_SECONDS = 60.0
 
 
