@@ -24,6 +24,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check transfer tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -49,7 +49,7 @@ class Preprocessing:
     def images_per_batch(self, batch_size: int) -> int:
         """Images in a batch of ``batch_size`` network inputs, each view one input: a forward pass is the
         same size with views as without (a 10-crop pass over 32 images ran slower per crop)."""
-        return max(1, batch_size // View(self.views).count)
+        return max(1, batch_size // View(self.views).images)
 
     def views_transform(self) -> Callable:
         """One image → its views, V×C×H×W (what an extraction averages over)."""
@@ -353,7 +353,7 @@ def shown_pooling(backbone: str | None, pooling: str | None) -> str:
     return "" if not pooling or (spec is not None and not spec.has_pooling_variants) else pooling
 
 
-def check_pooling(spec: BackboneSpec, pooling: Pooling) -> None:
+def check_pooling(spec: BackboneSpec, pooling: Pooling | str) -> None:
     require(pooling == Pooling.MAX or spec.has_pooling_variants, "pooling",
             f"pooling variants replace VGG16's max-pooling layers; {spec.name} has none (pooling must be max)")
 
@@ -425,12 +425,13 @@ def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> t
     if weights.source == "imagenet":
         spec.load_imagenet(model)
     elif weights.source == "file":
+        assert weights.path is not None  # Weights.parse sets it for files
         _load_state_file(model, spec, weights.path)
     replace_max_pooling(model, pooling)
     return model.eval()
 
 
-def feature_extractor(model: torch.nn.Module, nodes: list[str]) -> torch.nn.Module:
+def feature_extractor(model: torch.nn.Module, nodes: list[str]) -> torch.fx.GraphModule:
     """The network cut after ``nodes``, returning {node: output}.
 
     An in-place operation right after a returned node (VGG16's ReLU after a requested conv) would
@@ -557,7 +558,7 @@ def describe_layers(spec: BackboneSpec, crop: int | None = None) -> tuple[list[L
     stride; plus the total parameter count."""
     import torch
 
-    model = build_model(spec, Weights("random"))
+    model = build_model(spec, Weights(WeightsSource.RANDOM))
     extractor = feature_extractor(model, [layer.node for layer in spec.layers.values()])
     geometry = receptive_fields(extractor)
     size = crop or spec.preprocessing.crop

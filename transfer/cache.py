@@ -270,7 +270,7 @@ def read_features(path: Path, layer: str, dataset: ImageDataset) -> LayerFeature
     with reading(path) as h5:
         splits = {}
         for split, rows in _split_rows(h5, dataset).items():
-            if not _layer_done(h5, layer, rows):
+            if rows is None or not _layer_done(h5, layer, rows):
                 raise UserError(f"layer {layer!r} of {path} is not extracted for every {split} image; "
                                 "run the extraction again")
             valid = _read_rows(h5["valid"], rows)
@@ -307,6 +307,8 @@ def extraction_summary(path: Path, layers: list[str], dataset: ImageDataset
         shapes: dict[str, dict[str, tuple[int, int]]] = {}
         skipped: list[str] = []
         for split, rows in _split_rows(h5, dataset).items():
+            if rows is None:
+                raise UserError(f"{path} has no rows for some {split} images; run the extraction again")
             valid = _read_rows(h5["valid"], rows)
             shapes[split] = {layer: (int(valid.sum()), h5["layers"][layer]["values"].shape[1]) for layer in layers}
             skipped += [s.relpath for s, ok in zip(dataset.samples(split), valid) if not ok]

@@ -55,7 +55,8 @@ class View(enum.StrEnum):
     TEN_CROPS = "10crops"  # the five crops and their mirror images
 
     @property
-    def count(self) -> int:
+    def images(self) -> int:
+        """Network inputs per image."""
         return {View.CENTRE: 1, View.FLIP: 2, View.FIVE_CROPS: 5, View.TEN_CROPS: 10}[self]
 
 

@@ -367,6 +367,8 @@ def finetune(
     Frozen, the features are extracted on demand through the cache, so no image goes through the
     network during the epochs. Checkpoints are kept while it trains (and on Ctrl-C): an interrupted run resumes.
     """
+    from .choices import Optimizer
+    from .config import choice
     from .display import print_head
     from .experiments import run_head
     from .extraction import FeatureSpec, RunOptions
@@ -380,7 +382,7 @@ def finetune(
         rates = [float(v) for v in _split_list(lr)]
     except ValueError:
         raise UserError(f"--lr {lr!r}: expected a number or a comma list of numbers") from None
-    configs = [TrainConfig(optimizer=name, lr=rate, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+    configs = [TrainConfig(optimizer=choice(Optimizer, name, "optimizer"), lr=rate, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
                            batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction, seed=seed)
                for name in _split_list(optimizer) for rate in rates]
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
@@ -492,6 +494,7 @@ def scratch(
 
     Every run is a row in the results store with its curves (loss, top-1, top-5, train and validation).
     """
+    from .choices import Optimizer
     from .display import print_scratch
     from .experiments import run_scratch
     from .scratch import ScratchConfig, grid_configs, load_cifar10, load_images, parse_grid
@@ -500,7 +503,7 @@ def scratch(
 
     if ladder and grid:
         raise UserError("--ladder and --grid are two different studies: give one of them")
-    train = TrainConfig(optimizer="sgd", lr=lr, momentum=momentum, weight_decay=0.0, schedule="exp" if lr_decay else "none",
+    train = TrainConfig(optimizer=Optimizer.SGD, lr=lr, momentum=momentum, weight_decay=0.0, schedule=Schedule.EXP if lr_decay else Schedule.NONE,
                         batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction, seed=seed,
                         lr_decay=lr_decay or 1.0)
     config = ScratchConfig(arch=arch, size=size, normalize=normalize, augment=_split_list(augment), batchnorm=batchnorm,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ from .report import (
 from .results import RunRecord
 
 if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed here
+    from rich.console import JustifyMethod
+
     from .experiments import GridOutcome, HeadOutcome, ScratchOutcome
     from .inspect import Inspection
     from .pipeline import Stage, StageReport, State
@@ -108,8 +111,9 @@ def print_extraction(outcome: ExtractionOutcome, layout: str) -> None:
 
 def print_layers(backbone: str, infos: list[LayerInfo], total: int) -> None:
     table = Table(title=f"{backbone} layers", title_justify="left")
-    for column, justify in (("layer", "left"), ("node", "left"), ("output", "right"), ("dims", "right"),
-                            ("parameters", "right"), ("receptive field", "right"), ("stride", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("layer", "left"), ("node", "left"), ("output", "right"), ("dims", "right"),
+                            ("parameters", "right"), ("receptive field", "right"), ("stride", "right"))
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for info in infos:
         dims = 1
@@ -218,8 +222,8 @@ def print_grid(outcome: GridOutcome) -> None:
     console.print(styled(f"test accuracy at the CV-chosen C={result.chosen_c:g}: ", (f"{_pct(result.test_accuracy)}%", "bold"),
                          *_class_mean(result.per_class_accuracy, result.confusion), f"  (fit {result.fit_seconds:.1f} s)"))
     if outcome.split_accuracies:
-        mean, std = outcome.mean_std
-        console.print(styled(f"over {len(outcome.split_accuracies)} re-drawn splits: ", (f"{_pct(mean)} ± {_pct(std)}%", "bold"),
+        over_splits, spread = outcome.mean_std
+        console.print(styled(f"over {len(outcome.split_accuracies)} re-drawn splits: ", (f"{_pct(over_splits)} ± {_pct(spread)}%", "bold"),
                              f" ({', '.join(_pct(a) for a in outcome.split_accuracies)})"))
     console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
 
@@ -303,7 +307,7 @@ def print_predictions(predictions: list[Prediction], output: str) -> None:
         err_console.print(styled((f"{len(failed)} of {len(predictions)} image(s) could not be read", "yellow")))
 
 
-def print_ranked(predictions: list[Prediction], title: str, score_name: str) -> None:
+def print_ranked(predictions: Sequence[Prediction], title: str, score_name: str) -> None:
     """One row per image: its classes best first with their scores, or why it could not be read. Images
     are named relative to the folder they share (printed once, above), and long cells fold: nothing is cut."""
     import os

@@ -64,7 +64,7 @@ def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str
             from .backbones import Weights, build_model, feature_extractor, get_backbone
 
             model = build_model(get_backbone(features.backbone), Weights.parse(features.weights), features.pooling)
-            self.extractor = feature_extractor(model, list(nodes.values())).to(device, memory_format=torch.channels_last)
+            self.extractor = feature_extractor(model, list(nodes.values())).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
 
         def __call__(self, batch: dict) -> dict:
             from torch.utils.data import default_collate

@@ -6,14 +6,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
 
 from .bow import BowConfig, bow_features
 from .cache import FeatureCache, extraction_timing
-from .choices import Method, ModelKind, Norm
+from .choices import Method, ModelKind, Norm, Spatial
 from .classifiers import (
     COMBINED,
     GridConfig,
@@ -127,7 +127,7 @@ def model_path(cache_dir: Path, label: str, key: str) -> Path:
 
 def _fit_and_record(
     models: dict[str, Callable],
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    splits: dict[str, tuple[Any, np.ndarray]],  # features: arrays, or BoW's sparse histograms
     classes: list[str],
     grid: GridConfig,
     path: Path,
@@ -351,7 +351,7 @@ def run_head(
             raise UserError("--unfreeze trains one setting at a time: give a single --optimizer and --lr")
         return _run_end_to_end(dataset, features, spec, candidates[0], cache_dir, options, end_to_end, store, progress)
     layer = spec.input_layer(features.backbone)
-    feature_spec = replace(features, layers=(layer,), spatial="flatten")
+    feature_spec = replace(features, layers=(layer,), spatial=Spatial.FLATTEN)
     extraction = extract(dataset, feature_spec, cache_dir, options)  # a no-op when cached
     resolved, data = load_layer(dataset, feature_spec, cache_dir, layer, options)
     train, test = data.splits["train"], data.splits["test"]

@@ -36,7 +36,7 @@ from .cache import (
 from .choices import Device, Engine, Pooling, Precision, Spatial, View
 from .config import choice, require
 from .console import console, progress_bar, warn
-from .datasets import SPLITS, ImageDataset
+from .datasets import SPLITS, ImageDataset, Sample
 from .errors import DamagedFile, UserError
 from .images import UnreadableImage, read_image
 from .memory import KeptHeap, keep_freed_memory, peak_rss_mb, release_freed_memory
@@ -119,7 +119,7 @@ class Resolved:
     path: Path
 
 
-def resolve_device(device: Device) -> str:
+def resolve_device(device: Device | str) -> str:
     import torch
 
     device = choice(Device, device, "device")
@@ -250,7 +250,7 @@ class _ImageFiles:
             return self.transform(read_image(self.paths[index], self.preprocessing.color)), True
         except UnreadableImage:
             size = self.preprocessing.crop
-            return torch.zeros(View(self.preprocessing.views).count, 3, size, size), False
+            return torch.zeros(View(self.preprocessing.views).images, 3, size, size), False
 
 
 def extract(
@@ -287,7 +287,7 @@ def _segments(dataset: ImageDataset, resolved: Resolved, store: FeatureFile) -> 
     Each distinct image content is one row, computed once however often and wherever it is listed."""
     samples = [s for split in SPLITS for s in dataset.samples(split)]
     rows = store.rows_for([dataset.file_digests[s.relpath] for s in samples])
-    first = {}
+    first: dict[int, Sample] = {}
     for row, sample in zip(rows.tolist(), samples):
         first.setdefault(row, sample)
     done = {lk: store.done(lk) for lk in resolved.layer_keys}
@@ -331,7 +331,7 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
     model = build_model(resolved.spec, resolved.weights, features.pooling)
     extractor = feature_extractor(model, list(resolved.layer_keys.values()))
     del model
-    extractor = extractor.to(resolved.device, memory_format=torch.channels_last)
+    extractor = extractor.to(resolved.device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
 
     def batches(paths: list[Path], nodes: dict[str, str]):
         # The loader's workers are forked from this process and would keep its free heap pages resident
@@ -347,7 +347,7 @@ def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, ba
     from torch.utils.data import DataLoader
 
     return DataLoader(
-        _ImageFiles(paths, preprocessing),
+        _ImageFiles(paths, preprocessing),  # type: ignore[arg-type]  # a map-style dataset by protocol: torch is imported lazily
         batch_size=preprocessing.images_per_batch(batch_size),
         num_workers=default_workers(device) if workers is None else workers,
         pin_memory=device == "cuda",
@@ -431,7 +431,7 @@ def cached_features(dataset: ImageDataset, features: FeatureSpec, cache_dir: Pat
     """The cache file holding every requested layer for ``dataset``; a layer not (completely) extracted is
     an error naming the command. Precision ``auto`` takes whichever precision the extraction chose (it
     depends on the device that extracted), so the key a reader looks for never depends on the reader."""
-    precisions = [features.precision] if features.precision != "auto" else ["auto", "bf16", "fp32"]
+    precisions = [features.precision] if features.precision != "auto" else [Precision.AUTO, Precision.BF16, Precision.FP32]
     candidates = [resolve(replace(features, precision=p), cache_dir) for p in precisions]
     missing: list[str] = []
     for resolved in reversed(candidates):  # the first candidate last: its missing layers are reported

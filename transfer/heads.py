@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -223,7 +224,7 @@ def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, prepro
     unfreeze(model, head, backbone, setup.unfreeze)
     prefixes = unfreeze_prefixes(backbone, setup.unfreeze)
     head_ids = {id(p) for p in head.parameters()}
-    groups = [{"params": [p for p in model.parameters() if id(p) in head_ids]}]
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if id(p) in head_ids]}]
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
     if rest:
         groups.append({"params": rest, "lr": config.lr * setup.backbone_lr_scale})

@@ -27,7 +27,7 @@ class Inspection(Prediction):
 
 
 def _check(spec: BackboneSpec, maps: str, top: int, order: str, count: int) -> None:
-    check_layers(spec, [maps])
+    check_layers(spec, (maps,))
     if not spec.layers[maps].spatial:
         spatial = [name for name, layer in spec.layers.items() if layer.spatial]
         raise UserError(f"--maps {maps}: {spec.name}'s {maps} is a vector, not maps; spatial layers: {', '.join(spatial)}")

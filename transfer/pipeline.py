@@ -11,7 +11,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -408,7 +408,7 @@ def _accuracy_detail(run) -> str:
     return f"{100 * run.test_accuracy:.2f}%{std} ({run.chosen_text})"
 
 
-def select(stages: list[Stage], only: list[str]) -> list[Stage]:
+def select(stages: list[Stage], only: Sequence[str]) -> list[Stage]:
     """Stages whose kind or name matches one of ``only`` (fnmatch patterns), plus what they need."""
     if not only:
         return stages

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import Preprocessing, Weights, build_model, feature_extractor, get_backbone, weights_id
+from .choices import WeightsSource
 from .errors import UserError
 from .images import image_paths
 from .modelfile import load_model, state_tensors
@@ -86,7 +87,7 @@ def _network_probabilities(payload: dict, paths: list[Path], device: str, batch_
 
     key = payload["extraction_key"]
     spec = get_backbone(key["backbone"])
-    model = build_model(spec, Weights("random"), key["pooling"])
+    model = build_model(spec, Weights(WeightsSource.RANDOM), key["pooling"])
     head = payload["head"]
     attach_head(model, spec.name, HeadSpec(name=head["name"], hidden=tuple(head["hidden"]), dropout=head["dropout"]), len(payload["classes"]))
     model.load_state_dict(state_tensors(payload["state"]))

@@ -196,7 +196,8 @@ class ResultsStore:
             db.execute("BEGIN IMMEDIATE")
             cursor = db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", list(row.values()))
             db.execute("COMMIT")
-            return int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # an INSERT sets it
+            return cursor.lastrowid
 
     def runs(self, **filters: str | None) -> list[RunRecord]:
         """Rows in insertion order; each non-None filter keeps rows whose column equals it

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from .choices import Optimizer, Schedule
 from .config import as_plain, choice, require
 from .console import console, warn
 from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 from .files import atomic_path, move_aside
 from .metrics import correctness, per_class_summary
 
@@ -69,7 +73,7 @@ class Compute:
 
 @dataclass
 class TrainingResult:
-    head: object  # the trained nn.Module, best epoch's weights
+    head: torch.nn.Module  # best epoch's weights
     best_epoch: int
     best_val_accuracy: float
     test_accuracy: float
