@@ -47,12 +47,14 @@ def _cnn_features(payload: dict, paths: list[Path], device: str, batch_size: int
     extraction, or of several (``parts``: e.g. three networks), each run in turn on the same images."""
     from .classifiers import side_by_side
 
-    blocks, readable = [], None
+    blocks: list[np.ndarray] = []
+    readable: np.ndarray | None = None
     for part in payload.get("parts") or [payload]:
         part_blocks, part_readable = _network_blocks(part, paths, device, batch_size)
         if readable is not None and not np.array_equal(readable, part_readable):
             raise UserError("the networks of this model could not read the same images; convert the images to JPEG or PNG")
         blocks, readable = blocks + part_blocks, part_readable
+    assert readable is not None  # a model has at least one part
     return (side_by_side(blocks) if len(blocks) > 1 else blocks[0]), readable
 
 
@@ -74,7 +76,7 @@ def _network_blocks(payload: dict, paths: list[Path], device: str, batch_size: i
     nodes = {layer_key: spec.layers[layer].node
              for layer_key, layer in zip(payload["layer_key"].split(COMBINED), payload["features"]["layers"])}
     extractor = feature_extractor(build_model(spec, weights, key["pooling"]), list(nodes.values()))
-    extractor = extractor.to(device, memory_format=torch.channels_last)
+    extractor = extractor.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
     return _forward(extractor, nodes, payload["features"]["spatial"], key, paths, device, batch_size)
 
 
@@ -92,7 +94,7 @@ def _network_probabilities(payload: dict, paths: list[Path], device: str, batch_
     attach_head(model, spec.name, HeadSpec(name=head["name"], hidden=tuple(head["hidden"]), dropout=head["dropout"]), len(payload["classes"]))
     model.load_state_dict(state_tensors(payload["state"]))
     device = resolve_device(device)
-    model = model.eval().to(device, memory_format=torch.channels_last)
+    model = model.eval().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
     (logits,), ok = _forward(lambda x: {"logits": model(x)}, {"logits": "logits"}, "flatten", key, paths, device, batch_size)
     return torch.softmax(torch.as_tensor(logits), dim=1).numpy(), ok
 
