@@ -172,6 +172,19 @@ def test_a_study_runs_fisher_after_bow_and_skips_it_when_stored(tmp_path, small_
     assert run(path, cache_dir, tmp_path) == {"bow L0": "cached", "fisher pyramid": "cached"}
 
 
+def test_fisher_is_a_stage_kind_of_its_own_that_waits_for_no_bow_stage(tmp_path, small_data, cache_dir):
+    from transfer.pipeline import Overrides, Planner, open_dataset, select
+    from transfer.study import load_study
+
+    path = tmp_path / "fisher.toml"
+    path.write_text(_with_kernels('["chi2", "intersection"]').format(data=small_data, pca=8))
+    study = load_study(path)
+    stages = {s.name: s for s in Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()}
+    assert (stages["fisher pyramid"].kind, stages["fisher pyramid"].needs) == ("fisher", [])  # a failed BoW blocks nothing
+    assert stages["bow L0 intersection"].needs == ["bow L0"]  # it shares the first BoW stage's vocabulary and words
+    assert [s.name for s in select(list(stages.values()), ["fisher"])] == ["fisher pyramid"]
+
+
 def test_the_study_checker_reports_a_fisher_setting_at_its_line(tmp_path, small_data):
     from transfer.errors import UserError
     from transfer.study import load_study

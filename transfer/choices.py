@@ -98,6 +98,7 @@ class StageKind(enum.StrEnum):
     EXTRACT = "extract"
     SVM = "svm"
     BOW = "bow"
+    FISHER = "fisher"
     HEAD = "head"
     SCRATCH = "scratch"
     REPORT = "report"

@@ -312,7 +312,10 @@ class Planner:
         config = bow_config(self.study, pyramid, kernel)
         grid = grid_config(self.study, self.study.bow)
         name = " ".join([f"bow L{pyramid}", *config.variant])
-        self._sift_stage(name, bow_key(self.dataset.fingerprint, config, grid),
+        # BoW stages of one study share the vocabulary and the words file: the first computes them, the
+        # others wait for it
+        needs = [s.name for s in self.stages if s.kind == StageKind.BOW][:1]
+        self._sift_stage(name, StageKind.BOW, needs, bow_key(self.dataset.fingerprint, config, grid),
                          lambda: run_bow(self.dataset, config, self.cache_dir, grid, self.store))
 
     def _fisher(self) -> None:
@@ -321,10 +324,11 @@ class Planner:
         assert self.study.fisher is not None
         config = fisher_config(self.study)
         grid = grid_config(self.study, self.study.fisher)
-        self._sift_stage("fisher pyramid" if config.pyramid else "fisher", fisher_key(self.dataset.fingerprint, config, grid),
+        self._sift_stage("fisher pyramid" if config.pyramid else "fisher", StageKind.FISHER, [],  # its own SIFT and mixture
+                         fisher_key(self.dataset.fingerprint, config, grid),
                          lambda: run_fisher(self.dataset, config, self.cache_dir, grid, self.store))
 
-    def _sift_stage(self, name: str, key: str, fit: Callable) -> None:
+    def _sift_stage(self, name: str, kind: StageKind, needs: list[str], key: str, fit: Callable) -> None:
         """A classifier on dense SIFT (bag of words, Fisher vectors)."""
 
         def check() -> State:
@@ -334,10 +338,7 @@ class Planner:
             outcome = fit()
             return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (C={outcome.result.chosen_c:g})")
 
-        # Stages with the same SIFT settings share the SIFT file (and BoW levels the vocabulary and
-        # words): the first such stage computes them, the others wait for it.
-        needs = [s.name for s in self.stages if s.kind == "bow"][:1]
-        self.stages.append(Stage(name, StageKind.BOW, needs, check, run))
+        self.stages.append(Stage(name, kind, needs, check, run))
 
     def _scratch(self, arch: str) -> None:
         from .experiments import run_scratch, scratch_key
