@@ -461,6 +461,17 @@ def feature_extractor(model: torch.nn.Module, nodes: list[str]) -> torch.fx.Grap
     return extractor
 
 
+def build_extractor(spec: BackboneSpec, weights: Weights, pooling: Pooling | str, nodes: list[str],
+                    device: str) -> torch.fx.GraphModule:
+    """The network with ``weights`` and ``pooling``, cut after ``nodes``, on ``device`` in channels-last
+    memory order (what every forward pass here runs). Only the extractor is kept: the layers it does not
+    run are freed (for pool5, VGG16's classifier)."""
+    import torch
+
+    extractor = feature_extractor(build_model(spec, weights, pooling), nodes)
+    return extractor.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     name: str

@@ -59,12 +59,10 @@ def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str
         """One per Ray actor: builds the network once, then turns a batch of image paths into features."""
 
         def __init__(self) -> None:
-            import torch
+            from .backbones import Weights, build_extractor, get_backbone
 
-            from .backbones import Weights, build_model, feature_extractor, get_backbone
-
-            model = build_model(get_backbone(features.backbone), Weights.parse(features.weights), features.pooling)
-            self.extractor = feature_extractor(model, list(nodes.values())).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
+            self.extractor = build_extractor(get_backbone(features.backbone), Weights.parse(features.weights),
+                                             features.pooling, list(nodes.values()), device)
 
         def __call__(self, batch: dict) -> dict:
             from torch.utils.data import default_collate

@@ -15,10 +15,9 @@ from .backbones import (
     BackboneSpec,
     Preprocessing,
     Weights,
-    build_model,
+    build_extractor,
     check_layers,
     check_pooling,
-    feature_extractor,
     get_backbone,
     weights_id,
 )
@@ -322,16 +321,11 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
         with ray_session(options.address):
             yield lambda segments: ray_segments(segments, features, resolved.key, options)
         return
-    import torch
 
     if resolved.device == "cpu":
         keep_freed_memory()
-    # Only the extractor is kept: it holds the layers it runs, so for pool5 VGG16's classifier
-    # (124 M parameters) is freed.
-    model = build_model(resolved.spec, resolved.weights, features.pooling)
-    extractor = feature_extractor(model, list(resolved.layer_keys.values()))
-    del model
-    extractor = extractor.to(resolved.device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
+    extractor = build_extractor(resolved.spec, resolved.weights, features.pooling, list(resolved.layer_keys.values()),
+                                resolved.device)
 
     def batches(paths: list[Path], nodes: dict[str, str]):
         # The loader's workers are forked from this process and would keep its free heap pages resident

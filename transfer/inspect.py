@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import BackboneSpec, Preprocessing, Weights, build_model, check_layers, feature_extractor, get_backbone
+from .backbones import BackboneSpec, Preprocessing, Weights, build_extractor, check_layers, get_backbone
+from .choices import Pooling
 from .errors import UserError
 from .files import atomic_path, safe_name
 from .images import UnreadableImage, image_paths, read_image
@@ -55,7 +56,7 @@ def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "
     device = resolve_device(device)
     preprocessing = replace(spec.preprocessing, color=color)
     nodes = {"maps": spec.layers[maps].node, "logits": spec.layers[spec.logits_layer].node}
-    extractor = feature_extractor(build_model(spec, Weights.parse(weights)), list(nodes.values())).to(device)
+    extractor = build_extractor(spec, Weights.parse(weights), Pooling.MAX, list(nodes.values()), device)
     names = spec.class_names()
     transform = preprocessing.transform()
     found = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import Preprocessing, Weights, build_model, feature_extractor, get_backbone, weights_id
+from .backbones import Preprocessing, Weights, build_extractor, build_model, get_backbone, weights_id
 from .choices import WeightsSource
 from .errors import UserError
 from .images import image_paths
@@ -60,7 +60,6 @@ def _cnn_features(payload: dict, paths: list[Path], device: str, batch_size: int
 
 def _network_blocks(payload: dict, paths: list[Path], device: str, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
     """One extraction's layers of the images, each a block (readable images only), and the readable mask."""
-    import torch
 
     from .extraction import resolve_device
 
@@ -75,8 +74,7 @@ def _network_blocks(payload: dict, paths: list[Path], device: str, batch_size: i
 
     nodes = {layer_key: spec.layers[layer].node
              for layer_key, layer in zip(payload["layer_key"].split(COMBINED), payload["features"]["layers"])}
-    extractor = feature_extractor(build_model(spec, weights, key["pooling"]), list(nodes.values()))
-    extractor = extractor.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
+    extractor = build_extractor(spec, weights, key["pooling"], list(nodes.values()), device)
     return _forward(extractor, nodes, payload["features"]["spatial"], key, paths, device, batch_size)
 
 
