@@ -111,8 +111,9 @@ def print_extraction(outcome: ExtractionOutcome, layout: str) -> None:
 
 def print_layers(backbone: str, infos: list[LayerInfo], total: int) -> None:
     table = Table(title=f"{backbone} layers", title_justify="left")
-    columns: tuple[tuple[str, JustifyMethod], ...] = (("layer", "left"), ("node", "left"), ("output", "right"), ("dims", "right"),
-                            ("parameters", "right"), ("receptive field", "right"), ("stride", "right"))
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("layer", "left"), ("node", "left"), ("output", "right"), ("dims", "right"), ("parameters", "right"),
+        ("receptive field", "right"), ("stride", "right"))
     for column, justify in columns:
         table.add_column(column, justify=justify)
     for info in infos:
