@@ -22,7 +22,8 @@ import numpy as np
 
 from transfer.classifiers import GridConfig, grid_search, linear_svm
 from transfer.datasets import load_dataset
-from transfer.extraction import FeatureSpec, load_layer
+from transfer.extraction import load_layer
+from transfer.spec import FeatureSpec
 
 
 def _part(part: str, dataset, cache_dir: Path, layer_name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -20,7 +20,8 @@ import numpy as np
 
 from transfer.cache import read_features
 from transfer.datasets import load_dataset
-from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.extraction import extract
+from transfer.spec import FeatureSpec, RunOptions
 
 
 def main() -> None:

@@ -40,7 +40,8 @@ import torch
 from transfer.cache import read_features
 from transfer.classifiers import GridConfig, grid_search, linear_svm
 from transfer.datasets import SPLITS, ImageDataset, load_dataset
-from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.extraction import extract
+from transfer.spec import FeatureSpec, RunOptions
 
 VGG16_GFLOP_PER_IMAGE = 15.47  # the figure for one 224×224 pass: multiply-accumulates, in fact
 

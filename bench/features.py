@@ -8,7 +8,8 @@ from pathlib import Path
 
 from transfer.cache import LayerFeatures
 from transfer.datasets import load_dataset
-from transfer.extraction import FeatureSpec, RunOptions, extract, load_layer
+from transfer.extraction import extract, load_layer
+from transfer.spec import FeatureSpec, RunOptions
 
 
 def add_feature_options(parser: argparse.ArgumentParser, backbone: str, layer: str, weights: str = "imagenet") -> None:

@@ -19,8 +19,10 @@ from torch.nn import functional as F
 from transfer.backbones import Weights, build_model, feature_extractor, get_backbone
 from transfer.cache import read_features
 from transfer.datasets import load_dataset
-from transfer.extraction import FeatureSpec, RunOptions, extract, make_loader, network_batches, resolve
+from transfer.extraction import extract, resolve
+from transfer.forward import make_loader, network_batches
 from transfer.heads import HeadSpec
+from transfer.spec import FeatureSpec, RunOptions
 
 
 def one_epoch(head, optimizer, batches) -> None:

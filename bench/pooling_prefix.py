@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from transfer.backbones import Weights, build_model, feature_extractor, get_backbone
-from transfer.extraction import resolve_precision
+from transfer.device import resolve_precision
 
 
 def main() -> None:

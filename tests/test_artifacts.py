@@ -12,11 +12,12 @@ from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.experiments import run_svm
-from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.extraction import extract
 from transfer.heads import HeadSpec, train_head
 from transfer.modelfile import load_estimator, load_model, save_model
 from transfer.predict import predict
 from transfer.results import ResultsStore
+from transfer.spec import FeatureSpec, RunOptions
 from transfer.training import TrainConfig
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")

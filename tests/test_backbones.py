@@ -150,9 +150,10 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     from transfer.classifiers import GridConfig
     from transfer.datasets import load_dataset
     from transfer.experiments import run_head, run_svm
-    from transfer.extraction import FeatureSpec, RunOptions, extract
+    from transfer.extraction import extract
     from transfer.heads import EndToEnd
     from transfer.predict import predict
+    from transfer.spec import FeatureSpec, RunOptions
     from transfer.training import TrainConfig
 
     spec = BACKBONES[backbone]

@@ -12,7 +12,8 @@ import pytest
 from transfer.cache import FeatureCache, open_h5, read_features
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
-from transfer.extraction import FeatureSpec, extract, resolve
+from transfer.extraction import extract, resolve
+from transfer.spec import FeatureSpec
 
 from .conftest import make_image, make_pooled
 from .test_artifacts import RUN, SPEC, _svm

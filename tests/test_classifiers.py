@@ -5,8 +5,9 @@ from transfer.classifiers import GridConfig, grid_search, linear_svm, parse_c_gr
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.experiments import run_svm
-from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.extraction import extract
 from transfer.results import ResultsStore
+from transfer.spec import FeatureSpec, RunOptions
 
 
 def _blobs(n_per_class=20, classes=3, dims=10, seed=0, spread=1.5):

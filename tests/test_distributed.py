@@ -7,7 +7,8 @@ import pytest
 
 from transfer.cache import read_features
 from transfer.datasets import load_dataset
-from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.extraction import extract
+from transfer.spec import FeatureSpec, RunOptions
 
 from .conftest import LITE0_SPEC, VGG16_SPEC, extract_until_killed
 

@@ -6,7 +6,8 @@ import pytest
 from transfer.cache import FeatureCache, read_features
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
-from transfer.extraction import FeatureSpec, RunOptions, extract, resolve
+from transfer.extraction import extract, resolve
+from transfer.spec import FeatureSpec, RunOptions
 
 from .conftest import LITE0_SPEC, extract_until_killed
 
@@ -157,7 +158,7 @@ def test_crop_views_are_their_own_features_and_skip_unreadable_images(small_data
 
 def test_a_batch_holds_batch_size_network_inputs_whatever_the_views():
     from transfer.backbones import Preprocessing
-    from transfer.extraction import make_loader
+    from transfer.forward import make_loader
 
     assert [Preprocessing(views=views).images_per_batch(32) for views in ("centre", "flip", "5crops", "10crops")] == [32, 16, 6, 3]
     assert Preprocessing(views="10crops").images_per_batch(4) == 1  # never an empty batch

@@ -5,10 +5,10 @@ import torch
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.experiments import run_head
-from transfer.extraction import FeatureSpec, RunOptions
 from transfer.heads import HeadSpec, train_head
 from transfer.predict import predict
 from transfer.results import ResultsStore
+from transfer.spec import FeatureSpec, RunOptions
 from transfer.training import TrainConfig, validation_split
 
 

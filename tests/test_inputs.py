@@ -12,10 +12,11 @@ from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset, summarize
 from transfer.errors import UserError
 from transfer.experiments import run_bow, run_svm
-from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.extraction import extract
 from transfer.images import read_image
 from transfer.report import write_report
 from transfer.results import ResultsStore
+from transfer.spec import FeatureSpec, RunOptions
 
 from .conftest import make_dataset, make_image
 

@@ -16,8 +16,9 @@ from transfer.cli import app
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.experiments import run_svm
-from transfer.extraction import FeatureSpec, RunOptions, extract, resolve
+from transfer.extraction import extract, resolve
 from transfer.results import ResultsStore
+from transfer.spec import FeatureSpec, RunOptions
 
 from .conftest import make_dataset, make_image, make_pooled
 
@@ -211,14 +212,14 @@ def test_one_training_class_is_named(tmp_path, cache_dir):
 
 
 def test_explicit_bf16_on_a_cpu_without_it_warns_once_with_the_slowdown(monkeypatch, capsys):
-    from transfer import extraction
+    from transfer import device
 
-    monkeypatch.setattr(extraction, "native_bf16", lambda device: False)
-    monkeypatch.setattr(extraction, "software_bf16_slowdown", lambda: 47.0)
-    extraction._warn_software_bf16.cache_clear()
-    assert extraction.resolve_precision("bf16", "cpu") == "bf16"
-    assert extraction.resolve_precision("bf16", "cpu") == "bf16"
-    assert extraction.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(device, "native_bf16", lambda device: False)
+    monkeypatch.setattr(device, "software_bf16_slowdown", lambda: 47.0)
+    device._warn_software_bf16.cache_clear()
+    assert device.resolve_precision("bf16", "cpu") == "bf16"
+    assert device.resolve_precision("bf16", "cpu") == "bf16"
+    assert device.resolve_precision("auto", "cpu") == "fp32"
     err = capsys.readouterr().err
     assert err.count("computed in software") == 1 and "47× slower" in err
 

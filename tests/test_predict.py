@@ -7,9 +7,10 @@ from transfer.classifiers import GridConfig, side_by_side
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.experiments import run_bow, run_svm, run_svm_side_by_side
-from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.extraction import extract
 from transfer.modelfile import load_model, save_estimator, save_model
 from transfer.predict import predict
+from transfer.spec import FeatureSpec, RunOptions
 
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
 

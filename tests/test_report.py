@@ -201,9 +201,10 @@ def test_on_unbalanced_data_the_class_mean_and_the_test_cap_match_a_hand_count(t
     from transfer.classifiers import GridConfig
     from transfer.datasets import SplitPolicy, load_dataset
     from transfer.experiments import run_svm
-    from transfer.extraction import FeatureSpec, RunOptions, extract
+    from transfer.extraction import extract
     from transfer.modelfile import load_model
     from transfer.report import Row
+    from transfer.spec import FeatureSpec, RunOptions
 
     from .conftest import make_pooled
 

@@ -16,10 +16,11 @@ from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.experiments import run_bow, run_svm
-from transfer.extraction import FeatureSpec, RunOptions, extract
+from transfer.extraction import extract
 from transfer.heads import HeadSpec, train_head
 from transfer.modelfile import load_model, save_estimator
 from transfer.predict import predict
+from transfer.spec import FeatureSpec, RunOptions
 from transfer.study import load_study
 from transfer.training import TrainConfig
 

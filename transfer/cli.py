@@ -141,8 +141,9 @@ def extract(
     Re-running is instant when the features are cached; an interrupted run resumes where it stopped,
     with either engine.
     """
+    from transfer.spec import FeatureSpec, RunOptions
+
     from .display import print_extraction
-    from .extraction import FeatureSpec, RunOptions
     from .extraction import extract as run_extraction
 
     dataset = _load_dataset(data, train_per_class, split_seed, verbose, test_per_class=test_per_class)
@@ -187,10 +188,11 @@ def svm(
     Each layer is its own result in the results store (with --combine, the layers together are one);
     the fitted model is saved (a skops file).
     """
+    from transfer.spec import FeatureSpec
+
     from .classifiers import GridConfig, parse_c_grid, parse_norms
     from .display import print_grid
     from .experiments import run_svm
-    from .extraction import FeatureSpec
 
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
                            precision=precision, color=color, image_size=image_size, views=views)
@@ -367,11 +369,12 @@ def finetune(
     Frozen, the features are extracted on demand through the cache, so no image goes through the
     network during the epochs. Checkpoints are kept while it trains (and on Ctrl-C): an interrupted run resumes.
     """
+    from transfer.spec import FeatureSpec, RunOptions
+
     from .choices import Optimizer
     from .config import choice
     from .display import print_head
     from .experiments import run_head
-    from .extraction import FeatureSpec, RunOptions
     from .heads import EndToEnd, HeadSpec
     from .training import TrainConfig, epoch_lines
 

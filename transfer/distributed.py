@@ -2,7 +2,7 @@
 
 The images still to extract are cut into the same batches as the local engine would use; Ray Data maps
 them over actors that each build the network once and run the local engine's own code
-(`extraction.network_batches`) on their batches. Batches stream back in order, so the caller writes
+(`forward.network_batches`) on their batches. Batches stream back in order, so the caller writes
 them into the same HDF5 cache file exactly as a local run does: same key, same rows, resumable by
 either engine. `ray.init()` without an address starts a local cluster (nothing to set up); with
 ``--address auto`` or ``RAY_ADDRESS`` it joins a running one, whose nodes need this package installed
@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 from .errors import UserError
 
 if TYPE_CHECKING:
+    from transfer.spec import FeatureSpec, RunOptions
+
     from .cache import ExtractionKey
-    from .extraction import FeatureSpec, RunOptions
 
 RAY_HINT = "install the optional extra: pip install 'transfer[ray]' (ray[data])"
 
@@ -67,9 +68,9 @@ def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str
         def __call__(self, batch: dict) -> dict:
             from torch.utils.data import default_collate
 
-            from .extraction import _ImageFiles, network_batches
+            from transfer.forward import ImageFiles, network_batches
 
-            files = _ImageFiles([Path(p) for p in json.loads(batch["paths"][0])], key.preprocessing)
+            files = ImageFiles([Path(p) for p in json.loads(batch["paths"][0])], key.preprocessing)
             images = default_collate([files[i] for i in range(len(files))])  # as the local DataLoader does
             ((arrays, ok, _),) = network_batches(self.extractor, [images], device, key.precision, nodes, features.spatial)
             return {"ok": ok[None], **{f"layer{i}": arrays[layer][None] for i, layer in enumerate(nodes)}}

@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import sparse
 
+from transfer.device import resolve_device
+from transfer.extraction import extract, load_layer, resolve
+from transfer.spec import FeatureSpec, RunOptions, check_combination, check_parts
+
 from .bow import BowConfig, bow_features
 from .cache import FeatureCache, extraction_timing
 from .choices import Method, ModelKind, Norm, Spatial
@@ -26,10 +30,9 @@ from .classifiers import (
     side_by_side,
     split_accuracies,
 )
-from .config import ConfigError, as_plain
+from .config import as_plain
 from .datasets import ImageDataset
 from .errors import UserError
-from .extraction import FeatureSpec, RunOptions, extract, load_layer, resolve, resolve_device
 from .files import safe_name
 from .fisher import FisherConfig, fisher_features
 from .heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
@@ -255,18 +258,6 @@ def _summed(timings: list[dict]) -> dict:
             "extract_images_per_s": images / seconds if seconds else 0.0,
             "loader_wait_seconds": sum(t["loader_wait_seconds"] for t in timings),
             "extract_devices": sorted({d for t in timings for d in t["extract_devices"]})}
-
-
-def check_parts(parts: list[FeatureSpec]) -> None:
-    if len(parts) < 2:
-        raise ConfigError("features", f"a combination puts several extractions side by side: name two or more "
-                                      f"(got {len(parts)})")
-
-
-def check_combination(layers: tuple[str, ...]) -> None:
-    if len(set(layers)) < 2:
-        raise ConfigError("combine", f"combining puts several layers side by side: give two or more (got "
-                                     f"{', '.join(layers)}), e.g. conv_head,avgpool")
 
 
 def _side_by_side(layers: list):

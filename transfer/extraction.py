@@ -1,9 +1,7 @@
-"""Images through a backbone into the feature cache: batched, resumable, CPU or CUDA, fp32 or bf16."""
+"""The local engine: images through a backbone into the feature cache, batched and resumable."""
 
 from __future__ import annotations
 
-import functools
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -13,11 +11,8 @@ import numpy as np
 
 from .backbones import (
     BackboneSpec,
-    Preprocessing,
     Weights,
     build_extractor,
-    check_layers,
-    check_pooling,
     get_backbone,
     weights_id,
 )
@@ -32,80 +27,14 @@ from .cache import (
     read_features,
     recover,
 )
-from .choices import Device, Engine, Pooling, Precision, Spatial, View
-from .config import choice, require
+from .choices import Engine, Precision
 from .console import console, progress_bar, warn
 from .datasets import SPLITS, ImageDataset, Sample
+from .device import resolve_device, resolve_precision
 from .errors import DamagedFile, UserError
-from .images import UnreadableImage, read_image
+from .forward import make_loader, network_batches
 from .memory import KeptHeap, keep_freed_memory, peak_rss_mb, release_freed_memory
-
-
-@dataclass(frozen=True, kw_only=True)
-class FeatureSpec:
-    """Which features: the part of a command line that selects an extraction and its layers. Every rule
-    of a selection is checked here, once, on construction."""
-
-    backbone: str = "vgg16"
-    weights: str = "imagenet"  # imagenet, random or a state_dict file (checked where it is loaded)
-    layers: tuple[str, ...] = ()  # empty: the backbone's default layer (its pooled features)
-    spatial: Spatial = Spatial.FLATTEN
-    pooling: Pooling = Pooling.MAX
-    precision: Precision = Precision.AUTO
-    color: bool = False
-    image_size: int | None = None  # centre-crop size; None: the backbone's own (224)
-    views: View = View.CENTRE  # test-time augmentation: the features are the mean over these views
-
-    def __post_init__(self) -> None:
-        spec = get_backbone(self.backbone)
-        object.__setattr__(self, "layers", tuple(self.layers) or (spec.default_layer,))
-        object.__setattr__(self, "spatial", choice(Spatial, self.spatial, "spatial"))
-        object.__setattr__(self, "pooling", choice(Pooling, self.pooling, "pooling"))
-        object.__setattr__(self, "precision", choice(Precision, self.precision, "precision"))
-        object.__setattr__(self, "views", choice(View, self.views, "views"))
-        check_layers(spec, self.layers)
-        check_pooling(spec, self.pooling)
-        require(self.image_size is None or self.image_size >= 32, "image_size",
-                f"image_size must be at least 32, got {self.image_size}")
-
-
-def distinguishing(features: dict) -> dict:
-    """The fields of a `FeatureSpec` (as a dict, e.g. a stored run's) that set its features apart from the
-    backbone's plain ones, where they differ from their defaults: what stage names and report labels show."""
-    defaults = FeatureSpec()
-    return {name: features[name] for name in ("views", "image_size", "color")
-            if features.get(name, getattr(defaults, name)) != getattr(defaults, name)}
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    """How to run an extraction; none of this changes the features."""
-
-    device: Device = Device.AUTO
-    batch_size: int = 32
-    workers: int | None = None  # None: a default that suits the device and core count
-    strict: bool = False
-    progress: bool = True
-    engine: Engine = Engine.LOCAL
-    address: str | None = None  # the Ray cluster to join; None: $RAY_ADDRESS, else a local one
-    actors: int | None = None  # Ray actors; None: one per CPU of the cluster
-    gpus_per_actor: float = 0.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "device", choice(Device, self.device, "device"))
-        object.__setattr__(self, "engine", choice(Engine, self.engine, "engine"))
-        require(self.batch_size >= 1, "batch_size", f"batch_size must be at least 1, got {self.batch_size}")
-        check_workers(self.workers)
-        require(self.actors is None or self.actors >= 1, "actors", f"actors must be at least 1, got {self.actors}")
-        require(self.gpus_per_actor >= 0, "gpus_per_actor",
-                f"gpus_per_actor must be 0 (CPU actors) or more, got {self.gpus_per_actor}")
-        require(self.engine == Engine.RAY or not (self.address or self.actors or self.gpus_per_actor), "engine",
-                "address, actors and gpus_per_actor are for the ray engine")
-
-
-def check_workers(workers: int | None) -> None:
-    require(workers is None or workers >= 0, "workers",
-            f"workers must be 0 (load images in the main process) or more, got {workers}")
+from .spec import FeatureSpec, RunOptions
 
 
 @dataclass(frozen=True)
@@ -116,60 +45,6 @@ class Resolved:
     layer_keys: dict[str, str]  # layer key -> FX node
     device: str
     path: Path
-
-
-def resolve_device(device: Device | str) -> str:
-    import torch
-
-    device = choice(Device, device, "device")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    return "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-
-
-def native_bf16(device: str) -> bool:
-    """Whether the hardware computes bf16 itself (CUDA, or CPUs with AVX512-BF16/AMX) rather than in software."""
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` is bf16 where the hardware computes it natively, else fp32. An explicit bf16 where it is
-    computed in software is kept, with a warning (once) of how much slower it measured."""
-    if precision == Precision.AUTO:
-        return "bf16" if native_bf16(device) else "fp32"
-    if precision == Precision.BF16 and device == "cpu" and not native_bf16(device):
-        _warn_software_bf16()
-    return str(precision)
-
-
-@functools.cache
-def _warn_software_bf16() -> None:
-    warn(f"this CPU has no native bf16 (AVX512-BF16 or AMX): --precision bf16 is computed in software, "
-         f"{software_bf16_slowdown():.0f}× slower than fp32 on a test convolution just now; --precision auto "
-         f"(fp32 here) gives the same features far faster")
-
-
-def software_bf16_slowdown() -> float:
-    """bf16 time over fp32 time of one small convolution on this CPU (a few milliseconds in fp32)."""
-    import torch
-
-    def seconds(dtype) -> float:
-        image, weight = torch.ones(1, 32, 56, 56, dtype=dtype), torch.ones(32, 32, 3, 3, dtype=dtype)
-        torch.conv2d(image, weight, padding=1)  # warm-up
-        begun = time.perf_counter()
-        for _ in range(3):
-            torch.conv2d(image, weight, padding=1)
-        return time.perf_counter() - begun
-
-    with torch.inference_mode():
-        return seconds(torch.bfloat16) / max(seconds(torch.float32), 1e-9)
 
 
 def resolve(features: FeatureSpec, cache_dir: Path, device: str = "auto") -> Resolved:
@@ -213,43 +88,6 @@ class ExtractionOutcome:
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
-
-
-def default_workers(device: str) -> int:
-    cores = os.cpu_count() or 1
-    # On a CPU the network wants every core; one loader process keeps JPEG decoding overlapped.
-    return min(8, cores) if device == "cuda" else (1 if cores <= 4 else 2)
-
-
-def _reduce(output, spatial: str):
-    if output.dim() == 2:
-        return output
-    if spatial == "avg":
-        return output.mean(dim=(2, 3))
-    if spatial == "max":
-        return output.amax(dim=(2, 3))
-    return output.flatten(1)
-
-
-class _ImageFiles:
-    """Map-style dataset over image paths; an unreadable image yields zeros and ok=False."""
-
-    def __init__(self, paths: list[Path], preprocessing: Preprocessing) -> None:
-        self.paths = paths
-        self.preprocessing = preprocessing
-        self.transform = preprocessing.views_transform()
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        import torch
-
-        try:
-            return self.transform(read_image(self.paths[index], self.preprocessing.color)), True
-        except UnreadableImage:
-            size = self.preprocessing.crop
-            return torch.zeros(View(self.preprocessing.views).images, 3, size, size), False
 
 
 def extract(
@@ -335,40 +173,6 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
         yield from network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.spatial)
 
     yield lambda segments: [batches(paths, nodes) for paths, nodes in segments]  # each starts when iterated
-
-
-def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, batch_size: int, workers: int | None):
-    from torch.utils.data import DataLoader
-
-    return DataLoader(
-        _ImageFiles(paths, preprocessing),  # type: ignore[arg-type]  # a map-style dataset by protocol: torch is imported lazily
-        batch_size=preprocessing.images_per_batch(batch_size),
-        num_workers=default_workers(device) if workers is None else workers,
-        pin_memory=device == "cuda",
-    )
-
-
-def network_batches(extractor, loader, device: str, precision: str, nodes: dict[str, str], spatial: str):
-    """Yields ({layer key: float32 array}, readable mask, seconds spent waiting for the loader) per batch."""
-    import torch
-
-    if device == "cuda":  # fp32 means fp32: no TF32 products (cuDNN allows them by default)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
-    batches = iter(loader)
-    while True:
-        tick = time.perf_counter()
-        batch = next(batches, None)
-        waited = time.perf_counter() - tick
-        if batch is None:
-            return
-        images, ok = batch  # B×V×C×H×W: each image's views (`Preprocessing.views`)
-        count, views = images.shape[:2]
-        # The modes are entered per batch, never held across a yield: the caller may train on the output.
-        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            outputs = extractor(images.flatten(0, 1).to(device, non_blocking=True, memory_format=torch.channels_last))
-            arrays = {lk: _reduce(outputs[node], spatial).float().unflatten(0, (count, views)).mean(1).cpu().numpy()
-                      for lk, node in nodes.items()}
-        yield arrays, ok.numpy().astype(bool), waited
 
 
 def _extract_rows(rows, samples, nodes, resolved, options, store, batches, outcome, on_batch):

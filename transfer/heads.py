@@ -204,7 +204,7 @@ class EndToEnd:
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        from .extraction import check_workers
+        from transfer.spec import check_workers
 
         check_workers(self.workers)
         require(self.backbone_lr_scale > 0, "backbone_lr_scale",
@@ -219,7 +219,7 @@ def train_end_to_end(dataset, spec: HeadSpec, model, head, backbone: str, prepro
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
-    from .extraction import default_workers
+    from transfer.device import default_workers
 
     unfreeze(model, head, backbone, setup.unfreeze)
     prefixes = unfreeze_prefixes(backbone, setup.unfreeze)

@@ -47,7 +47,7 @@ def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "
     most activated maps."""
     import torch
 
-    from .extraction import resolve_device
+    from transfer.device import resolve_device
 
     spec = get_backbone(backbone)
     maps = maps or spec.first_maps_layer

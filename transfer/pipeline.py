@@ -170,8 +170,10 @@ class Planner:
     # ------------------------------------------------------------------------------- stages
 
     def _extraction(self, entry: FeaturesSection, pooling: str) -> None:
+        from transfer.extraction import extract, key_device, resolve
+        from transfer.spec import distinguishing
+
         from .cache import complete_layers, describe_file
-        from .extraction import distinguishing, extract, key_device, resolve
 
         heads = self.study.heads
         head_layers: tuple[str, ...] = ()

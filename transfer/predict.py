@@ -30,7 +30,7 @@ def _preprocessing(key: dict) -> Preprocessing:
 def _forward(network, nodes: dict[str, str], spatial: str, key: dict, paths: list[Path], device: str, batch_size: int):
     """Run images through `network` (already on `device`, returning a dict of node outputs);
     (each node's output, in the order of ``nodes``; readable mask)."""
-    from .extraction import make_loader, network_batches
+    from transfer.forward import make_loader, network_batches
 
     loader = make_loader(paths, _preprocessing(key), device, batch_size, workers=0)
     parts: list[list[np.ndarray]] = [[] for _ in nodes]
@@ -61,7 +61,7 @@ def _cnn_features(payload: dict, paths: list[Path], device: str, batch_size: int
 def _network_blocks(payload: dict, paths: list[Path], device: str, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
     """One extraction's layers of the images, each a block (readable images only), and the readable mask."""
 
-    from .extraction import resolve_device
+    from transfer.device import resolve_device
 
     key = payload["extraction_key"]
     spec = get_backbone(key["backbone"])
@@ -82,7 +82,8 @@ def _network_probabilities(payload: dict, paths: list[Path], device: str, batch_
     """A network fine-tuned end to end: its whole state is in the file, so no weights are fetched."""
     import torch
 
-    from .extraction import resolve_device
+    from transfer.device import resolve_device
+
     from .heads import HeadSpec, attach_head
 
     key = payload["extraction_key"]

@@ -212,7 +212,7 @@ def _label(run: RunRecord) -> str:
 
 def _variant(features: dict) -> str:
     """What sets an extraction apart from the backbone's plain one: ", mean of flip views, 288 px"."""
-    from .extraction import distinguishing
+    from transfer.spec import distinguishing
 
     shown = {"views": lambda views: f"mean of {views} views", "image_size": lambda size: f"{size} px",
              "color": lambda _: "colour"}

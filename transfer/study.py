@@ -259,7 +259,7 @@ def split_policy(data: DataSection):
 
 def feature_spec(entry: FeaturesSection, pooling: str, layers=None, spatial: str | None = None,
                  weights: str | None = None):
-    from .extraction import FeatureSpec
+    from transfer.spec import FeatureSpec
 
     return FeatureSpec(backbone=entry.backbone, weights=weights or entry.weights,
                        layers=tuple(entry.layers if layers is None else layers),
@@ -271,8 +271,9 @@ def feature_spec(entry: FeaturesSection, pooling: str, layers=None, spatial: str
 def combined_parts(study: Study, section: CombineSection, weights: str | None = None) -> list:
     """The extractions a [[combine]] entry puts side by side: its named [[features]] entries, each with
     its layers at its one pooling."""
+    from transfer.spec import check_parts
+
     from .config import ConfigError
-    from .experiments import check_parts
 
     named = {entry.name: entry for entry in study.features if entry.name}
     unknown = [name for name in section.features if name not in named]
@@ -291,7 +292,7 @@ def combined_parts(study: Study, section: CombineSection, weights: str | None = 
 
 def run_options(entry: FeaturesSection):
     """How a [[features]] entry is extracted."""
-    from .extraction import RunOptions
+    from transfer.spec import RunOptions
 
     return RunOptions(device=entry.device, batch_size=entry.batch_size, engine=entry.engine,
                       address=entry.address or None, actors=entry.actors or None, gpus_per_actor=entry.gpus_per_actor)
@@ -423,7 +424,7 @@ def _check(study: Study, problems: _Problems) -> None:
             _built(problems, where, feature_spec, entry, pooling)
         _built(problems, where, run_options, entry)
         if entry.combine:
-            from .experiments import check_combination
+            from transfer.spec import check_combination
 
             _built(problems, where, check_combination, tuple(entry.layers))
         if entry.weights not in ("imagenet", "random"):

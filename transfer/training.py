@@ -59,7 +59,7 @@ class Compute:
     @classmethod
     def resolve(cls, device: str = "auto", precision: str = "auto") -> Compute:
         """``auto``: CUDA when there is one; bf16 where the hardware computes it natively."""
-        from .extraction import resolve_device, resolve_precision
+        from transfer.device import resolve_device, resolve_precision
 
         resolved = resolve_device(device)
         return cls(device=resolved, precision=resolve_precision(precision, resolved))
