@@ -7,6 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from transfer.archive import load_estimator
 from transfer.cache import FeatureCache, read_features
 from transfer.classifiers import GridConfig
 from transfer.datasets import load_dataset
@@ -14,7 +15,7 @@ from transfer.errors import UserError
 from transfer.experiments import run_svm
 from transfer.extraction import extract
 from transfer.heads import HeadSpec, train_head
-from transfer.modelfile import load_estimator, load_model, save_model
+from transfer.modelfile import load_model, save_model
 from transfer.predict import predict
 from transfer.results import ResultsStore
 from transfer.spec import FeatureSpec, RunOptions

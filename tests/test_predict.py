@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from transfer.archive import save_estimator
 from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
 from transfer.cache import read_features
 from transfer.classifiers import GridConfig, side_by_side
@@ -8,7 +9,7 @@ from transfer.datasets import load_dataset
 from transfer.errors import UserError
 from transfer.experiments import run_bow, run_svm, run_svm_side_by_side
 from transfer.extraction import extract
-from transfer.modelfile import load_model, save_estimator, save_model
+from transfer.modelfile import load_model, save_model
 from transfer.predict import predict
 from transfer.spec import FeatureSpec, RunOptions
 

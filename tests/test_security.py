@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from transfer.archive import save_estimator
 from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
 from transfer.cache import FeatureCache
 from transfer.classifiers import GridConfig
@@ -18,7 +19,7 @@ from transfer.errors import UserError
 from transfer.experiments import run_bow, run_svm
 from transfer.extraction import extract
 from transfer.heads import HeadSpec, train_head
-from transfer.modelfile import load_model, save_estimator
+from transfer.modelfile import load_model
 from transfer.predict import predict
 from transfer.spec import FeatureSpec, RunOptions
 from transfer.study import load_study

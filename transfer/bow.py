@@ -31,6 +31,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
+from transfer.archive import SKOPS_SUFFIX, load_estimator, save_estimator
+
 from .cache import FeatureCache, open_h5, reading, recover
 from .choices import Kernel
 from .classifiers import with_weights
@@ -40,7 +42,6 @@ from .datasets import SPLITS, ImageDataset
 from .errors import DamagedFile, UserError
 from .images import UnreadableImage, read_gray
 from .keys import KeyKind, content_key
-from .modelfile import MODEL_SUFFIX, load_estimator, save_estimator
 
 IMAGES_PER_TASK = 32
 T = TypeVar("T")
@@ -247,7 +248,7 @@ def build_vocabulary(dataset: ImageDataset, sift: SiftConfig, config: Vocabulary
     from sklearn.cluster import MiniBatchKMeans
 
     key = content_key(KeyKind.VOCABULARY, dataset=dataset.fingerprint, sift=sift, vocabulary=config)
-    path = FeatureCache(cache_dir).artifact("bow", f"vocab-{key}{MODEL_SUFFIX}")
+    path = FeatureCache(cache_dir).artifact("bow", f"vocab-{key}{SKOPS_SUFFIX}")
     if path.exists():
         return load_estimator(path, "a BoW vocabulary"), path
     rng = np.random.default_rng(config.seed)

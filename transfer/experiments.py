@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import sparse
 
+from transfer.archive import SKOPS_SUFFIX, state_arrays
 from transfer.device import resolve_device
 from transfer.extraction import extract, load_layer, resolve
+from transfer.modelfile import save_model
 from transfer.spec import FeatureSpec, RunOptions, check_combination, check_parts
 
 from .bow import BowConfig, bow_features
@@ -37,7 +39,6 @@ from .files import safe_name
 from .fisher import FisherConfig, fisher_features
 from .heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
 from .keys import KeyKind, content_key
-from .modelfile import MODEL_SUFFIX, save_model, state_arrays
 from .results import ResultsStore, RunRecord, library_versions
 from .training import Compute, TrainConfig, TrainingResult, check_validation_split
 
@@ -125,7 +126,7 @@ def _training_fields(result: TrainingResult, timings: dict | None = None, *, dev
 def model_path(cache_dir: Path, label: str, key: str) -> Path:
     """The model file of one run: named by the run's full content key, so two runs that differ in
     anything (C grid, folds, seed, splits, settings) never share a file."""
-    return FeatureCache(cache_dir).artifact("models", f"{safe_name(label)}-{key}{MODEL_SUFFIX}")
+    return FeatureCache(cache_dir).artifact("models", f"{safe_name(label)}-{key}{SKOPS_SUFFIX}")
 
 
 def _fit_and_record(

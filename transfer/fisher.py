@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from transfer.archive import SKOPS_SUFFIX, load_estimator, save_estimator
+
 from .bow import (
     SiftConfig,
     bow_stages,
@@ -37,7 +39,6 @@ from .console import console
 from .datasets import SPLITS, ImageDataset
 from .errors import UserError
 from .keys import KeyKind, content_key
-from .modelfile import MODEL_SUFFIX, load_estimator, save_estimator
 
 # Pyramid regions as (columns, rows) grids: the whole image, its 2×2 quadrants, three horizontal strips.
 PYRAMID_GRIDS = ((1, 1), (2, 2), (1, 3))
@@ -92,7 +93,7 @@ def fit_encoder(dataset: ImageDataset, config: FisherConfig, cache_dir: Path, jo
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 
-    path = FeatureCache(cache_dir).artifact("bow", f"fisher-{encoder_key(dataset.fingerprint, config)}{MODEL_SUFFIX}")
+    path = FeatureCache(cache_dir).artifact("bow", f"fisher-{encoder_key(dataset.fingerprint, config)}{SKOPS_SUFFIX}")
     if path.exists():
         return load_estimator(path, "a Fisher vector encoder"), path
     sample = root_sift(training_sample(dataset, config.sift, config.sample, config.seed, jobs))

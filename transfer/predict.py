@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from transfer.archive import state_tensors
+from transfer.modelfile import load_model
+
 from .backbones import Preprocessing, Weights, build_extractor, build_model, get_backbone, weights_id
 from .choices import WeightsSource
 from .errors import UserError
 from .images import image_paths
-from .modelfile import load_model, state_tensors
 
 
 @dataclass
