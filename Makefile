@@ -25,6 +25,7 @@ test: install
 lint: install
 	$(BIN)/ruff check transfer tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import transfer.training as training
+import transfer.classifiers.training as training
 from features import add_feature_options, cached_layer
-from transfer.heads import HeadSpec, train_head
-from transfer.training import TrainConfig
+from transfer.classifiers.heads import HeadSpec, train_head
+from transfer.classifiers.training import TrainConfig
 
 
 def main() -> None:

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer.classifiers import GridConfig, grid_search, linear_svm
-from transfer.datasets import load_dataset
-from transfer.extraction import load_layer
-from transfer.spec import FeatureSpec
+from transfer.classifiers.svm import GridConfig, grid_search, linear_svm
+from transfer.data.datasets import load_dataset
+from transfer.features.extract import load_layer
+from transfer.features.spec import FeatureSpec
 
 
 def _part(part: str, dataset, cache_dir: Path, layer_name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{split: (features, labels)} of one part."""
     if part == "fisher":
-        from transfer.fisher import FisherConfig, fisher_features
+        from transfer.descriptors.fisher import FisherConfig, fisher_features
 
         return fisher_features(dataset, FisherConfig(), cache_dir).splits
     backbone, views, size = (part.split(":") + ["", ""])[:3]

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer.cache import read_features
-from transfer.datasets import load_dataset
-from transfer.extraction import extract
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.data.datasets import load_dataset
+from transfer.features.cache import read_features
+from transfer.features.extract import extract
+from transfer.features.spec import FeatureSpec, RunOptions
 
 
 def main() -> None:

@@ -37,11 +37,11 @@ from statistics import median
 import numpy as np
 import torch
 
-from transfer.cache import read_features
-from transfer.classifiers import GridConfig, grid_search, linear_svm
-from transfer.datasets import SPLITS, ImageDataset, load_dataset
-from transfer.extraction import extract
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.classifiers.svm import GridConfig, grid_search, linear_svm
+from transfer.data.datasets import SPLITS, ImageDataset, load_dataset
+from transfer.features.cache import read_features
+from transfer.features.extract import extract
+from transfer.features.spec import FeatureSpec, RunOptions
 
 VGG16_GFLOP_PER_IMAGE = 15.47  # the issue's figure for one 224×224 pass: multiply-accumulates, in fact
 
@@ -146,8 +146,8 @@ def layer_profile(precision: str, batch_size: int) -> list[dict]:
     layer up to relu7, run as `transfer` runs it: where the time goes."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from transfer.backbones import Weights, build_model, feature_extractor, get_backbone
-    from transfer.memory import keep_freed_memory
+    from transfer.core.memory import keep_freed_memory
+    from transfer.features.backbones import Weights, build_model, feature_extractor, get_backbone
 
     keep_freed_memory()
     spec = get_backbone("vgg16")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from transfer.cache import LayerFeatures
-from transfer.datasets import load_dataset
-from transfer.extraction import extract, load_layer
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.data.datasets import load_dataset
+from transfer.features.cache import LayerFeatures
+from transfer.features.extract import extract, load_layer
+from transfer.features.spec import FeatureSpec, RunOptions
 
 
 def add_feature_options(parser: argparse.ArgumentParser, backbone: str, layer: str, weights: str = "imagenet") -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-import transfer.fisher as fisher
-from transfer.bow import dense_sift
-from transfer.datasets import load_dataset
-from transfer.fisher import FisherConfig, fisher_vector, fit_encoder
+import transfer.descriptors.fisher as fisher
+from transfer.data.datasets import load_dataset
+from transfer.descriptors.bow import dense_sift
+from transfer.descriptors.fisher import FisherConfig, fisher_vector, fit_encoder
 
 
 def main() -> None:

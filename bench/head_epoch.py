@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from transfer.backbones import Weights, build_model, feature_extractor, get_backbone
-from transfer.cache import read_features
-from transfer.datasets import load_dataset
-from transfer.extraction import extract, resolve
-from transfer.forward import make_loader, network_batches
-from transfer.heads import HeadSpec
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.classifiers.heads import HeadSpec
+from transfer.data.datasets import load_dataset
+from transfer.features.backbones import Weights, build_model, feature_extractor, get_backbone
+from transfer.features.cache import read_features
+from transfer.features.extract import extract, resolve
+from transfer.features.forward import make_loader, network_batches
+from transfer.features.spec import FeatureSpec, RunOptions
 
 
 def one_epoch(head, optimizer, batches) -> None:

@@ -15,10 +15,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from transfer.datasets import load_dataset
-from transfer.experiments import run_scratch
-from transfer.scratch import ScratchConfig, ladder, load_images
-from transfer.training import Compute
+from transfer.classifiers.scratch import ScratchConfig, ladder, load_images
+from transfer.classifiers.training import Compute
+from transfer.data.datasets import load_dataset
+from transfer.runs.jobs import run_scratch
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer.bow import _chi2_map, pyramid_histograms
-from transfer.classifiers import GridConfig, grid_search, plain_svm
-from transfer.memory import keep_freed_memory, peak_rss_mb
+from transfer.classifiers.svm import GridConfig, grid_search, plain_svm
+from transfer.core.memory import keep_freed_memory, peak_rss_mb
+from transfer.descriptors.bow import _chi2_map, pyramid_histograms
 
 WORDS = 1000
 DESCRIPTORS = 1200  # per image: a 200-pixel image's dense grid is 2,500 points at step 4; fewer keep generation short

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from transfer.backbones import Weights, build_model, feature_extractor, get_backbone
-from transfer.device import resolve_precision
+from transfer.core.device import resolve_precision
+from transfer.features.backbones import Weights, build_model, feature_extractor, get_backbone
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from transfer.bow import SiftConfig, dense_sift
-from transfer.datasets import load_dataset
-from transfer.images import read_gray
+from transfer.data.datasets import load_dataset
+from transfer.data.images import read_gray
+from transfer.descriptors.bow import SiftConfig, dense_sift
 
 
 def opencv_sift(path: Path, config: SiftConfig) -> np.ndarray:

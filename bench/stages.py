@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from transfer.choices import StageKind
-from transfer.pipeline import Overrides, Planner, open_dataset, run_stages, select
-from transfer.results import ResultsStore
-from transfer.study import load_study
+from transfer.core.choices import StageKind
+from transfer.runs.store import ResultsStore
+from transfer.study.plan import Overrides, Planner, open_dataset, run_stages, select
+from transfer.study.schema import load_study
 
 BOW_STAGES = ("vocabulary", "encoding", "histograms", "kernel_map", "fit_seconds")
 
@@ -41,7 +41,7 @@ def study_stages(study_file: Path, data: Path, cache: Path, reports: Path, kinds
 
 def pool5_peak(data: Path, cache: Path) -> dict:
     """A separate process, so that its peak resident memory is its own (the largest of it and its loader workers)."""
-    command = [sys.executable, "-m", "transfer.cli", "extract", "--data", str(data), "--layer", "pool5",
+    command = [sys.executable, "-m", "transfer.cli.main", "extract", "--data", str(data), "--layer", "pool5",
                "--weights", "random", "--cache-dir", str(cache)]
     begun = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "COLUMNS": "150"})

@@ -22,8 +22,8 @@ from pathlib import Path
 
 
 def _run(study_file: str, data: str, weights: str | None, cache: str, reports: str, queue) -> None:
-    from transfer.pipeline import Overrides, Planner, open_dataset, run_stages
-    from transfer.study import load_study
+    from transfer.study.plan import Overrides, Planner, open_dataset, run_stages
+    from transfer.study.schema import load_study
 
     study = load_study(Path(study_file))
     overrides = Overrides(Path(data), weights)

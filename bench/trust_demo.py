@@ -26,7 +26,7 @@ parser.add_argument("out", type=Path, help="a folder for the demo's data, cache 
 root = parser.parse_args().out.resolve(); shutil.rmtree(root, ignore_errors=True); root.mkdir(parents=True)
 os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
 env = {**os.environ, "COLUMNS": "160"}
-PY = [sys.executable, "-m", "transfer.cli"]
+PY = [sys.executable, "-m", "transfer.cli.main"]
 
 def run(label, *args, cwd=None):
     # In the output folder: `python -m` puts the working directory first on the path, and a checkout
@@ -58,7 +58,7 @@ svm_common = ["--data", data, "--weights", "random", "--image-size", 32, "--prec
 run("2 svm --C-grid 0.01", "svm", *svm_common, "--C-grid", "0.01")
 run("2 svm --C-grid 10", "svm", *svm_common, "--C-grid", "10")
 sys.path.insert(0, os.environ["PYTHONPATH"])
-from transfer.results import ResultsStore
+from transfer.runs.store import ResultsStore
 
 runs = ResultsStore(cache / "results.sqlite").runs(method="svm")
 for r in runs:
@@ -66,7 +66,7 @@ for r in runs:
     if p.suffix == ".joblib":
         import joblib; m = joblib.load(p)
     else:
-        from transfer.modelfile import load_model; m = load_model(p)
+        from transfer.runs.models import load_model; m = load_model(p)
     print(f"    run #{r.id}: stored C={r.chosen}, model file {p.name}, C inside the file={m['model'].named_steps['svm'].C}")
 
 # 3. truncated cache file
@@ -114,15 +114,15 @@ ramp = np.tile(np.linspace(0, 65535, 48).astype(np.uint16), (48, 1)); Image.from
 src = np.zeros((20, 40), np.uint8); src[:, :20] = 255; img = Image.fromarray(src); ex = img.getexif(); ex[0x0112] = 6
 img.save(root / "phone.jpg", exif=ex)
 if (Path(os.environ["PYTHONPATH"]) / "transfer" / "images.py").exists():
-    from transfer.images import read_image
+    from transfer.data.images import read_image
 else:
-    from transfer.datasets import read_image
+    from transfer.data.datasets import read_image
 d = np.asarray(read_image(root / "deep.png"))[:, :, 0]
 print(f"--- 6 16-bit ramp 0..65535 read as: min {d.min()}, mean {d.mean():.0f}, max {d.max()} (a viewer: 0..255, mean 128)")
 p = np.asarray(read_image(root / "phone.jpg"))
 print(f"--- 6 EXIF-rotated 40x20 photo read as shape {p.shape[:2]} (a viewer shows 40 rows x 20 columns)")
 Image.fromarray(np.zeros((9000, 9000), np.uint8)).save(im / "train" / "beta" / "huge.png")  # 81 Mpx
-bomb = subprocess.run([sys.executable, "-c", "import PIL.Image as I; I.MAX_IMAGE_PIXELS = 10_000_000; import sys; sys.argv=['transfer','data','info',sys.argv[1]]; from transfer.cli import app; app()", str(im)], capture_output=True, text=True, env=env, cwd=root)
+bomb = subprocess.run([sys.executable, "-c", "import PIL.Image as I; I.MAX_IMAGE_PIXELS = 10_000_000; import sys; sys.argv=['transfer','data','info',sys.argv[1]]; from transfer.cli.main import app; app()", str(im)], capture_output=True, text=True, env=env, cwd=root)
 print(f"--- 6 data info with a bomb (limit lowered to 10 Mpx for the demo): exit {bomb.returncode}{' (TRACEBACK)' if 'Traceback' in bomb.stderr else ''}")
 for line in (bomb.stdout + bomb.stderr).strip().splitlines()[-2:]: print("   ", line[:200])
 (im / "train" / "beta" / "huge.png").unlink()

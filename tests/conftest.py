@@ -46,7 +46,7 @@ def _built_once(build):
 def networks_built_once_per_session():
     """VGG16's random initialisation (138M parameters) was the largest single cost of the suite, paid
     on every model build in every test: in this process each network is built once and copied."""
-    from transfer import backbones
+    from transfer.features import backbones
 
     originals = dict(backbones.BACKBONES)
     backbones.BACKBONES.update({name: dataclasses.replace(spec, build=_built_once(spec.build))
@@ -120,8 +120,8 @@ def extract_until_killed(data: Path, cache: Path, rows: int, batch_size: int, sp
         import json, os, signal, sys
         from pathlib import Path
         import torch
-        from transfer.datasets import load_dataset
-        from transfer.extraction import FeatureSpec, RunOptions, extract
+        from transfer.data.datasets import load_dataset
+        from transfer.features.extract import FeatureSpec, RunOptions, extract
 
         def die(rows):
             if rows >= {rows}:

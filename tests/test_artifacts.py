@@ -7,19 +7,19 @@ import zipfile
 import numpy as np
 import pytest
 
-from transfer.archive import load_estimator
-from transfer.cache import FeatureCache, read_features
-from transfer.classifiers import GridConfig
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
-from transfer.experiments import run_svm
-from transfer.extraction import extract
-from transfer.heads import HeadSpec, train_head
-from transfer.modelfile import load_model, save_model
-from transfer.predict import predict
-from transfer.results import ResultsStore
-from transfer.spec import FeatureSpec, RunOptions
-from transfer.training import TrainConfig
+from transfer.classifiers.heads import HeadSpec, train_head
+from transfer.classifiers.svm import GridConfig
+from transfer.classifiers.training import TrainConfig
+from transfer.core.archive import load_estimator
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
+from transfer.features.cache import FeatureCache, read_features
+from transfer.features.extract import extract
+from transfer.features.spec import FeatureSpec, RunOptions
+from transfer.runs.jobs import run_svm
+from transfer.runs.models import load_model, save_model
+from transfer.runs.predict import predict
+from transfer.runs.store import ResultsStore
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
 RUN = RunOptions(device="cpu", batch_size=4, workers=0, progress=False)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from transfer.backbones import (
+from transfer.core.errors import UserError
+from transfer.features.backbones import (
     BACKBONES,
     Weights,
     build_model,
@@ -15,7 +16,6 @@ from transfer.backbones import (
     get_backbone,
     weights_id,
 )
-from transfer.errors import UserError
 
 VGG = get_backbone("vgg16")
 POOL_INDICES = [4, 9, 16, 23, 30]
@@ -147,14 +147,14 @@ def test_lite0_has_pooled_features_and_logits():
 def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data, tmp_path, backbone, crop, parameters):
     """One registry entry each: extraction, SVM, a head on cached features, end-to-end training and
     predict all work from its facts alone (random weights, 32-pixel crops)."""
-    from transfer.classifiers import GridConfig
-    from transfer.datasets import load_dataset
-    from transfer.experiments import run_head, run_svm
-    from transfer.extraction import extract
-    from transfer.heads import EndToEnd
-    from transfer.predict import predict
-    from transfer.spec import FeatureSpec, RunOptions
-    from transfer.training import TrainConfig
+    from transfer.classifiers.heads import EndToEnd
+    from transfer.classifiers.svm import GridConfig
+    from transfer.classifiers.training import TrainConfig
+    from transfer.data.datasets import load_dataset
+    from transfer.features.extract import extract
+    from transfer.features.spec import FeatureSpec, RunOptions
+    from transfer.runs.jobs import run_head, run_svm
+    from transfer.runs.predict import predict
 
     spec = BACKBONES[backbone]
     assert (spec.preprocessing.crop, spec.preprocessing.resize) == (crop, crop + 32)
@@ -179,7 +179,7 @@ def test_crop_views_equal_torchvisions_crops_of_the_image(views):
     from PIL import Image
     from torchvision import transforms
 
-    from transfer.backbones import Preprocessing
+    from transfer.features.backbones import Preprocessing
 
     pixels = torch.randint(0, 256, (75, 90, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy()
     image = Image.fromarray(pixels)

@@ -3,13 +3,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import transfer.bow as bow
-from transfer.bow import BowConfig, SiftConfig, VocabularyConfig, dense_sift, intersection_kernel, pyramid_histograms
-from transfer.classifiers import GridConfig, plain_svm
-from transfer.config import ConfigError
-from transfer.datasets import load_dataset
-from transfer.experiments import run_bow
-from transfer.results import ResultsStore
+import transfer.descriptors.bow as bow
+from transfer.classifiers.svm import GridConfig, plain_svm
+from transfer.core.config import ConfigError
+from transfer.data.datasets import load_dataset
+from transfer.descriptors.bow import (
+    BowConfig,
+    SiftConfig,
+    VocabularyConfig,
+    dense_sift,
+    intersection_kernel,
+    pyramid_histograms,
+)
+from transfer.runs.jobs import run_bow
+from transfer.runs.store import ResultsStore
 
 CONFIG = BowConfig(sift=SiftConfig(step=8, sizes=(2.7,)), vocabulary=VocabularyConfig(words=20, sample=2000, epochs=2))
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)

@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from transfer.cache import FeatureCache, open_h5, read_features
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
-from transfer.extraction import extract, resolve
-from transfer.spec import FeatureSpec
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
+from transfer.features.cache import FeatureCache, open_h5, read_features
+from transfer.features.extract import extract, resolve
+from transfer.features.spec import FeatureSpec
 
 from .conftest import make_image, make_pooled
 from .test_artifacts import RUN, SPEC, _svm
@@ -84,7 +84,7 @@ def test_cache_rm_reaches_every_kind_of_artifact(tmp_path):
         path.write_bytes(b"x")
     (tmp_path / "results.sqlite").write_bytes(b"x")
     assert cache.artifacts() == sorted(files)
-    listed = subprocess.run([sys.executable, "-m", "transfer.cli", "cache", "ls", "--cache-dir", str(tmp_path)],
+    listed = subprocess.run([sys.executable, "-m", "transfer.cli.main", "cache", "ls", "--cache-dir", str(tmp_path)],
                             capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
     for line in ("damaged, moved aside: 1 file(s)", "bow: 1 file(s)", "heads: 1 file(s)", "scratch: 1 file(s)",
                  "models: 1 file(s)", "unreadable"):
@@ -116,7 +116,7 @@ def test_a_changed_image_is_extracted_again_and_only_it(small_data, cache_dir):
 
 def test_features_are_keyed_by_image_content_not_by_split(tmp_path, cache_dir):
     """A pooled folder re-split with another seed, or listed again elsewhere, reuses every row."""
-    from transfer.datasets import SplitPolicy
+    from transfer.data.datasets import SplitPolicy
 
     pooled = make_pooled(tmp_path / "pooled", per_class=6)
     first = load_dataset(pooled, SplitPolicy(train_per_class=3, seed=0))
@@ -150,7 +150,7 @@ def test_byte_identical_images_are_computed_once(small_data, cache_dir):
 @pytest.mark.parametrize("extracted", ["fp32", "bf16"])
 def test_a_reader_asking_for_auto_precision_finds_what_any_device_extracted(small_data, cache_dir, extracted):
     """The key never depends on the reader: `svm` has no --device, the extraction may have run elsewhere."""
-    from transfer.extraction import cached_features
+    from transfer.features.extract import cached_features
 
     dataset = load_dataset(small_data)
     extract(dataset, FeatureSpec(**{**SPEC.__dict__, "precision": extracted}), cache_dir, RUN)

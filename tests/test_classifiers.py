@@ -1,13 +1,21 @@
 import numpy as np
 import pytest
 
-from transfer.classifiers import GridConfig, grid_search, linear_svm, parse_c_grid, plain_svm, redraw_splits, span_fit
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
-from transfer.experiments import run_svm
-from transfer.extraction import extract
-from transfer.results import ResultsStore
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.classifiers.svm import (
+    GridConfig,
+    grid_search,
+    linear_svm,
+    parse_c_grid,
+    plain_svm,
+    redraw_splits,
+    span_fit,
+)
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
+from transfer.features.extract import extract
+from transfer.features.spec import FeatureSpec, RunOptions
+from transfer.runs.jobs import run_svm
+from transfer.runs.store import ResultsStore
 
 
 def _blobs(n_per_class=20, classes=3, dims=10, seed=0, spread=1.5):
@@ -79,7 +87,7 @@ def test_svm_without_cached_features_names_the_extract_command(small_data, cache
 
 
 def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, cache_dir):
-    from transfer.modelfile import load_model
+    from transfer.runs.models import load_model
 
     dataset = load_dataset(small_data)
     spec = FeatureSpec(weights="random", layers=("relu7", "pool5"), image_size=32, precision="fp32")
@@ -126,7 +134,7 @@ def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model, di
 
 
 def test_triangular_coordinates_keep_every_dot_product_and_map_weights_back():
-    from transfer.classifiers import TriangularCoordinates
+    from transfer.classifiers.svm import TriangularCoordinates
 
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(30, 50))
@@ -165,8 +173,8 @@ def test_power_normalisation_is_the_signed_square_root_then_l2():
 
 
 def test_the_normalisation_is_chosen_by_cv_and_recorded(small_data, cache_dir):
-    from transfer.classifiers import choose_by_cv, parse_norms
-    from transfer.modelfile import load_model
+    from transfer.classifiers.svm import choose_by_cv, parse_norms
+    from transfer.runs.models import load_model
 
     train, test = _blobs(seed=0), _blobs(seed=1)
     config = GridConfig(c_grid=(0.01, 1), cv=3, jobs=1)
@@ -194,7 +202,7 @@ def test_the_normalisation_is_chosen_by_cv_and_recorded(small_data, cache_dir):
 # 60 training rows, 40 per fold's fit: 50 features are fitted directly (processes); 30 and 200 in the span (threads)
 @pytest.mark.parametrize("dims", [30, 50, 200])
 def test_each_redrawn_split_scores_the_model_choose_by_cv_would_choose(dims):
-    from transfer.classifiers import choose_by_cv, split_accuracies
+    from transfer.classifiers.svm import choose_by_cv, split_accuracies
 
     config = GridConfig(c_grid=(0.001, 0.1, 10), cv=3, jobs=2)
     models = {"none": linear_svm("none"), "power": linear_svm("power")}

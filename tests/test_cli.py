@@ -5,7 +5,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from transfer.cli import app
+from transfer.cli.main import app
 
 runner = CliRunner()
 
@@ -24,17 +24,17 @@ def test_every_command_has_help():
 
 def test_help_does_not_import_torch():
     """What keeps `--help` fast (a wall-clock limit would flake on a busy machine)."""
-    out = subprocess.run([sys.executable, "-c", "import sys; from transfer.cli import app; print('torch' in sys.modules)"],
+    out = subprocess.run([sys.executable, "-c", "import sys; from transfer.cli.main import app; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_user_errors_are_messages_with_exit_code_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "transfer.cli", "extract", "--data", str(tmp_path / "missing")],
+    result = subprocess.run([sys.executable, "-m", "transfer.cli.main", "extract", "--data", str(tmp_path / "missing")],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
-    result = subprocess.run([sys.executable, "-m", "transfer.cli", "results", "--cache-dir", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "transfer.cli.main", "results", "--cache-dir", str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "no results store" in result.stderr
 

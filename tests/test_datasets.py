@@ -2,8 +2,8 @@ import shutil
 
 import pytest
 
-from transfer.datasets import SplitPolicy, load_dataset, summarize
-from transfer.errors import UserError
+from transfer.core.errors import UserError
+from transfer.data.datasets import SplitPolicy, load_dataset, summarize
 
 from .conftest import make_dataset, make_image, make_pooled
 
@@ -74,7 +74,7 @@ def test_a_split_too_large_for_the_data_names_the_smallest_class_and_what_the_da
 def test_data_info_shows_every_class_of_a_folder_no_split_fits(tmp_path):
     from typer.testing import CliRunner
 
-    from transfer.cli import app
+    from transfer.cli.main import app
 
     root = make_pooled(tmp_path / "pooled", classes=("a", "b"), per_class=5)
     result = CliRunner().invoke(app, ["data", "info", str(root)])

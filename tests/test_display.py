@@ -3,8 +3,8 @@ shows them all, and nothing is cut with an ellipsis."""
 
 import pytest
 
-from transfer.console import console
-from transfer.display import fitted_table
+from transfer.cli.display import fitted_table
+from transfer.core.console import console
 
 
 @pytest.fixture
@@ -36,8 +36,8 @@ def test_columns_of_rank_zero_stay_however_narrow_the_terminal(narrow_terminal):
 
 
 def test_predictions_fit_80_columns_with_paths_relative_to_their_folder(narrow_terminal):
-    from transfer.display import print_ranked
-    from transfer.predict import Prediction
+    from transfer.cli.display import print_ranked
+    from transfer.runs.predict import Prediction
 
     folder = "/data/" + "a-very-long-folder-name/" * 4
     predictions = [Prediction(folder + "holiday/beach.jpg", ["coast", "open country"], [0.9, 0.1]),

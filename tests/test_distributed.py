@@ -5,10 +5,10 @@ import shutil
 import numpy as np
 import pytest
 
-from transfer.cache import read_features
-from transfer.datasets import load_dataset
-from transfer.extraction import extract
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.data.datasets import load_dataset
+from transfer.features.cache import read_features
+from transfer.features.extract import extract
+from transfer.features.spec import FeatureSpec, RunOptions
 
 from .conftest import LITE0_SPEC, VGG16_SPEC, extract_until_killed
 
@@ -92,8 +92,8 @@ def test_ray_options_are_checked_where_they_are_built():
 
 
 def test_a_study_checks_its_engine_settings_with_their_line(tmp_path, small_data):
-    from transfer.errors import UserError
-    from transfer.study import load_study
+    from transfer.core.errors import UserError
+    from transfer.study.schema import load_study
 
     study = tmp_path / "study.toml"
     study.write_text(f'[data]\npath = "{small_data}"\n\n[[features]]\nweights = "random"\nengine = "ray"\nactors = -1\n')

@@ -3,11 +3,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transfer.cache import FeatureCache, read_features
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
-from transfer.extraction import extract, resolve
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
+from transfer.features.cache import FeatureCache, read_features
+from transfer.features.extract import extract, resolve
+from transfer.features.spec import FeatureSpec, RunOptions
 
 from .conftest import LITE0_SPEC, extract_until_killed
 
@@ -110,7 +110,7 @@ def test_spatial_reductions_are_separate_features(small_data, cache_dir):
 
 
 def test_the_kept_heap_is_trimmed_only_when_it_grows_past_its_level(monkeypatch):
-    import transfer.memory as extraction
+    import transfer.core.memory as extraction
 
     resident = iter([1000, 1100, 1250, 1400, 900, 1200, 1500, 1500, 1100])  # MB after each batch
     trimmed_after = []
@@ -157,8 +157,8 @@ def test_crop_views_are_their_own_features_and_skip_unreadable_images(small_data
 
 
 def test_a_batch_holds_batch_size_network_inputs_whatever_the_views():
-    from transfer.backbones import Preprocessing
-    from transfer.forward import make_loader
+    from transfer.features.backbones import Preprocessing
+    from transfer.features.forward import make_loader
 
     assert [Preprocessing(views=views).images_per_batch(32) for views in ("centre", "flip", "5crops", "10crops")] == [32, 16, 6, 3]
     assert Preprocessing(views="10crops").images_per_batch(4) == 1  # never an empty batch

@@ -2,9 +2,9 @@ import zipfile
 
 import pytest
 
-import transfer.fetch as fetch
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
+import transfer.data.fetch as fetch
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
 
 from .conftest import make_image
 

@@ -4,12 +4,11 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from tests.test_bow import CONFIG as BOW_CONFIG
-from transfer.bow import SiftConfig
-from transfer.classifiers import GridConfig
-from transfer.config import ConfigError
-from transfer.datasets import load_dataset
-from transfer.experiments import run_fisher
-from transfer.fisher import (
+from transfer.classifiers.svm import GridConfig
+from transfer.core.config import ConfigError
+from transfer.data.datasets import load_dataset
+from transfer.descriptors.bow import SiftConfig
+from transfer.descriptors.fisher import (
     FisherConfig,
     fine_cells,
     fisher_vector,
@@ -19,9 +18,10 @@ from transfer.fisher import (
     posteriors,
     root_sift,
 )
-from transfer.modelfile import load_model
-from transfer.predict import predict
-from transfer.results import ResultsStore
+from transfer.runs.jobs import run_fisher
+from transfer.runs.models import load_model
+from transfer.runs.predict import predict
+from transfer.runs.store import ResultsStore
 
 CONFIG = FisherConfig(sift=BOW_CONFIG.sift, components=4, pca=8, sample=400)
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
@@ -133,7 +133,7 @@ def test_changing_only_c_reuses_the_encoder(small_data, cache_dir, monkeypatch):
 
 
 def test_fewer_training_descriptors_than_gaussians_is_a_clear_error(small_data, cache_dir):
-    from transfer.errors import UserError
+    from transfer.core.errors import UserError
 
     config = FisherConfig(sift=SiftConfig(step=16, sizes=(2.7,)), components=500, pca=8, sample=100_000)
     with pytest.raises(UserError, match="lower --components"):
@@ -173,8 +173,8 @@ def test_a_study_runs_fisher_after_bow_and_skips_it_when_stored(tmp_path, small_
 
 
 def test_fisher_is_a_stage_kind_of_its_own_that_waits_for_no_bow_stage(tmp_path, small_data, cache_dir):
-    from transfer.pipeline import Overrides, Planner, open_dataset, select
-    from transfer.study import load_study
+    from transfer.study.plan import Overrides, Planner, open_dataset, select
+    from transfer.study.schema import load_study
 
     path = tmp_path / "fisher.toml"
     path.write_text(_with_kernels('["chi2", "intersection"]').format(data=small_data, pca=8))
@@ -186,8 +186,8 @@ def test_fisher_is_a_stage_kind_of_its_own_that_waits_for_no_bow_stage(tmp_path,
 
 
 def test_the_study_checker_reports_a_fisher_setting_at_its_line(tmp_path, small_data):
-    from transfer.errors import UserError
-    from transfer.study import load_study
+    from transfer.core.errors import UserError
+    from transfer.study.schema import load_study
 
     path = tmp_path / "fisher.toml"
     path.write_text(FISHER_STUDY.format(data=small_data, pca=200))
@@ -210,8 +210,8 @@ def test_a_study_runs_each_bow_kernel_on_one_vocabulary_and_words_file(tmp_path,
 
 
 def test_the_study_checker_reports_an_unknown_kernel_at_its_line(tmp_path, small_data):
-    from transfer.errors import UserError
-    from transfer.study import load_study
+    from transfer.core.errors import UserError
+    from transfer.study.schema import load_study
 
     path = tmp_path / "kernels.toml"
     path.write_text(_with_kernels('["rbf"]').format(data=small_data, pca=8))

@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
-from transfer.experiments import run_head
-from transfer.heads import HeadSpec, train_head
-from transfer.predict import predict
-from transfer.results import ResultsStore
-from transfer.spec import FeatureSpec, RunOptions
-from transfer.training import TrainConfig, validation_split
+from transfer.classifiers.heads import HeadSpec, train_head
+from transfer.classifiers.training import TrainConfig, validation_split
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
+from transfer.features.spec import FeatureSpec, RunOptions
+from transfer.runs.jobs import run_head
+from transfer.runs.predict import predict
+from transfer.runs.store import ResultsStore
 
 
 def _blobs(n_per_class, classes=3, dims=16, seed=0):
@@ -82,8 +82,8 @@ def test_finetune_from_the_cache_records_a_run_and_predicts(small_data, cache_di
 
 
 def test_unfreeze_trains_only_the_named_groups_and_the_head():
-    from transfer.backbones import Weights, build_model, get_backbone
-    from transfer.heads import attach_head, unfreeze
+    from transfer.classifiers.heads import attach_head, unfreeze
+    from transfer.features.backbones import Weights, build_model, get_backbone
 
     model = build_model(get_backbone("vgg16"), Weights("random"))
     head = attach_head(model, "vgg16", HeadSpec.parse("fc", 3), 3)
@@ -98,7 +98,7 @@ def test_unfreeze_trains_only_the_named_groups_and_the_head():
 
 
 def test_end_to_end_training_from_images_resumes_and_predicts(small_data, cache_dir):
-    from transfer.heads import EndToEnd
+    from transfer.classifiers.heads import EndToEnd
 
     dataset = load_dataset(small_data)
     # Lite0, not VGG16: the same training code, a fraction of the parameters to update (fc6,fc7's
@@ -130,11 +130,11 @@ def test_several_settings_are_chosen_on_the_validation_part(small_data, cache_di
     assert (run.config["train"]["optimizer"], run.config["train"]["lr"]) == (best["optimizer"], best["lr"])
     assert run.cv_best == best["val_accuracy"] and not np.isnan(run.test_accuracy)
     assert run.timings["train_device"] == "cpu"
-    from transfer.report import configuration_rows, header_lines
+    from transfer.reports.report import configuration_rows, header_lines
 
     assert "heads and networks trained on cpu" in " ".join(header_lines(configuration_rows([run])))
     with pytest.raises(UserError, match="one setting at a time"):
-        from transfer.heads import EndToEnd
+        from transfer.classifiers.heads import EndToEnd
 
         run_head(dataset, features, "fc", configs, cache_dir, options, end_to_end=EndToEnd())
 
@@ -143,7 +143,7 @@ def test_running_scores_of_batches_equal_the_scores_of_all_their_logits():
     import torch
     from torch.nn import functional as F
 
-    from transfer.training import RunningScores, Scores
+    from transfer.classifiers.training import RunningScores, Scores
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(20, 7, generator=generator)

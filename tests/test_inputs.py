@@ -7,23 +7,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
-from transfer.classifiers import GridConfig
-from transfer.datasets import load_dataset, summarize
-from transfer.errors import UserError
-from transfer.experiments import run_bow, run_svm
-from transfer.extraction import extract
-from transfer.images import read_image
-from transfer.report import write_report
-from transfer.results import ResultsStore
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.classifiers.svm import GridConfig
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset, summarize
+from transfer.data.images import read_image
+from transfer.descriptors.bow import BowConfig, SiftConfig, VocabularyConfig
+from transfer.features.extract import extract
+from transfer.features.spec import FeatureSpec, RunOptions
+from transfer.reports.report import write_report
+from transfer.runs.jobs import run_bow, run_svm
+from transfer.runs.store import ResultsStore
 
 from .conftest import make_dataset, make_image
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
 LITE0 = FeatureSpec(backbone="efficientnet_lite0", weights="random", image_size=32, precision="fp32")  # quick to build
 RUN = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
-CLI = [sys.executable, "-m", "transfer.cli"]
+CLI = [sys.executable, "-m", "transfer.cli.main"]
 
 
 def _cli(*args, **kwargs):

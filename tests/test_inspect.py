@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from transfer.backbones import Preprocessing, describe_layers, get_backbone
-from transfer.errors import UserError
-from transfer.inspect import inspect_images, map_order, maps_figure
+from transfer.cli.inspect import inspect_images, map_order, maps_figure
+from transfer.core.errors import UserError
+from transfer.features.backbones import Preprocessing, describe_layers, get_backbone
 
 
 def test_vgg16_receptive_fields_match_hand_computation():
@@ -85,7 +85,7 @@ def test_inspect_errors_are_messages(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"no")
     found = inspect_images([gray, tmp_path / "broken.jpg"], "efficientnet_lite0", "random", out=None)
     assert found[1].error.startswith("cannot be decoded")
-    result = subprocess.run([sys.executable, "-m", "transfer.cli", "inspect", str(gray), "--backbone", "efficientnet_lite0",
+    result = subprocess.run([sys.executable, "-m", "transfer.cli.main", "inspect", str(gray), "--backbone", "efficientnet_lite0",
                              "--weights", "random", "--top", "2", "--no-maps", "--format", "json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)[0]["classes"]) == 2

@@ -5,17 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from transfer.backbones import Preprocessing
-from transfer.bow import BowConfig
-from transfer.cache import ExtractionKey
-from transfer.classifiers import GridConfig
-from transfer.datasets import ImageDataset, Sample
-from transfer.experiments import bow_key, fisher_key, head_key, scratch_key, svm_key
-from transfer.fisher import FisherConfig, encoder_key
-from transfer.heads import HeadSpec
-from transfer.keys import VERSIONS, KeyKind, content_key
-from transfer.scratch import ScratchConfig
-from transfer.training import TrainConfig
+from transfer.classifiers.heads import HeadSpec
+from transfer.classifiers.scratch import ScratchConfig
+from transfer.classifiers.svm import GridConfig
+from transfer.classifiers.training import TrainConfig
+from transfer.core.keys import VERSIONS, KeyKind, content_key
+from transfer.data.datasets import ImageDataset, Sample
+from transfer.descriptors.bow import BowConfig
+from transfer.descriptors.fisher import FisherConfig, encoder_key
+from transfer.features.backbones import Preprocessing
+from transfer.features.cache import ExtractionKey
+from transfer.runs.jobs import bow_key, fisher_key, head_key, scratch_key, svm_key
 
 FEATURES = ExtractionKey(backbone="vgg16", weights="random:seed0", pooling="max", precision="fp32",
                          preprocessing=Preprocessing())

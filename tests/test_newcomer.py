@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from transfer.cache import FeatureCache
-from transfer.classifiers import GridConfig
-from transfer.cli import app
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
-from transfer.experiments import run_svm
-from transfer.extraction import extract, resolve
-from transfer.results import ResultsStore
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.classifiers.svm import GridConfig
+from transfer.cli.main import app
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
+from transfer.features.cache import FeatureCache
+from transfer.features.extract import extract, resolve
+from transfer.features.spec import FeatureSpec, RunOptions
+from transfer.runs.jobs import run_svm
+from transfer.runs.store import ResultsStore
 
 from .conftest import make_dataset, make_image, make_pooled
 
@@ -28,12 +28,12 @@ LITE = FeatureSpec(backbone="efficientnet_lite0", weights="random", image_size=3
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "transfer.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "transfer.cli.main", *args], capture_output=True, text=True, env=env,
                           stdin=subprocess.DEVNULL)
 
 
 def test_each_backbone_has_a_default_layer_that_commands_and_studies_use(tmp_path, small_data):
-    from transfer.study import load_study
+    from transfer.study.schema import load_study
 
     assert FeatureSpec(backbone="efficientnet_lite0").layers == ("avgpool",)
     assert FeatureSpec().layers == ("relu7",)
@@ -96,8 +96,8 @@ def test_help_texts_say_what_the_code_does():
 def test_inspect_draws_the_most_activated_maps_in_a_bounded_figure():
     import torch
 
-    from transfer.backbones import Preprocessing
-    from transfer.inspect import map_order, maps_figure
+    from transfer.cli.inspect import map_order, maps_figure
+    from transfer.features.backbones import Preprocessing
 
     maps = np.random.default_rng(0).random((1280, 7, 7)).astype(np.float32)
     maps[[5, 900]] += 10
@@ -171,7 +171,7 @@ def test_a_damaged_store_row_is_named_left_out_and_its_run_recomputed(small_data
 
 
 def test_a_store_from_before_checksums_is_upgraded_and_keeps_its_rows(tmp_path):
-    from transfer.results import RunRecord
+    from transfer.runs.store import RunRecord
 
     path = tmp_path / "results.sqlite"
     store = ResultsStore(path)
@@ -212,7 +212,7 @@ def test_one_training_class_is_named(tmp_path, cache_dir):
 
 
 def test_explicit_bf16_on_a_cpu_without_it_warns_once_with_the_slowdown(monkeypatch, capsys):
-    from transfer import device
+    from transfer.core import device
 
     monkeypatch.setattr(device, "native_bf16", lambda device: False)
     monkeypatch.setattr(device, "software_bf16_slowdown", lambda: 47.0)
@@ -227,7 +227,7 @@ def test_explicit_bf16_on_a_cpu_without_it_warns_once_with_the_slowdown(monkeypa
 def test_a_study_names_missing_data_and_weights_in_one_message(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from transfer.backbones import BACKBONES
+    from transfer.features.backbones import BACKBONES
 
     monkeypatch.setitem(BACKBONES, "vgg16", replace(BACKBONES["vgg16"], imagenet_missing=lambda: "no network here"))
     monkeypatch.setenv("TRANSFER_15SCENE_URL", "file:///nonexistent/archive.zip")
@@ -244,8 +244,8 @@ def test_a_study_names_missing_data_and_weights_in_one_message(tmp_path, monkeyp
 
 
 def test_the_html_report_fits_its_table_shows_code_not_backticks_and_no_repeated_captions(tmp_path):
-    from transfer.report import write_report
-    from transfer.results import RunRecord
+    from transfer.reports.report import write_report
+    from transfer.runs.store import RunRecord
 
     run = RunRecord(method="svm", dataset="/data/mine", dataset_fingerprint="f", config={"test_duplicates": 2},
                     test_accuracy=0.9, classes=["a", "b"], backbone="efficientnet_lite0", layer="avgpool", cv_best=0.9,

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from transfer.errors import UserError
-from transfer.pipeline import Overrides, Planner, open_dataset, run_stages, select
-from transfer.study import load_study
+from transfer.core.errors import UserError
+from transfer.study.plan import Overrides, Planner, open_dataset, run_stages, select
+from transfer.study.schema import load_study
 
 STUDY = """\
 [study]
@@ -125,7 +125,7 @@ def test_an_interrupted_run_picks_up_where_it_stopped(tmp_path, small_data, cach
 def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, small_data, cache_dir):
     from typer.testing import CliRunner
 
-    from transfer.cli import app
+    from transfer.cli.main import app
 
     path = write_study(tmp_path, small_data)
     result = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--cache-dir", str(cache_dir)])
@@ -141,8 +141,8 @@ def test_a_study_whose_weights_cannot_load_stops_before_any_stage(tmp_path, smal
 
     from typer.testing import CliRunner
 
-    from transfer.backbones import BACKBONES
-    from transfer.cli import app
+    from transfer.cli.main import app
+    from transfer.features.backbones import BACKBONES
 
     monkeypatch.setitem(BACKBONES, "vgg16", replace(BACKBONES["vgg16"], imagenet_missing=lambda: "no network here"))
     study = tmp_path / "study.toml"
@@ -227,7 +227,7 @@ def test_combine_puts_named_entries_side_by_side_in_one_svm_stage(tmp_path, smal
         "extract vgg16/max·32px (random weights)": "ran", "extract vgg16/max·flip·64px (random weights)": "ran",
         "svm small+large": "ran"}
     assert run(path, cache_dir, tmp_path, only=["svm small+large"])["svm small+large"] == "cached"
-    from transfer.results import ResultsStore
+    from transfer.runs.store import ResultsStore
 
     (stored,) = [r for r in ResultsStore(cache_dir / "results.sqlite").runs() if r.layer == "pool5+pool5"]
     assert [part["image_size"] for part in stored.config["parts"]] == [32, 64]

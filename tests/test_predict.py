@@ -1,17 +1,17 @@
 import numpy as np
 import pytest
 
-from transfer.archive import save_estimator
-from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
-from transfer.cache import read_features
-from transfer.classifiers import GridConfig, side_by_side
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
-from transfer.experiments import run_bow, run_svm, run_svm_side_by_side
-from transfer.extraction import extract
-from transfer.modelfile import load_model, save_model
-from transfer.predict import predict
-from transfer.spec import FeatureSpec, RunOptions
+from transfer.classifiers.svm import GridConfig, side_by_side
+from transfer.core.archive import save_estimator
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
+from transfer.descriptors.bow import BowConfig, SiftConfig, VocabularyConfig
+from transfer.features.cache import read_features
+from transfer.features.extract import extract
+from transfer.features.spec import FeatureSpec, RunOptions
+from transfer.runs.jobs import run_bow, run_svm, run_svm_side_by_side
+from transfer.runs.models import load_model, save_model
+from transfer.runs.predict import predict
 
 GRID = GridConfig(c_grid=(0.1, 1.0), cv=2, jobs=1)
 

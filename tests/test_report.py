@@ -7,10 +7,10 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from transfer.cli import app
-from transfer.errors import UserError
-from transfer.report import FIGURES, HEADERS, configuration_rows, table_cells, write_report
-from transfer.results import ResultsStore, RunRecord
+from transfer.cli.main import app
+from transfer.core.errors import UserError
+from transfer.reports.report import FIGURES, HEADERS, configuration_rows, table_cells, write_report
+from transfer.runs.store import ResultsStore, RunRecord
 
 CLASSES = ["alpha", "beta", "gamma"]
 
@@ -91,10 +91,10 @@ def test_figures_without_data_are_left_out_and_said_so(tmp_path):
 def test_empty_store_and_unmatched_filters_give_messages(tmp_path, store):
     with pytest.raises(UserError, match="no runs to report"):
         write_report([], tmp_path / "out")
-    result = subprocess.run([sys.executable, "-m", "transfer.cli", "report", "--cache-dir", str(tmp_path / "none")],
+    result = subprocess.run([sys.executable, "-m", "transfer.cli.main", "report", "--cache-dir", str(tmp_path / "none")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "no results store" in result.stderr and "Traceback" not in result.stderr
-    result = subprocess.run([sys.executable, "-m", "transfer.cli", "report", "--backbone", "resnet",
+    result = subprocess.run([sys.executable, "-m", "transfer.cli.main", "report", "--backbone", "resnet",
                              "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True)
     assert result.returncode == 2 and "no runs match" in result.stderr
 
@@ -136,7 +136,7 @@ def test_a_cross_validated_score_comes_before_a_higher_hold_out_score(store):
 
 
 def test_the_class_mean_leaves_out_classes_without_test_images():
-    from transfer.report import Row
+    from transfer.reports.report import Row
 
     run = RunRecord(method="svm", dataset="d", dataset_fingerprint="f", config={}, test_accuracy=0.75, classes=CLASSES,
                     per_class_accuracy=[1.0, 0.5, 0.0], confusion=[[5, 0, 0], [1, 1, 0], [0, 0, 0]])
@@ -165,7 +165,7 @@ def test_differences_from_the_headline_are_tested_on_the_same_test_images(store)
 
 
 def test_published_figures_appear_only_beside_15_scene_with_their_source(tmp_path):
-    from transfer.report import published_lines, published_withheld
+    from transfer.reports.report import published_lines, published_withheld
 
     scenes = ["bedroom", "CALsuburb", "industrial", "kitchen", "livingroom", "MITcoast", "MITforest", "MIThighway",
               "MITinsidecity", "MITmountain", "MITopencountry", "MITstreet", "MITtallbuilding", "PARoffice", "store"]
@@ -197,14 +197,14 @@ def test_published_figures_appear_only_beside_15_scene_with_their_source(tmp_pat
 def test_on_unbalanced_data_the_class_mean_and_the_test_cap_match_a_hand_count(tmp_path):
     import numpy as np
 
-    from transfer.cache import read_features
-    from transfer.classifiers import GridConfig
-    from transfer.datasets import SplitPolicy, load_dataset
-    from transfer.experiments import run_svm
-    from transfer.extraction import extract
-    from transfer.modelfile import load_model
-    from transfer.report import Row
-    from transfer.spec import FeatureSpec, RunOptions
+    from transfer.classifiers.svm import GridConfig
+    from transfer.data.datasets import SplitPolicy, load_dataset
+    from transfer.features.cache import read_features
+    from transfer.features.extract import extract
+    from transfer.features.spec import FeatureSpec, RunOptions
+    from transfer.reports.report import Row
+    from transfer.runs.jobs import run_svm
+    from transfer.runs.models import load_model
 
     from .conftest import make_pooled
 

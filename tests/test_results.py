@@ -4,8 +4,8 @@ import multiprocessing
 
 import pytest
 
-from transfer.errors import UserError
-from transfer.results import ResultsStore, RunRecord
+from transfer.core.errors import UserError
+from transfer.runs.store import ResultsStore, RunRecord
 
 
 def _write_rows(path, worker, count):

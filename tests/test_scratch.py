@@ -7,13 +7,20 @@ import pytest
 import torch
 
 from tests.conftest import make_dataset
-from transfer import scratch
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
-from transfer.experiments import run_scratch, scratch_key
-from transfer.results import ResultsStore
-from transfer.scratch import ScratchConfig, ladder, load_images, parse_grid, summarize_network, train_scratch
-from transfer.training import Compute, TrainConfig
+from transfer.classifiers import scratch
+from transfer.classifiers.scratch import (
+    ScratchConfig,
+    ladder,
+    load_images,
+    parse_grid,
+    summarize_network,
+    train_scratch,
+)
+from transfer.classifiers.training import Compute, TrainConfig
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
+from transfer.runs.jobs import run_scratch, scratch_key
+from transfer.runs.store import ResultsStore
 
 FAST = TrainConfig(lr=0.05, momentum=0.0, weight_decay=0.0, schedule="none", batch_size=8, epochs=3, patience=8)
 
@@ -117,7 +124,7 @@ def test_cifar10_without_a_copy_or_internet_is_a_clear_message(tmp_path, monkeyp
 def test_summary_command_prints_the_totals():
     from typer.testing import CliRunner
 
-    from transfer.cli import app
+    from transfer.cli.main import app
 
     result = CliRunner().invoke(app, ["summary", "--arch", "base"])
     assert result.exit_code == 0 and "1,191,170" in result.output and "23,152,400" in result.output
@@ -126,7 +133,7 @@ def test_summary_command_prints_the_totals():
 def test_a_grid_trains_every_setting_and_marks_the_validation_choice(tmp_path):
     from typer.testing import CliRunner
 
-    from transfer.cli import app
+    from transfer.cli.main import app
 
     data = make_dataset(tmp_path / "data", train=10, test=4)
     result = CliRunner().invoke(app, ["scratch", "--data", str(data), "--arch", "deep", "--size", "16", "--epochs", "1",

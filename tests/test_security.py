@@ -1,29 +1,31 @@
 """Files a user loads never run code: model files, head checkpoints, BoW vocabularies; and nothing is
 written outside its folder."""
 
+import json
 import pickle
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from transfer.archive import save_estimator
-from transfer.bow import BowConfig, SiftConfig, VocabularyConfig
-from transfer.cache import FeatureCache
-from transfer.classifiers import GridConfig
-from transfer.datasets import load_dataset
-from transfer.errors import UserError
-from transfer.experiments import run_bow, run_svm
-from transfer.extraction import extract
-from transfer.heads import HeadSpec, train_head
-from transfer.modelfile import load_model
-from transfer.predict import predict
-from transfer.spec import FeatureSpec, RunOptions
-from transfer.study import load_study
-from transfer.training import TrainConfig
+from transfer.classifiers.heads import HeadSpec, train_head
+from transfer.classifiers.svm import GridConfig
+from transfer.classifiers.training import TrainConfig
+from transfer.core.archive import load_estimator, save_estimator
+from transfer.core.errors import UserError
+from transfer.data.datasets import load_dataset
+from transfer.descriptors.bow import BowConfig, SiftConfig, VocabularyConfig
+from transfer.features.cache import FeatureCache
+from transfer.features.extract import extract
+from transfer.features.spec import FeatureSpec, RunOptions
+from transfer.runs.jobs import run_bow, run_svm
+from transfer.runs.models import load_model
+from transfer.runs.predict import predict
+from transfer.study.schema import load_study
 
 SPEC = FeatureSpec(weights="random", layers=("relu7",), image_size=32, precision="fp32")
 RUN = RunOptions(device="cpu", batch_size=8, workers=0, progress=False)
@@ -57,7 +59,7 @@ def test_a_pickled_model_file_is_refused_and_never_run(tmp_path, small_data):
     with pytest.raises(UserError, match="pickle-based model file"):
         predict(evil, [small_data])
     assert not marker.exists()
-    result = subprocess.run([sys.executable, "-m", "transfer.cli", "predict", str(evil), str(small_data)],
+    result = subprocess.run([sys.executable, "-m", "transfer.cli.main", "predict", str(evil), str(small_data)],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -70,6 +72,33 @@ def test_a_skops_file_with_a_foreign_type_is_refused_before_anything_is_built(tm
     with pytest.raises(UserError, match="Planted"):
         predict(planted, [small_data])
     assert not marker.exists()
+
+
+def _renamed_module(path: Path, old: str, new: str) -> None:
+    """Rewrite a skops file's schema as if a function lived in module ``new`` (written by an older transfer)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    members["schema.json"] = members["schema.json"].replace(json.dumps(old).encode(), json.dumps(new).encode())
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_model_files_written_before_the_subpackages_load_with_todays_functions(tmp_path):
+    from sklearn.preprocessing import FunctionTransformer
+
+    from transfer.classifiers.svm import signed_sqrt
+    from transfer.descriptors.bow import intersection_kernel
+
+    path = save_estimator(tmp_path / "old.skops", [FunctionTransformer(signed_sqrt), FunctionTransformer(intersection_kernel)])
+    _renamed_module(path, "transfer.classifiers.svm", "transfer.classifiers")
+    _renamed_module(path, "transfer.descriptors.bow", "transfer.bow")
+    assert b'"transfer.bow"' in zipfile.ZipFile(path).read("schema.json")
+    power, kernel = load_estimator(path, "a test file")
+    assert power.func is signed_sqrt and kernel.func is intersection_kernel
+    _renamed_module(path, "transfer.bow", "transfer.elsewhere")  # a name that never was ours stays refused
+    with pytest.raises(UserError, match="transfer.elsewhere.intersection_kernel"):
+        load_estimator(path, "a test file")
 
 
 def test_an_old_pickled_model_file_is_refused_with_how_to_recreate_it(tmp_path, small_data, cache_dir):
@@ -129,7 +158,7 @@ def test_a_study_report_name_cannot_leave_reports(tmp_path, small_data):
 def test_report_and_cache_rm_refuse_what_would_reach_outside(tmp_path, small_data, cache_dir):
     dataset = load_dataset(small_data)
     extract(dataset, SPEC, cache_dir, RUN)
-    cli = [sys.executable, "-m", "transfer.cli"]
+    cli = [sys.executable, "-m", "transfer.cli.main"]
     result = subprocess.run([*cli, "cache", "rm", "", "--cache-dir", str(cache_dir)], capture_output=True, text=True)
     assert result.returncode == 2
     assert "empty pattern" in result.stderr

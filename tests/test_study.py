@@ -2,8 +2,8 @@
 
 import pytest
 
-from transfer.errors import UserError
-from transfer.study import load_study
+from transfer.core.errors import UserError
+from transfer.study.schema import load_study
 
 from .test_pipeline import STUDY, write_study
 
@@ -55,7 +55,7 @@ def test_the_checker_builds_the_pipelines_own_configurations(tmp_path, small_dat
 
 
 def test_bands_join_only_the_pyramids_that_have_a_level_one(tmp_path, small_data):
-    from transfer.study import bow_config
+    from transfer.study.schema import bow_config
 
     study = load_study(write_study(tmp_path, small_data, text=STUDY.replace("pyramids = [0, 1]", "pyramids = [0, 1]\nbands = true")))
     assert [bow_config(study, pyramid, "intersection").bands for pyramid in (0, 1)] == [False, True]

@@ -1,0 +1,1 @@
+"""The thin `transfer` command: option parsing, terminal tables, `inspect`."""

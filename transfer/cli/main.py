@@ -1,0 +1,673 @@
+"""The `transfer` command: parses options and calls the package. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from transfer.cli.inspect import DEFAULT_MAP_COUNT, MAX_MAP_COUNT
+from transfer.core.choices import (
+    MODEL_COMMANDS,
+    Device,
+    Engine,
+    Kernel,
+    Method,
+    Pooling,
+    Precision,
+    Schedule,
+    Spatial,
+    StageKind,
+    StageStatus,
+    View,
+)
+from transfer.core.console import console, err_console, note, styled
+from transfer.core.errors import UserError
+from transfer.core.paths import default_cache_dir, default_data_dir
+from transfer.features.backbones import BACKBONES
+
+
+class _App(typer.Typer):
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except UserError as error:
+            err_console.print(styled(("error:", "red"), f" {error}"), soft_wrap=True)
+            raise SystemExit(2) from None
+
+
+app = _App(
+    help="Transfer learning with pretrained CNN features and classical classifiers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(help="Inspect or fetch datasets.", no_args_is_help=True)
+cache_app = typer.Typer(help="List or remove cached features.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(cache_app, name="cache")
+
+# Options shared by every command that selects an extraction (extract, svm, ...).
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Dataset folder: DIR/{train,test}/<class>/* or DIR/<class>/*. [default: $TRANSFER_DATA or data/15scene]"),
+]
+TrainPerClassOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: training images per class.")]
+TestPerClassOpt = Annotated[int | None, typer.Option(help="At most this many test images per class (drawn with --split-seed), as protocols for unbalanced data ask [default: all].")]
+SplitSeedOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: seed of the train/test draw.")]
+CGridOpt = Annotated[str, typer.Option("--C-grid", help="Comma-separated C values to choose from by cross-validation.")]
+CvOpt = Annotated[int, typer.Option(help="Stratified folds of the training split used to choose C.")]
+SplitsOpt = Annotated[int, typer.Option(help="Also re-draw K random training splits (same size per class) from all images; report mean ± std.")]
+JobsOpt = Annotated[int, typer.Option(help="Parallel fits (-1: all cores).")]
+StepOpt = Annotated[int, typer.Option(help="Dense SIFT grid spacing in pixels.")]
+SizesOpt = Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma-separated; a descriptor spans about 6× size (2.7 ≈ 16 px patch).")]
+ContrastOpt = Annotated[float, typer.Option(help="Descriptors of patches flatter than this mean gradient (grey levels per pixel) are shortened in proportion, as in Lazebnik's SIFT; 0: off.")]
+BackboneOpt = Annotated[str, typer.Option(help=f"Network: {', '.join(BACKBONES)} (`transfer layers --backbone B` lists its layers).")]
+WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
+LayerOpt = Annotated[str | None, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7 "
+                     "[default: the backbone's pooled features: " + ", ".join(f"{name} {spec.default_layer}" for name, spec in BACKBONES.items()) + "].")]
+SpatialOpt = Annotated[Spatial, typer.Option(help="How spatial outputs become vectors.")]
+PoolingOpt = Annotated[Pooling, typer.Option(help="VGG16 pooling variant: sum is LP pooling with p=1, l2 with p=2.")]
+PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where the hardware computes it natively.")]
+ColorOpt = Annotated[bool, typer.Option("--color", help="Keep colour (default: read grayscale, replicate to 3 channels).")]
+ImageSizeOpt = Annotated[int | None, typer.Option(help="Centre-crop size fed to the network [default: the backbone's, 224].")]
+ViewsOpt = Annotated[View, typer.Option(help="Test-time augmentation: the features are the mean over these views of each image (the centre crop; and its mirror image; the 4 corner and centre crops; and their mirror images).")]
+CacheDirOpt = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Feature cache folder. [default: $TRANSFER_CACHE or cache/]")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="List ignored non-image files.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column, however wide the table (default: fit the terminal).")]
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _load_dataset(data: Path | None, train_per_class: int | None, split_seed: int, verbose: bool = False,
+                  note_duplicates: bool = True, test_per_class: int | None = None):
+    from transfer.data.datasets import SplitPolicy, load_dataset
+
+    policy = SplitPolicy(train_per_class=train_per_class, seed=split_seed, test_per_class=test_per_class)
+    dataset = load_dataset(data or default_data_dir(), policy)
+    if note_duplicates:
+        note(dataset.duplicates_note())
+    if dataset.ignored_files:
+        console.print(f"ignored {len(dataset.ignored_files)} non-image file(s)" + ("" if verbose else " (-v lists them)"))
+        if verbose:
+            for relpath in dataset.ignored_files:
+                console.print(f"  {relpath}")
+    return dataset
+
+
+def _results_path(cache_dir: Path | None) -> Path:
+    from transfer.features.cache import FeatureCache
+
+    path = FeatureCache(cache_dir or default_cache_dir()).results_path
+    if not path.exists():
+        raise UserError(f"no results store at {path} yet: run `transfer svm` or `transfer bow` first")
+    return path
+
+
+@app.command()
+def extract(
+    data: DataOpt = None,
+    layer: LayerOpt = None,
+    backbone: BackboneOpt = "vgg16",
+    weights: WeightsOpt = "imagenet",
+    spatial: SpatialOpt = Spatial.FLATTEN,
+    pooling: PoolingOpt = Pooling.MAX,
+    precision: PrecisionOpt = Precision.AUTO,
+    color: ColorOpt = False,
+    image_size: ImageSizeOpt = None,
+    views: ViewsOpt = View.CENTRE,
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
+    batch_size: Annotated[int, typer.Option(help="Network inputs per forward pass (each view of an image is one).")] = 32,
+    workers: Annotated[int | None, typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
+    engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (a local cluster, or --address).")] = Engine.LOCAL,
+    address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster to join, e.g. auto [default: $RAY_ADDRESS, else a local cluster].")] = None,
+    actors: Annotated[int | None, typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = None,
+    gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = 0.0,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: Annotated[int | None, typer.Option(help="For DIR/<class>/* layouts: extract only the split this many training images per class gives [default: every image; the cache is keyed by image content, so every later split reads them].")] = None,
+    test_per_class: TestPerClassOpt = None,
+    split_seed: SplitSeedOpt = 0,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Pass the images through a network once and cache the chosen layers' features (HDF5).
+
+    Re-running is instant when the features are cached; an interrupted run resumes where it stopped,
+    with either engine.
+    """
+    from transfer.cli.display import print_extraction
+    from transfer.features.extract import extract as run_extraction
+    from transfer.features.spec import FeatureSpec, RunOptions
+
+    dataset = _load_dataset(data, train_per_class, split_seed, verbose, test_per_class=test_per_class)
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
+                           precision=precision, color=color, image_size=image_size, views=views)
+    options = RunOptions(device=device, batch_size=batch_size, workers=workers, strict=strict, engine=engine,
+                         address=address, actors=actors, gpus_per_actor=gpus_per_actor)
+    try:
+        outcome = run_extraction(dataset, features, cache_dir or default_cache_dir(), options)
+    except KeyboardInterrupt:
+        err_console.print(styled(("interrupted", "yellow"), ": finished batches are saved; run the same command to resume."))
+        raise SystemExit(130) from None
+    print_extraction(outcome, dataset.layout)
+
+
+@app.command()
+def svm(
+    data: DataOpt = None,
+    layer: LayerOpt = None,
+    c_grid: CGridOpt = "0.001,0.01,0.1,1,10",
+    norm: Annotated[str, typer.Option(help="Feature normalisation before the SVM: l2, power (signed square root, then L2), standard or none; a comma list is chosen among by CV, like C.")] = "l2",
+    cv: CvOpt = 5,
+    splits: SplitsOpt = 1,
+    jobs: JobsOpt = -1,
+    seed: Annotated[int, typer.Option(help="Seed of the CV folds and re-drawn splits.")] = 0,
+    combine: Annotated[bool, typer.Option("--combine", help="One SVM on all the --layer layers side by side (each L2-normalised per image), instead of one per layer.")] = False,
+    backbone: BackboneOpt = "vgg16",
+    weights: WeightsOpt = "imagenet",
+    spatial: SpatialOpt = Spatial.FLATTEN,
+    pooling: PoolingOpt = Pooling.MAX,
+    precision: PrecisionOpt = Precision.AUTO,
+    color: ColorOpt = False,
+    image_size: ImageSizeOpt = None,
+    views: ViewsOpt = View.CENTRE,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
+    split_seed: SplitSeedOpt = 0,
+) -> None:
+    """Linear SVM on cached features: C chosen by CV on the training split, test accuracy per C.
+
+    Each layer is its own result in the results store (with --combine, the layers together are one);
+    the fitted model is saved (a skops file).
+    """
+    from transfer.classifiers.svm import GridConfig, parse_c_grid, parse_norms
+    from transfer.cli.display import print_grid
+    from transfer.features.spec import FeatureSpec
+    from transfer.runs.jobs import run_svm
+
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
+                           precision=precision, color=color, image_size=image_size, views=views)
+    grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
+    norms = parse_norms(norm)
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
+    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norms, combine=combine):
+        print_grid(outcome)
+
+
+@app.command()
+def bow(
+    data: DataOpt = None,
+    step: StepOpt = 4,
+    sizes: SizesOpt = "2.7,4.5",
+    contrast: ContrastOpt = 2.5,
+    words: Annotated[int, typer.Option(help="Visual vocabulary size (MiniBatchKMeans).")] = 1000,
+    sample: Annotated[int, typer.Option(help="Training descriptors sampled for k-means.")] = 100_000,
+    pyramid: Annotated[int, typer.Option(help="Spatial pyramid levels: 0 (plain BoW), 1, 2 (Lazebnik) or 3.")] = 0,
+    bands: Annotated[bool, typer.Option("--bands", help="Also 3 horizontal bands (top, middle, bottom), weighted as pyramid level 1; needs --pyramid 1 or more.")] = False,
+    sqrt: Annotated[bool, typer.Option("--sqrt", help="Square-root the L1 histograms before the kernel.")] = False,
+    kernel: Annotated[Kernel, typer.Option(help="SVM kernel on the histograms: chi2 (approximate explicit map, fast) or intersection (exact, Lazebnik's).")] = Kernel.CHI2,
+    c_grid: CGridOpt = "0.1,0.3,1,3,10",
+    cv: CvOpt = 5,
+    splits: SplitsOpt = 1,
+    jobs: JobsOpt = -1,
+    seed: Annotated[int, typer.Option(help="Seed of k-means sampling, CV folds and re-drawn splits.")] = 0,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
+    split_seed: SplitSeedOpt = 0,
+) -> None:
+    """Bag-of-words baseline: dense SIFT, k-means vocabulary, (pyramid) histograms, χ² or intersection-kernel SVM.
+
+    The vocabulary and the words of every image are cached: changing only C, --pyramid, --bands, --sqrt or --kernel reuses them.
+    """
+    from transfer.classifiers.svm import GridConfig, parse_c_grid
+    from transfer.cli.display import print_grid
+    from transfer.descriptors.bow import BowConfig, VocabularyConfig
+    from transfer.runs.jobs import run_bow
+
+    config = BowConfig(sift=_sift_config(step, sizes, contrast), vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed),
+                       pyramid=pyramid, bands=bands, sqrt=sqrt, kernel=kernel)
+    grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
+    print_grid(run_bow(dataset, config, cache_dir or default_cache_dir(), grid))
+
+
+def _sift_config(step: int, sizes: str, contrast: float):
+    from transfer.descriptors.bow import SiftConfig
+
+    try:
+        size_values = tuple(float(v) for v in _split_list(sizes))
+    except ValueError:
+        raise UserError(f"--sizes {sizes!r}: expected comma-separated numbers, e.g. 2.7,4") from None
+    return SiftConfig(step=step, sizes=size_values, contrast=contrast)
+
+
+@app.command()
+def fisher(
+    data: DataOpt = None,
+    step: StepOpt = 4,
+    sizes: SizesOpt = "2.7,4.5,7.2,11.5",
+    contrast: ContrastOpt = 2.5,
+    components: Annotated[int, typer.Option(help="Gaussians in the diagonal mixture (the Fisher 'vocabulary').")] = 256,
+    pca: Annotated[int, typer.Option(help="rootSIFT dimensions kept by PCA (of 128).")] = 64,
+    sample: Annotated[int, typer.Option(help="Training descriptors sampled to fit the PCA and the mixture.")] = 200_000,
+    pyramid: Annotated[bool, typer.Option("--pyramid/--no-pyramid", help="Regions 1×1 + 2×2 + 3×1, or the whole image only.")] = True,
+    c_grid: CGridOpt = "0.1,0.3,1,3,10",
+    cv: CvOpt = 5,
+    splits: SplitsOpt = 1,
+    jobs: JobsOpt = -1,
+    seed: Annotated[int, typer.Option(help="Seed of the descriptor sample, the mixture, CV folds and re-drawn splits.")] = 0,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
+    split_seed: SplitSeedOpt = 0,
+) -> None:
+    """Improved Fisher vectors: dense rootSIFT, PCA, diagonal Gaussian mixture, power + L2, linear SVM.
+
+    Dense SIFT as in `transfer bow` (--step, --sizes, --contrast), at four sizes by default; the
+    encoder is cached, so changing only C reuses it.
+    """
+    from transfer.classifiers.svm import GridConfig, parse_c_grid
+    from transfer.cli.display import print_grid
+    from transfer.descriptors.fisher import FisherConfig
+    from transfer.runs.jobs import run_fisher
+
+    config = FisherConfig(sift=_sift_config(step, sizes, contrast), components=components, pca=pca, sample=sample,
+                          pyramid=pyramid, seed=seed)
+    grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
+    print_grid(run_fisher(dataset, config, cache_dir or default_cache_dir(), grid))
+
+
+@app.command()
+def results(
+    data: Annotated[str | None, typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
+    method: Annotated[Method | None, typer.Option(help="Only this method.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Only this backbone.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Only this layer.")] = None,
+    models: Annotated[bool, typer.Option("--models", help="Also list each run's model file (for `transfer predict`).")] = False,
+    cache_dir: CacheDirOpt = None,
+    wide: WideOpt = False,
+) -> None:
+    """List the runs in the results store (cache/results.sqlite)."""
+    from transfer.cli.display import print_results
+    from transfer.runs.store import ResultsStore
+
+    path = _results_path(cache_dir)
+    print_results(ResultsStore(path).runs(dataset=data, method=method, backbone=backbone, layer=layer), wide, models)
+
+
+@app.command()
+def report(
+    data: Annotated[str | None, typer.Option("--data", help="Only runs whose dataset path contains this.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Only this backbone.")] = None,
+    method: Annotated[Method | None, typer.Option(help="Only this method.")] = None,
+    best_only: Annotated[bool, typer.Option("--best-only", help="Only the headline: the best CV accuracy, else the best hold-out validation accuracy (never the test split).")] = False,
+    name: Annotated[str, typer.Option(help="Report folder name under reports/.")] = "study",
+    out: Annotated[Path | None, typer.Option(help="Report folder [default: reports/<name>].")] = None,
+    published: Annotated[bool, typer.Option(help="Show the published reference points beside the measured rows.")] = True,
+    cache_dir: CacheDirOpt = None,
+    wide: WideOpt = False,
+) -> None:
+    """Accuracy per configuration, side by side, from the results store; writes report.md/.html, results.csv, figures."""
+    from transfer.cli.display import print_report
+    from transfer.core.files import confined
+    from transfer.reports.report import configuration_rows, write_report
+    from transfer.runs.store import ResultsStore
+
+    path = _results_path(cache_dir)
+    runs = ResultsStore(path).runs(dataset=data, method=method, backbone=backbone)
+    if not runs:
+        raise UserError("no runs match these filters; `transfer results` lists what the store holds")
+    rows = configuration_rows(runs, best_only)
+    files = write_report([r.run for r in rows], out or confined(Path("reports"), name, "--name"), published)
+    print_report(rows, files, published, wide)
+
+
+@app.command()
+def finetune(
+    data: DataOpt = None,
+    head: Annotated[str, typer.Option(help="fcN: a new last layer on relu7 (VGG16) or avgpool (Lite0), N = classes; mlp:1024,1024: a new classifier on flattened pool5.")] = "fc",
+    dropout: Annotated[float, typer.Option(help="Dropout after each hidden layer of an MLP head.")] = 0.5,
+    optimizer: Annotated[str, typer.Option(help="sgd (with momentum) or adam; a comma list tries each, chosen on the validation part.")] = "sgd",
+    lr: Annotated[str, typer.Option(help="Learning rate; a comma list tries each (with every optimizer), chosen on the validation part.")] = "0.01",
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 5e-4,
+    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule (exp: lr × 0.95 after every epoch).")] = Schedule.COSINE,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Training batch size (also the extraction batch size).")] = 64,
+    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split used for early stopping and the best epoch.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation and batch order.")] = 0,
+    unfreeze: Annotated[str | None, typer.Option(help="Train these backbone layers too, end to end from images with random crops and flips: fc6,fc7, conv5 or all (VGG16); all (Lite0). [default: frozen, from cached features]")] = None,
+    backbone_lr_scale: Annotated[float, typer.Option(help="With --unfreeze: learning rate of the backbone layers relative to the head's.")] = 0.1,
+    workers: Annotated[int | None, typer.Option(help="With --unfreeze: image-loading processes.")] = None,
+    backbone: BackboneOpt = "vgg16",
+    weights: WeightsOpt = "imagenet",
+    pooling: PoolingOpt = Pooling.MAX,
+    precision: PrecisionOpt = Precision.AUTO,
+    color: ColorOpt = False,
+    image_size: ImageSizeOpt = None,
+    views: ViewsOpt = View.CENTRE,
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
+    split_seed: SplitSeedOpt = 0,
+) -> None:
+    """Train a new classification head: on the frozen backbone's cached features, or end to end (--unfreeze).
+
+    Frozen, the features are extracted on demand through the cache, so no image goes through the
+    network during the epochs. Checkpoints are kept while it trains (and on Ctrl-C): an interrupted run resumes.
+    """
+    from transfer.classifiers.heads import EndToEnd, HeadSpec
+    from transfer.classifiers.training import TrainConfig, epoch_lines
+    from transfer.cli.display import print_head
+    from transfer.core.choices import Optimizer
+    from transfer.core.config import choice
+    from transfer.features.spec import FeatureSpec, RunOptions
+    from transfer.runs.jobs import run_head
+
+    input_layer = HeadSpec.parse(head, None, dropout).input_layer(backbone)
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=(input_layer,), pooling=pooling,
+                           precision=precision, color=color, image_size=image_size, views=views)
+    try:
+        rates = [float(v) for v in _split_list(lr)]
+    except ValueError:
+        raise UserError(f"--lr {lr!r}: expected a number or a comma list of numbers") from None
+    configs = [TrainConfig(optimizer=choice(Optimizer, name, "optimizer"), lr=rate, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+                           batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction, seed=seed)
+               for name in _split_list(optimizer) for rate in rates]
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
+    end_to_end = EndToEnd(unfreeze=unfreeze, backbone_lr_scale=backbone_lr_scale, workers=workers) if unfreeze else None
+    outcome = run_head(dataset, features, head, configs, cache_dir or default_cache_dir(),
+                       RunOptions(device=device, batch_size=batch_size), dropout, end_to_end=end_to_end,
+                       progress=epoch_lines(f"head {head}"))
+    print_head(outcome)
+
+
+@app.command("run")
+def run_study(
+    study_file: Annotated[Path, typer.Argument(help="Study file (TOML), e.g. pipelines/fifteen_scene_lite0.toml.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan: each stage, whether it is cached, and what would run.")] = False,
+    only: Annotated[str | None, typer.Option(help=f"Only these stages (and what they need): kinds ({', '.join(StageKind)}) or name patterns, comma-separated, e.g. 'svm vgg16/*'.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Use this dataset folder instead of the study's.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Use these weights for every backbone instead of the study's: imagenet, random or a state_dict PATH.")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Run even when a backbone's ImageNet weights cannot be loaded: its stages fail, the others run.")] = False,
+    cache_dir: CacheDirOpt = None,
+    wide: WideOpt = False,
+) -> None:
+    """Run a whole study: stages in dependency order, each skipped when its result is already cached.
+
+    A failing stage is reported and the stages that do not need it still run; an interrupted run
+    picks up where it stopped. The study file is checked first and every problem is listed with its line.
+    """
+    from transfer.cli.display import print_plan, print_run_summary, print_stage_end
+    from transfer.study.plan import (
+        Overrides,
+        Planner,
+        dataset_location,
+        inputs_message,
+        missing_data,
+        missing_weights,
+        open_dataset,
+        run_stages,
+        select,
+        study_weights,
+    )
+    from transfer.study.schema import load_study
+
+    study = load_study(study_file)
+    overrides = Overrides(data, weights)
+    absent = missing_data(study, overrides)
+    if absent is not None:  # the weights named too, in the same message, before anything is fetched or run
+        message = inputs_message(absent, {} if keep_going else study_weights(study, overrides), study_file)
+        if dry_run:
+            note(message)
+            return
+        raise UserError(message)
+    dataset = open_dataset(study, overrides, fetch_missing=not dry_run)
+    if dataset is None:
+        console.print(f"data: {dataset_location(study, overrides)} is missing and would be fetched first; "
+                      f"the plan depends on the images, so it is shown once they are there.")
+        return
+    note(dataset.duplicates_note())
+    cache = cache_dir or default_cache_dir()
+    console.print(f"study {study.study.name} ({study_file}): {dataset.root}, {len(dataset.classes)} classes, "
+                  f"{len(dataset.samples('train'))} train / {len(dataset.samples('test'))} test images; cache {cache}")
+    stages = select(Planner(study, dataset, cache, overrides).build(), _split_list(only or ""))
+    missing = {} if keep_going else missing_weights(stages)
+    if dry_run:
+        print_plan([(stage, stage.check()) for stage in stages])
+        if missing:
+            note(inputs_message(None, missing, study_file))
+        return
+    if missing:
+        raise UserError(inputs_message(None, missing, study_file))
+    begun = time.perf_counter()
+    reports = run_stages(stages, on_start=lambda stage: console.print(styled((f"▶ {stage.name}", "bold"))), on_end=print_stage_end)
+    print_run_summary(reports, time.perf_counter() - begun, wide)
+    if any(r.status == "interrupted" for r in reports):
+        raise SystemExit(130)
+    if any(r.status in (StageStatus.FAILED, StageStatus.BLOCKED) for r in reports):
+        raise SystemExit(1)
+
+
+ArchOpt = Annotated[str, typer.Option(help="base (3 conv 5×5 + fc1000), or the 3×3 variants under 256k parameters: wide, deep, widedeep.")]
+
+
+@app.command()
+def scratch(
+    data: Annotated[str | None, typer.Option("--data", help="A dataset folder, or cifar10 (torchvision's download when online, or a local copy: $TRANSFER_CIFAR10 or data/cifar10). [default: $TRANSFER_DATA or data/15scene]")] = None,
+    arch: ArchOpt = "base",
+    size: Annotated[int, typer.Option(help="Images are resized to SIZE×SIZE.")] = 32,
+    normalize: Annotated[bool, typer.Option("--normalize", help="Per-channel mean/std, computed on the training part only.")] = False,
+    augment: Annotated[str, typer.Option(help="crop (random SIZE·7/8 crops in training, centre crop in evaluation) and/or flip, comma-separated.")] = "",
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.0,
+    lr_decay: Annotated[float | None, typer.Option(help="Exponential schedule: lr × LR_DECAY after every epoch. [default: constant lr]")] = None,
+    dropout: Annotated[float, typer.Option(help="Dropout before the fully connected layers.")] = 0.0,
+    batchnorm: Annotated[bool, typer.Option("--batchnorm", help="Batch normalisation after every convolution.")] = False,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.05,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (a small dataset makes few steps per epoch).")] = 60,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = 15,
+    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split for early stopping and the best epoch.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation, batch order and augmentation.")] = 0,
+    ladder: Annotated[bool, typer.Option("--ladder", help="Run the improvement ladder: baseline, +normalize, +augment, +momentum/schedule, +dropout, +batchnorm.")] = False,
+    grid: Annotated[str | None, typer.Option(help="Grid search, e.g. lr=0.01,0.1,batch=32,64,dropout=0,0.5 (keys: lr, batch, dropout, momentum, epochs); each setting a run, the validation part picks one.")] = None,
+    color: ColorOpt = False,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = 100,
+    test_per_class: TestPerClassOpt = None,
+    split_seed: SplitSeedOpt = 0,
+    device: Annotated[Device, typer.Option(help="Where the network trains.")] = Device.AUTO,
+    precision: Annotated[Precision, typer.Option(help="fp32, or bf16 convolutions (auto: where the hardware computes them natively): faster epochs, but other curves and accuracies than fp32 (bench/ladder.py).")] = Precision.FP32,
+) -> None:
+    """Train a small CNN from scratch: the baseline that shows what transfer buys.
+
+    Every run is a row in the results store with its curves (loss, top-1, top-5, train and validation).
+    """
+    from transfer.classifiers.scratch import ScratchConfig, grid_configs, load_cifar10, load_images, parse_grid
+    from transfer.classifiers.scratch import ladder as ladder_steps
+    from transfer.classifiers.training import Compute, TrainConfig, epoch_lines
+    from transfer.cli.display import print_scratch
+    from transfer.core.choices import Optimizer
+    from transfer.runs.jobs import run_scratch
+
+    if ladder and grid:
+        raise UserError("--ladder and --grid are two different studies: give one of them")
+    train = TrainConfig(optimizer=Optimizer.SGD, lr=lr, momentum=momentum, weight_decay=0.0, schedule=Schedule.EXP if lr_decay else Schedule.NONE,
+                        batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction, seed=seed,
+                        lr_decay=lr_decay or 1.0)
+    config = ScratchConfig(arch=arch, size=size, normalize=normalize, augment=_split_list(augment), batchnorm=batchnorm,
+                           dropout=dropout, train=train)
+    if data == "cifar10":
+        images = load_cifar10()
+    else:
+        images = load_images(_load_dataset(Path(data) if data else None, train_per_class, split_seed,
+                                           test_per_class=test_per_class), size, color)
+    if ladder:
+        steps, series = ladder_steps(config), "ladder"
+    elif grid:
+        steps, series = grid_configs(config, parse_grid(grid)), "grid"
+    else:
+        steps, series = [("", config)], "single"
+    outcomes = run_scratch(images, steps, series, cache_dir or default_cache_dir(), progress=epoch_lines,
+                           compute=Compute.resolve(device, precision))
+    print_scratch(outcomes, series)
+
+
+@app.command()
+def summary(
+    arch: ArchOpt = "base",
+    classes: Annotated[int, typer.Option(help="Number of classes (the last layer's width).")] = 10,
+    size: Annotated[int, typer.Option(help="Input images are SIZE×SIZE.")] = 32,
+    batchnorm: Annotated[bool, typer.Option("--batchnorm", help="With batch normalisation.")] = False,
+    dropout: Annotated[float, typer.Option(help="With dropout (no parameters, shown as layers).")] = 0.0,
+) -> None:
+    """Each layer of a from-scratch architecture: output shape, parameters, multiply-accumulates; totals."""
+    from transfer.classifiers.scratch import summarize_network
+    from transfer.cli.display import print_network_summary
+
+    print_network_summary(arch, classes, size, summarize_network(arch, classes, size, batchnorm, dropout))
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help=f"A model file written by {MODEL_COMMANDS}: `transfer results --models` lists each run's.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    top: Annotated[int, typer.Option(help="How many classes to show per image, best first.")] = 1,
+    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
+    batch_size: Annotated[int, typer.Option(help="Network inputs per forward pass (each view of an image is one).")] = 32,
+) -> None:
+    """Classify new images with a saved model, using the model's own layer and preprocessing."""
+    from transfer.cli.display import print_predictions
+    from transfer.runs.predict import predict as run_predict
+
+    if output not in ("table", "csv", "json"):
+        raise UserError(f"--format must be table, csv or json, got {output!r}")
+    print_predictions(run_predict(model, images, top, device, batch_size), output)
+
+
+@app.command()
+def inspect(
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    backbone: BackboneOpt = "vgg16",
+    weights: WeightsOpt = "imagenet",
+    top: Annotated[int, typer.Option(help="How many of the network's own ImageNet classes to show per image.")] = 5,
+    maps: Annotated[str | None, typer.Option(help="Spatial layer whose feature maps are drawn [default: the first convolution: conv1_1 for VGG16, stem for EfficientNet-Lite].")] = None,
+    order: Annotated[str, typer.Option(help="Map order in the figure: index, or activation (most activated first).")] = "index",
+    count: Annotated[int, typer.Option(help=f"How many maps to draw: the most activated ones (by mean activation), at most {MAX_MAP_COUNT}.")] = DEFAULT_MAP_COUNT,
+    out: Annotated[Path, typer.Option(help="Folder for the feature-map PNGs (one per image).")] = Path("reports/inspect"),
+    no_maps: Annotated[bool, typer.Option("--no-maps", help="Only the predictions, no figures.")] = False,
+    color: ColorOpt = False,
+    output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
+) -> None:
+    """What the pretrained network sees: its own top ImageNet classes, and a layer's feature maps beside the input."""
+    from transfer.cli.display import print_inspections
+    from transfer.cli.inspect import inspect_images
+
+    if output not in ("table", "json"):
+        raise UserError(f"--format must be table or json, got {output!r}")
+    found = inspect_images(images, backbone, weights, top, maps, None if no_maps else out, color, order, device, count)
+    print_inspections(found, output, weights == "random")
+
+
+@app.command()
+def layers(
+    backbone: BackboneOpt = "vgg16",
+    image_size: ImageSizeOpt = None,
+) -> None:
+    """List a backbone's layer names with output shapes (one image), parameter counts, receptive fields and strides."""
+    from transfer.cli.display import print_layers
+    from transfer.features.backbones import describe_layers, get_backbone
+
+    infos, total = describe_layers(get_backbone(backbone), image_size)
+    print_layers(backbone, infos, total)
+
+
+@data_app.command("info")
+def data_info(
+    data: Annotated[Path | None, typer.Argument(help="Dataset folder. [default: $TRANSFER_DATA or data/15scene]")] = None,
+    train_per_class: Annotated[int | None, typer.Option(help="For DIR/<class>/* layouts: show the split this many training images per class gives [default: no split, every image per class].")] = None,
+    split_seed: SplitSeedOpt = 0,
+    test_per_class: TestPerClassOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Images per class and split, the smallest class, image sizes and modes, unreadable files, and
+    byte-identical duplicates."""
+    from transfer.cli.display import print_data_info
+    from transfer.data.datasets import summarize
+
+    dataset = _load_dataset(data, train_per_class, split_seed, verbose, note_duplicates=False, test_per_class=test_per_class)
+    print_data_info(dataset, summarize(dataset))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name: 15scene.")] = "15scene",
+    dest: Annotated[Path | None, typer.Option(help="Where to lay it out. [default: data/<name>]")] = None,
+) -> None:
+    """Download a public dataset, check it, and lay it out as DEST/{train,test}/<class>/."""
+    from transfer.data.fetch import fetch
+
+    fetch(name, dest or Path("data") / name)
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: CacheDirOpt = None) -> None:
+    """What is cached: each extraction with its layers, shapes and size; BoW stages, checkpoints, models."""
+    from transfer.cli.display import print_cache
+    from transfer.features.cache import FeatureCache
+
+    root = cache_dir or default_cache_dir()
+    cache = FeatureCache(root)
+    print_cache(root, cache.entries(), cache.artifacts())
+
+
+@cache_app.command("rm")
+def cache_rm(
+    pattern: Annotated[str, typer.Argument(help="Remove cached files whose path inside the cache contains this text (e.g. vgg16, bow/, models/svm); 'all' for every one.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Remove cached files: extractions, BoW stages, checkpoints, model files (never the results store).
+
+    Lists what matches and asks first (--yes: no question; without a terminal, --yes is needed)."""
+    import sys
+
+    from transfer.features.cache import FeatureCache
+
+    cache = FeatureCache(cache_dir or default_cache_dir())
+    matched = cache.matching(pattern)
+    if not matched:
+        raise UserError(f"no cache file matches {pattern!r}; `transfer cache ls` lists them")
+    size = sum(p.stat().st_size for p in matched if p.exists())
+    for path in matched:
+        console.print(f"  {path}", soft_wrap=True)
+    summary = f"{len(matched)} file(s), {size / 2**20:,.1f} MiB, match {pattern!r}"
+    if dry_run:
+        console.print(f"{summary}: nothing removed (--dry-run)")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"{summary}; nothing removed: add --yes to remove them (--dry-run only lists them)")
+        if not typer.confirm(f"{summary}. Remove them?", default=False):
+            console.print("nothing removed")
+            return
+    for path in cache.remove(pattern):
+        console.print(f"removed {path}", soft_wrap=True)
+
+
+if __name__ == "__main__":
+    app()

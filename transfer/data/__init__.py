@@ -1,0 +1,1 @@
+"""Data in: image folders as labelled splits, reading images, fetching public data sets."""

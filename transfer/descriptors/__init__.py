@@ -1,0 +1,1 @@
+"""Classic baselines beside deep features: dense SIFT, bag-of-words, Fisher vectors."""

@@ -1,0 +1,76 @@
+"""The forward pass that every engine shares: image files into batches, batches through the network into
+one float32 array per requested layer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from transfer.core.choices import View
+from transfer.core.device import default_workers, fp32_means_fp32
+from transfer.data.images import UnreadableImage, read_image
+from transfer.features.backbones import Preprocessing
+
+
+def _reduce(output, spatial: str):
+    if output.dim() == 2:
+        return output
+    if spatial == "avg":
+        return output.mean(dim=(2, 3))
+    if spatial == "max":
+        return output.amax(dim=(2, 3))
+    return output.flatten(1)
+
+
+class ImageFiles:
+    """Map-style dataset over image paths; an unreadable image yields zeros and ok=False."""
+
+    def __init__(self, paths: list[Path], preprocessing: Preprocessing) -> None:
+        self.paths = paths
+        self.preprocessing = preprocessing
+        self.transform = preprocessing.views_transform()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        try:
+            return self.transform(read_image(self.paths[index], self.preprocessing.color)), True
+        except UnreadableImage:
+            size = self.preprocessing.crop
+            return torch.zeros(View(self.preprocessing.views).images, 3, size, size), False
+
+
+def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, batch_size: int, workers: int | None):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        ImageFiles(paths, preprocessing),  # type: ignore[arg-type]  # a map-style dataset by protocol: torch is imported lazily
+        batch_size=preprocessing.images_per_batch(batch_size),
+        num_workers=default_workers(device) if workers is None else workers,
+        pin_memory=device == "cuda",
+    )
+
+
+def network_batches(extractor, loader, device: str, precision: str, nodes: dict[str, str], spatial: str):
+    """Yields ({layer key: float32 array}, readable mask, seconds spent waiting for the loader) per batch."""
+    import torch
+
+    fp32_means_fp32(device, precision)
+    batches = iter(loader)
+    while True:
+        tick = time.perf_counter()
+        batch = next(batches, None)
+        waited = time.perf_counter() - tick
+        if batch is None:
+            return
+        images, ok = batch  # B×V×C×H×W: each image's views (`Preprocessing.views`)
+        count, views = images.shape[:2]
+        # The modes are entered per batch, never held across a yield: the caller may train on the output.
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            outputs = extractor(images.flatten(0, 1).to(device, non_blocking=True, memory_format=torch.channels_last))
+            arrays = {lk: _reduce(outputs[node], spatial).float().unflatten(0, (count, views)).mean(1).cpu().numpy()
+                      for lk, node in nodes.items()}
+        yield arrays, ok.numpy().astype(bool), waited

@@ -1,0 +1,88 @@
+"""Feature selections and how to run them: the settings dataclasses of an extraction, each rule checked once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transfer.core.choices import Device, Engine, Pooling, Precision, Spatial, View
+from transfer.core.config import ConfigError, choice, require
+from transfer.features.backbones import check_layers, check_pooling, get_backbone
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureSpec:
+    """Which features: the part of a command line that selects an extraction and its layers. Every rule
+    of a selection is checked here, once, on construction."""
+
+    backbone: str = "vgg16"
+    weights: str = "imagenet"  # imagenet, random or a state_dict file (checked where it is loaded)
+    layers: tuple[str, ...] = ()  # empty: the backbone's default layer (its pooled features)
+    spatial: Spatial = Spatial.FLATTEN
+    pooling: Pooling = Pooling.MAX
+    precision: Precision = Precision.AUTO
+    color: bool = False
+    image_size: int | None = None  # centre-crop size; None: the backbone's own (224)
+    views: View = View.CENTRE  # test-time augmentation: the features are the mean over these views
+
+    def __post_init__(self) -> None:
+        spec = get_backbone(self.backbone)
+        object.__setattr__(self, "layers", tuple(self.layers) or (spec.default_layer,))
+        object.__setattr__(self, "spatial", choice(Spatial, self.spatial, "spatial"))
+        object.__setattr__(self, "pooling", choice(Pooling, self.pooling, "pooling"))
+        object.__setattr__(self, "precision", choice(Precision, self.precision, "precision"))
+        object.__setattr__(self, "views", choice(View, self.views, "views"))
+        check_layers(spec, self.layers)
+        check_pooling(spec, self.pooling)
+        require(self.image_size is None or self.image_size >= 32, "image_size",
+                f"image_size must be at least 32, got {self.image_size}")
+
+
+def distinguishing(features: dict) -> dict:
+    """The fields of a `FeatureSpec` (as a dict, e.g. a stored run's) that set its features apart from the
+    backbone's plain ones, where they differ from their defaults: what stage names and report labels show."""
+    defaults = FeatureSpec()
+    return {name: features[name] for name in ("views", "image_size", "color")
+            if features.get(name, getattr(defaults, name)) != getattr(defaults, name)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How to run an extraction; none of this changes the features."""
+
+    device: Device = Device.AUTO
+    batch_size: int = 32
+    workers: int | None = None  # None: a default that suits the device and core count
+    strict: bool = False
+    progress: bool = True
+    engine: Engine = Engine.LOCAL
+    address: str | None = None  # the Ray cluster to join; None: $RAY_ADDRESS, else a local one
+    actors: int | None = None  # Ray actors; None: one per CPU of the cluster
+    gpus_per_actor: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", choice(Device, self.device, "device"))
+        object.__setattr__(self, "engine", choice(Engine, self.engine, "engine"))
+        require(self.batch_size >= 1, "batch_size", f"batch_size must be at least 1, got {self.batch_size}")
+        check_workers(self.workers)
+        require(self.actors is None or self.actors >= 1, "actors", f"actors must be at least 1, got {self.actors}")
+        require(self.gpus_per_actor >= 0, "gpus_per_actor",
+                f"gpus_per_actor must be 0 (CPU actors) or more, got {self.gpus_per_actor}")
+        require(self.engine == Engine.RAY or not (self.address or self.actors or self.gpus_per_actor), "engine",
+                "address, actors and gpus_per_actor are for the ray engine")
+
+
+def check_workers(workers: int | None) -> None:
+    require(workers is None or workers >= 0, "workers",
+            f"workers must be 0 (load images in the main process) or more, got {workers}")
+
+
+def check_parts(parts: list[FeatureSpec]) -> None:
+    if len(parts) < 2:
+        raise ConfigError("features", f"a combination puts several extractions side by side: name two or more "
+                                      f"(got {len(parts)})")
+
+
+def check_combination(layers: tuple[str, ...]) -> None:
+    if len(set(layers)) < 2:
+        raise ConfigError("combine", f"combining puts several layers side by side: give two or more (got "
+                                     f"{', '.join(layers)}), e.g. conv_head,avgpool")

@@ -1,0 +1,1 @@
+"""Reports from the store: tables, figures, Markdown/HTML/CSV."""
