@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer.classifiers.svm import GridConfig, grid_search, linear_svm
+from transfer.classifiers.settings import GridConfig
+from transfer.classifiers.svm import grid_search, linear_svm
 from transfer.data.datasets import load_dataset
 from transfer.features.extract import load_layer
 from transfer.features.spec import FeatureSpec
@@ -29,7 +30,8 @@ from transfer.features.spec import FeatureSpec
 def _part(part: str, dataset, cache_dir: Path, layer_name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{split: (features, labels)} of one part."""
     if part == "fisher":
-        from transfer.descriptors.fisher import FisherConfig, fisher_features
+        from transfer.descriptors.fisher import fisher_features
+        from transfer.descriptors.settings import FisherConfig
 
         return fisher_features(dataset, FisherConfig(), cache_dir).splits
     backbone, views, size = (part.split(":") + ["", ""])[:3]

@@ -37,7 +37,8 @@ from statistics import median
 import numpy as np
 import torch
 
-from transfer.classifiers.svm import GridConfig, grid_search, linear_svm
+from transfer.classifiers.settings import GridConfig
+from transfer.classifiers.svm import grid_search, linear_svm
 from transfer.data.datasets import SPLITS, ImageDataset, load_dataset
 from transfer.features.cache import read_features
 from transfer.features.extract import extract

@@ -18,7 +18,8 @@ import numpy as np
 import transfer.descriptors.fisher as fisher
 from transfer.data.datasets import load_dataset
 from transfer.descriptors.bow import dense_sift
-from transfer.descriptors.fisher import FisherConfig, fisher_vector, fit_encoder
+from transfer.descriptors.fisher import fisher_vector, fit_encoder
+from transfer.descriptors.settings import FisherConfig
 
 
 def main() -> None:

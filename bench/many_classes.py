@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer.classifiers.svm import GridConfig, grid_search, plain_svm
+from transfer.classifiers.settings import GridConfig
+from transfer.classifiers.svm import grid_search, plain_svm
 from transfer.core.memory import keep_freed_memory, peak_rss_mb
 from transfer.descriptors.bow import _chi2_map, pyramid_histograms
 

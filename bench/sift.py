@@ -20,7 +20,8 @@ from threadpoolctl import threadpool_limits
 
 from transfer.data.datasets import load_dataset
 from transfer.data.images import read_gray
-from transfer.descriptors.bow import SiftConfig, dense_sift
+from transfer.descriptors.bow import dense_sift
+from transfer.descriptors.settings import SiftConfig
 
 
 def opencv_sift(path: Path, config: SiftConfig) -> np.ndarray:

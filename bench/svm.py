@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from features import add_feature_options, cached_layer
-from transfer.classifiers.svm import GridConfig, grid_search, linear_svm
+from transfer.classifiers.settings import GridConfig
+from transfer.classifiers.svm import grid_search, linear_svm
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from transfer.classifiers.heads import HeadSpec, train_head
-from transfer.classifiers.svm import GridConfig
+from transfer.classifiers.settings import GridConfig
 from transfer.classifiers.training import TrainConfig
 from transfer.core.archive import load_estimator
 from transfer.core.errors import UserError

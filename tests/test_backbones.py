@@ -148,7 +148,7 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     """One registry entry each: extraction, SVM, a head on cached features, end-to-end training and
     predict all work from its facts alone (random weights, 32-pixel crops)."""
     from transfer.classifiers.heads import EndToEnd
-    from transfer.classifiers.svm import GridConfig
+    from transfer.classifiers.settings import GridConfig
     from transfer.classifiers.training import TrainConfig
     from transfer.data.datasets import load_dataset
     from transfer.features.extract import extract

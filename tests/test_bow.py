@@ -4,17 +4,12 @@ import pytest
 from PIL import Image
 
 import transfer.descriptors.bow as bow
-from transfer.classifiers.svm import GridConfig, plain_svm
+from transfer.classifiers.settings import GridConfig
+from transfer.classifiers.svm import plain_svm
 from transfer.core.config import ConfigError
 from transfer.data.datasets import load_dataset
-from transfer.descriptors.bow import (
-    BowConfig,
-    SiftConfig,
-    VocabularyConfig,
-    dense_sift,
-    intersection_kernel,
-    pyramid_histograms,
-)
+from transfer.descriptors.bow import dense_sift, intersection_kernel, pyramid_histograms
+from transfer.descriptors.settings import BowConfig, SiftConfig, VocabularyConfig
 from transfer.runs.jobs import run_bow
 from transfer.runs.store import ResultsStore
 

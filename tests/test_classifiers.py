@@ -1,15 +1,8 @@
 import numpy as np
 import pytest
 
-from transfer.classifiers.svm import (
-    GridConfig,
-    grid_search,
-    linear_svm,
-    parse_c_grid,
-    plain_svm,
-    redraw_splits,
-    span_fit,
-)
+from transfer.classifiers.settings import GridConfig, parse_c_grid
+from transfer.classifiers.svm import grid_search, linear_svm, plain_svm, redraw_splits, span_fit
 from transfer.core.errors import UserError
 from transfer.data.datasets import load_dataset
 from transfer.features.extract import extract
@@ -173,7 +166,8 @@ def test_power_normalisation_is_the_signed_square_root_then_l2():
 
 
 def test_the_normalisation_is_chosen_by_cv_and_recorded(small_data, cache_dir):
-    from transfer.classifiers.svm import choose_by_cv, parse_norms
+    from transfer.classifiers.settings import parse_norms
+    from transfer.classifiers.svm import choose_by_cv
     from transfer.runs.models import load_model
 
     train, test = _blobs(seed=0), _blobs(seed=1)

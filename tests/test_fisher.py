@@ -4,12 +4,10 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from tests.test_bow import CONFIG as BOW_CONFIG
-from transfer.classifiers.svm import GridConfig
+from transfer.classifiers.settings import GridConfig
 from transfer.core.config import ConfigError
 from transfer.data.datasets import load_dataset
-from transfer.descriptors.bow import SiftConfig
 from transfer.descriptors.fisher import (
-    FisherConfig,
     fine_cells,
     fisher_vector,
     fit_encoder,
@@ -18,6 +16,7 @@ from transfer.descriptors.fisher import (
     posteriors,
     root_sift,
 )
+from transfer.descriptors.settings import FisherConfig, SiftConfig
 from transfer.runs.jobs import run_fisher
 from transfer.runs.models import load_model
 from transfer.runs.predict import predict

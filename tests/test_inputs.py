@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transfer.classifiers.svm import GridConfig
+from transfer.classifiers.settings import GridConfig
 from transfer.core.errors import UserError
 from transfer.data.datasets import load_dataset, summarize
 from transfer.data.images import read_image
-from transfer.descriptors.bow import BowConfig, SiftConfig, VocabularyConfig
+from transfer.descriptors.settings import BowConfig, SiftConfig, VocabularyConfig
 from transfer.features.extract import extract
 from transfer.features.spec import FeatureSpec, RunOptions
 from transfer.reports.report import write_report

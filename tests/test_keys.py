@@ -7,12 +7,12 @@ import pytest
 
 from transfer.classifiers.heads import HeadSpec
 from transfer.classifiers.scratch import ScratchConfig
-from transfer.classifiers.svm import GridConfig
+from transfer.classifiers.settings import GridConfig
 from transfer.classifiers.training import TrainConfig
 from transfer.core.keys import VERSIONS, KeyKind, content_key
 from transfer.data.datasets import ImageDataset, Sample
-from transfer.descriptors.bow import BowConfig
-from transfer.descriptors.fisher import FisherConfig, encoder_key
+from transfer.descriptors.fisher import encoder_key
+from transfer.descriptors.settings import BowConfig, FisherConfig
 from transfer.features.backbones import Preprocessing
 from transfer.features.cache import ExtractionKey
 from transfer.runs.jobs import bow_key, fisher_key, head_key, scratch_key, svm_key

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from transfer.classifiers.svm import GridConfig
+from transfer.classifiers.settings import GridConfig
 from transfer.cli.main import app
 from transfer.core.errors import UserError
 from transfer.data.datasets import load_dataset

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
-from transfer.classifiers.svm import GridConfig, side_by_side
+from transfer.classifiers.settings import GridConfig
+from transfer.classifiers.svm import side_by_side
 from transfer.core.archive import save_estimator
 from transfer.core.errors import UserError
 from transfer.data.datasets import load_dataset
-from transfer.descriptors.bow import BowConfig, SiftConfig, VocabularyConfig
+from transfer.descriptors.settings import BowConfig, SiftConfig, VocabularyConfig
 from transfer.features.cache import read_features
 from transfer.features.extract import extract
 from transfer.features.spec import FeatureSpec, RunOptions

@@ -197,7 +197,7 @@ def test_published_figures_appear_only_beside_15_scene_with_their_source(tmp_pat
 def test_on_unbalanced_data_the_class_mean_and_the_test_cap_match_a_hand_count(tmp_path):
     import numpy as np
 
-    from transfer.classifiers.svm import GridConfig
+    from transfer.classifiers.settings import GridConfig
     from transfer.data.datasets import SplitPolicy, load_dataset
     from transfer.features.cache import read_features
     from transfer.features.extract import extract

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from transfer.classifiers.heads import HeadSpec, train_head
-from transfer.classifiers.svm import GridConfig
+from transfer.classifiers.settings import GridConfig
 from transfer.classifiers.training import TrainConfig
 from transfer.core.archive import load_estimator, save_estimator
 from transfer.core.errors import UserError
 from transfer.data.datasets import load_dataset
-from transfer.descriptors.bow import BowConfig, SiftConfig, VocabularyConfig
+from transfer.descriptors.settings import BowConfig, SiftConfig, VocabularyConfig
 from transfer.features.cache import FeatureCache
 from transfer.features.extract import extract
 from transfer.features.spec import FeatureSpec, RunOptions

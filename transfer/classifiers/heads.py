@@ -27,6 +27,8 @@ from transfer.classifiers.training import (
 from transfer.core.config import ConfigError, require
 from transfer.core.errors import UserError
 
+DEFAULT_HEAD = "fc"  # one new linear layer with an output per class
+
 
 @dataclass(frozen=True, kw_only=True)
 class HeadSpec:

@@ -30,6 +30,7 @@ from transfer.classifiers.training import (
 from transfer.core.choices import Augmentation
 from transfer.core.config import choice, require
 from transfer.core.errors import UserError
+from transfer.core.paths import dataset_dir
 from transfer.data.datasets import SPLITS, ImageDataset
 from transfer.data.images import UnreadableImage, read_image
 
@@ -175,7 +176,7 @@ def load_cifar10(root: Path | None = None) -> ImageTensors:
     import torch
     from torchvision.datasets import CIFAR10
 
-    root = Path(root or os.environ.get(CIFAR10_ENV) or "data/cifar10")
+    root = Path(root or os.environ.get(CIFAR10_ENV) or dataset_dir("cifar10"))
     splits = {}
     try:
         for split in SPLITS:

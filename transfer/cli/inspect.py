@@ -11,6 +11,7 @@ import numpy as np
 from transfer.core.choices import Pooling
 from transfer.core.errors import UserError
 from transfer.core.files import atomic_path, safe_name
+from transfer.core.paths import INSPECT_DIR
 from transfer.data.images import UnreadableImage, image_paths, read_image
 from transfer.features.backbones import (
     BackboneSpec,
@@ -48,7 +49,7 @@ def _check(spec: BackboneSpec, maps: str, top: int, order: str, count: int) -> N
 
 
 def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "imagenet", top: int = 5,
-                   maps: str | None = None, out: Path | None = Path("reports/inspect"), color: bool = False,
+                   maps: str | None = None, out: Path | None = INSPECT_DIR, color: bool = False,
                    order: str = "index", device: str = "auto", count: int = DEFAULT_MAP_COUNT) -> list[Inspection]:
     """The backbone's top-``top`` classes per image; with ``out``, a PNG per image of layer ``maps``' ``count``
     most activated maps."""

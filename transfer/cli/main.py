@@ -8,6 +8,10 @@ from typing import Annotated
 
 import typer
 
+from transfer.classifiers.heads import DEFAULT_HEAD, EndToEnd, HeadSpec
+from transfer.classifiers.scratch import ScratchConfig
+from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
+from transfer.classifiers.training import TrainConfig
 from transfer.cli.inspect import DEFAULT_MAP_COUNT, MAX_MAP_COUNT
 from transfer.core.choices import (
     MODEL_COMMANDS,
@@ -25,8 +29,18 @@ from transfer.core.choices import (
 )
 from transfer.core.console import console, err_console, note, styled
 from transfer.core.errors import UserError
-from transfer.core.paths import default_cache_dir, default_data_dir
+from transfer.core.paths import (
+    DATA_DEFAULT_TEXT,
+    INSPECT_DIR,
+    REPORTS_DIR,
+    dataset_dir,
+    default_cache_dir,
+    default_data_dir,
+)
+from transfer.data.datasets import DEFAULT_TRAIN_PER_CLASS, SplitPolicy
+from transfer.descriptors.settings import HISTOGRAM_C_GRID, BowConfig, FisherConfig, SiftConfig, VocabularyConfig
 from transfer.features.backbones import BACKBONES
+from transfer.features.spec import FeatureSpec, RunOptions
 
 
 class _App(typer.Typer):
@@ -52,7 +66,7 @@ app.add_typer(cache_app, name="cache")
 # Options shared by every command that selects an extraction (extract, svm, ...).
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help="Dataset folder: DIR/{train,test}/<class>/* or DIR/<class>/*. [default: $TRANSFER_DATA or data/15scene]"),
+    typer.Option("--data", help=f"Dataset folder: DIR/{{train,test}}/<class>/* or DIR/<class>/*. [default: {DATA_DEFAULT_TEXT}]"),
 ]
 TrainPerClassOpt = Annotated[int, typer.Option(help="For DIR/<class>/* layouts: training images per class.")]
 TestPerClassOpt = Annotated[int | None, typer.Option(help="At most this many test images per class (drawn with --split-seed), as protocols for unbalanced data ask [default: all].")]
@@ -79,6 +93,14 @@ CacheDirOpt = Annotated[
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="List ignored non-image files.")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column, however wide the table (default: fit the terminal).")]
+
+
+def _listed(values) -> str:
+    """A default list as an option writes it: 0.001,0.01,0.1."""
+    return ",".join(f"{value:g}" if isinstance(value, float) else str(value) for value in values)
+
+
+_SCRATCH_TRAIN = ScratchConfig().train  # the training settings of a network from scratch
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -114,26 +136,26 @@ def _results_path(cache_dir: Path | None) -> Path:
 def extract(
     data: DataOpt = None,
     layer: LayerOpt = None,
-    backbone: BackboneOpt = "vgg16",
-    weights: WeightsOpt = "imagenet",
-    spatial: SpatialOpt = Spatial.FLATTEN,
-    pooling: PoolingOpt = Pooling.MAX,
-    precision: PrecisionOpt = Precision.AUTO,
+    backbone: BackboneOpt = FeatureSpec.backbone,
+    weights: WeightsOpt = FeatureSpec.weights,
+    spatial: SpatialOpt = FeatureSpec.spatial,
+    pooling: PoolingOpt = FeatureSpec.pooling,
+    precision: PrecisionOpt = FeatureSpec.precision,
     color: ColorOpt = False,
     image_size: ImageSizeOpt = None,
-    views: ViewsOpt = View.CENTRE,
-    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
-    batch_size: Annotated[int, typer.Option(help="Network inputs per forward pass (each view of an image is one).")] = 32,
-    workers: Annotated[int | None, typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
-    engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (a local cluster, or --address).")] = Engine.LOCAL,
-    address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster to join, e.g. auto [default: $RAY_ADDRESS, else a local cluster].")] = None,
-    actors: Annotated[int | None, typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = None,
-    gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = 0.0,
+    views: ViewsOpt = FeatureSpec.views,
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = RunOptions.device,
+    batch_size: Annotated[int, typer.Option(help="Network inputs per forward pass (each view of an image is one).")] = RunOptions.batch_size,
+    workers: Annotated[int | None, typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = RunOptions.workers,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = RunOptions.strict,
+    engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (a local cluster, or --address).")] = RunOptions.engine,
+    address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster to join, e.g. auto [default: $RAY_ADDRESS, else a local cluster].")] = RunOptions.address,
+    actors: Annotated[int | None, typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = RunOptions.actors,
+    gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = RunOptions.gpus_per_actor,
     cache_dir: CacheDirOpt = None,
     train_per_class: Annotated[int | None, typer.Option(help="For DIR/<class>/* layouts: extract only the split this many training images per class gives [default: every image; the cache is keyed by image content, so every later split reads them].")] = None,
     test_per_class: TestPerClassOpt = None,
-    split_seed: SplitSeedOpt = 0,
+    split_seed: SplitSeedOpt = SplitPolicy.seed,
     verbose: VerboseOpt = False,
 ) -> None:
     """Pass the images through a network once and cache the chosen layers' features (HDF5).
@@ -162,32 +184,32 @@ def extract(
 def svm(
     data: DataOpt = None,
     layer: LayerOpt = None,
-    c_grid: CGridOpt = "0.001,0.01,0.1,1,10",
-    norm: Annotated[str, typer.Option(help="Feature normalisation before the SVM: l2, power (signed square root, then L2), standard or none; a comma list is chosen among by CV, like C.")] = "l2",
-    cv: CvOpt = 5,
-    splits: SplitsOpt = 1,
-    jobs: JobsOpt = -1,
-    seed: Annotated[int, typer.Option(help="Seed of the CV folds and re-drawn splits.")] = 0,
+    c_grid: CGridOpt = _listed(GridConfig.c_grid),
+    norm: Annotated[str, typer.Option(help="Feature normalisation before the SVM: l2, power (signed square root, then L2), standard or none; a comma list is chosen among by CV, like C.")] = _listed(DEFAULT_NORMS),
+    cv: CvOpt = GridConfig.cv,
+    splits: SplitsOpt = GridConfig.splits,
+    jobs: JobsOpt = GridConfig.jobs,
+    seed: Annotated[int, typer.Option(help="Seed of the CV folds and re-drawn splits.")] = GridConfig.seed,
     combine: Annotated[bool, typer.Option("--combine", help="One SVM on all the --layer layers side by side (each L2-normalised per image), instead of one per layer.")] = False,
-    backbone: BackboneOpt = "vgg16",
-    weights: WeightsOpt = "imagenet",
-    spatial: SpatialOpt = Spatial.FLATTEN,
-    pooling: PoolingOpt = Pooling.MAX,
-    precision: PrecisionOpt = Precision.AUTO,
+    backbone: BackboneOpt = FeatureSpec.backbone,
+    weights: WeightsOpt = FeatureSpec.weights,
+    spatial: SpatialOpt = FeatureSpec.spatial,
+    pooling: PoolingOpt = FeatureSpec.pooling,
+    precision: PrecisionOpt = FeatureSpec.precision,
     color: ColorOpt = False,
     image_size: ImageSizeOpt = None,
-    views: ViewsOpt = View.CENTRE,
+    views: ViewsOpt = FeatureSpec.views,
     cache_dir: CacheDirOpt = None,
-    train_per_class: TrainPerClassOpt = 100,
+    train_per_class: TrainPerClassOpt = DEFAULT_TRAIN_PER_CLASS,
     test_per_class: TestPerClassOpt = None,
-    split_seed: SplitSeedOpt = 0,
+    split_seed: SplitSeedOpt = SplitPolicy.seed,
 ) -> None:
     """Linear SVM on cached features: C chosen by CV on the training split, test accuracy per C.
 
     Each layer is its own result in the results store (with --combine, the layers together are one);
     the fitted model is saved (a skops file).
     """
-    from transfer.classifiers.svm import GridConfig, parse_c_grid, parse_norms
+    from transfer.classifiers.settings import GridConfig, parse_c_grid, parse_norms
     from transfer.cli.display import print_grid
     from transfer.features.spec import FeatureSpec
     from transfer.runs.jobs import run_svm
@@ -204,32 +226,32 @@ def svm(
 @app.command()
 def bow(
     data: DataOpt = None,
-    step: StepOpt = 4,
-    sizes: SizesOpt = "2.7,4.5",
-    contrast: ContrastOpt = 2.5,
-    words: Annotated[int, typer.Option(help="Visual vocabulary size (MiniBatchKMeans).")] = 1000,
-    sample: Annotated[int, typer.Option(help="Training descriptors sampled for k-means.")] = 100_000,
-    pyramid: Annotated[int, typer.Option(help="Spatial pyramid levels: 0 (plain BoW), 1, 2 (Lazebnik) or 3.")] = 0,
-    bands: Annotated[bool, typer.Option("--bands", help="Also 3 horizontal bands (top, middle, bottom), weighted as pyramid level 1; needs --pyramid 1 or more.")] = False,
-    sqrt: Annotated[bool, typer.Option("--sqrt", help="Square-root the L1 histograms before the kernel.")] = False,
-    kernel: Annotated[Kernel, typer.Option(help="SVM kernel on the histograms: chi2 (approximate explicit map, fast) or intersection (exact, Lazebnik's).")] = Kernel.CHI2,
-    c_grid: CGridOpt = "0.1,0.3,1,3,10",
-    cv: CvOpt = 5,
-    splits: SplitsOpt = 1,
-    jobs: JobsOpt = -1,
-    seed: Annotated[int, typer.Option(help="Seed of k-means sampling, CV folds and re-drawn splits.")] = 0,
+    step: StepOpt = SiftConfig.step,
+    sizes: SizesOpt = _listed(SiftConfig.sizes),
+    contrast: ContrastOpt = SiftConfig.contrast,
+    words: Annotated[int, typer.Option(help="Visual vocabulary size (MiniBatchKMeans).")] = VocabularyConfig.words,
+    sample: Annotated[int, typer.Option(help="Training descriptors sampled for k-means.")] = VocabularyConfig.sample,
+    pyramid: Annotated[int, typer.Option(help="Spatial pyramid levels: 0 (plain BoW), 1, 2 (Lazebnik) or 3.")] = BowConfig.pyramid,
+    bands: Annotated[bool, typer.Option("--bands", help="Also 3 horizontal bands (top, middle, bottom), weighted as pyramid level 1; needs --pyramid 1 or more.")] = BowConfig.bands,
+    sqrt: Annotated[bool, typer.Option("--sqrt", help="Square-root the L1 histograms before the kernel.")] = BowConfig.sqrt,
+    kernel: Annotated[Kernel, typer.Option(help="SVM kernel on the histograms: chi2 (approximate explicit map, fast) or intersection (exact, Lazebnik's).")] = BowConfig.kernel,
+    c_grid: CGridOpt = _listed(HISTOGRAM_C_GRID),
+    cv: CvOpt = GridConfig.cv,
+    splits: SplitsOpt = GridConfig.splits,
+    jobs: JobsOpt = GridConfig.jobs,
+    seed: Annotated[int, typer.Option(help="Seed of k-means sampling, CV folds and re-drawn splits.")] = GridConfig.seed,
     cache_dir: CacheDirOpt = None,
-    train_per_class: TrainPerClassOpt = 100,
+    train_per_class: TrainPerClassOpt = DEFAULT_TRAIN_PER_CLASS,
     test_per_class: TestPerClassOpt = None,
-    split_seed: SplitSeedOpt = 0,
+    split_seed: SplitSeedOpt = SplitPolicy.seed,
 ) -> None:
     """Bag-of-words baseline: dense SIFT, k-means vocabulary, (pyramid) histograms, χ² or intersection-kernel SVM.
 
     The vocabulary and the words of every image are cached: changing only C, --pyramid, --bands, --sqrt or --kernel reuses them.
     """
-    from transfer.classifiers.svm import GridConfig, parse_c_grid
+    from transfer.classifiers.settings import GridConfig, parse_c_grid
     from transfer.cli.display import print_grid
-    from transfer.descriptors.bow import BowConfig, VocabularyConfig
+    from transfer.descriptors.settings import BowConfig, VocabularyConfig
     from transfer.runs.jobs import run_bow
 
     config = BowConfig(sift=_sift_config(step, sizes, contrast), vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed),
@@ -240,7 +262,7 @@ def bow(
 
 
 def _sift_config(step: int, sizes: str, contrast: float):
-    from transfer.descriptors.bow import SiftConfig
+    from transfer.descriptors.settings import SiftConfig
 
     try:
         size_values = tuple(float(v) for v in _split_list(sizes))
@@ -252,31 +274,31 @@ def _sift_config(step: int, sizes: str, contrast: float):
 @app.command()
 def fisher(
     data: DataOpt = None,
-    step: StepOpt = 4,
-    sizes: SizesOpt = "2.7,4.5,7.2,11.5",
-    contrast: ContrastOpt = 2.5,
-    components: Annotated[int, typer.Option(help="Gaussians in the diagonal mixture (the Fisher 'vocabulary').")] = 256,
-    pca: Annotated[int, typer.Option(help="rootSIFT dimensions kept by PCA (of 128).")] = 64,
-    sample: Annotated[int, typer.Option(help="Training descriptors sampled to fit the PCA and the mixture.")] = 200_000,
-    pyramid: Annotated[bool, typer.Option("--pyramid/--no-pyramid", help="Regions 1×1 + 2×2 + 3×1, or the whole image only.")] = True,
-    c_grid: CGridOpt = "0.1,0.3,1,3,10",
-    cv: CvOpt = 5,
-    splits: SplitsOpt = 1,
-    jobs: JobsOpt = -1,
-    seed: Annotated[int, typer.Option(help="Seed of the descriptor sample, the mixture, CV folds and re-drawn splits.")] = 0,
+    step: StepOpt = FisherConfig.sift.step,
+    sizes: SizesOpt = _listed(FisherConfig.sift.sizes),
+    contrast: ContrastOpt = FisherConfig.sift.contrast,
+    components: Annotated[int, typer.Option(help="Gaussians in the diagonal mixture (the Fisher 'vocabulary').")] = FisherConfig.components,
+    pca: Annotated[int, typer.Option(help="rootSIFT dimensions kept by PCA (of 128).")] = FisherConfig.pca,
+    sample: Annotated[int, typer.Option(help="Training descriptors sampled to fit the PCA and the mixture.")] = FisherConfig.sample,
+    pyramid: Annotated[bool, typer.Option("--pyramid/--no-pyramid", help="Regions 1×1 + 2×2 + 3×1, or the whole image only.")] = FisherConfig.pyramid,
+    c_grid: CGridOpt = _listed(HISTOGRAM_C_GRID),
+    cv: CvOpt = GridConfig.cv,
+    splits: SplitsOpt = GridConfig.splits,
+    jobs: JobsOpt = GridConfig.jobs,
+    seed: Annotated[int, typer.Option(help="Seed of the descriptor sample, the mixture, CV folds and re-drawn splits.")] = GridConfig.seed,
     cache_dir: CacheDirOpt = None,
-    train_per_class: TrainPerClassOpt = 100,
+    train_per_class: TrainPerClassOpt = DEFAULT_TRAIN_PER_CLASS,
     test_per_class: TestPerClassOpt = None,
-    split_seed: SplitSeedOpt = 0,
+    split_seed: SplitSeedOpt = SplitPolicy.seed,
 ) -> None:
     """Improved Fisher vectors: dense rootSIFT, PCA, diagonal Gaussian mixture, power + L2, linear SVM.
 
     Dense SIFT as in `transfer bow` (--step, --sizes, --contrast), at four sizes by default; the
     encoder is cached, so changing only C reuses it.
     """
-    from transfer.classifiers.svm import GridConfig, parse_c_grid
+    from transfer.classifiers.settings import GridConfig, parse_c_grid
     from transfer.cli.display import print_grid
-    from transfer.descriptors.fisher import FisherConfig
+    from transfer.descriptors.settings import FisherConfig
     from transfer.runs.jobs import run_fisher
 
     config = FisherConfig(sift=_sift_config(step, sizes, contrast), components=components, pca=pca, sample=sample,
@@ -327,40 +349,40 @@ def report(
     if not runs:
         raise UserError("no runs match these filters; `transfer results` lists what the store holds")
     rows = configuration_rows(runs, best_only)
-    files = write_report([r.run for r in rows], out or confined(Path("reports"), name, "--name"), published)
+    files = write_report([r.run for r in rows], out or confined(REPORTS_DIR, name, "--name"), published)
     print_report(rows, files, published, wide)
 
 
 @app.command()
 def finetune(
     data: DataOpt = None,
-    head: Annotated[str, typer.Option(help="fcN: a new last layer on relu7 (VGG16) or avgpool (Lite0), N = classes; mlp:1024,1024: a new classifier on flattened pool5.")] = "fc",
-    dropout: Annotated[float, typer.Option(help="Dropout after each hidden layer of an MLP head.")] = 0.5,
-    optimizer: Annotated[str, typer.Option(help="sgd (with momentum) or adam; a comma list tries each, chosen on the validation part.")] = "sgd",
-    lr: Annotated[str, typer.Option(help="Learning rate; a comma list tries each (with every optimizer), chosen on the validation part.")] = "0.01",
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 5e-4,
-    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule (exp: lr × 0.95 after every epoch).")] = Schedule.COSINE,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = 8,
-    batch_size: Annotated[int, typer.Option(help="Training batch size (also the extraction batch size).")] = 64,
-    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split used for early stopping and the best epoch.")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation and batch order.")] = 0,
+    head: Annotated[str, typer.Option(help="fcN: a new last layer on relu7 (VGG16) or avgpool (Lite0), N = classes; mlp:1024,1024: a new classifier on flattened pool5.")] = DEFAULT_HEAD,
+    dropout: Annotated[float, typer.Option(help="Dropout after each hidden layer of an MLP head.")] = HeadSpec.dropout,
+    optimizer: Annotated[str, typer.Option(help="sgd (with momentum) or adam; a comma list tries each, chosen on the validation part.")] = str(TrainConfig.optimizer),
+    lr: Annotated[str, typer.Option(help="Learning rate; a comma list tries each (with every optimizer), chosen on the validation part.")] = _listed([TrainConfig.lr]),
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = TrainConfig.momentum,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = TrainConfig.weight_decay,
+    schedule: Annotated[Schedule, typer.Option(help=f"Learning-rate schedule (exp: lr × {TrainConfig.lr_decay:g} after every epoch).")] = TrainConfig.schedule,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = TrainConfig.epochs,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = TrainConfig.patience,
+    batch_size: Annotated[int, typer.Option(help="Training batch size (also the extraction batch size).")] = TrainConfig.batch_size,
+    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split used for early stopping and the best epoch.")] = TrainConfig.val_fraction,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation and batch order.")] = TrainConfig.seed,
     unfreeze: Annotated[str | None, typer.Option(help="Train these backbone layers too, end to end from images with random crops and flips: fc6,fc7, conv5 or all (VGG16); all (Lite0). [default: frozen, from cached features]")] = None,
-    backbone_lr_scale: Annotated[float, typer.Option(help="With --unfreeze: learning rate of the backbone layers relative to the head's.")] = 0.1,
+    backbone_lr_scale: Annotated[float, typer.Option(help="With --unfreeze: learning rate of the backbone layers relative to the head's.")] = EndToEnd.backbone_lr_scale,
     workers: Annotated[int | None, typer.Option(help="With --unfreeze: image-loading processes.")] = None,
-    backbone: BackboneOpt = "vgg16",
-    weights: WeightsOpt = "imagenet",
-    pooling: PoolingOpt = Pooling.MAX,
-    precision: PrecisionOpt = Precision.AUTO,
+    backbone: BackboneOpt = FeatureSpec.backbone,
+    weights: WeightsOpt = FeatureSpec.weights,
+    pooling: PoolingOpt = FeatureSpec.pooling,
+    precision: PrecisionOpt = FeatureSpec.precision,
     color: ColorOpt = False,
     image_size: ImageSizeOpt = None,
-    views: ViewsOpt = View.CENTRE,
-    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
+    views: ViewsOpt = FeatureSpec.views,
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = RunOptions.device,
     cache_dir: CacheDirOpt = None,
-    train_per_class: TrainPerClassOpt = 100,
+    train_per_class: TrainPerClassOpt = DEFAULT_TRAIN_PER_CLASS,
     test_per_class: TestPerClassOpt = None,
-    split_seed: SplitSeedOpt = 0,
+    split_seed: SplitSeedOpt = SplitPolicy.seed,
 ) -> None:
     """Train a new classification head: on the frozen backbone's cached features, or end to end (--unfreeze).
 
@@ -465,29 +487,29 @@ ArchOpt = Annotated[str, typer.Option(help="base (3 conv 5×5 + fc1000), or the 
 
 @app.command()
 def scratch(
-    data: Annotated[str | None, typer.Option("--data", help="A dataset folder, or cifar10 (torchvision's download when online, or a local copy: $TRANSFER_CIFAR10 or data/cifar10). [default: $TRANSFER_DATA or data/15scene]")] = None,
-    arch: ArchOpt = "base",
-    size: Annotated[int, typer.Option(help="Images are resized to SIZE×SIZE.")] = 32,
-    normalize: Annotated[bool, typer.Option("--normalize", help="Per-channel mean/std, computed on the training part only.")] = False,
+    data: Annotated[str | None, typer.Option("--data", help=f"A dataset folder, or cifar10 (torchvision's download when online, or a local copy: $TRANSFER_CIFAR10 or {dataset_dir('cifar10')}). [default: {DATA_DEFAULT_TEXT}]")] = None,
+    arch: ArchOpt = ScratchConfig.arch,
+    size: Annotated[int, typer.Option(help="Images are resized to SIZE×SIZE.")] = ScratchConfig.size,
+    normalize: Annotated[bool, typer.Option("--normalize", help="Per-channel mean/std, computed on the training part only.")] = ScratchConfig.normalize,
     augment: Annotated[str, typer.Option(help="crop (random SIZE·7/8 crops in training, centre crop in evaluation) and/or flip, comma-separated.")] = "",
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.0,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _SCRATCH_TRAIN.momentum,
     lr_decay: Annotated[float | None, typer.Option(help="Exponential schedule: lr × LR_DECAY after every epoch. [default: constant lr]")] = None,
-    dropout: Annotated[float, typer.Option(help="Dropout before the fully connected layers.")] = 0.0,
-    batchnorm: Annotated[bool, typer.Option("--batchnorm", help="Batch normalisation after every convolution.")] = False,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.05,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (a small dataset makes few steps per epoch).")] = 60,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = 15,
-    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split for early stopping and the best epoch.")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation, batch order and augmentation.")] = 0,
+    dropout: Annotated[float, typer.Option(help="Dropout before the fully connected layers.")] = ScratchConfig.dropout,
+    batchnorm: Annotated[bool, typer.Option("--batchnorm", help="Batch normalisation after every convolution.")] = ScratchConfig.batchnorm,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = _SCRATCH_TRAIN.lr,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = _SCRATCH_TRAIN.batch_size,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (a small dataset makes few steps per epoch).")] = _SCRATCH_TRAIN.epochs,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = _SCRATCH_TRAIN.patience,
+    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split for early stopping and the best epoch.")] = _SCRATCH_TRAIN.val_fraction,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation, batch order and augmentation.")] = _SCRATCH_TRAIN.seed,
     ladder: Annotated[bool, typer.Option("--ladder", help="Run the improvement ladder: baseline, +normalize, +augment, +momentum/schedule, +dropout, +batchnorm.")] = False,
     grid: Annotated[str | None, typer.Option(help="Grid search, e.g. lr=0.01,0.1,batch=32,64,dropout=0,0.5 (keys: lr, batch, dropout, momentum, epochs); each setting a run, the validation part picks one.")] = None,
     color: ColorOpt = False,
     cache_dir: CacheDirOpt = None,
-    train_per_class: TrainPerClassOpt = 100,
+    train_per_class: TrainPerClassOpt = DEFAULT_TRAIN_PER_CLASS,
     test_per_class: TestPerClassOpt = None,
-    split_seed: SplitSeedOpt = 0,
-    device: Annotated[Device, typer.Option(help="Where the network trains.")] = Device.AUTO,
+    split_seed: SplitSeedOpt = SplitPolicy.seed,
+    device: Annotated[Device, typer.Option(help="Where the network trains.")] = RunOptions.device,
     precision: Annotated[Precision, typer.Option(help="fp32, or bf16 convolutions (auto: where the hardware computes them natively): faster epochs, but other curves and accuracies than fp32 (bench/ladder.py).")] = Precision.FP32,
 ) -> None:
     """Train a small CNN from scratch: the baseline that shows what transfer buys.
@@ -560,13 +582,13 @@ def predict(
 @app.command()
 def inspect(
     images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
-    backbone: BackboneOpt = "vgg16",
-    weights: WeightsOpt = "imagenet",
+    backbone: BackboneOpt = FeatureSpec.backbone,
+    weights: WeightsOpt = FeatureSpec.weights,
     top: Annotated[int, typer.Option(help="How many of the network's own ImageNet classes to show per image.")] = 5,
     maps: Annotated[str | None, typer.Option(help="Spatial layer whose feature maps are drawn [default: the first convolution: conv1_1 for VGG16, stem for EfficientNet-Lite].")] = None,
     order: Annotated[str, typer.Option(help="Map order in the figure: index, or activation (most activated first).")] = "index",
     count: Annotated[int, typer.Option(help=f"How many maps to draw: the most activated ones (by mean activation), at most {MAX_MAP_COUNT}.")] = DEFAULT_MAP_COUNT,
-    out: Annotated[Path, typer.Option(help="Folder for the feature-map PNGs (one per image).")] = Path("reports/inspect"),
+    out: Annotated[Path, typer.Option(help="Folder for the feature-map PNGs (one per image).")] = INSPECT_DIR,
     no_maps: Annotated[bool, typer.Option("--no-maps", help="Only the predictions, no figures.")] = False,
     color: ColorOpt = False,
     output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
@@ -584,7 +606,7 @@ def inspect(
 
 @app.command()
 def layers(
-    backbone: BackboneOpt = "vgg16",
+    backbone: BackboneOpt = FeatureSpec.backbone,
     image_size: ImageSizeOpt = None,
 ) -> None:
     """List a backbone's layer names with output shapes (one image), parameter counts, receptive fields and strides."""
@@ -597,9 +619,9 @@ def layers(
 
 @data_app.command("info")
 def data_info(
-    data: Annotated[Path | None, typer.Argument(help="Dataset folder. [default: $TRANSFER_DATA or data/15scene]")] = None,
+    data: Annotated[Path | None, typer.Argument(help=f"Dataset folder. [default: {DATA_DEFAULT_TEXT}]")] = None,
     train_per_class: Annotated[int | None, typer.Option(help="For DIR/<class>/* layouts: show the split this many training images per class gives [default: no split, every image per class].")] = None,
-    split_seed: SplitSeedOpt = 0,
+    split_seed: SplitSeedOpt = SplitPolicy.seed,
     test_per_class: TestPerClassOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -620,7 +642,7 @@ def data_fetch(
     """Download a public dataset, check it, and lay it out as DEST/{train,test}/<class>/."""
     from transfer.data.fetch import fetch
 
-    fetch(name, dest or Path("data") / name)
+    fetch(name, dest or dataset_dir(name))
 
 
 @cache_app.command("ls")

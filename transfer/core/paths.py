@@ -1,4 +1,4 @@
-"""Default locations, each overridable by an environment variable."""
+"""Default locations, each overridable by an environment variable or an option: the one home of each."""
 
 from __future__ import annotations
 
@@ -7,11 +7,22 @@ from pathlib import Path
 
 DATA_ENV = "TRANSFER_DATA"
 CACHE_ENV = "TRANSFER_CACHE"
+DATA_ROOT = Path("data")  # where `transfer data fetch` lays data sets out, one folder per name
+DEFAULT_DATASET = "15scene"
+REPORTS_DIR = Path("reports")  # reports go to a folder per report name under it
+INSPECT_DIR = REPORTS_DIR / "inspect"
+DATA_DEFAULT_TEXT = f"${DATA_ENV} or {DATA_ROOT / DEFAULT_DATASET}"  # what help texts say
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_ENV, "data/15scene"))
+def dataset_dir(name: str) -> Path:
+    """Where a named data set is laid out when nothing else is said."""
+    return DATA_ROOT / name
+
+
+def default_data_dir(name: str = DEFAULT_DATASET) -> Path:
+    """The data folder of a command or study that names none: $TRANSFER_DATA, else the named data set's folder."""
+    return Path(os.environ.get(DATA_ENV) or dataset_dir(name))
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, "cache"))
+    return Path(os.environ.get(CACHE_ENV) or "cache")

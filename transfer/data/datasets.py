@@ -20,12 +20,14 @@ from transfer.data.images import IMAGE_EXTENSIONS, UnreadableImage, image_size
 
 SPLITS = ("train", "test")
 
+DEFAULT_TRAIN_PER_CLASS = 100  # the 15-Scene protocol's
+
 
 @dataclass(frozen=True, kw_only=True)
 class SplitPolicy:
     """How a ``DIR/<class>/*`` folder is split (ignored for a ``train``/``test`` layout)."""
 
-    train_per_class: int | None = 100  # None: list every image, split nothing (`transfer data info`)
+    train_per_class: int | None = DEFAULT_TRAIN_PER_CLASS  # None: list every image, split nothing (`transfer data info`)
     seed: int = 0
     test_per_class: int | None = None  # at most this many test images per class (any layout); None: all
 

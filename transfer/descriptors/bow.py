@@ -34,55 +34,16 @@ from sklearn.svm import LinearSVC
 from transfer.classifiers.svm import with_weights
 from transfer.core.archive import SKOPS_SUFFIX, load_estimator, save_estimator
 from transfer.core.choices import Kernel
-from transfer.core.config import choice, require
 from transfer.core.console import console, progress_bar, warn
 from transfer.core.errors import DamagedFile, UserError
 from transfer.core.keys import KeyKind, content_key
 from transfer.data.datasets import SPLITS, ImageDataset
 from transfer.data.images import UnreadableImage, read_gray
+from transfer.descriptors.settings import BowConfig, SiftConfig, VocabularyConfig
 from transfer.features.cache import FeatureCache, open_h5, reading, recover
 
 IMAGES_PER_TASK = 32
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SiftConfig:
-    step: int = 4  # grid spacing in pixels
-    sizes: tuple[float, ...] = (2.7, 4.5)  # OpenCV keypoint sizes; a descriptor spans ~6× size (2.7 ≈ 16 px)
-    max_side: int = 300  # larger images are downscaled first
-    # A patch whose mean gradient magnitude (grey levels per pixel) is below this keeps a descriptor
-    # scaled down in proportion; 0: every descriptor at full length. Lazebnik's SIFT normalises only
-    # descriptors above a norm threshold, so flat patches (sky, walls) stay near zero instead of
-    # becoming unit-length noise; OpenCV always normalises, so the scale is applied afterwards.
-    contrast: float = 2.5
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sizes", tuple(self.sizes))
-        require(self.contrast >= 0, "contrast", f"contrast must be 0 (off) or positive, got {self.contrast}")
-        require(self.step >= 1, "step", f"step must be at least 1, got {self.step}")
-        require(bool(self.sizes) and min(self.sizes) > 0, "sizes", f"sizes must be positive numbers, got {list(self.sizes)}")
-        require(self.max_side >= 16, "max_side", f"max_side must be at least 16, got {self.max_side}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SiftConfig:
-        """From a model file; files written before the contrast setting existed computed none."""
-        return cls(**{"contrast": 0.0, **data})
-
-
-@dataclass(frozen=True, kw_only=True)
-class VocabularyConfig:
-    words: int = 1000
-    sample: int = 100_000  # training descriptors drawn for k-means
-    epochs: int = 10  # passes of mini-batch k-means over the sample
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        # Words are stored as uint16.
-        require(2 <= self.words <= 65535, "words", f"words must be between 2 and 65535, got {self.words}")
-        require(self.sample >= self.words, "sample",
-                f"sample must be at least words ({self.words}): k-means needs a descriptor per word, got {self.sample}")
-        require(self.epochs >= 1, "epochs", f"epochs must be at least 1, got {self.epochs}")
 
 
 # ----------------------------------------------------------------------------- stage 1: SIFT
@@ -408,33 +369,6 @@ def image_histograms(paths: list[Path], config: BowConfig, kmeans) -> tuple[np.n
     words = kmeans.predict(np.concatenate([d for d, _ in items]).astype(np.float32))
     offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in items])])
     return bow_histograms(words.astype(np.int64), np.concatenate([p for _, p in items]), offsets, config), ok
-
-
-@dataclass(frozen=True, kw_only=True)
-class BowConfig:
-    sift: SiftConfig = SiftConfig()
-    vocabulary: VocabularyConfig = VocabularyConfig()
-    pyramid: int = 0
-    bands: bool = False  # also 3 horizontal bands beside the pyramid's cells
-    sqrt: bool = False
-    kernel: Kernel = Kernel.CHI2
-
-    def __post_init__(self) -> None:
-        require(self.pyramid in (0, 1, 2, 3), "pyramid", f"pyramid must be 0, 1, 2 or 3, got {self.pyramid}")
-        require(self.pyramid >= 1 or not self.bands, "bands",
-                "the 3 horizontal bands are weighted as pyramid level 1: use them with a pyramid of 1 or more levels")
-        object.__setattr__(self, "kernel", choice(Kernel, self.kernel, "kernel"))
-
-    @property
-    def variant(self) -> list[str]:
-        """What sets this configuration apart besides its pyramid, in words, for run and stage names."""
-        return ["bands"] * self.bands + ([] if self.kernel == Kernel.CHI2 else [str(self.kernel)])
-
-    @classmethod
-    def from_dict(cls, data: dict) -> BowConfig:
-        return cls(sift=SiftConfig.from_dict(data["sift"]), vocabulary=VocabularyConfig(**data["vocabulary"]),
-                   pyramid=data["pyramid"], bands=data.get("bands", False), sqrt=data["sqrt"],
-                   kernel=data.get("kernel", Kernel.CHI2))
 
 
 @dataclass

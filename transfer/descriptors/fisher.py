@@ -22,13 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from transfer.core.archive import SKOPS_SUFFIX, load_estimator, save_estimator
-from transfer.core.config import require
 from transfer.core.console import console
 from transfer.core.errors import UserError
 from transfer.core.keys import KeyKind, content_key
 from transfer.data.datasets import SPLITS, ImageDataset
 from transfer.descriptors.bow import (
-    SiftConfig,
     bow_stages,
     map_images,
     one_thread,
@@ -37,40 +35,8 @@ from transfer.descriptors.bow import (
     training_sample,
     warn_unreadable,
 )
+from transfer.descriptors.settings import PYRAMID_GRIDS, FisherConfig
 from transfer.features.cache import FeatureCache
-
-# Pyramid regions as (columns, rows) grids: the whole image, its 2×2 quadrants, three horizontal strips.
-PYRAMID_GRIDS = ((1, 1), (2, 2), (1, 3))
-
-
-# Four keypoint sizes rather than bag-of-words' two: chosen by 5-fold CV on 15-Scene's training split
-# among two, three and four sizes and grid steps 3, 4 and 5 (docs/measured-notes.md).
-FISHER_SIFT = SiftConfig(sizes=(2.7, 4.5, 7.2, 11.5))
-
-
-@dataclass(frozen=True, kw_only=True)
-class FisherConfig:
-    sift: SiftConfig = FISHER_SIFT
-    components: int = 256  # Gaussians in the mixture
-    pca: int = 64  # rootSIFT dimensions kept (of 128)
-    sample: int = 200_000  # training descriptors drawn to fit the PCA and the mixture
-    pyramid: bool = True  # regions 1×1 + 2×2 + 3×1; False: the whole image only
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require(self.components >= 1, "components", f"components must be at least 1, got {self.components}")
-        require(1 <= self.pca <= 128, "pca", f"pca must be between 1 and 128 (SIFT has 128 dimensions), got {self.pca}")
-        require(self.sample >= max(self.components, self.pca), "sample",
-                f"sample must be at least components ({self.components}) and pca ({self.pca}), got {self.sample}")
-
-    @property
-    def regions(self) -> int:
-        grids = PYRAMID_GRIDS if self.pyramid else PYRAMID_GRIDS[:1]
-        return sum(columns * rows for columns, rows in grids)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FisherConfig:
-        return cls(**{**data, "sift": SiftConfig.from_dict(data["sift"])})
 
 
 def root_sift(descriptors: np.ndarray) -> np.ndarray:

@@ -12,9 +12,9 @@ import numpy as np
 from scipy import sparse
 
 from transfer.classifiers.heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
+from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
 from transfer.classifiers.svm import (
     COMBINED,
-    GridConfig,
     GridResult,
     check_training_labels,
     choose_by_cv,
@@ -33,8 +33,9 @@ from transfer.core.errors import UserError
 from transfer.core.files import safe_name
 from transfer.core.keys import KeyKind, content_key
 from transfer.data.datasets import ImageDataset
-from transfer.descriptors.bow import BowConfig, bow_features
-from transfer.descriptors.fisher import FisherConfig, fisher_features
+from transfer.descriptors.bow import bow_features
+from transfer.descriptors.fisher import fisher_features
+from transfer.descriptors.settings import BowConfig, FisherConfig
 from transfer.features.cache import FeatureCache, extraction_timing
 from transfer.features.extract import extract, load_layer, resolve
 from transfer.features.spec import FeatureSpec, RunOptions, check_combination, check_parts
@@ -186,7 +187,7 @@ def run_svm(
     features: FeatureSpec,
     cache_dir: Path,
     grid: GridConfig,
-    norms: tuple[Norm, ...] = (Norm.L2,),
+    norms: tuple[Norm, ...] = DEFAULT_NORMS,
     store: ResultsStore | None = None,
     combine: bool = False,
 ) -> list[GridOutcome]:
@@ -200,7 +201,7 @@ def run_svm(
 
 
 def run_svm_side_by_side(dataset: ImageDataset, parts: list[FeatureSpec], cache_dir: Path, grid: GridConfig,
-                         norms: tuple[Norm, ...] = (Norm.L2,), store: ResultsStore | None = None) -> GridOutcome:
+                         norms: tuple[Norm, ...] = DEFAULT_NORMS, store: ResultsStore | None = None) -> GridOutcome:
     """One linear SVM on several extractions side by side (e.g. three networks' pooled features): every
     layer of every part L2-normalised per image, then concatenated, as `combine` does within one network."""
     check_parts(parts)

@@ -117,11 +117,13 @@ def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "a
     paths = image_paths(inputs)
     classes = payload["classes"]
     if payload["kind"] == "bow":
-        from transfer.descriptors.bow import BowConfig, image_histograms
+        from transfer.descriptors.bow import image_histograms
+        from transfer.descriptors.settings import BowConfig
 
         features, ok = image_histograms(paths, BowConfig.from_dict(payload["bow_config"]), payload["vocabulary"])
     elif payload["kind"] == "fisher":
-        from transfer.descriptors.fisher import FisherConfig, image_vectors
+        from transfer.descriptors.fisher import image_vectors
+        from transfer.descriptors.settings import FisherConfig
 
         features, ok = image_vectors(paths, FisherConfig.from_dict(payload["fisher_config"]), payload["encoder"])
     elif payload["kind"] == "network":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from transfer.core.choices import StageKind, StageStatus
 from transfer.core.console import console, err_console
 from transfer.core.errors import DamagedFile, UserError
 from transfer.core.files import atomic_write_text
-from transfer.core.paths import DATA_ENV
+from transfer.core.paths import DATA_ENV, REPORTS_DIR, default_data_dir
 from transfer.data.datasets import ImageDataset, load_dataset
 from transfer.features.cache import FeatureCache
 from transfer.study.schema import (
@@ -81,7 +80,7 @@ def dataset_location(study: Study, overrides: Overrides) -> Path:
         return overrides.data
     if study.data.path:
         return Path(study.data.path)
-    return Path(os.environ.get(DATA_ENV) or f"data/{study.data.name}")
+    return default_data_dir(study.data.name)
 
 
 def open_dataset(study: Study, overrides: Overrides, fetch_missing: bool) -> ImageDataset | None:
@@ -102,7 +101,7 @@ class Planner:
     """Builds the stages of one study over one dataset."""
 
     def __init__(self, study: Study, dataset: ImageDataset, cache_dir: Path, overrides: Overrides,
-                 reports_dir: Path = Path("reports")) -> None:
+                 reports_dir: Path = REPORTS_DIR) -> None:
         from transfer.runs.store import ResultsStore
 
         self.study = study

@@ -13,24 +13,42 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from transfer.classifiers.heads import DEFAULT_HEAD, HeadSpec
+from transfer.classifiers.scratch import ScratchConfig
+from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
+from transfer.classifiers.training import TrainConfig
 from transfer.core.errors import UserError
 from transfer.core.files import confined, safe_name
+from transfer.core.paths import REPORTS_DIR
+from transfer.data.datasets import DEFAULT_TRAIN_PER_CLASS, SplitPolicy
+from transfer.descriptors.settings import HISTOGRAM_C_GRID, BowConfig, FisherConfig, SiftConfig, VocabularyConfig
 from transfer.features.backbones import BACKBONES
+from transfer.features.spec import FeatureSpec, RunOptions
+
+
+def _listed(values: typing.Iterable) -> typing.Callable[[], list]:
+    """A list field's default: a configuration's own default values, as a fresh list."""
+    return lambda: list(values)
+
+
+# Each default below is the configuration's own (`FeatureSpec`, `GridConfig`, ...); a section only encodes
+# "none" its own way (0 or "") where TOML has no null.
+_SCRATCH_TRAIN = ScratchConfig().train
 
 
 @dataclass
 class StudySection:
     name: str = ""  # default: the file name without .toml
     seed: int = 0  # CV folds, k-means sampling, head initialisation
-    jobs: int = -1  # parallel SVM fits (-1: all cores)
+    jobs: int = GridConfig.jobs  # parallel SVM fits (-1: all cores)
 
 
 @dataclass
 class DataSection:
-    name: str = ""  # a dataset `transfer data fetch` knows (15scene): $TRANSFER_DATA or data/<name>
+    name: str = ""  # a dataset `transfer data fetch` knows (15scene): `paths.default_data_dir(name)`
     path: str = ""  # or a folder of your own, relative to the working directory
-    train_per_class: int = 100  # DIR/<class>/* layouts only
-    split_seed: int = 0
+    train_per_class: int = DEFAULT_TRAIN_PER_CLASS  # DIR/<class>/* layouts only
+    split_seed: int = SplitPolicy.seed
     test_per_class: int = 0  # > 0: at most this many test images per class (drawn with split_seed)
     per_class: int = 0  # > 0: keep this many images per class in each split (quick runs)
 
@@ -38,30 +56,30 @@ class DataSection:
 @dataclass
 class FeaturesSection:
     name: str = ""  # how a [[combine]] entry names this one
-    backbone: str = "vgg16"
-    weights: str = "imagenet"  # imagenet, random, or a state_dict file
+    backbone: str = FeatureSpec.backbone
+    weights: str = FeatureSpec.weights  # imagenet, random, or a state_dict file
     layers: list[str] = field(default_factory=list)  # empty: the backbone's default layer
-    poolings: list[str] = field(default_factory=lambda: ["max"])
-    spatial: str = "flatten"
-    precision: str = "auto"
-    color: bool = False
+    poolings: list[str] = field(default_factory=_listed([str(FeatureSpec.pooling)]))
+    spatial: str = str(FeatureSpec.spatial)
+    precision: str = str(FeatureSpec.precision)
+    color: bool = FeatureSpec.color
     image_size: int = 0  # 0: the backbone's own crop
-    views: str = "centre"  # test-time augmentation: centre, flip, 5crops, 10crops (features averaged)
+    views: str = str(FeatureSpec.views)  # test-time augmentation: centre, flip, 5crops, 10crops (features averaged)
     combine: bool = False  # with [svm]: also one SVM on all the layers side by side (each L2-normalised)
-    batch_size: int = 32
-    device: str = "auto"
-    engine: str = "local"  # or "ray": Ray Data actors (`transfer extract --engine ray`)
+    batch_size: int = RunOptions.batch_size
+    device: str = str(RunOptions.device)
+    engine: str = str(RunOptions.engine)  # or "ray": Ray Data actors (`transfer extract --engine ray`)
     address: str = ""  # with engine = "ray": the cluster to join ("" : $RAY_ADDRESS, else a local one)
     actors: int = 0  # with engine = "ray": 0 = one per CPU
-    gpus_per_actor: float = 0.0
+    gpus_per_actor: float = RunOptions.gpus_per_actor
 
 
 @dataclass
 class SvmSection:
-    c_grid: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
-    norm: str = "l2"  # or a comma list ("l2,power,standard"): CV chooses among them, like C
-    cv: int = 5
-    splits: int = 1
+    c_grid: list[float] = field(default_factory=_listed(GridConfig.c_grid))
+    norm: str = ",".join(DEFAULT_NORMS)  # or a comma list ("l2,power,standard"): CV chooses among them, like C
+    cv: int = GridConfig.cv
+    splits: int = GridConfig.splits
 
 
 @dataclass
@@ -71,57 +89,57 @@ class CombineSection:
 
 @dataclass
 class BowSection:
-    pyramids: list[int] = field(default_factory=lambda: [0])
-    kernels: list[str] = field(default_factory=lambda: ["chi2"])  # each pyramid with each kernel
-    step: int = 4
-    sizes: list[float] = field(default_factory=lambda: [2.7, 4.5])
-    contrast: float = 2.5
-    words: int = 1000
-    sample: int = 100_000
-    bands: bool = False  # pyramids of 1 level or more also get 3 horizontal bands
-    sqrt: bool = False
-    c_grid: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0, 10.0])
-    cv: int = 5
+    pyramids: list[int] = field(default_factory=_listed([BowConfig.pyramid]))
+    kernels: list[str] = field(default_factory=_listed([str(BowConfig.kernel)]))  # each pyramid with each kernel
+    step: int = SiftConfig.step
+    sizes: list[float] = field(default_factory=_listed(SiftConfig.sizes))
+    contrast: float = SiftConfig.contrast
+    words: int = VocabularyConfig.words
+    sample: int = VocabularyConfig.sample
+    bands: bool = BowConfig.bands  # pyramids of 1 level or more also get 3 horizontal bands
+    sqrt: bool = BowConfig.sqrt
+    c_grid: list[float] = field(default_factory=_listed(HISTOGRAM_C_GRID))
+    cv: int = GridConfig.cv
 
 
 @dataclass
 class FisherSection:
-    step: int = 4  # SIFT settings
-    sizes: list[float] = field(default_factory=lambda: [2.7, 4.5, 7.2, 11.5])
-    contrast: float = 2.5
-    components: int = 256
-    pca: int = 64
-    sample: int = 200_000
-    pyramid: bool = True  # regions 1×1 + 2×2 + 3×1
-    c_grid: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0, 10.0])
-    cv: int = 5
+    step: int = FisherConfig.sift.step  # SIFT settings
+    sizes: list[float] = field(default_factory=_listed(FisherConfig.sift.sizes))
+    contrast: float = FisherConfig.sift.contrast
+    components: int = FisherConfig.components
+    pca: int = FisherConfig.pca
+    sample: int = FisherConfig.sample
+    pyramid: bool = FisherConfig.pyramid  # regions 1×1 + 2×2 + 3×1
+    c_grid: list[float] = field(default_factory=_listed(HISTOGRAM_C_GRID))
+    cv: int = GridConfig.cv
 
 
 @dataclass
 class HeadsSection:
-    names: list[str] = field(default_factory=lambda: ["fc"])
-    pooling: str = "max"  # which VGG16 pooling variant the heads sit on
-    optimizers: list[str] = field(default_factory=lambda: ["sgd"])
-    lrs: list[float] = field(default_factory=lambda: [0.01])
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    batch_size: int = 64
-    epochs: int = 30
-    patience: int = 8
-    dropout: float = 0.5
-    val_fraction: float = 0.2
+    names: list[str] = field(default_factory=_listed([DEFAULT_HEAD]))
+    pooling: str = str(FeatureSpec.pooling)  # which VGG16 pooling variant the heads sit on
+    optimizers: list[str] = field(default_factory=_listed([str(TrainConfig.optimizer)]))
+    lrs: list[float] = field(default_factory=_listed([TrainConfig.lr]))
+    momentum: float = TrainConfig.momentum
+    weight_decay: float = TrainConfig.weight_decay
+    schedule: str = str(TrainConfig.schedule)
+    batch_size: int = TrainConfig.batch_size
+    epochs: int = TrainConfig.epochs
+    patience: int = TrainConfig.patience
+    dropout: float = HeadSpec.dropout
+    val_fraction: float = TrainConfig.val_fraction
 
 
 @dataclass
 class ScratchSection:
-    archs: list[str] = field(default_factory=lambda: ["base"])
-    size: int = 32
+    archs: list[str] = field(default_factory=_listed([ScratchConfig.arch]))
+    size: int = ScratchConfig.size
     ladder: bool = True  # the whole improvement ladder; false: one plain run per architecture
-    lr: float = 0.05
-    batch_size: int = 32
-    epochs: int = 60
-    patience: int = 15
+    lr: float = _SCRATCH_TRAIN.lr
+    batch_size: int = _SCRATCH_TRAIN.batch_size
+    epochs: int = _SCRATCH_TRAIN.epochs
+    patience: int = _SCRATCH_TRAIN.patience
 
 
 @dataclass
@@ -298,7 +316,7 @@ def run_options(entry: FeaturesSection):
 
 
 def grid_config(study: Study, section: SvmSection | BowSection | FisherSection):
-    from transfer.classifiers.svm import GridConfig
+    from transfer.classifiers.settings import GridConfig
 
     splits = section.splits if isinstance(section, SvmSection) else 1
     return GridConfig(c_grid=tuple(section.c_grid), cv=section.cv, jobs=study.study.jobs, seed=study.study.seed,
@@ -307,13 +325,13 @@ def grid_config(study: Study, section: SvmSection | BowSection | FisherSection):
 
 def svm_norm(section: SvmSection):
     """The normalisations the CV chooses among (one: no choice)."""
-    from transfer.classifiers.svm import parse_norms
+    from transfer.classifiers.settings import parse_norms
 
     return parse_norms(section.norm)
 
 
 def bow_config(study: Study, pyramid: int, kernel: str):
-    from transfer.descriptors.bow import BowConfig, SiftConfig, VocabularyConfig
+    from transfer.descriptors.settings import BowConfig, SiftConfig, VocabularyConfig
 
     bow = study.bow
     assert bow is not None
@@ -323,8 +341,7 @@ def bow_config(study: Study, pyramid: int, kernel: str):
 
 
 def fisher_config(study: Study):
-    from transfer.descriptors.bow import SiftConfig
-    from transfer.descriptors.fisher import FisherConfig
+    from transfer.descriptors.settings import FisherConfig, SiftConfig
 
     section = study.fisher
     assert section is not None
@@ -397,7 +414,7 @@ def _check(study: Study, problems: _Problems) -> None:
     from transfer.data.fetch import PUBLIC_DATASETS
 
     try:
-        report_directory(Path("reports"), study)
+        report_directory(REPORTS_DIR, study)
     except UserError as error:
         problems.add(("report", None, "name"), str(error))
     data = study.data
