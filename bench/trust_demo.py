@@ -67,7 +67,7 @@ for r in runs:
         import joblib; m = joblib.load(p)
     else:
         from transfer.runs.models import load_model; m = load_model(p)
-    print(f"    run #{r.id}: stored C={r.chosen}, model file {p.name}, C inside the file={m['model'].named_steps['svm'].C}")
+    print(f"    run #{r.id}: stored C={r.chosen}, model file {p.name}, C inside the file={(m['model'] if isinstance(m, dict) else m.model).named_steps['svm'].C}")
 
 # 3. truncated cache file
 h5 = next(cache.glob("*.h5"))

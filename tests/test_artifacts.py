@@ -17,7 +17,7 @@ from transfer.features.cache import FeatureCache, read_features
 from transfer.features.extract import extract
 from transfer.features.spec import FeatureSpec, RunOptions
 from transfer.runs.jobs import run_svm
-from transfer.runs.models import load_model, save_model
+from transfer.runs.models import load_model, save_payload
 from transfer.runs.predict import predict
 from transfer.runs.store import ResultsStore
 
@@ -39,12 +39,12 @@ def test_two_grids_give_two_model_files_and_predict_uses_each_runs_own(small_dat
     assert [run.chosen for run in runs] == [0.01, 10.0]
     for run in runs:
         model = load_model(run.model_path)
-        assert model["chosen_c"] == run.chosen
-        assert model["model"].named_steps["svm"].C == run.chosen
+        assert model.chosen_c == run.chosen
+        assert model.model.named_steps["svm"].C == run.chosen
     features = read_features(next(FeatureCache(cache_dir).files()), "relu7", dataset).splits["test"].features
     for outcome in (first, second):
         expected = outcome.result.model.decision_function(features)
-        saved = load_model(outcome.model_path)["model"].decision_function(features)
+        saved = load_model(outcome.model_path).model.decision_function(features)
         np.testing.assert_array_equal(saved, expected)
     top = predict(second.model_path, [small_data / "test"], top=3, device="cpu")  # where the features were extracted
     assert [p.scores[0] for p in top] == pytest.approx(
@@ -58,7 +58,7 @@ def test_concurrent_saves_of_one_file_never_collide(tmp_path):
     def save(worker: int) -> None:
         for i in range(10):
             try:
-                save_model(path, {"kind": "svm", "worker": worker, "i": i, "weights": np.full(1000, worker)})
+                save_payload(path, {"kind": "svm", "worker": worker, "i": i, "weights": np.full(1000, worker)})
             except Exception as error:  # collected: a failure in a thread would otherwise vanish
                 errors.append(error)
 

@@ -1,6 +1,7 @@
 import gc
 import importlib.util
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,6 +155,7 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     from transfer.features.extract import extract
     from transfer.features.spec import FeatureSpec, RunOptions
     from transfer.runs.jobs import run_head, run_svm
+    from transfer.runs.models import load_model
     from transfer.runs.predict import predict
 
     spec = BACKBONES[backbone]
@@ -172,6 +174,10 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     network = run_head(dataset, features, "fc", config, tmp_path, options, end_to_end=EndToEnd(unfreeze="all", backbone_lr_scale=0.1, workers=0))
     for model in (svm.model_path, head.model_path, network.model_path):
         assert len(predict(model, [small_data / "test"], device="cpu")) == 9
+    labels = [f"svm-{backbone}-avgpool-l2", f"head-{backbone}-fc3", f"network-{backbone}-fc3-all"]  # as before typed model files
+    paths = [Path(outcome.model_path) for outcome in (svm, head, network)]
+    assert [path.name.rsplit("-", 1)[0] for path in paths] == labels
+    assert [load_model(path).label() for path in paths] == labels
 
 
 @pytest.mark.parametrize("views", ["5crops", "10crops"])

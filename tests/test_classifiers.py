@@ -98,8 +98,8 @@ def test_svm_on_cached_features_records_a_run_and_saves_the_model(small_data, ca
     assert run.timings["extract_images"] == 21 and run.timings["extract_images_per_s"] > 0
     assert np.array(run.confusion).shape == (3, 3)
     saved = load_model(run.model_path)
-    assert saved["kind"] == "svm" and saved["layer_key"] == "relu7" and saved["classes"] == run.classes
-    assert saved["model"].predict(np.zeros((1, 4096))).shape == (1,)
+    assert saved.KIND == "svm" and saved.extractions[0].layer_key == "relu7" and saved.classes == run.classes
+    assert saved.model.predict(np.zeros((1, 4096))).shape == (1,)
 
 
 
@@ -190,7 +190,7 @@ def test_the_normalisation_is_chosen_by_cv_and_recorded(small_data, cache_dir):
     assert run.config["norm"] == outcome.chosen_candidate == max(run.config["candidates_cv"], key=run.config["candidates_cv"].get)
     assert run.cv_best == run.config["candidates_cv"][run.config["norm"]]
     saved = load_model(run.model_path)  # a power model names this package's function: loaded, not refused
-    assert saved["model"].predict(np.ones((1, 4096))).shape == (1,)
+    assert saved.model.predict(np.ones((1, 4096))).shape == (1,)
 
 
 # 60 training rows, 40 per fold's fit: 50 features are fitted directly (processes); 30 and 200 in the span (threads)

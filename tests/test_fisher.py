@@ -104,7 +104,7 @@ def test_fisher_vectors_are_recorded_and_their_model_predicts(small_data, cache_
     run = ResultsStore(cache_dir / "results.sqlite").runs(method="bow")[-1]
     assert (run.layer, run.config["encoding"], run.config["components"]) == ("fisher-pyramid", "fisher", 4)
     assert set(run.timings) >= {"vocabulary", "encoding", "fit_seconds"}
-    assert load_model(outcome.model_path)["kind"] == "fisher"
+    assert load_model(outcome.model_path).KIND == "fisher"
 
     images = sorted((small_data / "test" / "beta").iterdir())
     predictions = predict(outcome.model_path, images)

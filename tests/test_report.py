@@ -218,7 +218,7 @@ def test_on_unbalanced_data_the_class_mean_and_the_test_cap_match_a_hand_count(t
     extraction = extract(dataset, spec, tmp_path / "cache", RunOptions(device="cpu", workers=0, progress=False))
     (outcome,) = run_svm(dataset, spec, tmp_path / "cache", GridConfig(c_grid=(1.0,), cv=3, jobs=1))
     test = read_features(extraction.path, "relu7", dataset).splits["test"]
-    predicted = load_model(outcome.model_path)["model"].predict(test.features)
+    predicted = load_model(outcome.model_path).model.predict(test.features)
     by_hand = np.mean([np.mean(predicted[test.labels == c] == c) for c in range(3)])
     run = ResultsStore(tmp_path / "cache" / "results.sqlite").runs()[0]
     assert Row(run, "x").class_mean_accuracy == pytest.approx(by_hand)

@@ -107,7 +107,7 @@ def test_an_old_pickled_model_file_is_refused_with_how_to_recreate_it(tmp_path, 
     dataset = load_dataset(small_data)
     extract(dataset, SPEC, cache_dir, RUN)
     (outcome,) = run_svm(dataset, SPEC, cache_dir, GRID)
-    joblib.dump({**load_model(outcome.model_path), "format": 1}, tmp_path / "old.joblib")  # as earlier versions saved
+    joblib.dump({**load_estimator(outcome.model_path, "a model file"), "format": 1}, tmp_path / "old.joblib")  # as earlier versions saved
     with pytest.raises(UserError, match="pickle-based model file .* Re-create it by re-running the command"):
         predict(tmp_path / "old.joblib", [small_data / "test"])
 
@@ -143,8 +143,8 @@ def test_a_planted_vocabulary_never_runs_and_is_rebuilt(small_data, cache_dir):
     second = run_bow(dataset, config, cache_dir, GridConfig(c_grid=(0.3,), cv=2, jobs=1))
     assert not marker.exists()
     assert len(list((cache_dir / "bow").glob("vocab-*.damaged-*"))) == 1
-    np.testing.assert_allclose(load_model(second.model_path)["vocabulary"].cluster_centers_,
-                               load_model(first.model_path)["vocabulary"].cluster_centers_)
+    np.testing.assert_allclose(load_model(second.model_path).vocabulary.cluster_centers_,
+                               load_model(first.model_path).vocabulary.cluster_centers_)
 
 
 def test_a_study_report_name_cannot_leave_reports(tmp_path, small_data):

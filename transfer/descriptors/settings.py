@@ -72,6 +72,11 @@ class BowConfig:
         """What sets this configuration apart besides its pyramid, in words, for run and stage names."""
         return ["bands"] * self.bands + ([] if self.kernel == Kernel.CHI2 else [str(self.kernel)])
 
+    @property
+    def label(self) -> str:
+        """The run's name: its model file's, its outcome's."""
+        return "-".join([f"bow-pyramid{self.pyramid}" if self.pyramid else "bow", *self.variant])
+
     @classmethod
     def from_dict(cls, data: dict) -> BowConfig:
         return cls(sift=SiftConfig.from_dict(data["sift"]), vocabulary=VocabularyConfig(**data["vocabulary"]),
@@ -102,6 +107,11 @@ class FisherConfig:
         require(1 <= self.pca <= 128, "pca", f"pca must be between 1 and 128 (SIFT has 128 dimensions), got {self.pca}")
         require(self.sample >= max(self.components, self.pca), "sample",
                 f"sample must be at least components ({self.components}) and pca ({self.pca}), got {self.sample}")
+
+    @property
+    def label(self) -> str:
+        """The run's name: its model file's, its outcome's, its store row's layer."""
+        return "fisher-pyramid" if self.pyramid else "fisher"
 
     @property
     def regions(self) -> int:

@@ -26,8 +26,7 @@ from transfer.classifiers.svm import (
 )
 from transfer.classifiers.training import Compute, TrainConfig, TrainingResult, check_validation_split
 from transfer.core.archive import SKOPS_SUFFIX, state_arrays
-from transfer.core.choices import Method, ModelKind, Norm, Spatial
-from transfer.core.config import as_plain
+from transfer.core.choices import Method, Norm, Spatial
 from transfer.core.device import resolve_device
 from transfer.core.errors import UserError
 from transfer.core.files import safe_name
@@ -39,7 +38,16 @@ from transfer.descriptors.settings import BowConfig, FisherConfig
 from transfer.features.cache import FeatureCache, extraction_timing
 from transfer.features.extract import extract, load_layer, resolve
 from transfer.features.spec import FeatureSpec, RunOptions, check_combination, check_parts
-from transfer.runs.models import save_model
+from transfer.runs.models import (
+    BowModel,
+    Extraction,
+    FisherModel,
+    HeadModel,
+    ModelFile,
+    NetworkModel,
+    SvmModel,
+    save_model,
+)
 from transfer.runs.store import ResultsStore, RunRecord, library_versions
 
 if TYPE_CHECKING:
@@ -123,7 +131,7 @@ def _training_fields(result: TrainingResult, timings: dict | None = None, *, dev
                         "epoch_seconds": result.epoch_seconds, "train_device": device}}
 
 
-def model_path(cache_dir: Path, label: str, key: str) -> Path:
+def model_path(cache_dir: Path, key: str, label: str) -> Path:
     """The model file of one run: named by the run's full content key, so two runs that differ in
     anything (C grid, folds, seed, splits, settings) never share a file."""
     return FeatureCache(cache_dir).artifact("models", f"{safe_name(label)}-{key}{SKOPS_SUFFIX}")
@@ -134,8 +142,8 @@ def _fit_and_record(
     splits: dict[str, tuple[Any, np.ndarray]],  # features: arrays, or BoW's sparse histograms
     classes: list[str],
     grid: GridConfig,
-    path: Path,
-    model_payload: dict,
+    build: Callable[[Any, float], ModelFile],
+    files: tuple[Path, str],
     record: RunRecord,
     store: ResultsStore,
     name: str,
@@ -143,7 +151,9 @@ def _fit_and_record(
 ) -> GridOutcome:
     """Grid search on the dataset's split (per candidate in ``models``, the best CV wins), optional
     re-drawn splits (each choosing again), model file, one store row. With several candidates the
-    record's ``norm`` is the chosen one and ``candidates_cv`` holds each one's best CV accuracy."""
+    record's ``norm`` is the chosen one and ``candidates_cv`` holds each one's best CV accuracy. ``build(fitted
+    model, chosen C)`` makes the model file's content; ``files``: the cache folder and the run's key, which
+    name the file."""
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     check_training_labels(y_train, grid.cv, classes)  # here, where the labels' class names are known
     begun = time.perf_counter()
@@ -155,7 +165,8 @@ def _fit_and_record(
         per_class = int(np.bincount(y_train).max())
         redrawn = split_accuracies(models, x, y, redraw_splits(y, per_class, grid.splits, grid.seed), grid)
     several = len(models) > 1
-    save_model(path, {**model_payload, "model": finalize(result.model), "classes": classes, "chosen_c": result.chosen_c})
+    model = build(finalize(result.model), result.chosen_c)
+    path = save_model(model_path(*files, model.label()), model)
     outcome = GridOutcome(name, result, 0, path, redrawn, record.timings,
                           candidates_cv=candidates_cv if several else None, chosen_candidate=chosen if several else None)
     mean, std = outcome.mean_std
@@ -223,8 +234,8 @@ def _svm_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str
         resolved = loaded[0][0]
         blocks += [layer_data for _, layer_data in loaded]
         one = replace(features, layers=tuple(key.split(":")[0] for key in layers))
-        entries.append((resolved, one, {"features": asdict(one), "layer_key": COMBINED.join(layers),
-                                        "extraction_key": resolved.key.as_dict()}))
+        entries.append((resolved, one, Extraction(features=asdict(one), layer_key=COMBINED.join(layers),
+                                                  extraction_key=resolved.key.as_dict())))
     data = _side_by_side(blocks)
     layer = data.layer  # its key, or the keys joined
     first, one = entries[0][0], entries[0][1]
@@ -242,11 +253,13 @@ def _svm_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str
         pooling=first.key.pooling, layer=layer, precision=joined(r.key.precision for r, _, _ in entries),
         timings=_summed([extraction_timing(r.path) for r, _, _ in entries]),
     )
-    path = model_path(cache_dir, f"svm-{record.backbone}-{layer}-{norm}", key)
-    payload = ({"kind": ModelKind.SVM, **entries[0][2]} if len(entries) == 1
-               else {"kind": ModelKind.SVM, "parts": [entry for _, _, entry in entries]})
+    extractions = tuple(extraction for _, _, extraction in entries)
+
+    def build(fitted, chosen_c: float) -> SvmModel:
+        return SvmModel(classes=data.classes, model=fitted, extractions=extractions, chosen_c=chosen_c, norm=norm)
+
     splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
-    return _fit_and_record(models, splits, data.classes, grid, path, payload, record, store, layer)
+    return _fit_and_record(models, splits, data.classes, grid, build, (cache_dir, key), record, store, layer)
 
 
 def _summed(timings: list[dict]) -> dict:
@@ -281,12 +294,15 @@ def run_bow(
     """Dense SIFT → vocabulary → (pyramid) histograms → χ² or intersection kernel map → linear SVM."""
     features = bow_features(dataset, config, cache_dir, grid.jobs)
     store = store_or_default(store, cache_dir)
-    name = "-".join([f"bow-pyramid{config.pyramid}" if config.pyramid else "bow", *config.variant])
+    name = config.label
     key = bow_key(dataset.fingerprint, config, grid)
     record = _record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
-    payload = {"kind": ModelKind.BOW, "vocabulary": features.kmeans, "bow_config": as_plain(config)}
-    return _fit_and_record({config.kernel.value: plain_svm}, features.splits, dataset.classes, grid,
-                           model_path(cache_dir, name, key), payload, record, store, name, finalize=features.model)
+
+    def build(fitted, chosen_c: float) -> BowModel:
+        return BowModel(classes=dataset.classes, model=fitted, vocabulary=features.kmeans, config=config, chosen_c=chosen_c)
+
+    return _fit_and_record({config.kernel.value: plain_svm}, features.splits, dataset.classes, grid, build,
+                           (cache_dir, key), record, store, name, finalize=features.model)
 
 
 def run_fisher(
@@ -300,13 +316,16 @@ def run_fisher(
     Stored as a `bow`-method run (a local-descriptor encoding) whose config says ``encoding: fisher``."""
     features = fisher_features(dataset, config, cache_dir, grid.jobs)
     store = store_or_default(store, cache_dir)
-    name = "fisher-pyramid" if config.pyramid else "fisher"
+    name = config.label
     key = fisher_key(dataset.fingerprint, config, grid)
     record = _record(Method.BOW, dataset, {"encoding": "fisher", **asdict(config), "key": key}, layer=name,
                      timings=features.timings)
-    payload = {"kind": ModelKind.FISHER, "encoder": features.encoder, "fisher_config": asdict(config)}
-    return _fit_and_record({"power, L2": plain_svm}, features.splits, dataset.classes, grid,
-                           model_path(cache_dir, name, key), payload, record, store, name)
+
+    def build(fitted, chosen_c: float) -> FisherModel:
+        return FisherModel(classes=dataset.classes, model=fitted, encoder=features.encoder, config=config, chosen_c=chosen_c)
+
+    return _fit_and_record({"power, L2": plain_svm}, features.splits, dataset.classes, grid, build, (cache_dir, key),
+                           record, store, name)
 
 
 @dataclass
@@ -367,12 +386,11 @@ def run_head(
     trained_seconds = (sum(sum(trial.curves["epoch_seconds"]) for _, trial in trials) if trials
                        else sum(result.curves["epoch_seconds"]))
     key = head_key(dataset.fingerprint, resolved.key.digest, layer, spec, candidates)
-    path = save_model(
-        model_path(cache_dir, f"head-{resolved.key.backbone}-{spec.name}", key),
-        {"kind": ModelKind.HEAD, "head": asdict(spec), "head_state": state_arrays(result.head.state_dict()),
-         "in_features": int(train.features.shape[1]), "classes": data.classes, "features": asdict(feature_spec),
-         "layer_key": layer, "extraction_key": resolved.key.as_dict()},
-    )
+    model = HeadModel(classes=data.classes, head=spec, head_state=state_arrays(result.head.state_dict()),
+                      in_features=int(train.features.shape[1]),
+                      extraction=Extraction(features=asdict(feature_spec), layer_key=layer,
+                                            extraction_key=resolved.key.as_dict()))
+    path = save_model(model_path(cache_dir, key, model.label()), model)
     record = _record(
         Method.HEAD, dataset,
         {"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
@@ -404,11 +422,9 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     checkpoint = FeatureCache(cache_dir).artifact("heads", f"{safe_name(spec.name + '-' + setup.unfreeze)}-{run_key}.pt")
     result = train_end_to_end(dataset, spec, model, head, backbone.name, resolved.key.preprocessing, resolved.key.precision,
                               resolved.device, setup, config, checkpoint, progress)
-    path = save_model(
-        model_path(cache_dir, f"network-{backbone.name}-{spec.name}-{setup.unfreeze}", run_key),
-        {"kind": ModelKind.NETWORK, "head": asdict(spec), "state": state_arrays(result.head.state_dict()),
-         "classes": dataset.classes, "features": asdict(features), "extraction_key": resolved.key.as_dict()},
-    )
+    saved = NetworkModel(classes=dataset.classes, head=spec, state=state_arrays(result.head.state_dict()),
+                         features=asdict(features), extraction_key=resolved.key.as_dict(), unfreeze=setup.unfreeze)
+    path = save_model(model_path(cache_dir, run_key, saved.label()), saved)
     record = _record(
         Method.HEAD, dataset,
         {"head": spec.name, "dropout": spec.dropout, "train": asdict(config), "unfreeze": setup.unfreeze,
