@@ -20,7 +20,7 @@ from pathlib import Path
 
 from transfer.core.choices import StageKind
 from transfer.runs.store import ResultsStore
-from transfer.study.plan import Overrides, Planner, open_dataset, run_stages, select
+from transfer.study.plan import Overrides, open_dataset, plan_stages, run_stages, select
 from transfer.study.schema import load_study
 
 BOW_STAGES = ("vocabulary", "encoding", "histograms", "kernel_map", "fit_seconds")
@@ -29,9 +29,8 @@ BOW_STAGES = ("vocabulary", "encoding", "histograms", "kernel_map", "fit_seconds
 def study_stages(study_file: Path, data: Path, cache: Path, reports: Path, kinds: list[str]) -> dict:
     study = load_study(study_file)
     dataset = open_dataset(study, Overrides(data=data), fetch_missing=False)
-    planner = Planner(study, dataset, cache, Overrides(data=data), reports)
     begun = time.perf_counter()
-    reports_ = run_stages(select(planner.build(), kinds))
+    reports_ = run_stages(select(plan_stages(study, dataset, cache, Overrides(data=data), reports), kinds))
     figures = {"total_seconds": time.perf_counter() - begun,
                "stages": {r.stage.name: {"status": r.status, "seconds": r.seconds, "result": r.detail} for r in reports_}}
     for run in ResultsStore(cache / "results.sqlite").runs(method="bow"):

@@ -22,13 +22,13 @@ from pathlib import Path
 
 
 def _run(study_file: str, data: str, weights: str | None, cache: str, reports: str, queue) -> None:
-    from transfer.study.plan import Overrides, Planner, open_dataset, run_stages
+    from transfer.study.plan import Overrides, open_dataset, plan_stages, run_stages
     from transfer.study.schema import load_study
 
     study = load_study(Path(study_file))
     overrides = Overrides(Path(data), weights)
     dataset = open_dataset(study, overrides, fetch_missing=False)
-    stages = Planner(study, dataset, Path(cache), overrides, Path(reports)).build()
+    stages = plan_stages(study, dataset, Path(cache), overrides, Path(reports))
     run_stages(stages, on_end=lambda report: queue.put({"name": report.stage.name, "kind": str(report.stage.kind),
                                                          "status": str(report.status), "seconds": report.seconds,
                                                          "detail": report.detail}))

@@ -172,13 +172,13 @@ def test_a_study_runs_fisher_after_bow_and_skips_it_when_stored(tmp_path, small_
 
 
 def test_fisher_is_a_stage_kind_of_its_own_that_waits_for_no_bow_stage(tmp_path, small_data, cache_dir):
-    from transfer.study.plan import Overrides, Planner, open_dataset, select
+    from transfer.study.plan import Overrides, open_dataset, plan_stages, select
     from transfer.study.schema import load_study
 
     path = tmp_path / "fisher.toml"
     path.write_text(_with_kernels('["chi2", "intersection"]').format(data=small_data, pca=8))
     study = load_study(path)
-    stages = {s.name: s for s in Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()}
+    stages = {s.name: s for s in plan_stages(study, open_dataset(study, Overrides(), False), cache_dir, Overrides())}
     assert (stages["fisher pyramid"].kind, stages["fisher pyramid"].needs) == ("fisher", [])  # a failed BoW blocks nothing
     assert stages["bow L0 intersection"].needs == ["bow L0"]  # it shares the first BoW stage's vocabulary and words
     assert [s.name for s in select(list(stages.values()), ["fisher"])] == ["fisher pyramid"]
@@ -229,3 +229,20 @@ def test_an_unreadable_image_is_skipped_with_a_warning(tmp_path, cache_dir, caps
     outcome = run_fisher(load_dataset(data), CONFIG, cache_dir, GRID)
     assert "skipping unreadable image test/beta/dot.png: too small for dense SIFT" in capsys.readouterr().err
     assert np.asarray(outcome.result.confusion).sum() == 9  # the nine readable test images
+
+
+def test_the_study_report_shows_the_fisher_run_beside_bow(tmp_path, small_data, cache_dir):
+    import json
+
+    from tests.test_pipeline import run
+    from transfer.features.cache import FeatureCache
+    from transfer.runs.store import ResultsStore
+
+    path = tmp_path / "fisher.toml"
+    path.write_text(FISHER_STUDY.format(data=small_data, pca=8) + '\n[report]\nname = "fisher"\n')
+    assert run(path, cache_dir, tmp_path)["report"] == "ran"
+    reported = json.loads((tmp_path / "reports" / "fisher" / "inputs.json").read_text())["runs"]
+    stored = ResultsStore(FeatureCache(cache_dir).results_path).runs()
+    assert sorted(r.id for r in stored) == reported
+    assert sorted(r.config.get("encoding", "bow") for r in stored) == ["bow", "fisher"]
+    assert run(path, cache_dir, tmp_path)["report"] == "cached"

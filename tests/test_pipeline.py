@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from transfer.core.errors import UserError
-from transfer.study.plan import Overrides, Planner, open_dataset, run_stages, select
+from transfer.study.plan import Overrides, open_dataset, plan_stages, run_stages, select
 from transfer.study.schema import load_study
 
 STUDY = """\
@@ -61,13 +61,13 @@ def write_study(tmp_path: Path, data: Path, c_grid: str = "[0.1, 1]", text: str 
 def run(path: Path, cache_dir: Path, tmp_path: Path, only: list[str] = ()) -> dict[str, str]:
     study = load_study(path)
     dataset = open_dataset(study, Overrides(), fetch_missing=False)
-    stages = select(Planner(study, dataset, cache_dir, Overrides(), tmp_path / "reports").build(), list(only))
+    stages = select(plan_stages(study, dataset, cache_dir, Overrides(), tmp_path / "reports"), list(only))
     return {report.stage.name: report.status for report in run_stages(stages)}
 
 
 def test_stages_come_in_dependency_order(tmp_path, small_data, cache_dir):
     study = load_study(write_study(tmp_path, small_data))
-    stages = Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()
+    stages = plan_stages(study, open_dataset(study, Overrides(), False), cache_dir, Overrides())
     names = [s.name for s in stages]
     assert names == [
         "extract vgg16/max·32px (random weights)", "svm vgg16/max·32px/relu7", "svm vgg16/max·32px/pool5", "head vgg16·32px/fc3",
@@ -109,7 +109,7 @@ def test_a_failing_stage_blocks_only_what_needs_it(tmp_path, small_data, cache_d
 def test_an_interrupted_run_picks_up_where_it_stopped(tmp_path, small_data, cache_dir):
     path = write_study(tmp_path, small_data)
     study = load_study(path)
-    stages = Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides(), tmp_path / "reports").build()
+    stages = plan_stages(study, open_dataset(study, Overrides(), False), cache_dir, Overrides(), tmp_path / "reports")
 
     def interrupt():
         raise KeyboardInterrupt
@@ -169,11 +169,11 @@ def test_entries_that_differ_in_views_are_stages_of_their_own_and_a_repeated_ent
     entry = '\n[[features]]\nbackbone = "vgg16"\nweights = "random"\nlayers = ["relu7"]\nimage_size = 32\n'
     base = STUDY.split("[[features]]")[0] + "[svm]\nc_grid = [1]\ncv = 2\n"
     study = load_study(write_study(tmp_path, small_data, text=base + entry + entry.replace("image_size", 'views = "flip"\nimage_size')))
-    names = [s.name for s in Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()]
+    names = [s.name for s in plan_stages(study, open_dataset(study, Overrides(), False), cache_dir, Overrides())]
     assert "svm vgg16/max·32px/relu7" in names and "svm vgg16/max·flip·32px/relu7" in names
     study = load_study(write_study(tmp_path, small_data, text=base + entry + entry))
     with pytest.raises(UserError, match="same stage twice: extract vgg16/max·32px"):
-        Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()
+        plan_stages(study, open_dataset(study, Overrides(), False), cache_dir, Overrides())
 
 
 def test_combined_layers_are_one_more_svm_stage_and_a_single_layer_is_refused_at_its_line(tmp_path, small_data, cache_dir):
@@ -219,7 +219,7 @@ cv = 2
 def test_combine_puts_named_entries_side_by_side_in_one_svm_stage(tmp_path, small_data, cache_dir):
     path = write_study(tmp_path, small_data, text=COMBINED_STUDY)
     study = load_study(path)
-    stages = Planner(study, open_dataset(study, Overrides(), False), cache_dir, Overrides()).build()
+    stages = plan_stages(study, open_dataset(study, Overrides(), False), cache_dir, Overrides())
     combined = stages[-1]
     assert combined.name == "svm small+large"
     assert combined.needs == ["extract vgg16/max·32px (random weights)", "extract vgg16/max·flip·64px (random weights)"]

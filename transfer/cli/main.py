@@ -434,12 +434,12 @@ def run_study(
     from transfer.cli.display import print_plan, print_run_summary, print_stage_end
     from transfer.study.plan import (
         Overrides,
-        Planner,
         dataset_location,
         inputs_message,
         missing_data,
         missing_weights,
         open_dataset,
+        plan_stages,
         run_stages,
         select,
         study_weights,
@@ -464,7 +464,7 @@ def run_study(
     cache = cache_dir or default_cache_dir()
     console.print(f"study {study.study.name} ({study_file}): {dataset.root}, {len(dataset.classes)} classes, "
                   f"{len(dataset.samples('train'))} train / {len(dataset.samples('test'))} test images; cache {cache}")
-    stages = select(Planner(study, dataset, cache, overrides).build(), _split_list(only or ""))
+    stages = select(plan_stages(study, dataset, cache, overrides), _split_list(only or ""))
     missing = {} if keep_going else missing_weights(stages)
     if dry_run:
         print_plan([(stage, stage.check()) for stage in stages])

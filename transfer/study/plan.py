@@ -23,6 +23,8 @@ from transfer.core.files import atomic_write_text
 from transfer.core.paths import DATA_ENV, REPORTS_DIR, default_data_dir
 from transfer.data.datasets import ImageDataset, load_dataset
 from transfer.features.cache import FeatureCache
+from transfer.features.spec import FeatureSpec
+from transfer.runs.store import ResultsStore
 from transfer.study.schema import (
     CombineSection,
     FeaturesSection,
@@ -97,56 +99,24 @@ def open_dataset(study: Study, overrides: Overrides, fetch_missing: bool) -> Ima
     return dataset.limited(study.data.per_class, study.data.split_seed) if study.data.per_class else dataset
 
 
-class Planner:
-    """Builds the stages of one study over one dataset."""
+@dataclass(frozen=True)
+class PlanContext:
+    """What every stage builder reads: the study, its images, where results go."""
 
-    def __init__(self, study: Study, dataset: ImageDataset, cache_dir: Path, overrides: Overrides,
-                 reports_dir: Path = REPORTS_DIR) -> None:
-        from transfer.runs.store import ResultsStore
+    study: Study
+    dataset: ImageDataset
+    cache_dir: Path
+    overrides: Overrides
+    store: ResultsStore
+    reports_dir: Path
 
-        self.study = study
-        self.dataset = dataset
-        self.cache_dir = cache_dir
-        self.overrides = overrides
-        self.reports_dir = reports_dir
-        self.store = ResultsStore(FeatureCache(cache_dir).results_path)
-        self.stages: list[Stage] = []
-        self.run_ids: dict[str, list[int]] = {}  # classifier stage -> its stored run(s), for the report
-        self.extract_stages: dict[str, str] = {}  # a named [[features]] entry -> its extraction stage
-
-    def build(self) -> list[Stage]:
-        for entry in self.study.features:
-            for pooling in entry.poolings:
-                self._extraction(entry, pooling)
-        for section in self.study.combine:
-            self._combined_svm(section)
-        if self.study.bow is not None:
-            for pyramid in self.study.bow.pyramids:
-                for kernel in self.study.bow.kernels:
-                    self._bow(pyramid, kernel)
-        if self.study.fisher is not None:
-            self._fisher()
-        if self.study.scratch is not None:
-            for arch in self.study.scratch.archs:
-                self._scratch(arch)
-        if self.study.report is not None:
-            self._report()
-        names = [stage.name for stage in self.stages]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise UserError(f"the study asks for the same stage twice: {', '.join(repeated)}; "
-                            "remove the repeated [[features]] entry (or make it differ)")
-        return self.stages
-
-    # ------------------------------------------------------------------------------ helpers
-
-    def _feature_spec(self, entry: FeaturesSection, pooling: str, layers: tuple[str, ...], spatial: str):
+    def feature_spec(self, entry: FeaturesSection, pooling: str, layers: tuple[str, ...], spatial: str):
         return feature_spec(entry, pooling, layers, spatial, self.overrides.weights)
 
-    def _run_options(self, entry: FeaturesSection):
-        return run_options(entry)
+    def head_spec(self, head: str):
+        return head_spec(self.study, head, len(self.dataset.classes))
 
-    def _cached(self, features):
+    def cached(self, features):
         """The cached extraction a classifier stage would read; None while it is not (completely) extracted."""
         from transfer.features.extract import cached_features
 
@@ -155,253 +125,286 @@ class Planner:
         except UserError:  # not extracted yet, or damaged (the extraction stage redoes it)
             return None
 
-    def _classifier_state(self, stage_name: str, key: str, describe: Callable) -> State:
+    def stored(self, key: str, describe: Callable = lambda run: "") -> State:
+        """A classifier stage's state: done when the store holds its run and the run's model file is there."""
         run = self.store.find(key)
         if run is None or (run.model_path and not Path(run.model_path).exists()):
             return State(False)
-        self.run_ids[stage_name] = [run.id]
         return State(True, f"{describe(run)}, run #{run.id}", [run.id])
 
-    def _stored(self, stage_name: str, run_id: int, detail: str) -> str:
-        self.run_ids[stage_name] = [run_id]
-        return f"{detail}, run #{run_id}"
 
-    # ------------------------------------------------------------------------------- stages
+@dataclass(frozen=True)
+class _Extraction:
+    """An extraction stage and what the classifier stages on its features need to know of it."""
 
-    def _extraction(self, entry: FeaturesSection, pooling: str) -> None:
-        from transfer.features.cache import complete_layers, describe_file
-        from transfer.features.extract import extract, key_device, resolve
-        from transfer.features.spec import distinguishing
+    stage: Stage
+    where: str  # "vgg16/avg·32px": backbone, pooling and what sets the features apart
+    variant: str  # "·32px": what sets the features apart from the backbone's plain ones
+    features: FeatureSpec  # the entry's own layers
+    head_layers: tuple[str, ...]  # the layers the heads sit on (empty: no heads on this pooling)
 
-        heads = self.study.heads
-        head_layers: tuple[str, ...] = ()
-        if heads is not None and pooling == heads.pooling:
-            head_layers = tuple(dict.fromkeys(self._head_spec(name).input_layer(entry.backbone) for name in heads.names))
-        specs = [self._feature_spec(entry, pooling, tuple(entry.layers), entry.spatial)]
-        if head_layers and entry.spatial != "flatten":
-            specs.append(self._feature_spec(entry, pooling, head_layers, "flatten"))
-        elif head_layers:
-            specs[0] = replace(specs[0], layers=tuple(dict.fromkeys(entry.layers + list(head_layers))))
-        from transfer.features.backbones import shown_pooling
 
-        # What tells this entry's features from another's of the same backbone, in every stage name.
-        shown = {"views": str, "image_size": lambda size: f"{size}px", "color": lambda _: "colour"}
-        variant = "".join(f"·{shown[name](value)}" for name, value in distinguishing(asdict(specs[0])).items())
-        where = "/".join(filter(None, (entry.backbone, shown_pooling(entry.backbone, pooling)))) + variant
-        name = f"extract {where}"
-        if self.overrides.weights or entry.weights != "imagenet":
-            name += f" ({(self.overrides.weights or entry.weights)} weights)"
+def plan_stages(study: Study, dataset: ImageDataset, cache_dir: Path, overrides: Overrides,
+                reports_dir: Path = REPORTS_DIR) -> list[Stage]:
+    """The stages of one study over one dataset, in dependency order."""
+    from transfer.runs.store import ResultsStore
 
-        def check() -> State:
-            missing = []
-            for spec in specs:
-                resolved = resolve(spec, self.cache_dir, key_device(self._run_options(entry)))
-                try:
-                    done = complete_layers(resolved.path, self.dataset) if resolved.path.exists() else []
-                except DamagedFile:  # the extraction moves it aside and starts afresh
-                    done = []
-                missing += [lk for lk in resolved.layer_keys if lk not in done]
-            if not missing:
-                return State(True, f"{', '.join(layer for s in specs for layer in s.layers)} cached")
-            shapes = describe_file(resolved.path).layers if resolved.path.exists() else {}
-            return State(False, "to extract: " + ", ".join(f"{lk} ({shapes[lk]})" if lk in shapes else lk for lk in missing))
+    context = PlanContext(study, dataset, cache_dir, overrides, ResultsStore(FeatureCache(cache_dir).results_path), reports_dir)
+    stages: list[Stage] = []
+    extract_stages: dict[str, str] = {}  # a named [[features]] entry -> its extraction stage
+    for entry in study.features:
+        for pooling in entry.poolings:
+            extraction = _extraction(context, entry, pooling)
+            stages.append(extraction.stage)
+            if entry.name:
+                extract_stages[entry.name] = extraction.stage.name
+            if study.svm is not None:
+                stages += [_svm(context, extraction, (layer,)) for layer in entry.layers]
+                if entry.combine:
+                    stages.append(_svm(context, extraction, tuple(entry.layers)))
+            if extraction.head_layers and study.heads is not None:
+                stages += [_head(context, entry, pooling, head, extraction) for head in study.heads.names]
+    stages += [_combined_svm(context, section, extract_stages) for section in study.combine]
+    if study.bow is not None:
+        first_bow: list[str] = []  # BoW stages share the first's vocabulary and words file: they wait for it
+        for pyramid in study.bow.pyramids:
+            for kernel in study.bow.kernels:
+                stages.append(_bow(context, pyramid, kernel, first_bow))
+                first_bow = first_bow or [stages[-1].name]
+    if study.fisher is not None:
+        stages.append(_fisher(context))
+    if study.scratch is not None:
+        stages += [_scratch(context, arch) for arch in study.scratch.archs]
+    if study.report is not None:
+        stages.append(_report(context, [stage for stage in stages if stage.kind in CLASSIFIER_KINDS]))
+    names = [stage.name for stage in stages]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserError(f"the study asks for the same stage twice: {', '.join(repeated)}; "
+                        "remove the repeated [[features]] entry (or make it differ)")
+    return stages
 
-        def run() -> str:
-            outcomes = [extract(self.dataset, spec, self.cache_dir, self._run_options(entry)) for spec in specs]
-            images = sum(o.images for o in outcomes)
-            seconds = sum(o.seconds for o in outcomes)
-            return (f"{images} images, {images / seconds:.1f} images/s, peak RSS {max(o.peak_rss_mb for o in outcomes):,.0f} MB"
-                    if seconds else "cached")
 
-        imagenet = (self.overrides.weights or entry.weights) == "imagenet"
-        if entry.name:
-            self.extract_stages[entry.name] = name
-        self.stages.append(Stage(name, StageKind.EXTRACT, [], check, run, backbone=entry.backbone if imagenet else None))
-        if self.study.svm is not None:
-            for layer in entry.layers:
-                self._svm(entry, f"{where}/{layer}", (layer,), specs[0], name)
-            if entry.combine:
-                self._svm(entry, f"{where}/{COMBINED.join(entry.layers)}", tuple(entry.layers), specs[0], name)
-        if head_layers:
-            for head in heads.names:
-                self._head(entry, pooling, head, name, variant)
+# The stage kinds whose results are runs in the store: what a report shows.
+CLASSIFIER_KINDS = (StageKind.SVM, StageKind.BOW, StageKind.FISHER, StageKind.HEAD, StageKind.SCRATCH)
 
-    def _svm(self, entry: FeaturesSection, where: str, layers: tuple[str, ...], features, extract_stage: str) -> None:
-        """One SVM on one layer, or on several side by side."""
-        from transfer.runs.jobs import run_svm, svm_key
 
-        svm = self.study.svm
-        assert svm is not None
-        these = replace(features, layers=layers)
-        grid = grid_config(self.study, svm)
-        norms = svm_norm(svm)
-        name = f"svm {where}"
+def _extraction(context: PlanContext, entry: FeaturesSection, pooling: str) -> _Extraction:
+    from transfer.features.backbones import shown_pooling
+    from transfer.features.cache import complete_layers, describe_file
+    from transfer.features.extract import extract, key_device, resolve
+    from transfer.features.spec import distinguishing
 
-        def check() -> State:
-            resolved = self._cached(these)
-            if resolved is None:
-                return State(False)
-            key = svm_key(self.dataset.fingerprint, resolved.key.digest, COMBINED.join(resolved.layer_keys), norms, grid)
-            return self._classifier_state(name, key, _accuracy_detail)
+    heads = context.study.heads
+    head_layers: tuple[str, ...] = ()
+    if heads is not None and pooling == heads.pooling:
+        head_layers = tuple(dict.fromkeys(context.head_spec(name).input_layer(entry.backbone) for name in heads.names))
+    specs = [context.feature_spec(entry, pooling, tuple(entry.layers), entry.spatial)]
+    if head_layers and entry.spatial != "flatten":
+        specs.append(context.feature_spec(entry, pooling, head_layers, "flatten"))
+    elif head_layers:
+        specs[0] = replace(specs[0], layers=tuple(dict.fromkeys(entry.layers + list(head_layers))))
+    # What tells this entry's features from another's of the same backbone, in every stage name.
+    shown = {"views": str, "image_size": lambda size: f"{size}px", "color": lambda _: "colour"}
+    variant = "".join(f"·{shown[name](value)}" for name, value in distinguishing(asdict(specs[0])).items())
+    where = "/".join(filter(None, (entry.backbone, shown_pooling(entry.backbone, pooling)))) + variant
+    name = f"extract {where}"
+    weights = context.overrides.weights or entry.weights
+    if context.overrides.weights or weights != "imagenet":
+        name += f" ({weights} weights)"
+    options = run_options(entry)
 
-        def run() -> str:
-            (outcome,) = run_svm(self.dataset, these, self.cache_dir, grid, norms, self.store, combine=len(layers) > 1)
-            mean, _ = outcome.mean_std
-            return self._stored(name, outcome.run_id, f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g})")
+    def check() -> State:
+        missing = []
+        for spec in specs:
+            resolved = resolve(spec, context.cache_dir, key_device(options))
+            try:
+                done = complete_layers(resolved.path, context.dataset) if resolved.path.exists() else []
+            except DamagedFile:  # the extraction moves it aside and starts afresh
+                done = []
+            missing += [lk for lk in resolved.layer_keys if lk not in done]
+        if not missing:
+            return State(True, f"{', '.join(layer for s in specs for layer in s.layers)} cached")
+        shapes = describe_file(resolved.path).layers if resolved.path.exists() else {}
+        return State(False, "to extract: " + ", ".join(f"{lk} ({shapes[lk]})" if lk in shapes else lk for lk in missing))
 
-        self.stages.append(Stage(name, StageKind.SVM, [extract_stage], check, run))
+    def run() -> str:
+        outcomes = [extract(context.dataset, spec, context.cache_dir, options) for spec in specs]
+        images = sum(o.images for o in outcomes)
+        seconds = sum(o.seconds for o in outcomes)
+        return (f"{images} images, {images / seconds:.1f} images/s, peak RSS {max(o.peak_rss_mb for o in outcomes):,.0f} MB"
+                if seconds else "cached")
 
-    def _combined_svm(self, section: CombineSection) -> None:
-        """One SVM on several named [[features]] entries side by side."""
-        from transfer.runs.jobs import parts_svm_key, run_svm_side_by_side
+    stage = Stage(name, StageKind.EXTRACT, [], check, run, backbone=entry.backbone if weights == "imagenet" else None)
+    return _Extraction(stage, where, variant, specs[0], head_layers)
 
-        svm = self.study.svm
-        assert svm is not None
-        parts = combined_parts(self.study, section, self.overrides.weights)
-        grid = grid_config(self.study, svm)
-        norms = svm_norm(svm)
-        name = f"svm {COMBINED.join(dict.fromkeys(section.features))}"
 
-        def check() -> State:
-            resolved = [self._cached(part) for part in parts]
-            if any(r is None for r in resolved):
-                return State(False)
-            key = parts_svm_key(self.dataset.fingerprint, [(r.key.digest, list(r.layer_keys)) for r in resolved], norms, grid)
-            return self._classifier_state(name, key, _accuracy_detail)
+def _accuracy_result(outcome) -> str:
+    """A grid outcome's one-line result."""
+    mean, _ = outcome.mean_std
+    return f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g}), run #{outcome.run_id}"
 
-        def run() -> str:
-            outcome = run_svm_side_by_side(self.dataset, parts, self.cache_dir, grid, norms, self.store)
-            mean, _ = outcome.mean_std
-            return self._stored(name, outcome.run_id, f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g})")
 
-        needs = list(dict.fromkeys(self.extract_stages[n] for n in section.features))
-        self.stages.append(Stage(name, StageKind.SVM, needs, check, run))
+def _svm(context: PlanContext, extraction: _Extraction, layers: tuple[str, ...]) -> Stage:
+    """One SVM on one layer of an extraction, or on several side by side."""
+    from transfer.runs.jobs import run_svm, svm_key
 
-    def _head_spec(self, head: str):
-        return head_spec(self.study, head, len(self.dataset.classes))
+    svm = context.study.svm
+    assert svm is not None
+    these = replace(extraction.features, layers=layers)
+    grid = grid_config(context.study, svm)
+    norms = svm_norm(svm)
 
-    def _head(self, entry: FeaturesSection, pooling: str, head: str, extract_stage: str, variant: str) -> None:
-        from transfer.runs.jobs import head_key, run_head
+    def check() -> State:
+        resolved = context.cached(these)
+        if resolved is None:
+            return State(False)
+        key = svm_key(context.dataset.fingerprint, resolved.key.digest, COMBINED.join(resolved.layer_keys), norms, grid)
+        return context.stored(key, _accuracy_detail)
 
-        heads = self.study.heads
-        assert heads is not None
-        spec = self._head_spec(head)
-        configs = train_configs(self.study)
-        layer = spec.input_layer(entry.backbone)
-        features = self._feature_spec(entry, pooling, (layer,), "flatten")
-        name = f"head {entry.backbone}{variant}/{spec.name}"
+    def run() -> str:
+        (outcome,) = run_svm(context.dataset, these, context.cache_dir, grid, norms, context.store, combine=len(layers) > 1)
+        return _accuracy_result(outcome)
 
-        def check() -> State:
-            resolved = self._cached(features)
-            if resolved is None:
-                return State(False)
-            key = head_key(self.dataset.fingerprint, resolved.key.digest, layer, spec, configs)
-            return self._classifier_state(name, key, _accuracy_detail)
+    return Stage(f"svm {extraction.where}/{COMBINED.join(layers)}", StageKind.SVM, [extraction.stage.name], check, run)
 
-        def run() -> str:
-            outcome = run_head(self.dataset, features, head, configs, self.cache_dir,
-                               self._run_options(entry), heads.dropout, self.store, progress=epoch_lines(name))
-            return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (epoch {outcome.result.best_epoch})")
 
-        self.stages.append(Stage(name, StageKind.HEAD, [extract_stage], check, run))
+def _combined_svm(context: PlanContext, section: CombineSection, extract_stages: dict[str, str]) -> Stage:
+    """One SVM on several named [[features]] entries side by side."""
+    from transfer.runs.jobs import parts_svm_key, run_svm_side_by_side
 
-    def _bow(self, pyramid: int, kernel: str) -> None:
-        from transfer.runs.jobs import bow_key, run_bow
+    svm = context.study.svm
+    assert svm is not None
+    parts = combined_parts(context.study, section, context.overrides.weights)
+    grid = grid_config(context.study, svm)
+    norms = svm_norm(svm)
 
-        assert self.study.bow is not None
-        config = bow_config(self.study, pyramid, kernel)
-        grid = grid_config(self.study, self.study.bow)
-        name = " ".join([f"bow L{pyramid}", *config.variant])
-        # BoW stages of one study share the vocabulary and the words file: the first computes them, the
-        # others wait for it
-        needs = [s.name for s in self.stages if s.kind == StageKind.BOW][:1]
-        self._sift_stage(name, StageKind.BOW, needs, bow_key(self.dataset.fingerprint, config, grid),
-                         lambda: run_bow(self.dataset, config, self.cache_dir, grid, self.store))
+    def check() -> State:
+        resolved = [context.cached(part) for part in parts]
+        if any(r is None for r in resolved):
+            return State(False)
+        key = parts_svm_key(context.dataset.fingerprint, [(r.key.digest, list(r.layer_keys)) for r in resolved], norms, grid)
+        return context.stored(key, _accuracy_detail)
 
-    def _fisher(self) -> None:
-        from transfer.runs.jobs import fisher_key, run_fisher
+    def run() -> str:
+        return _accuracy_result(run_svm_side_by_side(context.dataset, parts, context.cache_dir, grid, norms, context.store))
 
-        assert self.study.fisher is not None
-        config = fisher_config(self.study)
-        grid = grid_config(self.study, self.study.fisher)
-        self._sift_stage("fisher pyramid" if config.pyramid else "fisher", StageKind.FISHER, [],  # its own SIFT and mixture
-                         fisher_key(self.dataset.fingerprint, config, grid),
-                         lambda: run_fisher(self.dataset, config, self.cache_dir, grid, self.store))
+    needs = list(dict.fromkeys(extract_stages[n] for n in section.features))
+    return Stage(f"svm {COMBINED.join(dict.fromkeys(section.features))}", StageKind.SVM, needs, check, run)
 
-    def _sift_stage(self, name: str, kind: StageKind, needs: list[str], key: str, fit: Callable) -> None:
-        """A classifier on dense SIFT (bag of words, Fisher vectors)."""
 
-        def check() -> State:
-            return self._classifier_state(name, key, _accuracy_detail)
+def _head(context: PlanContext, entry: FeaturesSection, pooling: str, head: str, extraction: _Extraction) -> Stage:
+    from transfer.runs.jobs import head_key, run_head
 
-        def run() -> str:
-            outcome = fit()
-            return self._stored(name, outcome.run_id, f"{100 * outcome.result.test_accuracy:.2f}% (C={outcome.result.chosen_c:g})")
+    heads = context.study.heads
+    assert heads is not None
+    spec = context.head_spec(head)
+    configs = train_configs(context.study)
+    layer = spec.input_layer(entry.backbone)
+    features = context.feature_spec(entry, pooling, (layer,), "flatten")
+    name = f"head {entry.backbone}{extraction.variant}/{spec.name}"
 
-        self.stages.append(Stage(name, kind, needs, check, run))
+    def check() -> State:
+        resolved = context.cached(features)
+        if resolved is None:
+            return State(False)
+        return context.stored(head_key(context.dataset.fingerprint, resolved.key.digest, layer, spec, configs), _accuracy_detail)
 
-    def _scratch(self, arch: str) -> None:
-        from transfer.classifiers.scratch import ladder, load_images
-        from transfer.runs.jobs import run_scratch, scratch_key
+    def run() -> str:
+        outcome = run_head(context.dataset, features, head, configs, context.cache_dir, run_options(entry), heads.dropout,
+                           context.store, progress=epoch_lines(name))
+        return f"{100 * outcome.result.test_accuracy:.2f}% (epoch {outcome.result.best_epoch}), run #{outcome.run_id}"
 
-        section = self.study.scratch
-        assert section is not None
-        config = scratch_config(self.study, arch)
-        steps, series = (ladder(config), "ladder") if section.ladder else ([("", config)], "single")
-        name = f"scratch {arch} {section.size}px" + (" ladder" if section.ladder else "")
-        compute = Compute.resolve(precision="fp32")  # CUDA when there is one; fp32 (bf16 moves the ladder's steps)
+    return Stage(name, StageKind.HEAD, [extraction.stage.name], check, run)
 
-        def check() -> State:
-            runs = [self.store.find(scratch_key(self.dataset.fingerprint, c, compute.precision)) for _, c in steps]
-            if any(run is None for run in runs):
-                return State(False)
-            self.run_ids[name] = [run.id for run in runs]
-            return State(True, ", ".join(f"{step or arch} {100 * run.test_accuracy:.1f}%" for (step, _), run in zip(steps, runs)))
 
-        def run() -> str:
-            outcomes = run_scratch(load_images(self.dataset, section.size), steps, series, self.cache_dir, self.store,
-                                   progress=epoch_lines, compute=compute)
-            self.run_ids[name] = [o.run_id for o in outcomes]
-            return ", ".join(f"{o.step or arch} {100 * o.trained.result.test_accuracy:.1f}%" for o in outcomes)
+def _bow(context: PlanContext, pyramid: int, kernel: str, needs: list[str]) -> Stage:
+    from transfer.runs.jobs import bow_key, run_bow
 
-        self.stages.append(Stage(name, StageKind.SCRATCH, [], check, run))
+    assert context.study.bow is not None
+    config = bow_config(context.study, pyramid, kernel)
+    grid = grid_config(context.study, context.study.bow)
+    key = bow_key(context.dataset.fingerprint, config, grid)
+    return Stage(" ".join([f"bow L{pyramid}", *config.variant]), StageKind.BOW, needs,
+                 lambda: context.stored(key, _accuracy_detail),
+                 lambda: _accuracy_result(run_bow(context.dataset, config, context.cache_dir, grid, context.store)))
 
-    def _report(self) -> None:
-        from transfer.core.keys import KeyKind, content_key
-        from transfer.reports.report import write_report
 
-        report = self.study.report
-        assert report is not None
-        directory = report_directory(self.reports_dir, self.study)
-        inputs = directory / "inputs.json"
-        classifiers = [s.name for s in self.stages if s.kind in ("svm", "bow", "head", "scratch")]
+def _fisher(context: PlanContext) -> Stage:
+    """Fisher vectors: their own SIFT and mixture, so they wait for no BoW stage."""
+    from transfer.runs.jobs import fisher_key, run_fisher
 
-        def run_ids() -> list[int]:
-            for stage in self.stages:  # stages not checked in this run (--only report) are looked up now
-                if stage.name in classifiers and stage.name not in self.run_ids:
-                    stage.check()
-            return sorted(i for name in classifiers for i in self.run_ids.get(name, []))
+    assert context.study.fisher is not None
+    config = fisher_config(context.study)
+    grid = grid_config(context.study, context.study.fisher)
+    key = fisher_key(context.dataset.fingerprint, config, grid)
+    return Stage("fisher pyramid" if config.pyramid else "fisher", StageKind.FISHER, [],
+                 lambda: context.stored(key, _accuracy_detail),
+                 lambda: _accuracy_result(run_fisher(context.dataset, config, context.cache_dir, grid, context.store)))
 
-        def key() -> str:
-            return content_key(KeyKind.REPORT, runs=run_ids(), published=report.published)
 
-        def check() -> State:
-            current = key()
-            if len(self.run_ids) < len(classifiers) or not (directory / "report.md").exists() or not inputs.exists():
-                return State(False)
-            return State(json.loads(inputs.read_text()).get("key") == current, str(directory / "report.md"))
+def _scratch(context: PlanContext, arch: str) -> Stage:
+    from transfer.classifiers.scratch import ladder, load_images
+    from transfer.runs.jobs import run_scratch, scratch_key
 
-        def run() -> str:
-            ids = set(run_ids())
-            runs = [r for r in self.store.runs() if r.id in ids]
-            if not runs:
-                raise UserError("no classifier stage has a result to report")
-            files = write_report(runs, directory, report.published)
-            atomic_write_text(inputs, json.dumps({"study": str(self.study.path), "key": key(), "runs": sorted(ids)}, indent=1))
-            return f"{len(runs)} runs → {files.markdown}"
+    section = context.study.scratch
+    assert section is not None
+    config = scratch_config(context.study, arch)
+    steps, series = (ladder(config), "ladder") if section.ladder else ([("", config)], "single")
+    compute = Compute.resolve(precision="fp32")  # CUDA when there is one; fp32 (bf16 moves the ladder's steps)
 
-        # The report needs no single stage: it shows whatever the classifier stages produced.
-        self.stages.append(Stage("report", StageKind.REPORT, [], check, run))
+    def check() -> State:
+        runs = [context.store.find(scratch_key(context.dataset.fingerprint, c, compute.precision)) for _, c in steps]
+        if any(run is None for run in runs):
+            return State(False)
+        return State(True, ", ".join(f"{step or arch} {100 * run.test_accuracy:.1f}%" for (step, _), run in zip(steps, runs)),
+                     [run.id for run in runs])
+
+    def run() -> str:
+        outcomes = run_scratch(load_images(context.dataset, section.size), steps, series, context.cache_dir, context.store,
+                               progress=epoch_lines, compute=compute)
+        return ", ".join(f"{o.step or arch} {100 * o.trained.result.test_accuracy:.1f}%" for o in outcomes)
+
+    name = f"scratch {arch} {section.size}px" + (" ladder" if section.ladder else "")
+    return Stage(name, StageKind.SCRATCH, [], check, run)
+
+
+def _report(context: PlanContext, classifiers: list[Stage]) -> Stage:
+    """The report of whatever the classifier stages have stored: it needs no single one of them. Their runs
+    are looked up when it is checked or run, each stage's own `check` saying which runs are its results."""
+    from transfer.core.keys import KeyKind, content_key
+    from transfer.reports.report import write_report
+
+    report = context.study.report
+    assert report is not None
+    directory = report_directory(context.reports_dir, context.study)
+    inputs = directory / "inputs.json"
+
+    def results() -> tuple[list[int], bool]:
+        """The stored run ids of the classifier stages, and whether every stage has its results."""
+        states = [stage.check() for stage in classifiers]
+        return sorted(i for state in states for i in state.run_ids), all(state.done for state in states)
+
+    def key(run_ids: list[int]) -> str:
+        return content_key(KeyKind.REPORT, runs=run_ids, published=report.published)
+
+    def check() -> State:
+        run_ids, complete = results()
+        if not complete or not (directory / "report.md").exists() or not inputs.exists():
+            return State(False)
+        return State(json.loads(inputs.read_text()).get("key") == key(run_ids), str(directory / "report.md"))
+
+    def run() -> str:
+        run_ids, _ = results()
+        ids = set(run_ids)
+        runs = [r for r in context.store.runs() if r.id in ids]
+        if not runs:
+            raise UserError("no classifier stage has a result to report")
+        files = write_report(runs, directory, report.published)
+        atomic_write_text(inputs, json.dumps({"study": str(context.study.path), "key": key(run_ids), "runs": run_ids}, indent=1))
+        return f"{len(runs)} runs → {files.markdown}"
+
+    return Stage("report", StageKind.REPORT, [], check, run)
 
 
 def _accuracy_detail(run) -> str:
