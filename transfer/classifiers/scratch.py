@@ -14,8 +14,12 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from transfer.classifiers.training import (
     Compute,
@@ -27,7 +31,7 @@ from transfer.classifiers.training import (
     train,
     validation_split,
 )
-from transfer.core.choices import Augmentation
+from transfer.core.choices import Augmentation, Schedule
 from transfer.core.config import choice, require
 from transfer.core.errors import UserError
 from transfer.core.paths import dataset_dir
@@ -141,7 +145,7 @@ class ImageTensors:
     """Decoded images, uint8 N×3×S×S, with labels, per split."""
 
     classes: list[str]
-    splits: dict[str, tuple[object, object]]
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]  # images, labels
     name: str  # dataset path, or "cifar10"
     fingerprint: str
 
@@ -202,7 +206,7 @@ class ScratchConfig:
     augment: tuple[str, ...] = ()  # crop: random (size·7/8)² crops in training, centre crop in evaluation; flip
     batchnorm: bool = False
     dropout: float = 0.0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.05, momentum=0.0, weight_decay=0.0, schedule="none",
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.05, momentum=0.0, weight_decay=0.0, schedule=Schedule.NONE,
                                                                     batch_size=32, epochs=60, patience=15, lr_decay=1.0))
 
     def __post_init__(self) -> None:
@@ -219,7 +223,7 @@ class ScratchConfig:
 def ladder(config: ScratchConfig) -> list[tuple[str, ScratchConfig]]:
     """The improvement ladder: each step adds one thing to the previous one."""
     steps = [("baseline", replace(config, normalize=False, augment=(), batchnorm=False, dropout=0.0,
-                                  train=replace(config.train, momentum=0.0, schedule="none")))]
+                                  train=replace(config.train, momentum=0.0, schedule=Schedule.NONE)))]
     for name, change in (
         ("+normalize", lambda c: replace(c, normalize=True)),
         ("+augment", lambda c: replace(c, augment=tuple(Augmentation))),
@@ -306,8 +310,8 @@ def train_scratch(data: ImageTensors, config: ScratchConfig, checkpoint: Path, p
     device = compute.device
     x_train, y_train = data.splits["train"]
     x_test, y_test = data.splits["test"]
-    fit, val = validation_split(y_train.numpy(), config.train.val_fraction, config.train.seed)
-    fit, val = torch.from_numpy(fit), torch.from_numpy(val)
+    fit_rows, val_rows = validation_split(y_train.numpy(), config.train.val_fraction, config.train.seed)
+    fit, val = torch.from_numpy(fit_rows), torch.from_numpy(val_rows)
     sets = {name: (x.to(device), y.to(device)) for name, (x, y) in
             {"fit": (x_train[fit], y_train[fit]), "val": (x_train[val], y_train[val]), "test": (x_test, y_test)}.items()}
     mean, std = channel_stats(sets["fit"][0]) if config.normalize else ([0.0] * 3, [1.0] * 3)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -142,7 +142,7 @@ class RunningScores:
     synchronisation per batch."""
 
     def __init__(self) -> None:
-        self.sums = None  # loss, correct, top-5 correct, images
+        self.sums: torch.Tensor | None = None  # loss, correct, top-5 correct, images
 
     def add(self, logits, labels, loss) -> None:
         import torch
@@ -186,7 +186,7 @@ def _rng_states() -> dict:
     """The global generators that dropout and augmentation draw from: a resumed run continues them."""
     import torch
 
-    states = {"torch": torch.get_rng_state()}
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -250,7 +250,7 @@ def epoch_lines(label: str) -> Callable[[int, dict], None]:
 class TrainingTask:
     """One training problem for the shared loop: the model, its parameter groups, one epoch, evaluation."""
 
-    model: object  # nn.Module; its trainable state is what gets checkpointed
+    model: torch.nn.Module  # its trainable state is what gets checkpointed
     param_groups: list[dict]
     fit_epoch: Callable  # (optimizer, torch.Generator) -> the epoch's running Scores (`RunningScores`)
     evaluate: Callable  # split name ("val", "test") -> Scores
@@ -271,7 +271,7 @@ def train(task: TrainingTask, n_classes: int, config: TrainConfig, checkpoint: P
     generator = torch.Generator().manual_seed(config.seed)
     curves: dict[str, list] = {name: [] for name in ("train_loss", "train_acc", "train_top5", "val_loss", "val_acc",
                                                      "val_top5", "epoch_seconds")}
-    best = {"epoch": 0, "val_acc": -1.0, "state": None}
+    best: dict[str, Any] = {"epoch": 0, "val_acc": -1.0, "state": None}  # a dict: checkpoints hold it so
     start = 0
     state = _read_checkpoint(checkpoint)
     if state is not None:

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from transfer.classifiers.svm import COMBINED
 from transfer.classifiers.training import Compute, epoch_lines
@@ -130,6 +131,7 @@ class PlanContext:
         run = self.store.find(key)
         if run is None or (run.model_path and not Path(run.model_path).exists()):
             return State(False)
+        assert run.id is not None  # a stored run has its id
         return State(True, f"{describe(run)}, run #{run.id}", [run.id])
 
 
@@ -205,7 +207,7 @@ def _extraction(context: PlanContext, entry: FeaturesSection, pooling: str) -> _
     elif head_layers:
         specs[0] = replace(specs[0], layers=tuple(dict.fromkeys(entry.layers + list(head_layers))))
     # What tells this entry's features from another's of the same backbone, in every stage name.
-    shown = {"views": str, "image_size": lambda size: f"{size}px", "color": lambda _: "colour"}
+    shown: dict[str, Callable[[Any], str]] = {"views": str, "image_size": lambda size: f"{size}px", "color": lambda _: "colour"}
     variant = "".join(f"·{shown[name](value)}" for name, value in distinguishing(asdict(specs[0])).items())
     where = "/".join(filter(None, (entry.backbone, shown_pooling(entry.backbone, pooling)))) + variant
     name = f"extract {where}"
@@ -354,11 +356,12 @@ def _scratch(context: PlanContext, arch: str) -> Stage:
     compute = Compute.resolve(precision="fp32")  # CUDA when there is one; fp32 (bf16 moves the ladder's steps)
 
     def check() -> State:
-        runs = [context.store.find(scratch_key(context.dataset.fingerprint, c, compute.precision)) for _, c in steps]
-        if any(run is None for run in runs):
+        found = [context.store.find(scratch_key(context.dataset.fingerprint, c, compute.precision)) for _, c in steps]
+        runs = [run for run in found if run is not None]
+        if len(runs) < len(steps):
             return State(False)
         return State(True, ", ".join(f"{step or arch} {100 * run.test_accuracy:.1f}%" for (step, _), run in zip(steps, runs)),
-                     [run.id for run in runs])
+                     [run.id for run in runs if run.id is not None])
 
     def run() -> str:
         outcomes = run_scratch(load_images(context.dataset, section.size), steps, series, context.cache_dir, context.store,

@@ -17,6 +17,8 @@ from transfer.classifiers.heads import DEFAULT_HEAD, HeadSpec
 from transfer.classifiers.scratch import ScratchConfig
 from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
 from transfer.classifiers.training import TrainConfig
+from transfer.core.choices import Device, Engine, Kernel, Optimizer, Pooling, Precision, Schedule, Spatial, View
+from transfer.core.config import choice
 from transfer.core.errors import UserError
 from transfer.core.files import confined, safe_name
 from transfer.core.paths import REPORTS_DIR
@@ -277,13 +279,11 @@ def split_policy(data: DataSection):
 
 def feature_spec(entry: FeaturesSection, pooling: str, layers=None, spatial: str | None = None,
                  weights: str | None = None):
-    from transfer.features.spec import FeatureSpec
-
     return FeatureSpec(backbone=entry.backbone, weights=weights or entry.weights,
                        layers=tuple(entry.layers if layers is None else layers),
-                       spatial=entry.spatial if spatial is None else spatial, pooling=pooling,
-                       precision=entry.precision, color=entry.color, image_size=entry.image_size or None,
-                       views=entry.views)
+                       spatial=choice(Spatial, entry.spatial if spatial is None else spatial, "spatial"),
+                       pooling=choice(Pooling, pooling, "pooling"), precision=choice(Precision, entry.precision, "precision"),
+                       color=entry.color, image_size=entry.image_size or None, views=choice(View, entry.views, "views"))
 
 
 def combined_parts(study: Study, section: CombineSection, weights: str | None = None) -> list:
@@ -309,9 +309,8 @@ def combined_parts(study: Study, section: CombineSection, weights: str | None = 
 
 def run_options(entry: FeaturesSection):
     """How a [[features]] entry is extracted."""
-    from transfer.features.spec import RunOptions
-
-    return RunOptions(device=entry.device, batch_size=entry.batch_size, engine=entry.engine,
+    return RunOptions(device=choice(Device, entry.device, "device"), batch_size=entry.batch_size,
+                      engine=choice(Engine, entry.engine, "engine"),
                       address=entry.address or None, actors=entry.actors or None, gpus_per_actor=entry.gpus_per_actor)
 
 
@@ -337,7 +336,8 @@ def bow_config(study: Study, pyramid: int, kernel: str):
     assert bow is not None
     return BowConfig(sift=SiftConfig(step=bow.step, sizes=tuple(bow.sizes), contrast=bow.contrast),
                      vocabulary=VocabularyConfig(words=bow.words, sample=bow.sample, seed=study.study.seed),
-                     pyramid=pyramid, bands=bow.bands and pyramid > 0, sqrt=bow.sqrt, kernel=kernel)
+                     pyramid=pyramid, bands=bow.bands and pyramid > 0, sqrt=bow.sqrt,
+                     kernel=choice(Kernel, kernel, "kernel"))
 
 
 def fisher_config(study: Study):
@@ -362,8 +362,8 @@ def train_configs(study: Study):
 
     heads = study.heads
     assert heads is not None
-    return [TrainConfig(optimizer=optimizer, lr=lr, momentum=heads.momentum, weight_decay=heads.weight_decay,
-                        schedule=heads.schedule, batch_size=heads.batch_size, epochs=heads.epochs,
+    return [TrainConfig(optimizer=choice(Optimizer, optimizer, "optimizer"), lr=lr, momentum=heads.momentum,
+                        weight_decay=heads.weight_decay, schedule=choice(Schedule, heads.schedule, "schedule"), batch_size=heads.batch_size, epochs=heads.epochs,
                         patience=heads.patience, val_fraction=heads.val_fraction, seed=study.study.seed)
             for optimizer in heads.optimizers for lr in heads.lrs]
 
@@ -504,7 +504,7 @@ def load_study(path: Path) -> Study:
             problems.add((name, None), f"unknown section [{name}]{_suggest(name, SECTIONS)}; allowed: {', '.join(SECTIONS)}")
         elif SECTIONS[name][1] != isinstance(value, list):
             problems.add((name, None), f"{name} must be written " + (f"[[{name}]]" if SECTIONS[name][1] else f"[{name}]"))
-    sections = {}
+    sections: dict[str, typing.Any] = {}
     for name, (cls, repeated) in SECTIONS.items():
         value = raw.get(name)
         if repeated:
