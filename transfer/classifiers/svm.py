@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -67,7 +68,7 @@ def choose_by_cv(models: dict[str, Callable], train, test, config: GridConfig, n
     candidate's) and every candidate's best CV accuracy. The test split plays no part in the choice."""
     results = {name: grid_search(make, train, test, config, n_classes, in_span) for name, make in models.items()}
     cv = {name: max(result.cv_mean) for name, result in results.items()}
-    chosen = max(cv, key=cv.get)
+    chosen = max(cv, key=lambda name: cv[name])
     return chosen, replace(results[chosen], fit_seconds=sum(r.fit_seconds for r in results.values())), cv
 
 
@@ -154,10 +155,10 @@ class TriangularCoordinates:
 class _Part:
     """What one fit sees: rows and labels, fitted on ``fit`` and scored on ``held_out`` (None: a final fit)."""
 
-    rows: object
+    rows: Any  # an array or a sparse matrix
     labels: np.ndarray
-    fit: object  # indices or a slice
-    held_out: object | None = None
+    fit: Any  # indices or a slice
+    held_out: Any = None
 
 
 class SpanProjection:
@@ -186,6 +187,7 @@ class SpanProjection:
         """The fit's rows (all of them when ``fit`` is None) as coordinates, held-out rows after them."""
         if fit is None:
             return _Part(self.whole.rows, labels[self.whole.order], slice(None))
+        assert held_out is not None  # a fold's rows: the held-out ones come with them
         coordinates = TriangularCoordinates(self.gram[np.ix_(fit, fit)])
         order = fit[coordinates.order]
         others = coordinates.of_others(self.gram[np.ix_(order[: coordinates.rank], held_out)])
@@ -261,9 +263,9 @@ class SpanFit:
                                  for i in range(0, x.shape[0], block)])
         found, start = [], 0
         for svm in svms:
-            block = scores[:, start:start + len(svm.coef_)] + svm.intercept_
+            margins = scores[:, start:start + len(svm.coef_)] + svm.intercept_
             start += len(svm.coef_)
-            found.append(svm.classes_[block.argmax(axis=1) if block.shape[1] > 1 else (block[:, 0] > 0).astype(int)])
+            found.append(svm.classes_[margins.argmax(axis=1) if margins.shape[1] > 1 else (margins[:, 0] > 0).astype(int)])
         return found
 
 
@@ -336,7 +338,10 @@ class _Setup:
 
     def on_rows(self, fitted: list) -> list:
         """The fitted models as they apply to the rows after the row-wise steps (LinearSVCs, or as fitted)."""
-        return fitted if self.span is None else [self.projection.raw_model(model) for model in fitted]
+        if self.span is None:
+            return fitted
+        assert self.projection is not None  # a span fit projects the rows
+        return [self.projection.raw_model(model) for model in fitted]
 
     def original_models(self, on_rows: list) -> list:
         return on_rows if self.span is None else [self.span.original_model(svm) for svm in on_rows]
@@ -369,7 +374,7 @@ class _Fits:
         if threads:
             one_heap_for_threads()
         self.pool = ThreadPoolExecutor(effective_n_jobs(jobs)) if threads else None
-        self._blas = None
+        self._blas: Any = None  # threadpoolctl's limits while the pool runs
 
     def __enter__(self) -> _Fits:
         if self.pool is not None:
@@ -490,7 +495,7 @@ class _RedrawnSplit:
     setups: list[_Setup]
     scores: list[Future]
     config: GridConfig
-    test: tuple[object, np.ndarray, np.ndarray]  # all rows, all labels, the test rows (sliced when scored)
+    test: tuple[Any, np.ndarray, np.ndarray]  # all rows, all labels, the test rows (sliced when scored)
 
     @classmethod
     def start(cls, fits: _Fits, models: dict[str, Callable], x, y, config: GridConfig, in_span: bool, *,

@@ -129,10 +129,10 @@ class Row:
         """95% Wilson interval of the test accuracy on the dataset's own split (None without counts)."""
         from scipy.stats import binomtest
 
-        n = self.test_images
-        if not n:
+        n, confusion = self.test_images, self.run.confusion
+        if not n or confusion is None:
             return None
-        correct = int(sum(self.run.confusion[i][i] for i in range(len(self.run.confusion))))
+        correct = int(sum(confusion[i][i] for i in range(len(confusion))))
         interval = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
         return float(interval.low), float(interval.high)
 
@@ -331,15 +331,15 @@ def _figure_accuracy_vs_c(rows: list[Row], path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for row in curves:
-        line, = ax.plot(row.run.c_grid, [100 * a for a in row.run.test_accuracy_per_c], marker="o", label=f"{row.label}: test")
-        ax.plot(row.run.c_grid, [100 * a for a in row.run.cv_accuracy], marker="x", linestyle="--", color=line.get_color(),
-                label=f"{row.label}: CV")
-        chosen = row.run.c_grid.index(row.run.chosen) if row.run.chosen in row.run.c_grid else None
+        grid, tests, cvs = row.run.c_grid or [], row.run.test_accuracy_per_c or [], row.run.cv_accuracy or []
+        line, = ax.plot(grid, [100 * a for a in tests], marker="o", label=f"{row.label}: test")
+        ax.plot(grid, [100 * a for a in cvs], marker="x", linestyle="--", color=line.get_color(), label=f"{row.label}: CV")
+        chosen = grid.index(row.run.chosen) if row.run.chosen in grid else None
         if chosen is not None:
-            ax.scatter([row.run.chosen], [100 * row.run.test_accuracy_per_c[chosen]], s=120, facecolors="none",
+            ax.scatter([row.run.chosen], [100 * tests[chosen]], s=120, facecolors="none",
                        edgecolors=line.get_color(), linewidths=2)
             if row.chosen_at_grid_edge:
-                ax.annotate("chosen at the grid's edge", (row.run.chosen, 100 * row.run.test_accuracy_per_c[chosen]),
+                ax.annotate("chosen at the grid's edge", (row.run.chosen, 100 * tests[chosen]),
                             textcoords="offset points", xytext=(-10, 10), ha="right", fontsize=7, color=line.get_color())
     ax.set_xscale("log")
     # Plain tick labels: the log axis writes mathtext ("$10^{-3}$"), which stays off for user-written labels.
@@ -459,7 +459,7 @@ def _figure_training_curves(rows: list[Row], path: Path) -> bool:
         return False
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
     for row in trained:
-        curves = row.run.curves
+        curves = row.run.curves or {}
         epochs = range(1, len(curves["train_loss"]) + 1)
         line, = loss_ax.plot(epochs, curves["train_loss"], label=row.label)
         loss_ax.plot(epochs, curves["val_loss"], linestyle="--", color=line.get_color())
@@ -481,7 +481,7 @@ def _figure_throughput(rows: list[Row], path: Path) -> bool:
             speeds[key] = max(speeds.get(key, 0.0), rate)
     if not speeds:
         return False
-    names = sorted(speeds, key=speeds.get)
+    names = sorted(speeds, key=lambda name: speeds[name])
     return _bar_chart(path, names, [speeds[n] for n in names], colors="tab:orange",
                       title="Extraction throughput (backbone, precision, pooling)",
                       xlabel="images per second (network pass, as extracted)")
@@ -549,6 +549,11 @@ CAPTIONS = {
 }
 
 
+def _present(values) -> list:
+    """The distinct values that are there (not None), sorted."""
+    return sorted({value for value in values if value is not None})
+
+
 def published_lines(rows: list[Row]) -> list[str]:
     """The reference points that apply to these rows, each with its source and conditions."""
     return [f"{p.name}: {100 * p.accuracy:.1f}% ({p.source}; {p.conditions})" for p in published_for(rows)]
@@ -567,10 +572,10 @@ def header_lines(rows: list[Row]) -> list[str]:
         duplicates = (f"; {shared} test image(s) byte-identical to training images (`transfer data info {run.dataset}`)"
                       if shared else "")
         lines.append(f"Data: {run.dataset}{layout}, fingerprint {fingerprint}: {len(run.classes)} classes{counts}{duplicates}.")
-    cvs = sorted({(r.run.config or {}).get("cv") for r in rows if (r.run.config or {}).get("cv")})
-    fractions = sorted({((r.run.config or {}).get("train") or {}).get("val_fraction") for r in rows} - {None})
-    seeds = sorted({(r.run.config or {}).get("seed", ((r.run.config or {}).get("train") or {}).get("seed")) for r in rows} - {None})
-    splits = sorted({r.run.splits for r in rows})
+    cvs = _present((r.run.config or {}).get("cv") for r in rows)
+    fractions = _present(((r.run.config or {}).get("train") or {}).get("val_fraction") for r in rows)
+    seeds = _present((r.run.config or {}).get("seed", ((r.run.config or {}).get("train") or {}).get("seed")) for r in rows)
+    splits = _present(r.run.splits for r in rows)
     protocol = ["test split scored once per setting, never used to choose"]
     if cvs:
         protocol.insert(0, f"C chosen by {'/'.join(map(str, cvs))}-fold stratified CV on the training split")
