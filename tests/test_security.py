@@ -143,8 +143,8 @@ def test_a_planted_vocabulary_never_runs_and_is_rebuilt(small_data, cache_dir):
     second = run_bow(dataset, config, cache_dir, GridConfig(c_grid=(0.3,), cv=2, jobs=1))
     assert not marker.exists()
     assert len(list((cache_dir / "bow").glob("vocab-*.damaged-*"))) == 1
-    np.testing.assert_allclose(load_model(second.model_path).vocabulary.cluster_centers_,
-                               load_model(first.model_path).vocabulary.cluster_centers_)
+    np.testing.assert_allclose(load_model(second.model_path).encoder.cluster_centers_,
+                               load_model(first.model_path).encoder.cluster_centers_)
 
 
 def test_a_study_report_name_cannot_leave_reports(tmp_path, small_data):

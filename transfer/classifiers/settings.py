@@ -11,6 +11,7 @@ from transfer.core.choices import Norm
 from transfer.core.config import ConfigError, choice, require
 
 DEFAULT_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+COMBINED = "+"  # joins the layer keys of an SVM on several layers side by side: "conv_head:max+avgpool"
 DEFAULT_NORMS = (Norm.L2,)  # the feature normalisations CV chooses among: one, so no choice
 
 

@@ -36,9 +36,6 @@ def signed_sqrt(x):
     return np.sign(x) * np.sqrt(np.abs(x))
 
 
-COMBINED = "+"  # joins the layer keys of an SVM on several layers side by side: "conv_head:max+avgpool"
-
-
 def side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
     """Several feature blocks of the same rows (e.g. layers), each row of each block L2-normalised so
     that no block dominates by its scale, then concatenated. Stateless: training and new rows alike."""

@@ -109,7 +109,7 @@ def _split_list(value: str) -> tuple[str, ...]:
 
 def _load_dataset(data: Path | None, train_per_class: int | None, split_seed: int, verbose: bool = False,
                   note_duplicates: bool = True, test_per_class: int | None = None):
-    from transfer.data.datasets import SplitPolicy, load_dataset
+    from transfer.data.datasets import load_dataset
 
     policy = SplitPolicy(train_per_class=train_per_class, seed=split_seed, test_per_class=test_per_class)
     dataset = load_dataset(data or default_data_dir(), policy)
@@ -165,7 +165,6 @@ def extract(
     """
     from transfer.cli.display import print_extraction
     from transfer.features.extract import extract as run_extraction
-    from transfer.features.spec import FeatureSpec, RunOptions
 
     dataset = _load_dataset(data, train_per_class, split_seed, verbose, test_per_class=test_per_class)
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
@@ -209,9 +208,8 @@ def svm(
     Each layer is its own result in the results store (with --combine, the layers together are one);
     the fitted model is saved (a skops file).
     """
-    from transfer.classifiers.settings import GridConfig, parse_c_grid, parse_norms
+    from transfer.classifiers.settings import parse_c_grid, parse_norms
     from transfer.cli.display import print_grid
-    from transfer.features.spec import FeatureSpec
     from transfer.runs.jobs import run_svm
 
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
@@ -249,9 +247,8 @@ def bow(
 
     The vocabulary and the words of every image are cached: changing only C, --pyramid, --bands, --sqrt or --kernel reuses them.
     """
-    from transfer.classifiers.settings import GridConfig, parse_c_grid
+    from transfer.classifiers.settings import parse_c_grid
     from transfer.cli.display import print_grid
-    from transfer.descriptors.settings import BowConfig, VocabularyConfig
     from transfer.runs.jobs import run_bow
 
     config = BowConfig(sift=_sift_config(step, sizes, contrast), vocabulary=VocabularyConfig(words=words, sample=sample, seed=seed),
@@ -262,7 +259,6 @@ def bow(
 
 
 def _sift_config(step: int, sizes: str, contrast: float):
-    from transfer.descriptors.settings import SiftConfig
 
     try:
         size_values = tuple(float(v) for v in _split_list(sizes))
@@ -296,9 +292,8 @@ def fisher(
     Dense SIFT as in `transfer bow` (--step, --sizes, --contrast), at four sizes by default; the
     encoder is cached, so changing only C reuses it.
     """
-    from transfer.classifiers.settings import GridConfig, parse_c_grid
+    from transfer.classifiers.settings import parse_c_grid
     from transfer.cli.display import print_grid
-    from transfer.descriptors.settings import FisherConfig
     from transfer.runs.jobs import run_fisher
 
     config = FisherConfig(sift=_sift_config(step, sizes, contrast), components=components, pca=pca, sample=sample,
@@ -389,12 +384,10 @@ def finetune(
     Frozen, the features are extracted on demand through the cache, so no image goes through the
     network during the epochs. Checkpoints are kept while it trains (and on Ctrl-C): an interrupted run resumes.
     """
-    from transfer.classifiers.heads import EndToEnd, HeadSpec
-    from transfer.classifiers.training import TrainConfig, epoch_lines
+    from transfer.classifiers.training import epoch_lines
     from transfer.cli.display import print_head
     from transfer.core.choices import Optimizer
     from transfer.core.config import choice
-    from transfer.features.spec import FeatureSpec, RunOptions
     from transfer.runs.jobs import run_head
 
     input_layer = HeadSpec.parse(head, None, dropout).input_layer(backbone)
@@ -534,9 +527,9 @@ def scratch(
 
     Every run is a row in the results store with its curves (loss, top-1, top-5, train and validation).
     """
-    from transfer.classifiers.scratch import ScratchConfig, grid_configs, load_cifar10, load_images, parse_grid
+    from transfer.classifiers.scratch import grid_configs, load_cifar10, load_images, parse_grid
     from transfer.classifiers.scratch import ladder as ladder_steps
-    from transfer.classifiers.training import Compute, TrainConfig, epoch_lines
+    from transfer.classifiers.training import Compute, epoch_lines
     from transfer.cli.display import print_scratch
     from transfer.core.choices import Optimizer
     from transfer.runs.jobs import run_scratch
@@ -629,7 +622,7 @@ def layers(
 ) -> None:
     """List a backbone's layer names with output shapes (one image), parameter counts, receptive fields and strides."""
     from transfer.cli.display import print_layers
-    from transfer.features.backbones import describe_layers, get_backbone
+    from transfer.features.backbones import describe_layers
 
     infos, total = describe_layers(get_backbone(backbone), image_size)
     print_layers(backbone, infos, total)

@@ -12,9 +12,8 @@ import numpy as np
 from scipy import sparse
 
 from transfer.classifiers.heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
-from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
+from transfer.classifiers.settings import COMBINED, DEFAULT_NORMS, GridConfig
 from transfer.classifiers.svm import (
-    COMBINED,
     GridResult,
     check_training_labels,
     choose_by_cv,
@@ -299,7 +298,7 @@ def run_bow(
     record = _record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
 
     def build(fitted, chosen_c: float) -> BowModel:
-        return BowModel(classes=dataset.classes, model=fitted, vocabulary=features.kmeans, config=config, chosen_c=chosen_c)
+        return BowModel(classes=dataset.classes, model=fitted, encoder=features.kmeans, config=config, chosen_c=chosen_c)
 
     return _fit_and_record({config.kernel.value: plain_svm}, features.splits, dataset.classes, grid, build,
                            (cache_dir, key), record, store, name, finalize=features.model)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from transfer.classifiers.heads import HeadSpec, attach_head
-from transfer.classifiers.svm import COMBINED, side_by_side
+from transfer.classifiers.settings import COMBINED
 from transfer.core.archive import SKOPS_SUFFIX, load_estimator, save_estimator, state_tensors
 from transfer.core.choices import MODEL_COMMANDS, ModelKind, WeightsSource
 from transfer.core.config import as_plain
@@ -108,6 +108,8 @@ def _cnn_features(extractions: tuple[Extraction, ...], paths: list[Path], device
                   batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The features a model saw: the layers of its extractions side by side (each run in turn on the same
     images), as it was trained on them."""
+    from transfer.classifiers.svm import side_by_side
+
     blocks: list[np.ndarray] = []
     readable: np.ndarray | None = None
     for extraction in extractions:
@@ -208,69 +210,83 @@ class SvmModel(ModelFile):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BowModel(ModelFile):
-    """Bag-of-words: the visual vocabulary, the histogram settings and the kernel SVM on histograms."""
+class _EncodingModel(ModelFile):
+    """A linear SVM on an encoding of dense SIFT: the fitted encoder, its settings and the SVM."""
 
-    KIND: ClassVar = ModelKind.BOW
-    FIELDS: ClassVar = {"model": (), "classes": (), "vocabulary": (), "bow_config": ()}
+    ENCODER: ClassVar[str]  # the payload's fields of the encoder and of its settings
+    SETTINGS: ClassVar[str]
     model: Any
-    vocabulary: Any  # the fitted MiniBatchKMeans
-    config: BowConfig
+    encoder: Any
+    config: Any
     chosen_c: float
 
     @classmethod
-    def read(cls, payload: dict) -> BowModel:
-        return cls(classes=payload["classes"], model=payload["model"], vocabulary=payload["vocabulary"],
-                   config=BowConfig.from_dict(payload["bow_config"]), chosen_c=payload.get("chosen_c", 0.0))
+    @abstractmethod
+    def settings(cls, fields: dict) -> Any:
+        """The encoding's settings from the payload's field."""
+
+    @abstractmethod
+    def encode(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        """(the encodings of the readable images, the readable mask)."""
+
+    @classmethod
+    def read(cls, payload: dict) -> _EncodingModel:
+        return cls(classes=payload["classes"], model=payload["model"], encoder=payload[cls.ENCODER],
+                   config=cls.settings(payload[cls.SETTINGS]), chosen_c=payload.get("chosen_c", 0.0))
 
     def payload(self) -> dict:
-        return {"vocabulary": self.vocabulary, "bow_config": as_plain(self.config), "model": self.model,
+        return {self.ENCODER: self.encoder, self.SETTINGS: as_plain(self.config), "model": self.model,
                 "classes": self.classes, "chosen_c": self.chosen_c}
 
     def label(self) -> str:
         return self.config.label
 
     def scores(self, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        from transfer.descriptors.bow import image_histograms
-
-        histograms, ok = image_histograms(paths, self.config, self.vocabulary)
-        return _margins(self.model, histograms) if ok.any() else np.zeros((0, len(self.classes))), ok
+        encodings, ok = self.encode(paths)
+        return _margins(self.model, encodings) if ok.any() else np.zeros((0, len(self.classes))), ok
 
     def outputs(self) -> int | None:
         return _estimator_outputs(self.model)
 
 
 @dataclass(frozen=True, kw_only=True)
-class FisherModel(ModelFile):
-    """Fisher vectors: the PCA + Gaussian mixture encoder, its settings and the linear SVM."""
+class BowModel(_EncodingModel):
+    """Bag-of-words: the visual vocabulary (a fitted MiniBatchKMeans), the histogram settings, the kernel SVM."""
+
+    KIND: ClassVar = ModelKind.BOW
+    FIELDS: ClassVar = {"model": (), "classes": (), "vocabulary": (), "bow_config": ()}
+    ENCODER: ClassVar = "vocabulary"
+    SETTINGS: ClassVar = "bow_config"
+    config: BowConfig
+
+    @classmethod
+    def settings(cls, fields: dict) -> BowConfig:
+        return BowConfig.from_dict(fields)
+
+    def encode(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        from transfer.descriptors.bow import image_histograms
+
+        return image_histograms(paths, self.config, self.encoder)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FisherModel(_EncodingModel):
+    """Fisher vectors: the encoder ({"pca": PCA, "gmm": GaussianMixture}), its settings and the linear SVM."""
 
     KIND: ClassVar = ModelKind.FISHER
     FIELDS: ClassVar = {"model": (), "classes": (), "encoder": (), "fisher_config": ()}
-    model: Any
-    encoder: dict  # {"pca": PCA, "gmm": GaussianMixture}
+    ENCODER: ClassVar = "encoder"
+    SETTINGS: ClassVar = "fisher_config"
     config: FisherConfig
-    chosen_c: float
 
     @classmethod
-    def read(cls, payload: dict) -> FisherModel:
-        return cls(classes=payload["classes"], model=payload["model"], encoder=payload["encoder"],
-                   config=FisherConfig.from_dict(payload["fisher_config"]), chosen_c=payload.get("chosen_c", 0.0))
+    def settings(cls, fields: dict) -> FisherConfig:
+        return FisherConfig.from_dict(fields)
 
-    def payload(self) -> dict:
-        return {"encoder": self.encoder, "fisher_config": asdict(self.config), "model": self.model,
-                "classes": self.classes, "chosen_c": self.chosen_c}
-
-    def label(self) -> str:
-        return self.config.label
-
-    def scores(self, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         from transfer.descriptors.fisher import image_vectors
 
-        vectors, ok = image_vectors(paths, self.config, self.encoder)
-        return _margins(self.model, vectors) if ok.any() else np.zeros((0, len(self.classes))), ok
-
-    def outputs(self) -> int | None:
-        return _estimator_outputs(self.model)
+        return image_vectors(paths, self.config, self.encoder)
 
 
 def _head_spec(fields: dict) -> HeadSpec:

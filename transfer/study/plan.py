@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from transfer.classifiers.svm import COMBINED
+from transfer.classifiers.settings import COMBINED
 from transfer.classifiers.training import Compute, epoch_lines
 from transfer.core.choices import StageKind, StageStatus
 from transfer.core.console import console, err_console
