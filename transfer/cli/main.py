@@ -33,6 +33,7 @@ from transfer.core.paths import (
     DATA_DEFAULT_TEXT,
     INSPECT_DIR,
     REPORTS_DIR,
+    CacheFolder,
     dataset_dir,
     default_cache_dir,
     default_data_dir,
@@ -124,9 +125,7 @@ def _load_dataset(data: Path | None, train_per_class: int | None, split_seed: in
 
 
 def _results_path(cache_dir: Path | None) -> Path:
-    from transfer.features.cache import FeatureCache
-
-    path = FeatureCache(cache_dir or default_cache_dir()).results_path
+    path = CacheFolder(cache_dir or default_cache_dir()).results_path
     if not path.exists():
         raise UserError(f"no results store at {path} yet: run `transfer svm` or `transfer bow` first")
     return path

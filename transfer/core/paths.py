@@ -26,3 +26,25 @@ def default_data_dir(name: str = DEFAULT_DATASET) -> Path:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or "cache")
+
+
+RESULTS_STORE = "results.sqlite"
+ARTIFACT_FOLDERS = ("bow", "heads", "scratch", "models")
+
+
+class CacheFolder:
+    """The cache folder's layout, in one place: extraction files at the top (`features.cache.FeatureCache`),
+    other artifacts in ``ARTIFACT_FOLDERS``, the results store beside them (not a cache: nothing here removes it)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def results_path(self) -> Path:
+        return self.root / RESULTS_STORE
+
+    def artifact(self, folder: str, name: str) -> Path:
+        """Where a cached artifact named ``name`` lives (its folder is created on demand)."""
+        assert folder in ARTIFACT_FOLDERS, folder
+        (self.root / folder).mkdir(parents=True, exist_ok=True)
+        return self.root / folder / name

@@ -37,10 +37,11 @@ from transfer.core.choices import Kernel
 from transfer.core.console import console, progress_bar, warn
 from transfer.core.errors import DamagedFile, UserError
 from transfer.core.keys import KeyKind, content_key
+from transfer.core.paths import CacheFolder
 from transfer.data.datasets import SPLITS, ImageDataset
 from transfer.data.images import UnreadableImage, read_gray
 from transfer.descriptors.settings import BowConfig, SiftConfig, VocabularyConfig
-from transfer.features.cache import FeatureCache, open_h5, reading, recover
+from transfer.features.cache import open_h5, reading, recover
 
 IMAGES_PER_TASK = 32
 T = TypeVar("T")
@@ -208,7 +209,7 @@ def build_vocabulary(dataset: ImageDataset, sift: SiftConfig, config: Vocabulary
     from sklearn.cluster import MiniBatchKMeans
 
     key = content_key(KeyKind.VOCABULARY, dataset=dataset.fingerprint, sift=sift, vocabulary=config)
-    path = FeatureCache(cache_dir).artifact("bow", f"vocab-{key}{SKOPS_SUFFIX}")
+    path = CacheFolder(cache_dir).artifact("bow", f"vocab-{key}{SKOPS_SUFFIX}")
     if path.exists():
         return load_estimator(path, "a BoW vocabulary"), path
     rng = np.random.default_rng(config.seed)
@@ -246,7 +247,7 @@ def encode(dataset: ImageDataset, config: SiftConfig, kmeans, vocab_path: Path, 
     """Stage 2, resumable: dense SIFT of every image and the nearest word of each descriptor, kept with
     its position; images are appended in batches and `images_done` advances after each flush."""
     key = content_key(KeyKind.WORDS, dataset=dataset.fingerprint, sift=config, vocab=vocab_path.name)
-    path = FeatureCache(cache_dir).artifact("bow", f"words-{key}.h5")
+    path = CacheFolder(cache_dir).artifact("bow", f"words-{key}.h5")
     if _finished(path):
         return path
     with open_h5(path, "a", "BoW words file") as h5:

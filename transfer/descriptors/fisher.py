@@ -25,6 +25,7 @@ from transfer.core.archive import SKOPS_SUFFIX, load_estimator, save_estimator
 from transfer.core.console import console
 from transfer.core.errors import UserError
 from transfer.core.keys import KeyKind, content_key
+from transfer.core.paths import CacheFolder
 from transfer.data.datasets import SPLITS, ImageDataset
 from transfer.descriptors.bow import (
     bow_stages,
@@ -36,7 +37,6 @@ from transfer.descriptors.bow import (
     warn_unreadable,
 )
 from transfer.descriptors.settings import PYRAMID_GRIDS, FisherConfig
-from transfer.features.cache import FeatureCache
 
 
 def root_sift(descriptors: np.ndarray) -> np.ndarray:
@@ -58,7 +58,7 @@ def fit_encoder(dataset: ImageDataset, config: FisherConfig, cache_dir: Path, jo
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 
-    path = FeatureCache(cache_dir).artifact("bow", f"fisher-{encoder_key(dataset.fingerprint, config)}{SKOPS_SUFFIX}")
+    path = CacheFolder(cache_dir).artifact("bow", f"fisher-{encoder_key(dataset.fingerprint, config)}{SKOPS_SUFFIX}")
     if path.exists():
         return load_estimator(path, "a Fisher vector encoder"), path
     sample = root_sift(training_sample(dataset, config.sift, config.sample, config.seed, jobs))

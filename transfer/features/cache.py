@@ -36,6 +36,7 @@ from transfer.core.console import warn
 from transfer.core.errors import DamagedFile, UserError
 from transfer.core.files import move_aside
 from transfer.core.keys import VERSIONS, KeyKind, content_key
+from transfer.core.paths import ARTIFACT_FOLDERS, CacheFolder
 from transfer.data.datasets import SPLITS, ImageDataset
 from transfer.features.backbones import Preprocessing, shown_pooling
 
@@ -349,26 +350,8 @@ def describe_file(path: Path) -> CacheEntry:
 
 
 # Folders of the cache root that hold derived artifacts besides the extraction files.
-ARTIFACT_FOLDERS = ("bow", "heads", "scratch", "models")
-RESULTS_STORE = "results.sqlite"
-
-
-class FeatureCache:
-    """The cache folder, and the one place that spells its layout: extraction files at the top, other
-    artifacts in ``ARTIFACT_FOLDERS``, the results store beside them (not a cache: nothing here removes it)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    @property
-    def results_path(self) -> Path:
-        return self.root / RESULTS_STORE
-
-    def artifact(self, folder: str, name: str) -> Path:
-        """Where a cached artifact named ``name`` lives (its folder is created on demand)."""
-        assert folder in ARTIFACT_FOLDERS, folder
-        (self.root / folder).mkdir(parents=True, exist_ok=True)
-        return self.root / folder / name
+class FeatureCache(CacheFolder):
+    """The cache folder with its feature files: the extraction file of a key, every cached file, removal."""
 
     def path_for(self, key: ExtractionKey) -> Path:
         path, earlier = self.root / key.filename, self.root / key.earlier_filename

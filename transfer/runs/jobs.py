@@ -30,11 +30,12 @@ from transfer.core.device import resolve_device
 from transfer.core.errors import UserError
 from transfer.core.files import safe_name
 from transfer.core.keys import KeyKind, content_key
+from transfer.core.paths import CacheFolder
 from transfer.data.datasets import ImageDataset
 from transfer.descriptors.bow import bow_features
 from transfer.descriptors.fisher import fisher_features
 from transfer.descriptors.settings import BowConfig, FisherConfig
-from transfer.features.cache import FeatureCache, extraction_timing
+from transfer.features.cache import extraction_timing
 from transfer.features.extract import extract, load_layer, resolve
 from transfer.features.spec import FeatureSpec, RunOptions, check_combination, check_parts
 from transfer.runs.models import (
@@ -133,7 +134,7 @@ def _training_fields(result: TrainingResult, timings: dict | None = None, *, dev
 def model_path(cache_dir: Path, key: str, label: str) -> Path:
     """The model file of one run: named by the run's full content key, so two runs that differ in
     anything (C grid, folds, seed, splits, settings) never share a file."""
-    return FeatureCache(cache_dir).artifact("models", f"{safe_name(label)}-{key}{SKOPS_SUFFIX}")
+    return CacheFolder(cache_dir).artifact("models", f"{safe_name(label)}-{key}{SKOPS_SUFFIX}")
 
 
 def _fit_and_record(
@@ -371,7 +372,7 @@ def run_head(
     def fit(candidate: TrainConfig, score_test: bool) -> TrainingResult:
         key = content_key(KeyKind.HEAD_CHECKPOINT, dataset=dataset.fingerprint, features=resolved.key.digest,
                           layer=layer, head=spec, train=candidate)
-        checkpoint = FeatureCache(cache_dir).artifact("heads", f"{safe_name(spec.name)}-{key}.pt")
+        checkpoint = CacheFolder(cache_dir).artifact("heads", f"{safe_name(spec.name)}-{key}.pt")
         return train_head(spec, (train.features, train.labels), (test.features, test.labels), n_classes,
                           candidate, checkpoint, progress, score_test, device)
 
@@ -405,7 +406,7 @@ def run_head(
 
 
 def store_or_default(store: ResultsStore | None, cache_dir: Path) -> ResultsStore:
-    return store or ResultsStore(FeatureCache(cache_dir).results_path)
+    return store or ResultsStore(CacheFolder(cache_dir).results_path)
 
 
 def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: EndToEnd, store, progress) -> HeadOutcome:
@@ -418,7 +419,7 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     head = attach_head(model, backbone.name, spec, len(dataset.classes))
     run_key = content_key(KeyKind.NETWORK, dataset=dataset.fingerprint, features=resolved.key.digest, head=spec,
                           train=config, end_to_end=setup)
-    checkpoint = FeatureCache(cache_dir).artifact("heads", f"{safe_name(spec.name + '-' + setup.unfreeze)}-{run_key}.pt")
+    checkpoint = CacheFolder(cache_dir).artifact("heads", f"{safe_name(spec.name + '-' + setup.unfreeze)}-{run_key}.pt")
     result = train_end_to_end(dataset, spec, model, head, backbone.name, resolved.key.preprocessing, resolved.key.precision,
                               resolved.device, setup, config, checkpoint, progress)
     saved = NetworkModel(classes=dataset.classes, head=spec, state=state_arrays(result.head.state_dict()),
@@ -461,7 +462,7 @@ def run_scratch(data: ImageTensors, steps: list[tuple[str, ScratchConfig]], seri
     for step, config in steps:
         settings = config_dict(config)
         key = scratch_key(data.fingerprint, config, compute.precision)
-        checkpoint = FeatureCache(cache_dir).artifact("scratch", f"{config.arch}-{key}.pt")
+        checkpoint = CacheFolder(cache_dir).artifact("scratch", f"{config.arch}-{key}.pt")
         trained = train_scratch(data, config, checkpoint, progress(f"{config.arch} {step}".strip()) if progress else None,
                                 compute)
         result = trained.result

@@ -21,9 +21,8 @@ from transfer.core.choices import StageKind, StageStatus
 from transfer.core.console import console, err_console
 from transfer.core.errors import DamagedFile, UserError
 from transfer.core.files import atomic_write_text
-from transfer.core.paths import DATA_ENV, REPORTS_DIR, default_data_dir
+from transfer.core.paths import DATA_ENV, REPORTS_DIR, CacheFolder, default_data_dir
 from transfer.data.datasets import ImageDataset, load_dataset
-from transfer.features.cache import FeatureCache
 from transfer.features.spec import FeatureSpec
 from transfer.runs.store import ResultsStore
 from transfer.study.schema import (
@@ -151,7 +150,7 @@ def plan_stages(study: Study, dataset: ImageDataset, cache_dir: Path, overrides:
     """The stages of one study over one dataset, in dependency order."""
     from transfer.runs.store import ResultsStore
 
-    context = PlanContext(study, dataset, cache_dir, overrides, ResultsStore(FeatureCache(cache_dir).results_path), reports_dir)
+    context = PlanContext(study, dataset, cache_dir, overrides, ResultsStore(CacheFolder(cache_dir).results_path), reports_dir)
     stages: list[Stage] = []
     extract_stages: dict[str, str] = {}  # a named [[features]] entry -> its extraction stage
     for entry in study.features:
