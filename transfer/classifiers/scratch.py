@@ -12,14 +12,11 @@ import itertools
 import os
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import torch
 
 from transfer.classifiers.training import (
     Compute,
@@ -37,6 +34,9 @@ from transfer.core.errors import UserError
 from transfer.core.paths import dataset_dir
 from transfer.data.datasets import SPLITS, ImageDataset
 from transfer.data.images import UnreadableImage, read_image
+
+if TYPE_CHECKING:
+    import torch
 
 CIFAR10_ENV = "TRANSFER_CIFAR10"
 
@@ -196,6 +196,11 @@ def load_cifar10(root: Path | None = None) -> ImageTensors:
 
 # --------------------------------------------------------------------------------- training
 
+# How a network from scratch trains by default: plain SGD at a constant rate (the ladder's baseline).
+SCRATCH_TRAIN = TrainConfig(lr=0.05, momentum=0.0, weight_decay=0.0, schedule=Schedule.NONE, batch_size=32, epochs=60,
+                            patience=15, lr_decay=1.0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ScratchConfig:
     """One rung of the ladder: architecture and the improvements switched on, plus training settings."""
@@ -206,8 +211,7 @@ class ScratchConfig:
     augment: tuple[str, ...] = ()  # crop: random (size·7/8)² crops in training, centre crop in evaluation; flip
     batchnorm: bool = False
     dropout: float = 0.0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.05, momentum=0.0, weight_decay=0.0, schedule=Schedule.NONE,
-                                                                    batch_size=32, epochs=60, patience=15, lr_decay=1.0))
+    train: TrainConfig = SCRATCH_TRAIN
 
     def __post_init__(self) -> None:
         require(self.arch in ARCHITECTURES, "arch", f"unknown arch {self.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")

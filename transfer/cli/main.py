@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from transfer.classifiers.heads import DEFAULT_HEAD, EndToEnd, HeadSpec
-from transfer.classifiers.scratch import ScratchConfig
+from transfer.classifiers.scratch import SCRATCH_TRAIN, ScratchConfig
 from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
 from transfer.classifiers.training import TrainConfig
 from transfer.cli.inspect import DEFAULT_MAP_COUNT, MAX_MAP_COUNT
@@ -101,7 +101,6 @@ def _listed(values) -> str:
     return ",".join(f"{value:g}" if isinstance(value, float) else str(value) for value in values)
 
 
-_SCRATCH_TRAIN = ScratchConfig().train  # the training settings of a network from scratch
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -258,7 +257,6 @@ def bow(
 
 
 def _sift_config(step: int, sizes: str, contrast: float):
-
     try:
         size_values = tuple(float(v) for v in _split_list(sizes))
     except ValueError:
@@ -502,16 +500,16 @@ def scratch(
     size: Annotated[int, typer.Option(help="Images are resized to SIZE×SIZE.")] = ScratchConfig.size,
     normalize: Annotated[bool, typer.Option("--normalize", help="Per-channel mean/std, computed on the training part only.")] = ScratchConfig.normalize,
     augment: Annotated[str, typer.Option(help="crop (random SIZE·7/8 crops in training, centre crop in evaluation) and/or flip, comma-separated.")] = "",
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _SCRATCH_TRAIN.momentum,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = SCRATCH_TRAIN.momentum,
     lr_decay: Annotated[float | None, typer.Option(help="Exponential schedule: lr × LR_DECAY after every epoch. [default: constant lr]")] = None,
     dropout: Annotated[float, typer.Option(help="Dropout before the fully connected layers.")] = ScratchConfig.dropout,
     batchnorm: Annotated[bool, typer.Option("--batchnorm", help="Batch normalisation after every convolution.")] = ScratchConfig.batchnorm,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = _SCRATCH_TRAIN.lr,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = _SCRATCH_TRAIN.batch_size,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (a small dataset makes few steps per epoch).")] = _SCRATCH_TRAIN.epochs,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = _SCRATCH_TRAIN.patience,
-    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split for early stopping and the best epoch.")] = _SCRATCH_TRAIN.val_fraction,
-    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation, batch order and augmentation.")] = _SCRATCH_TRAIN.seed,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = SCRATCH_TRAIN.lr,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = SCRATCH_TRAIN.batch_size,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (a small dataset makes few steps per epoch).")] = SCRATCH_TRAIN.epochs,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy.")] = SCRATCH_TRAIN.patience,
+    val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split for early stopping and the best epoch.")] = SCRATCH_TRAIN.val_fraction,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation, batch order and augmentation.")] = SCRATCH_TRAIN.seed,
     ladder: Annotated[bool, typer.Option("--ladder", help="Run the improvement ladder: baseline, +normalize, +augment, +momentum/schedule, +dropout, +batchnorm.")] = False,
     grid: Annotated[str | None, typer.Option(help="Grid search, e.g. lr=0.01,0.1,batch=32,64,dropout=0,0.5 (keys: lr, batch, dropout, momentum, epochs); each setting a run, the validation part picks one.")] = None,
     color: ColorOpt = False,

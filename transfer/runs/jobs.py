@@ -143,7 +143,8 @@ def _fit_and_record(
     classes: list[str],
     grid: GridConfig,
     build: Callable[[Any, float], ModelFile],
-    files: tuple[Path, str],
+    cache_dir: Path,
+    key: str,
     record: RunRecord,
     store: ResultsStore,
     name: str,
@@ -152,8 +153,7 @@ def _fit_and_record(
     """Grid search on the dataset's split (per candidate in ``models``, the best CV wins), optional
     re-drawn splits (each choosing again), model file, one store row. With several candidates the
     record's ``norm`` is the chosen one and ``candidates_cv`` holds each one's best CV accuracy. ``build(fitted
-    model, chosen C)`` makes the model file's content; ``files``: the cache folder and the run's key, which
-    name the file."""
+    model, chosen C)`` makes the model file's content, named by its label and the run's ``key``."""
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     check_training_labels(y_train, grid.cv, classes)  # here, where the labels' class names are known
     begun = time.perf_counter()
@@ -166,7 +166,7 @@ def _fit_and_record(
         redrawn = split_accuracies(models, x, y, redraw_splits(y, per_class, grid.splits, grid.seed), grid)
     several = len(models) > 1
     model = build(finalize(result.model), result.chosen_c)
-    path = save_model(model_path(*files, model.label()), model)
+    path = save_model(model_path(cache_dir, key, model.label()), model)
     outcome = GridOutcome(name, result, 0, path, redrawn, record.timings,
                           candidates_cv=candidates_cv if several else None, chosen_candidate=chosen if several else None)
     mean, std = outcome.mean_std
@@ -259,7 +259,7 @@ def _svm_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str
         return SvmModel(classes=data.classes, model=fitted, extractions=extractions, chosen_c=chosen_c, norm=norm)
 
     splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
-    return _fit_and_record(models, splits, data.classes, grid, build, (cache_dir, key), record, store, layer)
+    return _fit_and_record(models, splits, data.classes, grid, build, cache_dir, key, record, store, layer)
 
 
 def _summed(timings: list[dict]) -> dict:
@@ -302,7 +302,7 @@ def run_bow(
         return BowModel(classes=dataset.classes, model=fitted, encoder=features.kmeans, config=config, chosen_c=chosen_c)
 
     return _fit_and_record({config.kernel.value: plain_svm}, features.splits, dataset.classes, grid, build,
-                           (cache_dir, key), record, store, name, finalize=features.model)
+                           cache_dir, key, record, store, name, finalize=features.model)
 
 
 def run_fisher(
@@ -324,7 +324,7 @@ def run_fisher(
     def build(fitted, chosen_c: float) -> FisherModel:
         return FisherModel(classes=dataset.classes, model=fitted, encoder=features.encoder, config=config, chosen_c=chosen_c)
 
-    return _fit_and_record({"power, L2": plain_svm}, features.splits, dataset.classes, grid, build, (cache_dir, key),
+    return _fit_and_record({"power, L2": plain_svm}, features.splits, dataset.classes, grid, build, cache_dir, key,
                            record, store, name)
 
 

@@ -148,7 +148,6 @@ class _Extraction:
 def plan_stages(study: Study, dataset: ImageDataset, cache_dir: Path, overrides: Overrides,
                 reports_dir: Path = REPORTS_DIR) -> list[Stage]:
     """The stages of one study over one dataset, in dependency order."""
-    from transfer.runs.store import ResultsStore
 
     context = PlanContext(study, dataset, cache_dir, overrides, ResultsStore(CacheFolder(cache_dir).results_path), reports_dir)
     stages: list[Stage] = []

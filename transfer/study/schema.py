@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from transfer.classifiers.heads import DEFAULT_HEAD, HeadSpec
-from transfer.classifiers.scratch import ScratchConfig
+from transfer.classifiers.scratch import SCRATCH_TRAIN, ScratchConfig
 from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
 from transfer.classifiers.training import TrainConfig
 from transfer.core.choices import Device, Engine, Kernel, Optimizer, Pooling, Precision, Schedule, Spatial, View
@@ -35,7 +35,6 @@ def _listed(values: typing.Iterable) -> typing.Callable[[], list]:
 
 # Each default below is the configuration's own (`FeatureSpec`, `GridConfig`, ...); a section only encodes
 # "none" its own way (0 or "") where TOML has no null.
-_SCRATCH_TRAIN = ScratchConfig().train
 
 
 @dataclass
@@ -138,10 +137,10 @@ class ScratchSection:
     archs: list[str] = field(default_factory=_listed([ScratchConfig.arch]))
     size: int = ScratchConfig.size
     ladder: bool = True  # the whole improvement ladder; false: one plain run per architecture
-    lr: float = _SCRATCH_TRAIN.lr
-    batch_size: int = _SCRATCH_TRAIN.batch_size
-    epochs: int = _SCRATCH_TRAIN.epochs
-    patience: int = _SCRATCH_TRAIN.patience
+    lr: float = SCRATCH_TRAIN.lr
+    batch_size: int = SCRATCH_TRAIN.batch_size
+    epochs: int = SCRATCH_TRAIN.epochs
+    patience: int = SCRATCH_TRAIN.patience
 
 
 @dataclass
@@ -271,8 +270,6 @@ def _section(cls: type, table: dict, where: tuple, problems: _Problems):
 # and the checker reports it at the line of the key that field comes from.
 
 def split_policy(data: DataSection):
-    from transfer.data.datasets import SplitPolicy
-
     return SplitPolicy(train_per_class=data.train_per_class, seed=data.split_seed,
                        test_per_class=data.test_per_class or None)
 
@@ -315,8 +312,6 @@ def run_options(entry: FeaturesSection):
 
 
 def grid_config(study: Study, section: SvmSection | BowSection | FisherSection):
-    from transfer.classifiers.settings import GridConfig
-
     splits = section.splits if isinstance(section, SvmSection) else 1
     return GridConfig(c_grid=tuple(section.c_grid), cv=section.cv, jobs=study.study.jobs, seed=study.study.seed,
                       splits=splits)
@@ -330,8 +325,6 @@ def svm_norm(section: SvmSection):
 
 
 def bow_config(study: Study, pyramid: int, kernel: str):
-    from transfer.descriptors.settings import BowConfig, SiftConfig, VocabularyConfig
-
     bow = study.bow
     assert bow is not None
     return BowConfig(sift=SiftConfig(step=bow.step, sizes=tuple(bow.sizes), contrast=bow.contrast),
@@ -341,8 +334,6 @@ def bow_config(study: Study, pyramid: int, kernel: str):
 
 
 def fisher_config(study: Study):
-    from transfer.descriptors.settings import FisherConfig, SiftConfig
-
     section = study.fisher
     assert section is not None
     return FisherConfig(sift=SiftConfig(step=section.step, sizes=tuple(section.sizes), contrast=section.contrast), components=section.components,
@@ -350,15 +341,12 @@ def fisher_config(study: Study):
 
 
 def head_spec(study: Study, name: str, n_classes: int | None):
-    from transfer.classifiers.heads import HeadSpec
-
     assert study.heads is not None
     return HeadSpec.parse(name, n_classes, study.heads.dropout)
 
 
 def train_configs(study: Study):
     """One training setting per optimizer × learning rate; the best on validation is kept."""
-    from transfer.classifiers.training import TrainConfig
 
     heads = study.heads
     assert heads is not None
@@ -369,8 +357,6 @@ def train_configs(study: Study):
 
 
 def scratch_config(study: Study, arch: str):
-    from transfer.classifiers.scratch import ScratchConfig
-
     section = study.scratch
     assert section is not None
     defaults = ScratchConfig()
