@@ -16,7 +16,15 @@ drifts by 10-20% over minutes, so one pass of each could compare a fast minute w
 
     python bench/extract.py --data ../shared/datasets/15scene --json bench/extract.json
 
-Run by hand, not in CI. Random VGG16 weights: speed does not depend on the weight values.
+With ``--backbone B`` (any backbone, e.g. timm:resnet50, timm:vit_small_patch16_224) it measures instead the
+pipeline (`transfer extract`: decoding, resizing, the network, cache writes) against a bare ``model(x)``
+loop over already-decoded tensors (inference mode, the same batch size, memory order and the precision
+``auto`` picks here), in turns, each in a child process; and the fraction of the CPU's multiply-add peak
+(bench/fma_peak.c) that the network's counted FLOPs reach:
+
+    python bench/extract.py --data ../shared/datasets/15scene --backbone timm:resnet50
+
+Run by hand, not in CI. Random weights: speed does not depend on the weight values.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from transfer.classifiers.settings import GridConfig
 from transfer.classifiers.svm import grid_search, linear_svm
 from transfer.data.datasets import SPLITS, ImageDataset, load_dataset
 from transfer.features.cache import read_features
-from transfer.features.extract import extract
+from transfer.features.extract import extract, resolve
 from transfer.features.spec import FeatureSpec, RunOptions
 
 VGG16_GFLOP_PER_IMAGE = 15.47  # the issue's figure for one 224×224 pass: multiply-accumulates, in fact
@@ -148,7 +156,8 @@ def layer_profile(precision: str, batch_size: int) -> list[dict]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from transfer.core.memory import keep_freed_memory
-    from transfer.features.backbones import Weights, build_model, feature_extractor, get_backbone
+    from transfer.features.backbones import Weights, build_model, feature_extractor
+    from transfer.features.registry import get_backbone
 
     keep_freed_memory()
     spec = get_backbone("vgg16")
@@ -188,6 +197,83 @@ def print_layer_profile(precision: str, layers: list[dict], cpu_peak: float | No
             print(f"       {r['layer']:8} {r['seconds']:6.3f} s  {rate(r['gflop'], r['seconds'])}")
 
 
+def _backbone_images(backbone: str, paths: list[Path]) -> torch.Tensor:
+    """The images decoded and preprocessed as the pipeline does it, all in memory (what the bare loop reads)."""
+    from transfer.features.forward import ImageFiles
+    from transfer.features.registry import get_backbone
+
+    images = ImageFiles(paths, get_backbone(backbone).preprocessing)
+    return torch.cat([images[i][0] for i in range(len(images))])
+
+
+def bare_images_per_s(backbone: str, paths: list[Path], precision: str, batch_size: int) -> float:
+    """A bare ``model(x)`` loop over decoded tensors: the network's speed alone (after one warm-up batch)."""
+    from transfer.features.backbones import Weights, build_model
+    from transfer.features.registry import get_backbone
+
+    images = _backbone_images(backbone, paths).contiguous(memory_format=torch.channels_last)
+    model = build_model(get_backbone(backbone), Weights("random")).to(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        model(images[:batch_size])
+        begun = time.perf_counter()
+        for i in range(0, len(images), batch_size):
+            model(images[i : i + batch_size])
+    return len(images) / (time.perf_counter() - begun)
+
+
+def pipeline_images_per_s(dataset: ImageDataset, backbone: str, cache: Path, batch_size: int) -> tuple[float, str, float]:
+    """`transfer extract` of the backbone's default layer into an empty cache: (images/s, precision, loader wait share)."""
+    features = FeatureSpec(backbone=backbone, weights="random")
+    outcome = extract(dataset, features, cache, RunOptions(batch_size=batch_size, progress=False))
+    return outcome.images_per_s, resolve(features, cache).key.precision, outcome.loader_wait_seconds / outcome.seconds
+
+
+def backbone_gflop_per_image(backbone: str) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from transfer.features.backbones import Weights, build_model
+    from transfer.features.registry import get_backbone
+
+    spec = get_backbone(backbone)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        build_model(spec, Weights("random"))(torch.zeros(1, 3, spec.preprocessing.crop, spec.preprocessing.crop))
+    return counter.get_total_flops() / 1e9
+
+
+def compare_with_bare_loop(args, dataset: ImageDataset) -> None:
+    paths = [dataset.path(s) for split in SPLITS for s in dataset.samples(split)]
+    gflop = backbone_gflop_per_image(args.backbone)
+    cpu_peak = instruction_peak_gflops(torch.get_num_threads())
+    print(f"{args.backbone}: {len(paths)} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"{gflop:.2f} GFLOP per image (FlopCounterMode), torch {torch.__version__}")
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for number in range(args.rounds):
+            (pipeline, precision, waited), rss = in_child(pipeline_images_per_s, dataset, args.backbone,
+                                                          Path(tmp) / f"round{number}", args.batch_size)
+            bare, _ = in_child(bare_images_per_s, args.backbone, paths, precision, args.batch_size)
+            rounds.append({"pipeline": pipeline, "bare": bare, "ratio": pipeline / bare, "precision": precision,
+                           "loader_wait_share": waited, "peak_rss_mb": rss})
+            print(f"round {number + 1} ({precision}): pipeline {pipeline:.1f} images/s, bare model(x) {bare:.1f} "
+                  f"images/s, ratio {pipeline / bare:.3f}, loader wait {100 * waited:.1f}%", flush=True)
+    precision = rounds[0]["precision"]
+    figures = {"backbone": args.backbone, "images": len(paths), "precision": precision, "gflop_per_image": gflop,
+               "rounds": rounds, **{name: median(r[name] for r in rounds) for name in ("pipeline", "bare", "ratio")}}
+    peak = cpu_peak.get(precision)
+    if peak:
+        figures["fraction_of_instruction_peak"] = {name: figures[name] * gflop / peak for name in ("pipeline", "bare")}
+    print(f"median: pipeline {figures['pipeline']:.1f} images/s, bare {figures['bare']:.1f} images/s, "
+          f"ratio {figures['ratio']:.3f} (medians of each round's own ratio)")
+    if peak:
+        shares = figures["fraction_of_instruction_peak"]
+        print(f"of the CPU's {precision} multiply-add peak ({peak:.0f} GFLOP/s, fma_peak.c): pipeline "
+              f"{100 * shares['pipeline']:.1f}%, bare {100 * shares['bare']:.1f}%")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+        print(f"figures written to {args.json}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/15scene"))
@@ -196,11 +282,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="naive, fp32, bf16 in turn, this many times (medians)")
     parser.add_argument("--no-lite0", action="store_true", help="skip the Lite0 + LinearSVC parity (all images)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--backbone", help="instead: this backbone's pipeline against a bare model(x) loop")
     args = parser.parse_args()
 
     full = load_dataset(args.data)
     per_class = math.ceil(args.limit / (2 * len(full.classes))) if args.limit else 0
     dataset = full.limited(per_class) if per_class else full
+    if args.backbone:
+        compare_with_bare_loop(args, dataset)
+        return
     paths = [dataset.path(s) for split in SPLITS for s in dataset.samples(split)]
     print(f"{len(paths)} images, {torch.get_num_threads()} threads, torch {torch.__version__}")
     figures: dict = {"images": len(paths), "threads": torch.get_num_threads(), "gflop_per_image": VGG16_GFLOP_PER_IMAGE}

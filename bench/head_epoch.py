@@ -18,10 +18,11 @@ from torch.nn import functional as F
 
 from transfer.classifiers.heads import HeadSpec
 from transfer.data.datasets import load_dataset
-from transfer.features.backbones import Weights, build_model, feature_extractor, get_backbone
+from transfer.features.backbones import Weights, build_model, feature_extractor
 from transfer.features.cache import read_features
 from transfer.features.extract import extract, resolve
-from transfer.features.forward import make_loader, network_batches
+from transfer.features.forward import Reduction, make_loader, network_batches
+from transfer.features.registry import get_backbone
 from transfer.features.spec import FeatureSpec, RunOptions
 
 
@@ -72,7 +73,7 @@ def main() -> None:
     begun = time.perf_counter()
     one_epoch(head, optimizer, ((torch.as_tensor(arrays["relu7"]), torch.as_tensor(next(labels), dtype=torch.long))
                                 for arrays, _, _ in network_batches(extractor, loader, resolved.device,
-                                                                    resolved.key.precision, nodes, "flatten")))
+                                                                    resolved.key.precision, nodes, Reduction())))
     through_images = time.perf_counter() - begun
 
     figures = {"images": len(paths), "precision": resolved.key.precision, "cached_epoch_s": cached,

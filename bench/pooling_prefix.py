@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from transfer.core.device import resolve_precision
-from transfer.features.backbones import Weights, build_model, feature_extractor, get_backbone
+from transfer.features.backbones import Weights, build_model, feature_extractor
+from transfer.features.registry import get_backbone
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ from transfer.features.backbones import (
     build_model,
     describe_layers,
     feature_extractor,
-    get_backbone,
     weights_id,
 )
+from transfer.features.registry import get_backbone
 
 VGG = get_backbone("vgg16")
 POOL_INDICES = [4, 9, 16, 23, 30]
@@ -115,7 +115,7 @@ def test_unknown_names_say_what_exists():
         get_backbone("resnet")
     with pytest.raises(UserError, match="pooling variants replace VGG16"):
         build_model(BACKBONES["efficientnet_lite0"], Weights("random"), "avg")
-    with pytest.raises(UserError, match="expected imagenet, random or an existing state_dict"):
+    with pytest.raises(UserError, match=r"expected imagenet \(or pretrained\), random or an existing state_dict"):
         Weights.parse("/no/such/file.pth")
 
 

@@ -83,7 +83,8 @@ def test_finetune_from_the_cache_records_a_run_and_predicts(small_data, cache_di
 
 def test_unfreeze_trains_only_the_named_groups_and_the_head():
     from transfer.classifiers.heads import attach_head, unfreeze
-    from transfer.features.backbones import Weights, build_model, get_backbone
+    from transfer.features.backbones import Weights, build_model
+    from transfer.features.registry import get_backbone
 
     model = build_model(get_backbone("vgg16"), Weights("random"))
     head = attach_head(model, "vgg16", HeadSpec.parse("fc", 3), 3)

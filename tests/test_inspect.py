@@ -11,7 +11,8 @@ from PIL import Image
 
 from transfer.cli.inspect import inspect_images, map_order, maps_figure
 from transfer.core.errors import UserError
-from transfer.features.backbones import Preprocessing, describe_layers, get_backbone
+from transfer.features.backbones import Preprocessing, describe_layers
+from transfer.features.registry import get_backbone
 
 
 def test_vgg16_receptive_fields_match_hand_computation():

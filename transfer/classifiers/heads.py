@@ -63,14 +63,14 @@ class HeadSpec:
 
     def input_layer(self, backbone: str) -> str:
         """The layer whose features the head reads (the backbone's registry entry says which)."""
-        from transfer.features.backbones import get_backbone
+        from transfer.features.registry import get_backbone
 
         spec = get_backbone(backbone)
         return spec.mlp_head_input if self.hidden else spec.fc_head_input
 
     def replaced_module(self, backbone: str) -> str:
         """The module of the backbone that the head replaces when it is trained end to end."""
-        from transfer.features.backbones import get_backbone
+        from transfer.features.registry import get_backbone
 
         spec = get_backbone(backbone)
         return spec.mlp_head_module if self.hidden else spec.fc_head_module
@@ -166,7 +166,7 @@ def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
 
 def unfreeze_prefixes(backbone: str, groups: str) -> tuple[str, ...]:
     """Prefixes of the parameters that ``--unfreeze groups`` trains besides the head ("": all)."""
-    from transfer.features.backbones import get_backbone
+    from transfer.features.registry import get_backbone
 
     available = get_backbone(backbone).unfreeze_groups
     if groups not in available:

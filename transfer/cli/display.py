@@ -12,7 +12,7 @@ from transfer.classifiers.metrics import class_mean_accuracy, unequal_classes
 from transfer.core.choices import StageStatus
 from transfer.core.console import console, err_console, note, styled
 from transfer.data.datasets import SPLITS, UNSPLIT, DatasetSummary, ImageDataset
-from transfer.features.backbones import LayerInfo, shown_pooling
+from transfer.features.backbones import BackboneSpec, LayerInfo, shown_pooling
 from transfer.features.cache import CacheEntry
 from transfer.features.extract import ExtractionOutcome
 from transfer.reports.report import (
@@ -109,8 +109,8 @@ def print_extraction(outcome: ExtractionOutcome, layout: str) -> None:
             console.print(f"  {relpath}")
 
 
-def print_layers(backbone: str, infos: list[LayerInfo], total: int) -> None:
-    table = Table(title=f"{backbone} layers", title_justify="left")
+def print_layers(spec: BackboneSpec, infos: list[LayerInfo], total: int) -> None:
+    table = Table(title=f"{spec.name} layers", title_justify="left")
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("layer", "left"), ("node", "left"), ("output", "right"), ("dims", "right"), ("parameters", "right"),
         ("receptive field", "right"), ("stride", "right"))
@@ -124,7 +124,12 @@ def print_layers(backbone: str, infos: list[LayerInfo], total: int) -> None:
         table.add_row(info.name, info.node, "×".join(map(str, info.shape)), f"{dims:,}", f"{info.parameters:,}",
                       field, "" if info.stride is None else str(info.stride))
     console.print(table)
-    console.print(f"total parameters: {total:,}; receptive field and stride in input pixels")
+    console.print(f"total parameters: {total:,}; receptive field and stride in input pixels; a transformer's tokens "
+                  f"(tokens×width) become one vector by --tokens")
+    prep = spec.preprocessing
+    console.print(f"default layer: {spec.default_layer}; pretrained weights: {spec.weights_name or spec.name}")
+    console.print(f"preprocessing (part of the cache key): resize the shorter side to {prep.resize} ({prep.interpolation}), "
+                  f"centre crop {prep.crop}, mean {prep.mean}, std {prep.std}")
 
 
 def print_data_info(dataset: ImageDataset, summary: DatasetSummary) -> None:

@@ -18,9 +18,8 @@ from transfer.features.backbones import (
     Preprocessing,
     Weights,
     build_extractor,
-    check_layers,
-    get_backbone,
 )
+from transfer.features.registry import get_backbone
 from transfer.runs.predict import Prediction
 
 MAP_ORDERS = ("index", "activation")
@@ -36,10 +35,11 @@ class Inspection(Prediction):
 
 
 def _check(spec: BackboneSpec, maps: str, top: int, order: str, count: int) -> None:
-    check_layers(spec, (maps,))
-    if not spec.layers[maps].spatial:
-        spatial = [name for name, layer in spec.layers.items() if layer.spatial]
-        raise UserError(f"--maps {maps}: {spec.name}'s {maps} is a vector, not maps; spatial layers: {', '.join(spatial)}")
+    layer = spec.layer(maps)
+    if not layer.spatial:
+        spatial = [name for name, named in spec.layers.items() if named.spatial]
+        raise UserError(f"--maps {maps}: {spec.name}'s {maps} is {'tokens' if layer.tokens else 'a vector'}, not maps "
+                        f"(channels × height × width); spatial layers: {', '.join(spatial) or 'see transfer layers --all'}")
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
     if order not in MAP_ORDERS:
@@ -63,7 +63,7 @@ def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "
     paths = image_paths(inputs)
     device = resolve_device(device)
     preprocessing = replace(spec.preprocessing, color=color)
-    nodes = {"maps": spec.layers[maps].node, "logits": spec.layers[spec.logits_layer].node}
+    nodes = {"maps": spec.layer(maps).node, "logits": spec.layers[spec.logits_layer].node}
     extractor = build_extractor(spec, Weights.parse(weights), Pooling.MAX, list(nodes.values()), device)
     names = spec.class_names()
     transform = preprocessing.transform()
@@ -81,7 +81,7 @@ def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "
         drawn = None
         if out is not None:
             drawn = draw_maps(image, preprocessing, outputs[nodes["maps"]][0].float().cpu().numpy(),
-                              out / f"{index:02d}-{safe_name(path.stem)}-{spec.name}-{maps}.png",
+                              out / f"{index:02d}-{safe_name(f'{path.stem}-{spec.name}-{maps}')}.png",
                               f"{path.name}: {spec.name} {maps}", order, count)
         found.append(Inspection(path=str(path), classes=[names[i] for i in best.indices.tolist()],
                                 scores=best.values.tolist(), maps_png=drawn))

@@ -25,6 +25,7 @@ from transfer.core.choices import (
     Spatial,
     StageKind,
     StageStatus,
+    Tokens,
     View,
 )
 from transfer.core.console import console, err_console, note, styled
@@ -40,7 +41,8 @@ from transfer.core.paths import (
 )
 from transfer.data.datasets import DEFAULT_TRAIN_PER_CLASS, SplitPolicy
 from transfer.descriptors.settings import HISTOGRAM_C_GRID, BowConfig, FisherConfig, SiftConfig, VocabularyConfig
-from transfer.features.backbones import BACKBONES, get_backbone
+from transfer.features.backbones import BACKBONES
+from transfer.features.registry import NAMES_HELP, get_backbone
 from transfer.features.spec import FeatureSpec, RunOptions
 
 
@@ -79,11 +81,17 @@ JobsOpt = Annotated[int, typer.Option(help="Parallel fits (-1: all cores).")]
 StepOpt = Annotated[int, typer.Option(help="Dense SIFT grid spacing in pixels.")]
 SizesOpt = Annotated[str, typer.Option(help="OpenCV SIFT keypoint size(s), comma-separated; a descriptor spans about 6× size (2.7 ≈ 16 px patch).")]
 ContrastOpt = Annotated[float, typer.Option(help="Descriptors of patches flatter than this mean gradient (grey levels per pixel) are shortened in proportion, as in Lazebnik's SIFT; 0: off.")]
-BackboneOpt = Annotated[str, typer.Option(help=f"Network: {', '.join(BACKBONES)} (`transfer layers --backbone B` lists its layers).")]
-WeightsOpt = Annotated[str, typer.Option(help="imagenet, random (tests), or a state_dict file PATH (offline machines).")]
-LayerOpt = Annotated[str | None, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7 "
-                     "[default: the backbone's pooled features: " + ", ".join(f"{name} {spec.default_layer}" for name, spec in BACKBONES.items()) + "].")]
-SpatialOpt = Annotated[Spatial, typer.Option(help="How spatial outputs become vectors.")]
+BackboneOpt = Annotated[str, typer.Option(help=f"Network: {NAMES_HELP}, any model those libraries list, e.g. timm:convnext_tiny "
+                       "(`transfer layers --backbone B` lists its layers).")]
+WeightsOpt = Annotated[str, typer.Option(help="imagenet (or pretrained: the library's published weights), random (tests), "
+                                              "or a state_dict file PATH, .pth or .safetensors (offline machines).")]
+LayerOpt = Annotated[str | None, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7, "
+                     "stage3, or any node of the traced graph (`transfer layers --all`) [default: the backbone's pooled "
+                     "features: " + ", ".join(f"{name} {spec.default_layer}" for name, spec in BACKBONES.items())
+                     + ", a library model's pre_logits].")]
+SpatialOpt = Annotated[Spatial, typer.Option(help="How a CNN's maps (channels × height × width) become vectors.")]
+TokensOpt = Annotated[Tokens | None, typer.Option(help="How a transformer's token outputs become vectors: the class "
+                      "token, the mean of the patch tokens, or both side by side [default: cls, mean without a class token].")]
 PoolingOpt = Annotated[Pooling, typer.Option(help="VGG16 pooling variant: sum is LP pooling with p=1, l2 with p=2.")]
 PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where the hardware computes it natively.")]
 ColorOpt = Annotated[bool, typer.Option("--color", help="Keep colour (default: read grayscale, replicate to 3 channels).")]
@@ -137,6 +145,7 @@ def extract(
     backbone: BackboneOpt = FeatureSpec.backbone,
     weights: WeightsOpt = FeatureSpec.weights,
     spatial: SpatialOpt = FeatureSpec.spatial,
+    tokens: TokensOpt = FeatureSpec.tokens,
     pooling: PoolingOpt = FeatureSpec.pooling,
     precision: PrecisionOpt = FeatureSpec.precision,
     color: ColorOpt = False,
@@ -165,8 +174,8 @@ def extract(
     from transfer.features.extract import extract as run_extraction
 
     dataset = _load_dataset(data, train_per_class, split_seed, verbose, test_per_class=test_per_class)
-    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
-                           precision=precision, color=color, image_size=image_size, views=views)
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, tokens=tokens,
+                           pooling=pooling, precision=precision, color=color, image_size=image_size, views=views)
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, strict=strict, engine=engine,
                          address=address, actors=actors, gpus_per_actor=gpus_per_actor)
     try:
@@ -191,6 +200,7 @@ def svm(
     backbone: BackboneOpt = FeatureSpec.backbone,
     weights: WeightsOpt = FeatureSpec.weights,
     spatial: SpatialOpt = FeatureSpec.spatial,
+    tokens: TokensOpt = FeatureSpec.tokens,
     pooling: PoolingOpt = FeatureSpec.pooling,
     precision: PrecisionOpt = FeatureSpec.precision,
     color: ColorOpt = False,
@@ -210,8 +220,8 @@ def svm(
     from transfer.cli.display import print_grid
     from transfer.runs.jobs import run_svm
 
-    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, pooling=pooling,
-                           precision=precision, color=color, image_size=image_size, views=views)
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, tokens=tokens,
+                           pooling=pooling, precision=precision, color=color, image_size=image_size, views=views)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     norms = parse_norms(norm)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
@@ -616,13 +626,16 @@ def inspect(
 def layers(
     backbone: BackboneOpt = FeatureSpec.backbone,
     image_size: ImageSizeOpt = None,
+    every_node: Annotated[bool, typer.Option("--all", help="Also every node and module of the traced graph (each can be a --layer).")] = False,
 ) -> None:
-    """List a backbone's layer names with output shapes (one image), parameter counts, receptive fields and strides."""
+    """List a backbone's layer names with output shapes (one image), parameter counts, receptive fields and
+    strides, and its preprocessing."""
     from transfer.cli.display import print_layers
     from transfer.features.backbones import describe_layers
 
-    infos, total = describe_layers(get_backbone(backbone), image_size)
-    print_layers(backbone, infos, total)
+    spec = get_backbone(backbone)
+    infos, total = describe_layers(spec, image_size, every_node)
+    print_layers(spec, infos, total)
 
 
 @data_app.command("info")

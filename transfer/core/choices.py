@@ -23,6 +23,14 @@ class Spatial(enum.StrEnum):
     MAX = "max"
 
 
+class Tokens(enum.StrEnum):
+    """How a transformer's token output (tokens × width) becomes a vector."""
+
+    CLS = "cls"  # the class token
+    MEAN = "mean"  # the mean of the patch tokens
+    CLS_MEAN = "cls+mean"  # both side by side (DINOv2's linear evaluation)
+
+
 class WeightsSource(enum.StrEnum):
     IMAGENET = "imagenet"  # the backbone's published weights
     RANDOM = "random"  # tests

@@ -10,9 +10,9 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from transfer.core.choices import Pooling, View, WeightsSource
 from transfer.core.config import ConfigError, require
@@ -27,6 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 RANDOM_SEED = 0
+DEFAULT_INTERPOLATION = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,15 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     color: bool = False  # False: read as grayscale, replicate to 3 channels
     views: View = View.CENTRE  # the features are the mean over these views
+    interpolation: str = DEFAULT_INTERPOLATION  # of the resize: a torchvision InterpolationMode value
+
+    def key_fields(self) -> dict:
+        """The fields as cache keys hash them: the interpolation only where it is not the default, so that
+        keys written before it was a field are unchanged."""
+        fields = asdict(self)
+        if self.interpolation == DEFAULT_INTERPOLATION:
+            del fields["interpolation"]
+        return fields
 
     def transform(self) -> Callable:
         """One image → its centre crop, C×H×W (what training from images and `inspect` see)."""
@@ -58,7 +68,7 @@ class Preprocessing:
     def _resize(self):
         from torchvision import transforms
 
-        return transforms.Resize(self.resize, interpolation=transforms.InterpolationMode.BILINEAR)
+        return transforms.Resize(self.resize, interpolation=transforms.InterpolationMode(self.interpolation))
 
     def _tensor(self):
         from torchvision import transforms
@@ -91,11 +101,12 @@ class _Views:
 
 @dataclass(frozen=True)
 class Layer:
-    node: str  # FX node name in the torchvision feature extractor
+    node: str  # FX node name (or module name) in the torchvision feature extractor
     spatial: bool  # True: (C, H, W) output that --spatial turns into a vector
     # Modules whose parameters are this layer's own in `transfer layers` (empty: the node's module). A
     # node that is the activation after a block names the block's convolution and normalisation.
     parameter_modules: tuple[str, ...] = ()
+    tokens: bool = False  # True: (tokens, width) output of a transformer that --tokens turns into a vector
 
     @property
     def own_modules(self) -> tuple[str, ...]:
@@ -124,6 +135,69 @@ class BackboneSpec:
     mlp_head_input: str
     mlp_head_module: str
     unfreeze_groups: dict[str, tuple[str, ...]]  # --unfreeze NAME -> prefixes of the parameters it trains ("": all)
+    weights_name: str = ""  # the pretrained weights' name in their key; "": the backbone's name
+    prefix_tokens: int = 0  # tokens before the patch tokens in a transformer's outputs (class, registers)
+    fixed_input_size: bool = False  # True: the network takes its own crop size only (a ViT's position embeddings)
+    # Tracer options of torchvision's FX feature extraction (modules and functions it must not trace into)
+    tracer: Callable[[], dict] = dict
+
+    def layer(self, name: str) -> Layer:
+        """A named layer, or any node (or module) of the traced graph; an unknown name is a ConfigError."""
+        if name in self.layers:
+            return self.layers[name]
+        graph = graph_layers(self)
+        if name not in graph:
+            close = difflib.get_close_matches(name, [*self.layers, *graph], n=3)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            raise ConfigError("layers", f"unknown layer {name!r}{hint} for {self.name}; `transfer layers --backbone "
+                                        f"{self.name}` lists the named ones ({', '.join(self.layers)}), with --all "
+                                        f"every node of its graph")
+        return graph[name]
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    node: str  # the node computing the output (a module's: its last node)
+    shape: tuple[int, ...]  # the output for one image
+
+    def layer(self) -> Layer:
+        return Layer(self.node, len(self.shape) == 3, tokens=len(self.shape) == 2)
+
+
+Graph = dict[str, GraphNode]  # by node name, then module name
+_GRAPHS: dict[str, Graph] = {}
+
+
+def trace_graph(model: torch.nn.Module, tracer: dict, crop: int) -> Graph:
+    """Every node of the traced graph (in graph order), then every module, whose output is a vector, a map
+    or tokens, with its shape: one forward pass of a blank image."""
+    import torch
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    _, nodes = get_graph_node_names(model, tracer_kwargs=tracer)
+    nodes = nodes[1:]  # the first is the input
+    with torch.inference_mode():
+        outputs = feature_extractor(model, nodes, tracer)(torch.zeros(1, 3, crop, crop))
+    graph = {name: GraphNode(name, tuple(value.shape[1:])) for name, value in outputs.items()
+             if isinstance(value, torch.Tensor) and 2 <= value.dim() <= 4}
+    for module, _ in model.named_modules():  # a module's output is that of its last node, as torchvision takes it
+        inside = [name for name in nodes if name == module or name.startswith(module + ".")]
+        if module and inside and inside[-1] in graph and module not in graph:
+            graph[module] = graph[inside[-1]]
+    return graph
+
+
+def remember_graph(spec: BackboneSpec, graph: Graph) -> None:
+    _GRAPHS[spec.name] = graph
+
+
+def graph_layers(spec: BackboneSpec) -> dict[str, Layer]:
+    """Every node and module of the backbone's traced graph whose output is a vector, a map or tokens, by
+    name: what `--layer` accepts beyond the named layers (traced once per backbone and process)."""
+    if spec.name not in _GRAPHS:
+        model = build_model(spec, Weights(WeightsSource.RANDOM))
+        remember_graph(spec, trace_graph(model, spec.tracer(), spec.preprocessing.crop))
+    return {name: found.layer() for name, found in _GRAPHS[spec.name].items()}
 
 
 def imagenet_class_names() -> list[str]:
@@ -131,6 +205,9 @@ def imagenet_class_names() -> list[str]:
     from torchvision.models import VGG16_Weights
 
     return list(VGG16_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+PRETRAINED = "pretrained"  # another name of imagenet: the library's published weights
 
 
 @dataclass(frozen=True)
@@ -142,8 +219,11 @@ class Weights:
     def parse(cls, value: str) -> Weights:
         if value in (WeightsSource.IMAGENET, WeightsSource.RANDOM):
             return cls(WeightsSource(value))
+        if value == PRETRAINED:
+            return cls(WeightsSource.IMAGENET)
         path = Path(value)
-        require(path.is_file(), "weights", f"weights {value!r}: expected imagenet, random or an existing state_dict file")
+        require(path.is_file(), "weights", f"weights {value!r}: expected imagenet (or pretrained), random or an "
+                                           f"existing state_dict file (.pth, .pt or .safetensors)")
         return cls(WeightsSource.FILE, path.resolve())
 
 
@@ -329,28 +409,11 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def get_backbone(name: str) -> BackboneSpec:
-    if name not in BACKBONES:
-        close = difflib.get_close_matches(name, list(BACKBONES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError("backbone", f"unknown backbone {name!r}{hint}; choose one of: {', '.join(BACKBONES)}")
-    return BACKBONES[name]
-
-
-def check_layers(spec: BackboneSpec, layers: tuple[str, ...]) -> None:
-    unknown = [layer for layer in layers if layer not in spec.layers]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(spec.layers), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError("layers", f"unknown layer(s) {', '.join(map(repr, unknown))}{hint} for {spec.name}; "
-                                    f"`transfer layers --backbone {spec.name}` lists them: {', '.join(spec.layers)}")
-
-
 def shown_pooling(backbone: str | None, pooling: str | None) -> str:
     """The pooling variant as names and labels show it: nothing for a backbone that has no variants (its
-    key still says max, so that existing cache files keep their keys)."""
+    key still says max, so that existing cache files keep their keys); library models have none."""
     spec = BACKBONES.get(backbone or "")
-    return "" if not pooling or (spec is not None and not spec.has_pooling_variants) else pooling
+    return pooling if pooling and spec is not None and spec.has_pooling_variants else ""
 
 
 def check_pooling(spec: BackboneSpec, pooling: Pooling | str) -> None:
@@ -385,7 +448,7 @@ def weights_id(spec: BackboneSpec, weights: Weights) -> str:
         return f"random:seed{RANDOM_SEED}"
     if weights.source == "file":
         return f"file:sha256:{file_digest(weights.path)}"
-    return f"imagenet:{spec.name}"
+    return f"imagenet:{spec.weights_name or spec.name}"
 
 
 def _load_state_file(model: torch.nn.Module, spec: BackboneSpec, path: Path) -> None:
@@ -393,8 +456,17 @@ def _load_state_file(model: torch.nn.Module, spec: BackboneSpec, path: Path) -> 
     import torch
 
     problem = f"--weights {path} is not a {spec.name} state_dict"
+    state: Any
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":  # tensors only, by construction of the format
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError as error:
+        raise UserError(f"--weights {path}: reading .safetensors files needs the safetensors package: "
+                        f"pip install safetensors") from error
     except Exception as error:  # not a torch file, damaged, or holding objects beyond tensors
         raise UserError(f"{problem}: it does not load as a torch file of tensors (it is damaged, not a torch "
                         f"file, or holds objects that could run code when loaded: {type(error).__name__})") from error
@@ -431,8 +503,9 @@ def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> t
     return model.eval()
 
 
-def feature_extractor(model: torch.nn.Module, nodes: list[str]) -> torch.fx.GraphModule:
-    """The network cut after ``nodes``, returning {node: output}.
+def feature_extractor(model: torch.nn.Module, nodes: list[str], tracer: dict | None = None) -> torch.fx.GraphModule:
+    """The network cut after ``nodes`` (graph nodes or module names), returning {node: output}; ``tracer``:
+    the backbone's tracer options (`BackboneSpec.tracer`).
 
     An in-place operation right after a returned node (VGG16's ReLU after a requested conv) would
     overwrite that output before it is returned, so exactly those modules are made out-of-place
@@ -447,7 +520,8 @@ def feature_extractor(model: torch.nn.Module, nodes: list[str]) -> torch.fx.Grap
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # train/eval node-set note; we always run in eval
-        extractor = create_feature_extractor(model, return_nodes={n: n for n in dict.fromkeys(nodes)}).eval()
+        extractor = create_feature_extractor(model, return_nodes={n: n for n in dict.fromkeys(nodes)},
+                                             tracer_kwargs=tracer).eval()
     # torchvision's tracer is left in a reference cycle that holds the whole model: collect it now, so
     # that the layers the extractor does not run go when the caller drops the model.
     gc.collect()
@@ -468,7 +542,7 @@ def build_extractor(spec: BackboneSpec, weights: Weights, pooling: Pooling | str
     run are freed (for pool5, VGG16's classifier)."""
     import torch
 
-    extractor = feature_extractor(build_model(spec, weights, pooling), nodes)
+    extractor = feature_extractor(build_model(spec, weights, pooling), nodes, spec.tracer())
     return extractor.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
 
 
@@ -558,25 +632,31 @@ def receptive_fields(extractor: torch.fx.GraphModule) -> dict[str, tuple[int | N
 
 
 def _module_parameters(model: torch.nn.Module, name: str) -> int:
+    """The parameters of module ``name``, or of parameter ``name``."""
     try:
         return sum(p.numel() for p in model.get_submodule(name).parameters())
-    except AttributeError:  # a functional node (no module of its own), or a node named after a reused module
-        return 0
+    except AttributeError:  # a parameter, a functional node (no module of its own), or a node named after a reused module
+        try:
+            return model.get_parameter(name).numel()
+        except AttributeError:
+            return 0
 
 
-def describe_layers(spec: BackboneSpec, crop: int | None = None) -> tuple[list[LayerInfo], int]:
-    """Every named layer with its output shape (one image), own parameter count, receptive field and
-    stride; plus the total parameter count."""
+def describe_layers(spec: BackboneSpec, crop: int | None = None,
+                    every_node: bool = False) -> tuple[list[LayerInfo], int]:
+    """Every named layer (``every_node``: and every node of the graph) with its output shape (one image), own
+    parameter count, receptive field and stride; plus the total parameter count."""
     import torch
 
+    layers = {**spec.layers, **graph_layers(spec)} if every_node else spec.layers
     model = build_model(spec, Weights(WeightsSource.RANDOM))
-    extractor = feature_extractor(model, [layer.node for layer in spec.layers.values()])
+    extractor = feature_extractor(model, [layer.node for layer in layers.values()], spec.tracer())
     geometry = receptive_fields(extractor)
     size = crop or spec.preprocessing.crop
     with torch.inference_mode():
         outputs = extractor(torch.zeros(1, 3, size, size))
     infos = []
-    for name, layer in spec.layers.items():
+    for name, layer in layers.items():
         params = sum(_module_parameters(model, module) for module in layer.own_modules)
         infos.append(LayerInfo(name, layer.node, tuple(outputs[layer.node].shape[1:]), params, *geometry[layer.node]))
     return infos, sum(p.numel() for p in model.parameters())

@@ -34,7 +34,7 @@ import numpy as np
 
 from transfer.core.console import warn
 from transfer.core.errors import DamagedFile, UserError
-from transfer.core.files import move_aside
+from transfer.core.files import move_aside, safe_name
 from transfer.core.keys import VERSIONS, KeyKind, content_key
 from transfer.core.paths import ARTIFACT_FOLDERS, CacheFolder
 from transfer.data.datasets import SPLITS, ImageDataset
@@ -54,16 +54,19 @@ class ExtractionKey:
     precision: str  # resolved: fp32 | bf16
     preprocessing: Preprocessing
 
+    def fields(self) -> dict:
+        return {**asdict(self), "preprocessing": self.preprocessing.key_fields()}
+
     def as_dict(self) -> dict:
-        return {"format": VERSIONS[KeyKind.FEATURES], **asdict(self)}
+        return {"format": VERSIONS[KeyKind.FEATURES], **self.fields()}
 
     @property
     def digest(self) -> str:
-        return content_key(KeyKind.FEATURES, **asdict(self))
+        return content_key(KeyKind.FEATURES, **self.fields())
 
     @property
     def filename(self) -> str:
-        label = "-".join(filter(None, (self.backbone, shown_pooling(self.backbone, self.pooling), self.precision)))
+        label = "-".join(filter(None, (safe_name(self.backbone), shown_pooling(self.backbone, self.pooling), self.precision)))
         return f"{label}-{self.digest}.h5"
 
     @property
@@ -72,9 +75,9 @@ class ExtractionKey:
         return f"{self.backbone}-{self.pooling}-{self.precision}-{self.digest}.h5"
 
 
-def layer_key(layer: str, spatial: str, is_spatial: bool) -> str:
-    """Name of a layer's dataset: the spatial reduction is part of it unless it is plain flattening."""
-    return f"{layer}:{spatial}" if is_spatial and spatial != "flatten" else layer
+def layer_key(layer: str, reduction: str) -> str:
+    """Name of a layer's dataset: its reduction (of maps or tokens) is part of it unless it is plain flattening."""
+    return layer if reduction == "flatten" else f"{layer}:{reduction}"
 
 
 def _versions() -> dict[str, str]:

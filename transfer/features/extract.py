@@ -15,7 +15,7 @@ from transfer.core.device import resolve_device, resolve_precision
 from transfer.core.errors import DamagedFile, UserError
 from transfer.core.memory import KeptHeap, keep_freed_memory, peak_rss_mb, release_freed_memory
 from transfer.data.datasets import SPLITS, ImageDataset, Sample
-from transfer.features.backbones import BackboneSpec, Weights, build_extractor, get_backbone, weights_id
+from transfer.features.backbones import BackboneSpec, Weights, build_extractor, weights_id
 from transfer.features.cache import (
     ExtractionKey,
     FeatureCache,
@@ -23,11 +23,11 @@ from transfer.features.cache import (
     LayerFeatures,
     complete_layers,
     extraction_summary,
-    layer_key,
     read_features,
     recover,
 )
 from transfer.features.forward import make_loader, network_batches
+from transfer.features.registry import get_backbone
 from transfer.features.spec import FeatureSpec, RunOptions
 
 
@@ -57,11 +57,7 @@ def resolve(features: FeatureSpec, cache_dir: Path, device: str = "auto") -> Res
         precision=resolve_precision(features.precision, device),
         preprocessing=preprocessing,
     )
-    layer_keys = {
-        layer_key(name, features.spatial, spec.layers[name].spatial): spec.layers[name].node
-        for name in features.layers
-    }
-    return Resolved(spec, weights, key, layer_keys, device, FeatureCache(cache_dir).path_for(key))
+    return Resolved(spec, weights, key, features.layer_nodes(), device, FeatureCache(cache_dir).path_for(key))
 
 
 @dataclass
@@ -164,7 +160,7 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
         # for as long as they live: hand them back first.
         release_freed_memory()
         loader = make_loader(paths, resolved.key.preprocessing, resolved.device, options.batch_size, options.workers)
-        yield from network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.spatial)
+        yield from network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.reduction())
 
     yield lambda segments: [batches(paths, nodes) for paths, nodes in segments]  # each starts when iterated
 
@@ -210,7 +206,7 @@ def extract_command(dataset: ImageDataset, features: FeatureSpec, layers: list[s
     parts = ["transfer extract", f"--data {shlex.quote(str(dataset.root))}", f"--layer {','.join(layers)}"]
     if Path(cache_dir).resolve() != default_cache_dir().resolve():
         parts.append(f"--cache-dir {shlex.quote(str(cache_dir))}")
-    for name in ("backbone", "weights", "spatial", "pooling", "precision", "image_size", "views"):
+    for name in ("backbone", "weights", "spatial", "tokens", "pooling", "precision", "image_size", "views"):
         value = getattr(features, name)
         if value != getattr(defaults, name):
             parts.append(f"--{name.replace('_', '-')} {value}")

@@ -4,22 +4,40 @@ one float32 array per requested layer."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from transfer.core.choices import View
+from transfer.core.choices import Spatial, Tokens, View
 from transfer.core.device import default_workers, fp32_means_fp32
 from transfer.data.images import UnreadableImage, read_image
 from transfer.features.backbones import Preprocessing
 
 
-def _reduce(output, spatial: str):
-    if output.dim() == 2:
-        return output
-    if spatial == "avg":
-        return output.mean(dim=(2, 3))
-    if spatial == "max":
-        return output.amax(dim=(2, 3))
-    return output.flatten(1)
+@dataclass(frozen=True)
+class Reduction:
+    """How a layer's output becomes one vector per image: maps (C×H×W) by ``spatial``, a transformer's
+    tokens (T×D) by ``tokens``, after ``prefix_tokens`` tokens that are not patches (the class token first)."""
+
+    spatial: str = Spatial.FLATTEN
+    tokens: str | None = None  # None: the class token
+    prefix_tokens: int = 0
+
+    def __call__(self, output):
+        import torch
+
+        if output.dim() == 3:
+            if self.tokens == Tokens.MEAN:
+                return output[:, self.prefix_tokens:].mean(dim=1)
+            if self.tokens == Tokens.CLS_MEAN:
+                return torch.cat([output[:, 0], output[:, self.prefix_tokens:].mean(dim=1)], dim=1)
+            return output[:, 0]
+        if output.dim() == 2:
+            return output
+        if self.spatial == Spatial.AVG:
+            return output.mean(dim=(2, 3))
+        if self.spatial == Spatial.MAX:
+            return output.amax(dim=(2, 3))
+        return output.flatten(1)
 
 
 class ImageFiles:
@@ -54,7 +72,7 @@ def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, ba
     )
 
 
-def network_batches(extractor, loader, device: str, precision: str, nodes: dict[str, str], spatial: str):
+def network_batches(extractor, loader, device: str, precision: str, nodes: dict[str, str], reduce: Reduction):
     """Yields ({layer key: float32 array}, readable mask, seconds spent waiting for the loader) per batch."""
     import torch
 
@@ -71,6 +89,6 @@ def network_batches(extractor, loader, device: str, precision: str, nodes: dict[
         # The modes are entered per batch, never held across a yield: the caller may train on the output.
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             outputs = extractor(images.flatten(0, 1).to(device, non_blocking=True, memory_format=torch.channels_last))
-            arrays = {lk: _reduce(outputs[node], spatial).float().unflatten(0, (count, views)).mean(1).cpu().numpy()
+            arrays = {lk: reduce(outputs[node]).float().unflatten(0, (count, views)).mean(1).cpu().numpy()
                       for lk, node in nodes.items()}
         yield arrays, ok.numpy().astype(bool), waited

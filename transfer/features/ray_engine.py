@@ -59,7 +59,8 @@ def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str
         """One per Ray actor: builds the network once, then turns a batch of image paths into features."""
 
         def __init__(self) -> None:
-            from transfer.features.backbones import Weights, build_extractor, get_backbone
+            from transfer.features.backbones import Weights, build_extractor
+            from transfer.features.registry import get_backbone
 
             self.extractor = build_extractor(get_backbone(features.backbone), Weights.parse(features.weights),
                                              features.pooling, list(nodes.values()), device)
@@ -71,7 +72,7 @@ def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str
 
             files = ImageFiles([Path(p) for p in json.loads(batch["paths"][0])], key.preprocessing)
             images = default_collate([files[i] for i in range(len(files))])  # as the local DataLoader does
-            ((arrays, ok, _),) = network_batches(self.extractor, [images], device, key.precision, nodes, features.spatial)
+            ((arrays, ok, _),) = network_batches(self.extractor, [images], device, key.precision, nodes, features.reduction())
             return {"ok": ok[None], **{f"layer{i}": arrays[layer][None] for i, layer in enumerate(nodes)}}
 
     return NetworkActor

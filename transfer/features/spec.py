@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transfer.core.choices import Device, Engine, Pooling, Precision, Spatial, View
+from transfer.core.choices import Device, Engine, Pooling, Precision, Spatial, Tokens, View
 from transfer.core.config import ConfigError, choice, require
-from transfer.features.backbones import check_layers, check_pooling, get_backbone
+from transfer.features.backbones import check_pooling
+from transfer.features.cache import layer_key
+from transfer.features.forward import Reduction
+from transfer.features.registry import get_backbone
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +26,7 @@ class FeatureSpec:
     color: bool = False
     image_size: int | None = None  # centre-crop size; None: the backbone's own (224)
     views: View = View.CENTRE  # test-time augmentation: the features are the mean over these views
+    tokens: Tokens | None = None  # a transformer's token layers; None: the class token (the patches' mean without one)
 
     def __post_init__(self) -> None:
         spec = get_backbone(self.backbone)
@@ -31,10 +35,41 @@ class FeatureSpec:
         object.__setattr__(self, "pooling", choice(Pooling, self.pooling, "pooling"))
         object.__setattr__(self, "precision", choice(Precision, self.precision, "precision"))
         object.__setattr__(self, "views", choice(View, self.views, "views"))
-        check_layers(spec, self.layers)
         check_pooling(spec, self.pooling)
         require(self.image_size is None or self.image_size >= 32, "image_size",
                 f"image_size must be at least 32, got {self.image_size}")
+        require(self.image_size in (None, spec.preprocessing.crop) or not spec.fixed_input_size, "image_size",
+                f"{spec.name} takes {spec.preprocessing.crop}×{spec.preprocessing.crop} images only (its position "
+                f"embeddings are of that size): leave image_size out")
+        layers = [spec.layer(name) for name in self.layers]
+        token_layers = [name for name, layer in zip(self.layers, layers) if layer.tokens]
+        shown = ", ".join(self.layers)
+        if self.tokens is not None:
+            require(bool(token_layers), "tokens", f"--tokens reduces a transformer's token outputs (tokens × width); "
+                                                  f"{shown} of {spec.name} give none")
+            object.__setattr__(self, "tokens", choice(Tokens, self.tokens, "tokens"))
+        elif token_layers:
+            object.__setattr__(self, "tokens", Tokens.CLS if spec.prefix_tokens else Tokens.MEAN)
+        require(self.tokens not in (Tokens.CLS, Tokens.CLS_MEAN) or spec.prefix_tokens > 0, "tokens",
+                f"{spec.name} has no class token: use --tokens mean")
+        require(self.spatial == Spatial.FLATTEN or not token_layers, "spatial",
+                f"--spatial reduces a CNN's maps; {', '.join(token_layers)} of {spec.name} give tokens: use --tokens "
+                f"{'|'.join(Tokens)}")
+        require(self.spatial == Spatial.FLATTEN or any(layer.spatial for layer in layers), "spatial",
+                f"--spatial {self.spatial} reduces maps (channels × height × width); {shown} of {spec.name} give vectors")
+
+    def layer_nodes(self) -> dict[str, str]:
+        """Each layer's key in the cache (its name, with the reduction where there is a choice) -> its graph node."""
+        spec = get_backbone(self.backbone)
+        nodes = {}
+        for name in self.layers:
+            layer = spec.layer(name)
+            reduced = self.tokens if layer.tokens else self.spatial if layer.spatial else Spatial.FLATTEN
+            nodes[layer_key(name, str(reduced))] = layer.node
+        return nodes
+
+    def reduction(self) -> Reduction:
+        return Reduction(self.spatial, self.tokens, get_backbone(self.backbone).prefix_tokens)
 
 
 def distinguishing(features: dict) -> dict:

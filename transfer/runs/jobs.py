@@ -410,7 +410,8 @@ def store_or_default(store: ResultsStore | None, cache_dir: Path) -> ResultsStor
 
 
 def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: EndToEnd, store, progress) -> HeadOutcome:
-    from transfer.features.backbones import Weights, build_model, get_backbone
+    from transfer.features.backbones import Weights, build_model
+    from transfer.features.registry import get_backbone
 
     resolved = resolve(replace(features, layers=(spec.input_layer(features.backbone),)), cache_dir, options.device)
     backbone = get_backbone(features.backbone)

@@ -20,8 +20,9 @@ from transfer.core.config import as_plain
 from transfer.core.device import resolve_device
 from transfer.core.errors import UserError
 from transfer.descriptors.settings import BowConfig, FisherConfig
-from transfer.features.backbones import Preprocessing, Weights, build_extractor, build_model, get_backbone, weights_id
-from transfer.features.forward import make_loader, network_batches
+from transfer.features.backbones import Preprocessing, Weights, build_extractor, build_model, weights_id
+from transfer.features.forward import Reduction, make_loader, network_batches
+from transfer.features.registry import get_backbone
 
 MODEL_FORMAT = 2  # 1: joblib pickles (refused: loading them could run code)
 Fields = dict[str, tuple[str, ...]]  # a payload's fields, each with the keys it must hold when it is a dict
@@ -52,14 +53,14 @@ def _preprocessing(key: dict):
     return replace(Preprocessing(**prep), mean=tuple(prep["mean"]), std=tuple(prep["std"]))
 
 
-def _forward(network, nodes: dict[str, str], spatial: str, key: dict, paths: list[Path], device: str,
+def _forward(network, nodes: dict[str, str], reduce: Reduction, key: dict, paths: list[Path], device: str,
              batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Images through ``network`` (on ``device``, returning a dict of node outputs), with the preprocessing
     of extraction ``key``: each node's output for the readable images, in the order of ``nodes``; the readable mask."""
     loader = make_loader(paths, _preprocessing(key), device, batch_size, workers=0)
     parts: list[list[np.ndarray]] = [[] for _ in nodes]
     oks = []
-    for arrays, ok, _ in network_batches(network, loader, device, key["precision"], nodes, spatial):
+    for arrays, ok, _ in network_batches(network, loader, device, key["precision"], nodes, reduce):
         for part, name in zip(parts, nodes):
             part.append(arrays[name][ok])
         oks.append(ok)
@@ -98,10 +99,11 @@ class Extraction:
             raise UserError(f"the weights this model was trained on ({key['weights']}) are not the ones found now "
                             f"({weights_id(spec, weights)}); the features would not match")
         device = resolve_device(device)
-        nodes = {layer_key: spec.layers[layer].node
+        nodes = {layer_key: spec.layer(layer).node
                  for layer_key, layer in zip(self.layer_key.split(COMBINED), self.features["layers"])}
         extractor = build_extractor(spec, weights, key["pooling"], list(nodes.values()), device)
-        return _forward(extractor, nodes, self.features["spatial"], key, paths, device, batch_size)
+        reduce = Reduction(self.features["spatial"], self.features.get("tokens"), spec.prefix_tokens)
+        return _forward(extractor, nodes, reduce, key, paths, device, batch_size)
 
 
 def _cnn_features(extractions: tuple[Extraction, ...], paths: list[Path], device: str,
@@ -374,7 +376,7 @@ class NetworkModel(ModelFile):
         model.load_state_dict(state_tensors(self.state))
         device = resolve_device(device)
         model = model.eval().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
-        (logits,), ok = _forward(lambda x: {"logits": model(x)}, {"logits": "logits"}, "flatten", key, paths, device, batch_size)
+        (logits,), ok = _forward(lambda x: {"logits": model(x)}, {"logits": "logits"}, Reduction(), key, paths, device, batch_size)
         return torch.softmax(torch.as_tensor(logits), dim=1).numpy(), ok
 
     def outputs(self) -> int | None:

@@ -495,7 +495,7 @@ def study_weights(study: Study, overrides: Overrides) -> dict[str, str]:
 
 
 def _weights_problems(backbones) -> dict[str, str]:
-    from transfer.features.backbones import get_backbone
+    from transfer.features.registry import get_backbone
 
     missing: dict[str, str] = {}
     for backbone in dict.fromkeys(backbones):

@@ -17,14 +17,14 @@ from transfer.classifiers.heads import DEFAULT_HEAD, HeadSpec
 from transfer.classifiers.scratch import SCRATCH_TRAIN, ScratchConfig
 from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
 from transfer.classifiers.training import TrainConfig
-from transfer.core.choices import Device, Engine, Kernel, Optimizer, Pooling, Precision, Schedule, Spatial, View
+from transfer.core.choices import Device, Engine, Kernel, Optimizer, Pooling, Precision, Schedule, Spatial, Tokens, View
 from transfer.core.config import choice
 from transfer.core.errors import UserError
 from transfer.core.files import confined, safe_name
 from transfer.core.paths import REPORTS_DIR
 from transfer.data.datasets import DEFAULT_TRAIN_PER_CLASS, SplitPolicy
 from transfer.descriptors.settings import HISTOGRAM_C_GRID, BowConfig, FisherConfig, SiftConfig, VocabularyConfig
-from transfer.features.backbones import BACKBONES
+from transfer.features.registry import get_backbone
 from transfer.features.spec import FeatureSpec, RunOptions
 
 
@@ -62,6 +62,7 @@ class FeaturesSection:
     layers: list[str] = field(default_factory=list)  # empty: the backbone's default layer
     poolings: list[str] = field(default_factory=_listed([str(FeatureSpec.pooling)]))
     spatial: str = str(FeatureSpec.spatial)
+    tokens: str = ""  # a transformer's token layers: cls, mean or cls+mean ("": FeatureSpec's default)
     precision: str = str(FeatureSpec.precision)
     color: bool = FeatureSpec.color
     image_size: int = 0  # 0: the backbone's own crop
@@ -280,7 +281,8 @@ def feature_spec(entry: FeaturesSection, pooling: str, layers=None, spatial: str
                        layers=tuple(entry.layers if layers is None else layers),
                        spatial=choice(Spatial, entry.spatial if spatial is None else spatial, "spatial"),
                        pooling=choice(Pooling, pooling, "pooling"), precision=choice(Precision, entry.precision, "precision"),
-                       color=entry.color, image_size=entry.image_size or None, views=choice(View, entry.views, "views"))
+                       color=entry.color, image_size=entry.image_size or None, views=choice(View, entry.views, "views"),
+                       tokens=choice(Tokens, entry.tokens, "tokens") if entry.tokens else FeatureSpec.tokens)
 
 
 def combined_parts(study: Study, section: CombineSection, weights: str | None = None) -> list:
@@ -504,9 +506,12 @@ def load_study(path: Path) -> Study:
     study = Study(path=path, study=sections["study"] or StudySection(), **{k: v for k, v in sections.items() if k != "study"})
     if not study.study.name:
         study.study.name = path.stem
-    for entry in study.features:  # an unknown backbone is reported by the check below
-        if not entry.layers and entry.backbone in BACKBONES:
-            entry.layers = [BACKBONES[entry.backbone].default_layer]
+    for entry in study.features:
+        if not entry.layers:
+            try:
+                entry.layers = [get_backbone(entry.backbone).default_layer]
+            except UserError:  # an unknown backbone: reported by the check below
+                pass
     _check(study, problems)
     problems.raise_if_any()
     return study
