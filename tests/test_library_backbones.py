@@ -180,3 +180,51 @@ def test_the_preprocessing_is_the_librarys_own(small_data, backbone):
     else:
         theirs = torchvision.models.get_model_weights(name).DEFAULT.transforms()
     assert torch.allclose(spec.preprocessing.transform()(image), theirs(image), atol=1e-6)
+
+
+def test_pretrained_weights_in_the_hub_cache_are_used_without_a_network(tmp_path, monkeypatch):
+    import huggingface_hub
+    from safetensors.torch import save_file
+
+    spec = get_backbone("timm:resnet18")
+    published = {name: value + 1 if value.is_floating_point() else value
+                 for name, value in build_model(spec, Weights.parse("random")).state_dict().items()}
+    repo = tmp_path / f"models--{spec.weights_name.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    save_file(published, repo / "snapshots" / "abc123" / "model.safetensors")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("transfer.features.sources.from_timm.reachable", lambda url: pytest.fail(f"asked {url}"))
+    assert spec.imagenet_missing() is None
+    loaded = build_model(spec, Weights.parse("pretrained")).state_dict()
+    assert torch.equal(loaded["conv1.weight"], published["conv1.weight"])
+    assert weights_id(spec, Weights.parse("imagenet")) == "imagenet:timm/resnet18.a1_in1k"
+
+
+def test_a_study_on_a_library_transformer_reads_tokens_and_trains_a_head(tmp_path, small_data, cache_dir):
+    study = tmp_path / "vit.toml"
+    study.write_text(f"""
+[data]
+path = "{small_data}"
+
+[[features]]
+backbone = "{VIT}"
+weights = "random"
+layers = ["pre_logits", "stage12"]
+tokens = "cls+mean"
+
+[svm]
+c_grid = [0.1, 1]
+cv = 2
+
+[heads]
+names = ["fc"]
+epochs = 2
+""")
+    result = runner.invoke(app, ["run", str(study), "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    assert "4 stage(s)" in result.output and "4 ran" in result.output
+    dataset = load_dataset(small_data)
+    (path,) = cache_dir.glob("timm_vit_tiny_patch16_224-*.h5")
+    assert read_features(path, "stage12:cls+mean", dataset).splits["train"].features.shape == (12, 384)

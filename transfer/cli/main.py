@@ -358,7 +358,7 @@ def report(
 @app.command()
 def finetune(
     data: DataOpt = None,
-    head: Annotated[str, typer.Option(help="fcN: a new last layer on relu7 (VGG16) or avgpool (Lite0), N = classes; mlp:1024,1024: a new classifier on flattened pool5.")] = DEFAULT_HEAD,
+    head: Annotated[str, typer.Option(help="fcN: a new last layer on relu7 (VGG16), avgpool (Lite0) or pre_logits (timm, torchvision models), N = classes; mlp:1024,1024: a new classifier on flattened pool5 (VGG16), on those features elsewhere.")] = DEFAULT_HEAD,
     dropout: Annotated[float, typer.Option(help="Dropout after each hidden layer of an MLP head.")] = HeadSpec.dropout,
     optimizer: Annotated[str, typer.Option(help="sgd (with momentum) or adam; a comma list tries each, chosen on the validation part.")] = str(TrainConfig.optimizer),
     lr: Annotated[str, typer.Option(help="Learning rate; a comma list tries each (with every optimizer), chosen on the validation part.")] = _listed([TrainConfig.lr]),
@@ -370,7 +370,7 @@ def finetune(
     batch_size: Annotated[int, typer.Option(help="Training batch size (also the extraction batch size).")] = TrainConfig.batch_size,
     val_fraction: Annotated[float, typer.Option(help="Stratified part of the training split used for early stopping and the best epoch.")] = TrainConfig.val_fraction,
     seed: Annotated[int, typer.Option(help="Seed of the validation split, initialisation and batch order.")] = TrainConfig.seed,
-    unfreeze: Annotated[str | None, typer.Option(help="Train these backbone layers too, end to end from images with random crops and flips: fc6,fc7, conv5 or all (VGG16); all (Lite0). [default: frozen, from cached features]")] = None,
+    unfreeze: Annotated[str | None, typer.Option(help="Train these backbone layers too, end to end from images with random crops and flips: fc6,fc7, conv5 or all (VGG16); all (Lite0); stageK (stage K onward) or all (timm, torchvision models). [default: frozen, from cached features]")] = None,
     backbone_lr_scale: Annotated[float, typer.Option(help="With --unfreeze: learning rate of the backbone layers relative to the head's.")] = EndToEnd.backbone_lr_scale,
     workers: Annotated[int | None, typer.Option(help="With --unfreeze: image-loading processes.")] = None,
     backbone: BackboneOpt = FeatureSpec.backbone,

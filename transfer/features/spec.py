@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from transfer.core.choices import Device, Engine, Pooling, Precision, Spatial, Tokens, View
 from transfer.core.config import ConfigError, choice, require
@@ -57,6 +57,14 @@ class FeatureSpec:
                 f"{'|'.join(Tokens)}")
         require(self.spatial == Spatial.FLATTEN or any(layer.spatial for layer in layers), "spatial",
                 f"--spatial {self.spatial} reduces maps (channels × height × width); {shown} of {spec.name} give vectors")
+
+    def for_layers(self, layers: tuple[str, ...], plain: bool = False) -> FeatureSpec:
+        """This selection on ``layers``, its reductions of maps and tokens kept where those layers take them
+        (``plain``: never; the layers heads read are vectors)."""
+        found = [get_backbone(self.backbone).layer(name) for name in layers]
+        spatial = self.spatial if not plain and any(layer.spatial for layer in found) else Spatial.FLATTEN
+        tokens = self.tokens if not plain and any(layer.tokens for layer in found) else None
+        return replace(self, layers=tuple(layers), spatial=spatial, tokens=tokens)
 
     def layer_nodes(self) -> dict[str, str]:
         """Each layer's key in the cache (its name, with the reduction where there is a choice) -> its graph node."""

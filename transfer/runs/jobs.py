@@ -25,7 +25,7 @@ from transfer.classifiers.svm import (
 )
 from transfer.classifiers.training import Compute, TrainConfig, TrainingResult, check_validation_split
 from transfer.core.archive import SKOPS_SUFFIX, state_arrays
-from transfer.core.choices import Method, Norm, Spatial
+from transfer.core.choices import Method, Norm
 from transfer.core.device import resolve_device
 from transfer.core.errors import UserError
 from transfer.core.files import safe_name
@@ -233,7 +233,7 @@ def _svm_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str
         loaded = [load_layer(dataset, features, cache_dir, layer) for layer in layers]
         resolved = loaded[0][0]
         blocks += [layer_data for _, layer_data in loaded]
-        one = replace(features, layers=tuple(key.split(":")[0] for key in layers))
+        one = features.for_layers(tuple(key.split(":")[0] for key in layers))
         entries.append((resolved, one, Extraction(features=asdict(one), layer_key=COMBINED.join(layers),
                                                   extraction_key=resolved.key.as_dict())))
     data = _side_by_side(blocks)
@@ -362,7 +362,7 @@ def run_head(
             raise UserError("--unfreeze trains one setting at a time: give a single --optimizer and --lr")
         return _run_end_to_end(dataset, features, spec, candidates[0], cache_dir, options, end_to_end, store, progress)
     layer = spec.input_layer(features.backbone)
-    feature_spec = replace(features, layers=(layer,), spatial=Spatial.FLATTEN)
+    feature_spec = features.for_layers((layer,), plain=True)
     extraction = extract(dataset, feature_spec, cache_dir, options)  # a no-op when cached
     resolved, data = load_layer(dataset, feature_spec, cache_dir, layer, options)
     train, test = data.splits["train"], data.splits["test"]
@@ -413,7 +413,7 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     from transfer.features.backbones import Weights, build_model
     from transfer.features.registry import get_backbone
 
-    resolved = resolve(replace(features, layers=(spec.input_layer(features.backbone),)), cache_dir, options.device)
+    resolved = resolve(features.for_layers((spec.input_layer(features.backbone),), plain=True), cache_dir, options.device)
     backbone = get_backbone(features.backbone)
     weights = Weights.parse(features.weights)
     model = build_model(backbone, weights, features.pooling)

@@ -110,8 +110,8 @@ class PlanContext:
     store: ResultsStore
     reports_dir: Path
 
-    def feature_spec(self, entry: FeaturesSection, pooling: str, layers: tuple[str, ...], spatial: str):
-        return feature_spec(entry, pooling, layers, spatial, self.overrides.weights)
+    def feature_spec(self, entry: FeaturesSection, pooling: str, layers: tuple[str, ...], plain: bool = False):
+        return feature_spec(entry, pooling, layers, self.overrides.weights, plain)
 
     def head_spec(self, head: str):
         return head_spec(self.study, head, len(self.dataset.classes))
@@ -199,9 +199,9 @@ def _extraction(context: PlanContext, entry: FeaturesSection, pooling: str) -> _
     head_layers: tuple[str, ...] = ()
     if heads is not None and pooling == heads.pooling:
         head_layers = tuple(dict.fromkeys(context.head_spec(name).input_layer(entry.backbone) for name in heads.names))
-    specs = [context.feature_spec(entry, pooling, tuple(entry.layers), entry.spatial)]
-    if head_layers and entry.spatial != "flatten":
-        specs.append(context.feature_spec(entry, pooling, head_layers, "flatten"))
+    specs = [context.feature_spec(entry, pooling, tuple(entry.layers))]
+    if head_layers and (entry.spatial != FeatureSpec.spatial or entry.tokens):
+        specs.append(context.feature_spec(entry, pooling, head_layers, plain=True))
     elif head_layers:
         specs[0] = replace(specs[0], layers=tuple(dict.fromkeys(entry.layers + list(head_layers))))
     # What tells this entry's features from another's of the same backbone, in every stage name.
@@ -251,7 +251,7 @@ def _svm(context: PlanContext, extraction: _Extraction, layers: tuple[str, ...])
 
     svm = context.study.svm
     assert svm is not None
-    these = replace(extraction.features, layers=layers)
+    these = extraction.features.for_layers(layers)
     grid = grid_config(context.study, svm)
     norms = svm_norm(svm)
 
@@ -301,7 +301,7 @@ def _head(context: PlanContext, entry: FeaturesSection, pooling: str, head: str,
     spec = context.head_spec(head)
     configs = train_configs(context.study)
     layer = spec.input_layer(entry.backbone)
-    features = context.feature_spec(entry, pooling, (layer,), "flatten")
+    features = context.feature_spec(entry, pooling, (layer,), plain=True)
     name = f"head {entry.backbone}{extraction.variant}/{spec.name}"
 
     def check() -> State:

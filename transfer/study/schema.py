@@ -275,14 +275,16 @@ def split_policy(data: DataSection):
                        test_per_class=data.test_per_class or None)
 
 
-def feature_spec(entry: FeaturesSection, pooling: str, layers=None, spatial: str | None = None,
-                 weights: str | None = None):
+def feature_spec(entry: FeaturesSection, pooling: str, layers=None, weights: str | None = None, plain: bool = False):
+    """The entry's features at ``pooling``, of ``layers`` (None: its own); ``plain``: without the entry's
+    reductions of maps and tokens (the layers heads read are vectors already)."""
+    tokens = choice(Tokens, entry.tokens, "tokens") if entry.tokens and not plain else FeatureSpec.tokens
     return FeatureSpec(backbone=entry.backbone, weights=weights or entry.weights,
                        layers=tuple(entry.layers if layers is None else layers),
-                       spatial=choice(Spatial, entry.spatial if spatial is None else spatial, "spatial"),
+                       spatial=FeatureSpec.spatial if plain else choice(Spatial, entry.spatial, "spatial"),
                        pooling=choice(Pooling, pooling, "pooling"), precision=choice(Precision, entry.precision, "precision"),
                        color=entry.color, image_size=entry.image_size or None, views=choice(View, entry.views, "views"),
-                       tokens=choice(Tokens, entry.tokens, "tokens") if entry.tokens else FeatureSpec.tokens)
+                       tokens=tokens)
 
 
 def combined_parts(study: Study, section: CombineSection, weights: str | None = None) -> list:

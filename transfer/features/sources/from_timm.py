@@ -26,11 +26,12 @@ def _tracer() -> dict:
     return {"leaf_modules": list(get_notrace_modules()), "autowrap_functions": list(get_notrace_functions())}
 
 
-def _cached(hub_id: str) -> bool:
+def _cached_file(hub_id: str) -> str | None:
+    """The weights file of ``hub_id`` in the Hugging Face hub cache, if it is there."""
     from huggingface_hub import try_to_load_from_cache
 
-    return any(isinstance(try_to_load_from_cache(hub_id, file), str)
-               for file in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    found = (try_to_load_from_cache(hub_id, file) for file in ("model.safetensors", "pytorch_model.bin"))
+    return next((path for path in found if isinstance(path, str)), None)
 
 
 def describe(name: str) -> LibraryModel:
@@ -46,15 +47,21 @@ def describe(name: str) -> LibraryModel:
     crop = int(cfg["input_size"][-1])
 
     def missing() -> str | None:
-        if hub_id and _cached(hub_id):
+        if hub_id and _cached_file(hub_id):
             return None
         problem = reachable(HUB if hub_id else cfg.get("url", ""))
         return None if problem is None else (f"timm:{name}'s pretrained weights ({weights_name}) are not in the "
                                              f"Hugging Face hub cache and cannot be downloaded ({problem})")
 
     def load(target) -> str:
+        # A cached file is read as a local one: the hub client would first ask the network whether it is
+        # current, retrying for most of a minute on a machine without one.
+        cached = _cached_file(hub_id) if hub_id else None
+        problem = None if cached else missing()
+        if problem:
+            raise UserError(f"{problem}. {hint}")
         try:
-            timm.models.load_pretrained(target, pretrained_cfg=cfg)
+            timm.models.load_pretrained(target, pretrained_cfg={**cfg, "file": cached} if cached else cfg)
         except Exception as error:  # no network, a hub error, no weights published for this name
             raise UserError(f"could not load timm:{name}'s pretrained weights {weights_name} "
                             f"({type(error).__name__}: {error}). {hint}") from error
