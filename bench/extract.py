@@ -161,9 +161,9 @@ def layer_profile(precision: str, batch_size: int) -> list[dict]:
 
     keep_freed_memory()
     spec = get_backbone("vgg16")
-    extractor = feature_extractor(build_model(spec, Weights("random")), [spec.layers["relu7"].node])
+    extractor = feature_extractor(build_model(spec, Weights("random")), [spec.taps.layers["relu7"].node])
     extractor = extractor.to(memory_format=torch.channels_last)
-    names = {layer.node: name for name, layer in spec.layers.items()}
+    names = {layer.node: name for name, layer in spec.taps.layers.items()}
     modules = {node: module for node, module in extractor.named_modules() if node and not list(module.children())}
     times: dict[str, list[float]] = {node: [] for node in modules}
     for node, module in modules.items():
@@ -202,7 +202,7 @@ def _backbone_images(backbone: str, paths: list[Path]) -> torch.Tensor:
     from transfer.features.forward import ImageFiles
     from transfer.features.registry import get_backbone
 
-    images = ImageFiles(paths, get_backbone(backbone).preprocessing)
+    images = ImageFiles(paths, get_backbone(backbone).pretrained.preprocessing)
     return torch.cat([images[i][0] for i in range(len(images))])
 
 
@@ -237,7 +237,7 @@ def backbone_gflop_per_image(backbone: str) -> float:
     spec = get_backbone(backbone)
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        build_model(spec, Weights("random"))(torch.zeros(1, 3, spec.preprocessing.crop, spec.preprocessing.crop))
+        build_model(spec, Weights("random"))(torch.zeros(1, 3, spec.pretrained.preprocessing.crop, spec.pretrained.preprocessing.crop))
     return counter.get_total_flops() / 1e9
 
 

@@ -64,11 +64,11 @@ def main() -> None:
 
     resolved = resolve(spec, Path(args.cache_dir))
     backbone = get_backbone("vgg16")
-    extractor = feature_extractor(build_model(backbone, Weights.parse(args.weights)), [backbone.layers["relu7"].node])
+    extractor = feature_extractor(build_model(backbone, Weights.parse(args.weights)), [backbone.taps.layers["relu7"].node])
     extractor = extractor.to(memory_format=torch.channels_last)
     paths = [dataset.path(s) for s in dataset.samples("train")]
     loader = make_loader(paths, resolved.key.preprocessing, resolved.device, args.batch_size, None)
-    nodes = {"relu7": backbone.layers["relu7"].node}
+    nodes = {"relu7": backbone.taps.layers["relu7"].node}
     labels = iter(np.array_split(train.labels, range(args.batch_size, len(paths), args.batch_size)))
     begun = time.perf_counter()
     one_epoch(head, optimizer, ((torch.as_tensor(arrays["relu7"]), torch.as_tensor(next(labels), dtype=torch.long))

@@ -32,7 +32,7 @@ def main() -> None:
     precision = resolve_precision("auto", "cpu")
     backbone = get_backbone("vgg16")
     model = build_model(backbone, Weights.parse("random"), "max")
-    whole = feature_extractor(model, [backbone.layers["relu7"].node]).to(memory_format=torch.channels_last)
+    whole = feature_extractor(model, [backbone.taps.layers["relu7"].node]).to(memory_format=torch.channels_last)
     prefix = model.features[:4].to(memory_format=torch.channels_last)  # conv1_1, relu, conv1_2, relu
     images = torch.randn(args.batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
 

@@ -49,8 +49,9 @@ def networks_built_once_per_session():
     from transfer.features import backbones
 
     originals = dict(backbones.BACKBONES)
-    backbones.BACKBONES.update({name: dataclasses.replace(spec, build=_built_once(spec.build))
-                                for name, spec in originals.items()})
+    backbones.BACKBONES.update({
+        name: dataclasses.replace(spec, architecture=dataclasses.replace(spec.architecture, build=_built_once(spec.architecture.build)))
+        for name, spec in originals.items()})
     yield
     backbones.BACKBONES.update(originals)
 

@@ -30,7 +30,7 @@ def vgg_random():
 def test_every_vgg16_layer_name_returns_that_torchvision_module_output(vgg_random):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
-    extractor = feature_extractor(vgg_random, [layer.node for layer in VGG.layers.values()])
+    extractor = feature_extractor(vgg_random, [layer.node for layer in VGG.taps.layers.values()])
     with torch.inference_mode():
         outputs = extractor(x)
         # By hand: the Sequential prefixes of torchvision's VGG16.
@@ -39,14 +39,14 @@ def test_every_vgg16_layer_name_returns_that_torchvision_module_output(vgg_rando
         top = torch.flatten(vgg_random.avgpool(features(x)), 1)
         classifier = vgg_random.classifier
         expected.update({f"classifier.{i}": classifier[: i + 1](top) for i in (0, 1, 3, 4, 6)})
-    assert len(VGG.layers) == 13 * 2 + 5 + 5
-    for name, layer in VGG.layers.items():
+    assert len(VGG.taps.layers) == 13 * 2 + 5 + 5
+    for name, layer in VGG.taps.layers.items():
         torch.testing.assert_close(outputs[layer.node], expected[layer.node], msg=name)
     # the names mean what people mean by them
-    assert isinstance(features[int(VGG.layers["conv5_3"].node.split(".")[1])], nn.Conv2d)
-    assert isinstance(features[int(VGG.layers["relu5_3"].node.split(".")[1])], nn.ReLU)
-    assert VGG.layers["relu7"].node == "classifier.4" and VGG.layers["fc8"].node == "classifier.6"
-    assert [VGG.layers[f"pool{i}"].node for i in range(1, 6)] == [f"features.{i}" for i in POOL_INDICES]
+    assert isinstance(features[int(VGG.taps.layers["conv5_3"].node.split(".")[1])], nn.Conv2d)
+    assert isinstance(features[int(VGG.taps.layers["relu5_3"].node.split(".")[1])], nn.ReLU)
+    assert VGG.taps.layers["relu7"].node == "classifier.4" and VGG.taps.layers["fc8"].node == "classifier.6"
+    assert [VGG.taps.layers[f"pool{i}"].node for i in range(1, 6)] == [f"features.{i}" for i in POOL_INDICES]
     # relu7 is exactly "classifier up to its second ReLU" on flattened pool5
     with torch.inference_mode():
         pool5 = outputs["features.30"]
@@ -56,12 +56,12 @@ def test_every_vgg16_layer_name_returns_that_torchvision_module_output(vgg_rando
 
 def test_a_requested_conv_output_survives_the_in_place_relu_after_it_and_the_others_stay_in_place():
     model = build_model(VGG, Weights("random"))
-    conv = VGG.layers["conv4_1"].node
+    conv = VGG.taps.layers["conv4_1"].node
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         expected = model.features[: int(conv.split(".")[1]) + 1](x)
-        outputs = feature_extractor(model, [conv, VGG.layers["relu7"].node])(x)
+        outputs = feature_extractor(model, [conv, VGG.taps.layers["relu7"].node])(x)
     torch.testing.assert_close(outputs[conv], expected)
     assert (outputs[conv] < 0).any()  # pre-activation: the ReLU did not overwrite it
     relus = {name: m for name, m in model.named_modules() if isinstance(m, nn.ReLU)}
@@ -74,7 +74,7 @@ def test_layers_after_the_deepest_requested_node_are_freed_with_the_model():
     classifier = weakref.ref(model.classifier)
     gc.disable()  # as in a long extraction, where the cycle collector may not run for minutes
     try:
-        extractor = feature_extractor(model, [VGG.layers["pool5"].node])
+        extractor = feature_extractor(model, [VGG.taps.layers["pool5"].node])
         del model
         assert classifier() is None
     finally:
@@ -159,7 +159,7 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     from transfer.runs.predict import predict
 
     spec = BACKBONES[backbone]
-    assert (spec.preprocessing.crop, spec.preprocessing.resize) == (crop, crop + 32)
+    assert (spec.pretrained.preprocessing.crop, spec.pretrained.preprocessing.resize) == (crop, crop + 32)
     infos, total = describe_layers(spec, 64)
     assert total == parameters
     assert {info.name: info.shape for info in infos}["avgpool"] == (1280, 1, 1)

@@ -35,7 +35,7 @@ def _cached(small_data: Path, cache_dir: Path, features: FeatureSpec) -> tuple[n
     (key,) = features.layer_nodes()
     split = read_features(outcome.path, key, dataset).splits["train"]
     spec = get_backbone(features.backbone)
-    images = ImageFiles([small_data / path for path in split.paths], spec.preprocessing)
+    images = ImageFiles([small_data / path for path in split.paths], spec.pretrained.preprocessing)
     return split.features, torch.cat([images[i][0] for i in range(len(images))])
 
 
@@ -110,7 +110,7 @@ def test_unknown_names_get_the_closest_matches():
 
 def test_any_graph_node_is_a_layer_and_stages_are_named(small_data, cache_dir):
     spec = get_backbone("torchvision:resnet18")
-    assert [spec.layers[f"stage{i}"].node for i in range(2, 6)] == [f"layer{i}.1.relu_1" for i in range(1, 5)]
+    assert [spec.taps.layers[f"stage{i}"].node for i in range(2, 6)] == [f"layer{i}.1.relu_1" for i in range(1, 5)]
     features = FeatureSpec(backbone="torchvision:resnet18", weights="random", layers=("layer3", "stage4"),
                            spatial="avg", image_size=64, precision="fp32")
     dataset = load_dataset(small_data)
@@ -179,7 +179,7 @@ def test_the_preprocessing_is_the_librarys_own(small_data, backbone):
         theirs = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
     else:
         theirs = torchvision.models.get_model_weights(name).DEFAULT.transforms()
-    assert torch.allclose(spec.preprocessing.transform()(image), theirs(image), atol=1e-6)
+    assert torch.allclose(spec.pretrained.preprocessing.transform()(image), theirs(image), atol=1e-6)
 
 
 def test_pretrained_weights_in_the_hub_cache_are_used_without_a_network(tmp_path, monkeypatch):
@@ -189,14 +189,14 @@ def test_pretrained_weights_in_the_hub_cache_are_used_without_a_network(tmp_path
     spec = get_backbone("timm:resnet18")
     published = {name: value + 1 if value.is_floating_point() else value
                  for name, value in build_model(spec, Weights.parse("random")).state_dict().items()}
-    repo = tmp_path / f"models--{spec.weights_name.replace('/', '--')}"
+    repo = tmp_path / f"models--{spec.pretrained.name.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("abc123")
     (repo / "snapshots" / "abc123").mkdir(parents=True)
     save_file(published, repo / "snapshots" / "abc123" / "model.safetensors")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr("transfer.features.sources.from_timm.reachable", lambda url: pytest.fail(f"asked {url}"))
-    assert spec.imagenet_missing() is None
+    assert spec.pretrained.missing() is None
     loaded = build_model(spec, Weights.parse("pretrained")).state_dict()
     assert torch.equal(loaded["conv1.weight"], published["conv1.weight"])
     assert weights_id(spec, Weights.parse("imagenet")) == "imagenet:timm/resnet18.a1_in1k"

@@ -229,7 +229,7 @@ def test_a_study_names_missing_data_and_weights_in_one_message(tmp_path, monkeyp
 
     from transfer.features.backbones import BACKBONES
 
-    monkeypatch.setitem(BACKBONES, "vgg16", replace(BACKBONES["vgg16"], imagenet_missing=lambda: "no network here"))
+    monkeypatch.setitem(BACKBONES, "vgg16", replace(BACKBONES["vgg16"], pretrained=replace(BACKBONES["vgg16"].pretrained, missing=lambda: "no network here")))
     monkeypatch.setenv("TRANSFER_15SCENE_URL", "file:///nonexistent/archive.zip")
     monkeypatch.delenv("TRANSFER_DATA", raising=False)
     monkeypatch.chdir(tmp_path)

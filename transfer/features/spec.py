@@ -30,7 +30,7 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         spec = get_backbone(self.backbone)
-        object.__setattr__(self, "layers", tuple(self.layers) or (spec.default_layer,))
+        object.__setattr__(self, "layers", tuple(self.layers) or (spec.taps.default,))
         object.__setattr__(self, "spatial", choice(Spatial, self.spatial, "spatial"))
         object.__setattr__(self, "pooling", choice(Pooling, self.pooling, "pooling"))
         object.__setattr__(self, "precision", choice(Precision, self.precision, "precision"))
@@ -38,8 +38,8 @@ class FeatureSpec:
         check_pooling(spec, self.pooling)
         require(self.image_size is None or self.image_size >= 32, "image_size",
                 f"image_size must be at least 32, got {self.image_size}")
-        require(self.image_size in (None, spec.preprocessing.crop) or not spec.fixed_input_size, "image_size",
-                f"{spec.name} takes {spec.preprocessing.crop}×{spec.preprocessing.crop} images only (its position "
+        require(self.image_size in (None, spec.pretrained.preprocessing.crop) or not spec.architecture.fixed_input_size, "image_size",
+                f"{spec.name} takes {spec.pretrained.preprocessing.crop}×{spec.pretrained.preprocessing.crop} images only (its position "
                 f"embeddings are of that size): leave image_size out")
         layers = [spec.layer(name) for name in self.layers]
         token_layers = [name for name, layer in zip(self.layers, layers) if layer.tokens]
@@ -49,8 +49,8 @@ class FeatureSpec:
                                                   f"{shown} of {spec.name} give none")
             object.__setattr__(self, "tokens", choice(Tokens, self.tokens, "tokens"))
         elif token_layers:
-            object.__setattr__(self, "tokens", Tokens.CLS if spec.prefix_tokens else Tokens.MEAN)
-        require(self.tokens not in (Tokens.CLS, Tokens.CLS_MEAN) or spec.prefix_tokens > 0, "tokens",
+            object.__setattr__(self, "tokens", Tokens.CLS if spec.architecture.prefix_tokens else Tokens.MEAN)
+        require(self.tokens not in (Tokens.CLS, Tokens.CLS_MEAN) or spec.architecture.prefix_tokens > 0, "tokens",
                 f"{spec.name} has no class token: use --tokens mean")
         require(self.spatial == Spatial.FLATTEN or not token_layers, "spatial",
                 f"--spatial reduces a CNN's maps; {', '.join(token_layers)} of {spec.name} give tokens: use --tokens "
@@ -77,7 +77,7 @@ class FeatureSpec:
         return nodes
 
     def reduction(self) -> Reduction:
-        return Reduction(self.spatial, self.tokens, get_backbone(self.backbone).prefix_tokens)
+        return Reduction(self.spatial, self.tokens, get_backbone(self.backbone).architecture.prefix_tokens)
 
 
 def distinguishing(features: dict) -> dict:

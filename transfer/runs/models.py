@@ -102,7 +102,7 @@ class Extraction:
         nodes = {layer_key: spec.layer(layer).node
                  for layer_key, layer in zip(self.layer_key.split(COMBINED), self.features["layers"])}
         extractor = build_extractor(spec, weights, key["pooling"], list(nodes.values()), device)
-        reduce = Reduction(self.features["spatial"], self.features.get("tokens"), spec.prefix_tokens)
+        reduce = Reduction(self.features["spatial"], self.features.get("tokens"), spec.architecture.prefix_tokens)
         return _forward(extractor, nodes, reduce, key, paths, device, batch_size)
 
 

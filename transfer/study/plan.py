@@ -499,7 +499,7 @@ def _weights_problems(backbones) -> dict[str, str]:
 
     missing: dict[str, str] = {}
     for backbone in dict.fromkeys(backbones):
-        reason = get_backbone(backbone).imagenet_missing()
+        reason = get_backbone(backbone).pretrained.missing()
         if reason:
             missing[backbone] = reason
     return missing

@@ -511,7 +511,7 @@ def load_study(path: Path) -> Study:
     for entry in study.features:
         if not entry.layers:
             try:
-                entry.layers = [get_backbone(entry.backbone).default_layer]
+                entry.layers = [get_backbone(entry.backbone).taps.default]
             except UserError:  # an unknown backbone: reported by the check below
                 pass
     _check(study, problems)

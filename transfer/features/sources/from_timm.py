@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from transfer.core.errors import UserError
-from transfer.features.backbones import Preprocessing, imagenet_class_names
+from transfer.features.backbones import Preprocessing, PretrainedConfig, imagenet_class_names
 from transfer.features.sources.library import LibraryModel
 from transfer.features.sources.reach import reachable
 
@@ -70,18 +70,17 @@ def describe(name: str) -> LibraryModel:
     hint = (f"On a machine without internet, copy its Hugging Face hub cache folder (models--{hub_id.replace('/', '--')} "
             f"under ~/.cache/huggingface/hub) from a machine that has it, or pass --weights PATH (a {name} state_dict, "
             f".pth or .safetensors)") if hub_id else f"pass --weights PATH (a {name} state_dict, .pth or .safetensors)"
+    preprocessing = Preprocessing(resize=math.floor(crop / cfg.get("crop_pct", 0.875)), crop=crop,
+                                  mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+                                  std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+                                  interpolation=cfg.get("interpolation", "bicubic"))
+    classes = model.num_classes
     return LibraryModel(
         name=f"timm:{name}",
         build=build,
-        load_pretrained=load,
-        pretrained_missing=missing,
-        offline_hint=hint,
-        weights_name=weights_name,
-        preprocessing=Preprocessing(resize=math.floor(crop / cfg.get("crop_pct", 0.875)), crop=crop,
-                                    mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-                                    std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-                                    interpolation=cfg.get("interpolation", "bicubic")),
-        class_names=imagenet_class_names if model.num_classes == 1000 else lambda: [f"class {i}" for i in range(model.num_classes)],
+        pretrained=PretrainedConfig(
+            load=load, missing=missing, offline_hint=hint, preprocessing=preprocessing, name=weights_name,
+            class_names=imagenet_class_names if classes == 1000 else lambda: [f"class {i}" for i in range(classes)]),
         classifier=cfg.get("classifier", ""),
         first_conv=cfg.get("first_conv", ""),
         stages=tuple(info["module"] for info in getattr(model, "feature_info", [])),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transfer.core.errors import UserError
-from transfer.features.backbones import Preprocessing, imagenet_class_names
+from transfer.features.backbones import Preprocessing, PretrainedConfig, imagenet_class_names
 from transfer.features.sources.library import LibraryModel
 from transfer.features.sources.reach import reachable
 
@@ -61,12 +61,9 @@ def describe(name: str) -> LibraryModel:
     return LibraryModel(
         name=f"torchvision:{name}",
         build=build,
-        load_pretrained=load,
-        pretrained_missing=missing,
-        offline_hint=hint,
-        weights_name=weights_name or name,
-        preprocessing=preprocessing,
-        class_names=(lambda: list(categories)) if categories else imagenet_class_names,
+        pretrained=PretrainedConfig(load=load, missing=missing, offline_hint=hint, preprocessing=preprocessing,
+                                    name=weights_name or name,
+                                    class_names=(lambda: list(categories)) if categories else imagenet_class_names),
         prefix_tokens=lambda built: int(getattr(built, "class_token", None) is not None),  # ViTs: the class token
         fixed_input_size=lambda built: hasattr(built, "image_size"),  # ViTs: their position embeddings' size
     )

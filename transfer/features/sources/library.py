@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 from transfer.core.config import ConfigError
 from transfer.features.backbones import (
     RANDOM_SEED,
+    Architecture,
     BackboneSpec,
     Graph,
     Layer,
-    Preprocessing,
+    LayerTaps,
+    PretrainedConfig,
     remember_graph,
     trace_graph,
 )
@@ -32,12 +34,7 @@ class LibraryModel:
 
     name: str  # as users write it: "timm:resnet50"
     build: Callable[[], torch.nn.Module]  # the architecture with random weights
-    load_pretrained: Callable[[torch.nn.Module], str]  # loads the published weights in place, returns their id
-    pretrained_missing: Callable[[], str | None]  # why they cannot be loaded now; None: they can
-    offline_hint: str  # how to provide them on a machine without internet
-    weights_name: str  # the published weights' name (part of the cache key)
-    preprocessing: Preprocessing  # what those weights were evaluated with
-    class_names: Callable[[], list[str]]
+    pretrained: PretrainedConfig  # the published weights, their preprocessing and class names
     classifier: str = ""  # the module giving the class scores; "": the model's last linear layer
     first_conv: str = ""  # the module whose maps `transfer inspect --maps` shows; "": the first convolution
     stages: tuple[str, ...] = ()  # modules (or nodes) whose outputs are stage1 … stageN; (): read off the graph
@@ -132,7 +129,7 @@ def library_backbone(described: LibraryModel) -> BackboneSpec:
         model = described.build().eval()
     tracer = described.tracer()
     graph = _Graph.trace(model, tracer)
-    shapes = trace_graph(model, tracer, described.preprocessing.crop)
+    shapes = trace_graph(model, tracer, described.pretrained.preprocessing.crop)
     classifier = _last_linear(model, described.classifier)
     stages = described.stages or _stages_from_shapes(model, shapes, graph)
     ends = [graph.last_index(stage) for stage in stages]
@@ -146,26 +143,19 @@ def library_backbone(described: LibraryModel) -> BackboneSpec:
     unfreeze = {f"stage{i}": graph.parameters_between(end) for i, end in enumerate(ends[:-1], start=2)}
     spec = BackboneSpec(
         name=described.name,
-        layers=layers,
-        build=described.build,
-        load_imagenet=described.load_pretrained,
-        preprocessing=described.preprocessing,
-        has_pooling_variants=False,
-        default_layer=PRE_LOGITS,
-        logits_layer=LOGITS,
-        first_maps_layer=described.first_conv or _first_conv(model),
-        class_names=described.class_names,
-        imagenet_missing=described.pretrained_missing,
-        offline_hint=described.offline_hint,
-        fc_head_input=PRE_LOGITS,
-        fc_head_module=classifier,
-        mlp_head_input=PRE_LOGITS,
-        mlp_head_module=classifier,
-        unfreeze_groups={**unfreeze, "all": ("",)},
-        weights_name=described.weights_name,
-        prefix_tokens=described.prefix_tokens(model),
-        fixed_input_size=described.fixed_input_size(model),
-        tracer=described.tracer,
+        architecture=Architecture(
+            build=described.build,
+            prefix_tokens=described.prefix_tokens(model),
+            fixed_input_size=described.fixed_input_size(model),
+            tracer=described.tracer,
+            fc_head_input=PRE_LOGITS,
+            fc_head_module=classifier,
+            mlp_head_input=PRE_LOGITS,
+            mlp_head_module=classifier,
+            unfreeze_groups={**unfreeze, "all": ("",)},
+        ),
+        pretrained=described.pretrained,
+        taps=LayerTaps(layers=layers, default=PRE_LOGITS, logits=LOGITS, first_maps=described.first_conv or _first_conv(model)),
     )
     remember_graph(spec, shapes)
     return spec
