@@ -228,6 +228,34 @@ def pipeline_images_per_s(dataset: ImageDataset, backbone: str, cache: Path, bat
     return outcome.images_per_s, resolve(features, cache).key.precision, outcome.loader_wait_seconds / outcome.seconds
 
 
+def parity_cosines(dataset: ImageDataset, backbone: str, cache: Path, batch_size: int) -> dict[str, float]:
+    """The pipeline's fp32 features of the default layer against the library's own forward with its classifier
+    replaced by an identity (its pooled features) on the same preprocessed tensors; and bf16's against fp32's."""
+    from transfer.features.backbones import Weights, build_model
+    from transfer.features.registry import get_backbone
+
+    spec = get_backbone(backbone)
+    cached = {}
+    for precision in ("fp32", "bf16"):
+        features = FeatureSpec(backbone=backbone, weights="random", precision=precision)
+        outcome = extract(dataset, features, cache, RunOptions(batch_size=batch_size, progress=False))
+        (key,) = features.layer_nodes()
+        cached[precision] = np.concatenate([read_features(outcome.path, key, dataset).splits[s].features for s in SPLITS])
+    model = build_model(spec, Weights("random"))
+    parent, _, child = spec.architecture.fc_head_module.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, torch.nn.Identity())
+    images = _backbone_images(backbone, [dataset.path(s) for split in SPLITS for s in dataset.samples(split)])
+    with torch.inference_mode():
+        own = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
+
+    def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+    fp32, bf16 = cosines(cached["fp32"], own), cosines(cached["bf16"], cached["fp32"])
+    return {"images": len(own), "fp32_vs_library_min": float(fp32.min()), "fp32_vs_library_mean": float(fp32.mean()),
+            "bf16_vs_fp32_min": float(bf16.min()), "bf16_vs_fp32_mean": float(bf16.mean())}
+
+
 def backbone_gflop_per_image(backbone: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -257,8 +285,9 @@ def compare_with_bare_loop(args, dataset: ImageDataset) -> None:
                            "loader_wait_share": waited, "peak_rss_mb": rss})
             print(f"round {number + 1} ({precision}): pipeline {pipeline:.1f} images/s, bare model(x) {bare:.1f} "
                   f"images/s, ratio {pipeline / bare:.3f}, loader wait {100 * waited:.1f}%", flush=True)
+        parity, _ = in_child(parity_cosines, dataset.limited(4), args.backbone, Path(tmp) / "parity", args.batch_size)
     precision = rounds[0]["precision"]
-    figures = {"backbone": args.backbone, "images": len(paths), "precision": precision, "gflop_per_image": gflop,
+    figures = {"parity": parity, "backbone": args.backbone, "images": len(paths), "precision": precision, "gflop_per_image": gflop,
                "rounds": rounds, **{name: median(r[name] for r in rounds) for name in ("pipeline", "bare", "ratio")}}
     peak = cpu_peak.get(precision)
     if peak:
@@ -269,6 +298,9 @@ def compare_with_bare_loop(args, dataset: ImageDataset) -> None:
         shares = figures["fraction_of_instruction_peak"]
         print(f"of the CPU's {precision} multiply-add peak ({peak:.0f} GFLOP/s, fma_peak.c): pipeline "
               f"{100 * shares['pipeline']:.1f}%, bare {100 * shares['bare']:.1f}%")
+    print(f"parity on {parity['images']} images, cosine per image: the pipeline's fp32 against the library's own "
+          f"forward {parity['fp32_vs_library_min']:.6f} (min); bf16 against fp32 {parity['bf16_vs_fp32_min']:.5f} (min), "
+          f"{parity['bf16_vs_fp32_mean']:.5f} (mean)")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
         print(f"figures written to {args.json}")
