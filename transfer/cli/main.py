@@ -21,6 +21,7 @@ from transfer.core.choices import (
     Method,
     Pooling,
     Precision,
+    Runtime,
     Schedule,
     Spatial,
     StageKind,
@@ -156,6 +157,7 @@ def extract(
     workers: Annotated[int | None, typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = RunOptions.workers,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = RunOptions.strict,
     engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (a local cluster, or --address).")] = RunOptions.engine,
+    runtime: Annotated[Runtime, typer.Option(help="What runs the network: eager PyTorch, or torch.compile with inductor's freezing; auto measures both on a configuration's first large extraction, remembers the speeds in the cache folder and compiles where it pays back. The features are the same.")] = RunOptions.runtime,
     address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster to join, e.g. auto [default: $RAY_ADDRESS, else a local cluster].")] = RunOptions.address,
     actors: Annotated[int | None, typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = RunOptions.actors,
     gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = RunOptions.gpus_per_actor,
@@ -176,7 +178,7 @@ def extract(
     dataset = _load_dataset(data, train_per_class, split_seed, verbose, test_per_class=test_per_class)
     features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, tokens=tokens,
                            pooling=pooling, precision=precision, color=color, image_size=image_size, views=views)
-    options = RunOptions(device=device, batch_size=batch_size, workers=workers, strict=strict, engine=engine,
+    options = RunOptions(device=device, batch_size=batch_size, workers=workers, strict=strict, engine=engine, runtime=runtime,
                          address=address, actors=actors, gpus_per_actor=gpus_per_actor)
     try:
         outcome = run_extraction(dataset, features, cache_dir or default_cache_dir(), options)

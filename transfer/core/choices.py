@@ -54,6 +54,14 @@ class Engine(enum.StrEnum):
     RAY = "ray"  # actors of a Ray cluster (`features/ray_engine.py`)
 
 
+class Runtime(enum.StrEnum):
+    """What runs the forward pass (`features/runtime.py`)."""
+
+    AUTO = "auto"  # measured on first use of a configuration, remembered in the cache folder
+    EAGER = "eager"  # PyTorch as it comes
+    COMPILED = "compiled"  # torch.compile with inductor's freezing
+
+
 class View(enum.StrEnum):
     """Which views of an image the network sees; their features are averaged (test-time augmentation)."""
 

@@ -39,6 +39,7 @@ from transfer.core.keys import VERSIONS, KeyKind, content_key
 from transfer.core.paths import ARTIFACT_FOLDERS, CacheFolder
 from transfer.data.datasets import SPLITS, ImageDataset
 from transfer.features.backbones import Preprocessing, shown_pooling
+from transfer.features.runtime import RuntimeChoice
 
 MAX_CHUNK_BYTES = 8 << 20
 TIMING_ATTRS = ("images_timed", "seconds", "loader_wait_seconds")
@@ -227,6 +228,10 @@ class FeatureFile:
             attrs[name] = attrs.get(name, 0) + value
         devices = set(json.loads(attrs.get("devices", "[]"))) | {device}
         attrs["devices"] = json.dumps(sorted(devices))
+
+    def add_runtime(self, runtime: RuntimeChoice) -> None:
+        """What ran the forward pass (its choice and measured speeds), one entry per extraction run."""
+        self.h5.attrs["runtimes"] = json.dumps([*json.loads(self.h5.attrs.get("runtimes", "[]")), runtime.as_dict()])
 
 
 @dataclass

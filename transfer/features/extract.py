@@ -28,6 +28,7 @@ from transfer.features.cache import (
 )
 from transfer.features.forward import make_loader, network_batches
 from transfer.features.registry import get_backbone
+from transfer.features.runtime import ForwardSetting, RuntimeChoice, forward_for
 from transfer.features.spec import FeatureSpec, RunOptions
 
 
@@ -70,6 +71,7 @@ class ExtractionOutcome:
     peak_rss_mb: float = 0.0
     skipped: list[str] = field(default_factory=list)
     engine: str = "local"
+    runtime: RuntimeChoice | None = None  # what ran the forward pass; None: nothing to extract
 
     @property
     def cached(self) -> bool:
@@ -101,7 +103,8 @@ def extract(
     if any(lk not in done for lk in resolved.layer_keys):
         with _batch_source(resolved, features, options) as source, FeatureFile(resolved.path, resolved.key) as store:
             segments = _segments(dataset, resolved, store)
-            streams = source([([dataset.path(s) for s in samples], nodes) for _, samples, nodes in segments])
+            streams, outcome.runtime = source([([dataset.path(s) for s in samples], nodes) for _, samples, nodes in segments])
+            store.add_runtime(outcome.runtime)
             for (rows, samples, nodes), batches in zip(segments, streams):
                 _extract_rows(rows, samples, nodes, resolved, options, store, batches, outcome, on_batch)
     outcome.shapes, outcome.skipped = extraction_summary(resolved.path, list(resolved.layer_keys), dataset)
@@ -147,22 +150,35 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
         from transfer.features.ray_engine import ray_segments, ray_session
 
         with ray_session(options.address):
-            yield lambda segments: ray_segments(segments, features, resolved.key, options)
+            yield lambda segments: ray_segments(segments, features, resolved.key, options, _setting(resolved, options))
         return
 
     if resolved.device == "cpu":
         keep_freed_memory()
     extractor = build_extractor(resolved.spec, resolved.weights, features.pooling, list(resolved.layer_keys.values()),
                                 resolved.device)
-
-    def batches(paths: list[Path], nodes: dict[str, str]):
+    def batches(paths: list[Path], nodes: dict[str, str], forward):
         # The loader's workers are forked from this process and would keep its free heap pages resident
         # for as long as they live: hand them back first.
         release_freed_memory()
         loader = make_loader(paths, resolved.key.preprocessing, resolved.device, options.batch_size, options.workers)
-        yield from network_batches(extractor, loader, resolved.device, resolved.key.precision, nodes, features.reduction())
+        yield from network_batches(forward, loader, resolved.device, resolved.key.precision, nodes, features.reduction())
 
-    yield lambda segments: [batches(paths, nodes) for paths, nodes in segments]  # each starts when iterated
+    def source(segments):
+        forward, choice = _forward_for(extractor, resolved, options, sum(len(paths) for paths, _ in segments))
+        return [batches(paths, nodes, forward) for paths, nodes in segments], choice  # each starts when iterated
+
+    yield source
+
+
+def _setting(resolved: Resolved, options: RunOptions) -> ForwardSetting:
+    return ForwardSetting(backbone=resolved.spec.name, nodes=tuple(resolved.layer_keys.values()),
+                          preprocessing=resolved.key.preprocessing, precision=resolved.key.precision,
+                          device=resolved.device, batch_size=options.batch_size, memo_folder=resolved.path.parent)
+
+
+def _forward_for(extractor, resolved: Resolved, options: RunOptions, images: int):
+    return forward_for(extractor, _setting(resolved, options), options.runtime, images)
 
 
 def _extract_rows(rows, samples, nodes, resolved, options, store, batches, outcome, on_batch):

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 from transfer.core.errors import UserError
 
 if TYPE_CHECKING:
+    from transfer.core.choices import Runtime
     from transfer.features.cache import ExtractionKey
+    from transfer.features.runtime import ForwardSetting, RuntimeChoice
     from transfer.features.spec import FeatureSpec, RunOptions
 
 RAY_HINT = "install the optional extra: pip install 'transfer[ray]' (ray[data])"
@@ -51,7 +53,8 @@ def ray_session(address: str | None) -> Iterator[None]:
             ray.shutdown()
 
 
-def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str], device: str) -> type:
+def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str], setting: ForwardSetting,
+                 runtime: Runtime, images: int) -> type:
     """The Ray Data callable class, with what it runs built in: no constructor arguments, so nothing
     that an actor restart could lose sits in the object store."""
 
@@ -61,9 +64,11 @@ def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str
         def __init__(self) -> None:
             from transfer.features.backbones import Weights, build_extractor
             from transfer.features.registry import get_backbone
+            from transfer.features.runtime import forward_for
 
-            self.extractor = build_extractor(get_backbone(features.backbone), Weights.parse(features.weights),
-                                             features.pooling, list(nodes.values()), device)
+            extractor = build_extractor(get_backbone(features.backbone), Weights.parse(features.weights),
+                                        features.pooling, list(nodes.values()), setting.device)
+            self.forward, _ = forward_for(extractor, setting, runtime, images)
 
         def __call__(self, batch: dict) -> dict:
             from torch.utils.data import default_collate
@@ -72,7 +77,8 @@ def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str
 
             files = ImageFiles([Path(p) for p in json.loads(batch["paths"][0])], key.preprocessing)
             images = default_collate([files[i] for i in range(len(files))])  # as the local DataLoader does
-            ((arrays, ok, _),) = network_batches(self.extractor, [images], device, key.precision, nodes, features.reduction())
+            ((arrays, ok, _),) = network_batches(self.forward, [images], setting.device, key.precision, nodes,
+                                                 features.reduction())
             return {"ok": ok[None], **{f"layer{i}": arrays[layer][None] for i, layer in enumerate(nodes)}}
 
     return NetworkActor
@@ -85,23 +91,33 @@ def default_actors(cpus_per_actor: float) -> int:
 
 
 def ray_segments(segments: list[tuple[list[Path], dict[str, str]]], features: FeatureSpec, key: ExtractionKey,
-                 options: RunOptions):
+                 options: RunOptions, setting: ForwardSetting) -> tuple[list[Iterator], RuntimeChoice]:
     """For each segment (image paths, {layer key: node}): an iterator of ({layer key: array}, readable mask, 0)
     per batch, in order, like the local engine's (there is no local data loader to wait for: the driver's
     waiting is the actors' work). One Ray Data run over all segments, so the actors start once; the
-    iterators share its stream and must be consumed one after the other."""
+    iterators share its stream and must be consumed one after the other. Each actor runs the forward pass
+    that the measured speeds choose for its share of the images (`runtime.remembered`): actors do not measure."""
     import itertools
+    from dataclasses import replace
+
+    from transfer.core.choices import Runtime
+    from transfer.features.runtime import RuntimeChoice, remembered
 
     nodes = {key: node for _, segment_nodes in segments for key, node in segment_nodes.items()}
     size = key.preprocessing.images_per_batch(options.batch_size)
     counts = [len(range(0, len(paths), size)) for paths, _ in segments]
-    stream = _ray_batches([paths for paths, _ in segments], size, nodes, features, key, options)
+    setting = replace(setting, device="cuda" if options.gpus_per_actor > 0 else "cpu")
+    share = -(-sum(len(paths) for paths, _ in segments) // (options.actors or 1))
+    runtime = remembered(setting, share) if options.runtime == Runtime.AUTO else options.runtime
+    choice = RuntimeChoice(runtime=runtime, reason="on each Ray actor, " + (
+        "asked for" if options.runtime != Runtime.AUTO else "as measured earlier for this configuration (actors do not measure)"))
+    stream = _ray_batches([paths for paths, _ in segments], size, nodes, features, key, options, setting, runtime, share)
     return [((({k: arrays[k] for k in segment_nodes}, ok, waited) for arrays, ok, waited in itertools.islice(stream, count)))
-            for count, (_, segment_nodes) in zip(counts, segments)]
+            for count, (_, segment_nodes) in zip(counts, segments)], choice
 
 
 def _ray_batches(segments: list[list[Path]], size: int, nodes: dict[str, str], features: FeatureSpec,
-                 key: ExtractionKey, options: RunOptions):
+                 key: ExtractionKey, options: RunOptions, setting: ForwardSetting, runtime: Runtime, images: int):
     """Every segment cut into batches of ``size`` images, as the local engine cuts it, mapped over the actors, in order."""
     import ray
     import ray.data
@@ -120,7 +136,7 @@ def _ray_batches(segments: list[list[Path]], size: int, nodes: dict[str, str], f
     items = [{"paths": json.dumps([str(p) for p in batch])} for batch in batches]
     pool = ray.data.ActorPoolStrategy(size=min(options.actors or default_actors(max(cpus, 1)), len(batches)))
     mapped = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _actor_class(features, key, nodes, "cuda" if gpus > 0 else "cpu"), batch_size=1, batch_format="numpy",
+        _actor_class(features, key, nodes, setting, runtime, images), batch_size=1, batch_format="numpy",
         compute=pool, num_cpus=cpus, num_gpus=gpus)  # Ray Data's defaults restart a dead actor and rerun its batch
     for out in mapped.iter_batches(batch_size=1, batch_format="numpy"):
         yield {key: out[f"layer{i}"][0] for i, key in enumerate(nodes)}, out["ok"][0].astype(bool), 0.0

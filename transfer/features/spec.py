@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from transfer.core.choices import Device, Engine, Pooling, Precision, Spatial, Tokens, View
+from transfer.core.choices import Device, Engine, Pooling, Precision, Runtime, Spatial, Tokens, View
 from transfer.core.config import ConfigError, choice, require
 from transfer.features.backbones import check_pooling
 from transfer.features.cache import layer_key
@@ -98,6 +98,7 @@ class RunOptions:
     strict: bool = False
     progress: bool = True
     engine: Engine = Engine.LOCAL
+    runtime: Runtime = Runtime.AUTO  # of the forward pass; the features are the same with each
     address: str | None = None  # the Ray cluster to join; None: $RAY_ADDRESS, else a local one
     actors: int | None = None  # Ray actors; None: one per CPU of the cluster
     gpus_per_actor: float = 0.0
@@ -105,6 +106,7 @@ class RunOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", choice(Device, self.device, "device"))
         object.__setattr__(self, "engine", choice(Engine, self.engine, "engine"))
+        object.__setattr__(self, "runtime", choice(Runtime, self.runtime, "runtime"))
         require(self.batch_size >= 1, "batch_size", f"batch_size must be at least 1, got {self.batch_size}")
         check_workers(self.workers)
         require(self.actors is None or self.actors >= 1, "actors", f"actors must be at least 1, got {self.actors}")

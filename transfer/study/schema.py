@@ -17,7 +17,19 @@ from transfer.classifiers.heads import DEFAULT_HEAD, HeadSpec
 from transfer.classifiers.scratch import SCRATCH_TRAIN, ScratchConfig
 from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
 from transfer.classifiers.training import TrainConfig
-from transfer.core.choices import Device, Engine, Kernel, Optimizer, Pooling, Precision, Schedule, Spatial, Tokens, View
+from transfer.core.choices import (
+    Device,
+    Engine,
+    Kernel,
+    Optimizer,
+    Pooling,
+    Precision,
+    Runtime,
+    Schedule,
+    Spatial,
+    Tokens,
+    View,
+)
 from transfer.core.config import choice
 from transfer.core.errors import UserError
 from transfer.core.files import confined, safe_name
@@ -71,6 +83,7 @@ class FeaturesSection:
     batch_size: int = RunOptions.batch_size
     device: str = str(RunOptions.device)
     engine: str = str(RunOptions.engine)  # or "ray": Ray Data actors (`transfer extract --engine ray`)
+    runtime: str = str(RunOptions.runtime)  # auto, eager or compiled (`transfer extract --runtime`)
     address: str = ""  # with engine = "ray": the cluster to join ("" : $RAY_ADDRESS, else a local one)
     actors: int = 0  # with engine = "ray": 0 = one per CPU
     gpus_per_actor: float = RunOptions.gpus_per_actor
@@ -311,7 +324,7 @@ def combined_parts(study: Study, section: CombineSection, weights: str | None = 
 def run_options(entry: FeaturesSection):
     """How a [[features]] entry is extracted."""
     return RunOptions(device=choice(Device, entry.device, "device"), batch_size=entry.batch_size,
-                      engine=choice(Engine, entry.engine, "engine"),
+                      engine=choice(Engine, entry.engine, "engine"), runtime=choice(Runtime, entry.runtime, "runtime"),
                       address=entry.address or None, actors=entry.actors or None, gpus_per_actor=entry.gpus_per_actor)
 
 
