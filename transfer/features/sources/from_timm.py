@@ -40,8 +40,9 @@ def describe(name: str) -> LibraryModel:
     def build():
         return timm.create_model(name, pretrained=False)
 
-    model = build()
-    cfg = model.pretrained_cfg
+    # The registered configuration, without building the model: `library_backbone` builds it once
+    known = timm.models.get_pretrained_cfg(name)
+    cfg = known.to_dict() if known is not None else build().pretrained_cfg
     hub_id = cfg.get("hf_hub_id") or ""
     weights_name = hub_id or cfg.get("url") or name
     crop = int(cfg["input_size"][-1])
@@ -74,7 +75,7 @@ def describe(name: str) -> LibraryModel:
                                   mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
                                   std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
                                   interpolation=cfg.get("interpolation", "bicubic"))
-    classes = model.num_classes
+    classes = int(cfg.get("num_classes", 1000))
     return LibraryModel(
         name=f"timm:{name}",
         build=build,
@@ -83,7 +84,7 @@ def describe(name: str) -> LibraryModel:
             class_names=imagenet_class_names if classes == 1000 else lambda: [f"class {i}" for i in range(classes)]),
         classifier=cfg.get("classifier", ""),
         first_conv=cfg.get("first_conv", ""),
-        stages=tuple(info["module"] for info in getattr(model, "feature_info", [])),
+        stages=lambda built: tuple(info["module"] for info in getattr(built, "feature_info", [])),
         prefix_tokens=lambda built: int(getattr(built, "num_prefix_tokens", 0)),
         fixed_input_size=lambda _: bool(cfg.get("fixed_input_size", False)),
         tracer=_tracer,

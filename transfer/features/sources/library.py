@@ -37,7 +37,8 @@ class LibraryModel:
     pretrained: PretrainedConfig  # the published weights, their preprocessing and class names
     classifier: str = ""  # the module giving the class scores; "": the model's last linear layer
     first_conv: str = ""  # the module whose maps `transfer inspect --maps` shows; "": the first convolution
-    stages: tuple[str, ...] = ()  # modules (or nodes) whose outputs are stage1 … stageN; (): read off the graph
+    # The modules (or nodes) whose outputs are stage1 … stageN, read off the built model; (): off its graph
+    stages: Callable[[torch.nn.Module], tuple[str, ...]] = lambda model: ()
     # A transformer's tokens before the patch tokens (class token, registers), read off the built model
     prefix_tokens: Callable[[torch.nn.Module], int] = lambda model: 0
     fixed_input_size: Callable[[torch.nn.Module], bool] = lambda model: False  # takes its own crop size only
@@ -131,7 +132,7 @@ def library_backbone(described: LibraryModel) -> BackboneSpec:
     graph = _Graph.trace(model, tracer)
     shapes = trace_graph(model, tracer, described.pretrained.preprocessing.crop)
     classifier = _last_linear(model, described.classifier)
-    stages = described.stages or _stages_from_shapes(model, shapes, graph)
+    stages = described.stages(model) or _stages_from_shapes(model, shapes, graph)
     ends = [graph.last_index(stage) for stage in stages]
     layers = {f"stage{i}": replace(shapes[stage].layer(), parameter_modules=graph.parameters_between(start, end))
               for i, (stage, start, end) in enumerate(zip(stages, [-1, *ends[:-1]], ends), start=1)}
