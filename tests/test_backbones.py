@@ -151,12 +151,15 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     from transfer.classifiers.heads import EndToEnd
     from transfer.classifiers.settings import GridConfig
     from transfer.classifiers.training import TrainConfig
+    from transfer.core.paths import CacheFolder
     from transfer.data.datasets import load_dataset
     from transfer.features.extract import extract
     from transfer.features.spec import FeatureSpec, RunOptions
     from transfer.runs.jobs import run_head, run_svm
+    from transfer.runs.labels import run_label
     from transfer.runs.models import load_model
     from transfer.runs.predict import predict
+    from transfer.runs.store import ResultsStore
 
     spec = BACKBONES[backbone]
     assert (spec.pretrained.preprocessing.crop, spec.pretrained.preprocessing.resize) == (crop, crop + 32)
@@ -177,7 +180,9 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     labels = [f"svm-{backbone}-avgpool-l2", f"head-{backbone}-fc3", f"network-{backbone}-fc3-all"]  # as before typed model files
     paths = [Path(outcome.model_path) for outcome in (svm, head, network)]
     assert [path.name.rsplit("-", 1)[0] for path in paths] == labels
-    assert [load_model(path).label() for path in paths] == labels
+    assert [load_model(path).label().file_stem for path in paths] == labels
+    runs = {run.model_path: run for run in ResultsStore(CacheFolder(tmp_path).results_path).runs()}
+    assert [run_label(runs[str(path)]).file_stem for path in paths] == labels  # the stored rows say the same
 
 
 @pytest.mark.parametrize("views", ["5crops", "10crops"])

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from transfer.cli.main import app
 from transfer.core.errors import UserError
+from transfer.descriptors.settings import BowConfig
 from transfer.reports.report import FIGURES, HEADERS, configuration_rows, table_cells, write_report
 from transfer.runs.store import ResultsStore, RunRecord
 
@@ -32,7 +33,7 @@ def store(tmp_path):
     store.add(_svm("relu7", [0.70, 0.80, 0.75], [0.71, 0.79, 0.76], 0.1))
     store.add(_svm("relu7", [0.71, 0.82, 0.77], [0.72, 0.81, 0.78], 0.1))  # a re-run replaces the earlier row
     store.add(_svm("pool5", [0.60, 0.65, 0.66], [0.61, 0.64, 0.67], 1.0))
-    store.add(RunRecord(method="bow", dataset="/data/scenes", dataset_fingerprint="f1", config={"pyramid": 2, "sift": {"step": 4, "sizes": [2.7, 4.5]}, "vocabulary": {"words": 1000}},
+    store.add(RunRecord(method="bow", dataset="/data/scenes", dataset_fingerprint="f1", config=dataclasses.asdict(BowConfig(pyramid=2)),
                         test_accuracy=0.77, test_std=0.01, splits=10, classes=CLASSES, layer="sift-L2",
                         c_grid=[1.0], cv_accuracy=[0.76], test_accuracy_per_c=[0.77], chosen=1.0, cv_best=0.76,
                         timings={"descriptors": 100.0, "vocabulary": 10.0, "encoding": 40.0, "histograms": 5.0, "fit_seconds": 60.0}))
@@ -228,7 +229,7 @@ def test_on_unbalanced_data_the_class_mean_and_the_test_cap_match_a_hand_count(t
 def test_a_bow_rows_feature_seconds_include_its_kernel_values(tmp_path):
     store = ResultsStore(tmp_path / "results.sqlite")
     store.add(RunRecord(method="bow", dataset="/data/scenes", dataset_fingerprint="f1",
-                        config={"pyramid": 2, "kernel": "intersection", "sift": {"step": 4, "sizes": [2.7]}, "vocabulary": {"words": 10}},
+                        config=dataclasses.asdict(BowConfig(pyramid=2, kernel="intersection")),
                         test_accuracy=0.78, classes=CLASSES, layer="sift-L2", c_grid=[1.0], cv_accuracy=[0.76],
                         test_accuracy_per_c=[0.78], chosen=1.0, cv_best=0.76,
                         timings={"vocabulary": 10.0, "encoding": 40.0, "histograms": 5.0, "kernel_map": 30.0, "fit_seconds": 9.0}))

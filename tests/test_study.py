@@ -3,6 +3,7 @@
 import pytest
 
 from transfer.core.errors import UserError
+from transfer.runs.labels import BowLabel
 from transfer.study.schema import load_study
 
 from .test_pipeline import STUDY, write_study
@@ -59,4 +60,4 @@ def test_bands_join_only_the_pyramids_that_have_a_level_one(tmp_path, small_data
 
     study = load_study(write_study(tmp_path, small_data, text=STUDY.replace("pyramids = [0, 1]", "pyramids = [0, 1]\nbands = true")))
     assert [bow_config(study, pyramid, "intersection").bands for pyramid in (0, 1)] == [False, True]
-    assert [bow_config(study, pyramid, "intersection").variant for pyramid in (0, 1)] == [["intersection"], ["bands", "intersection"]]
+    assert [BowLabel(config=bow_config(study, pyramid, "intersection")).variant for pyramid in (0, 1)] == [["intersection"], ["bands", "intersection"]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,11 @@ class TrainConfig:
             require(getattr(self, name) > 0, name, f"{name} must be positive, got {getattr(self, name)}")
         for name in ("momentum", "weight_decay"):
             require(getattr(self, name) >= 0, name, f"{name} must be 0 or more, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """From a stored row's settings; a setting added since the row was written takes its default."""
+        return cls(**{setting.name: data[setting.name] for setting in fields(cls) if setting.name in data})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,7 @@ light to import, so that the CLI's options and the study sections take their def
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from transfer.core.choices import Kernel
 from transfer.core.config import choice, require
@@ -67,16 +67,6 @@ class BowConfig:
                 "the 3 horizontal bands are weighted as pyramid level 1: use them with a pyramid of 1 or more levels")
         object.__setattr__(self, "kernel", choice(Kernel, self.kernel, "kernel"))
 
-    @property
-    def variant(self) -> list[str]:
-        """What sets this configuration apart besides its pyramid, in words, for run and stage names."""
-        return ["bands"] * self.bands + ([] if self.kernel == Kernel.CHI2 else [str(self.kernel)])
-
-    @property
-    def label(self) -> str:
-        """The run's name: its model file's, its outcome's."""
-        return "-".join([f"bow-pyramid{self.pyramid}" if self.pyramid else "bow", *self.variant])
-
     @classmethod
     def from_dict(cls, data: dict) -> BowConfig:
         return cls(sift=SiftConfig.from_dict(data["sift"]), vocabulary=VocabularyConfig(**data["vocabulary"]),
@@ -109,15 +99,12 @@ class FisherConfig:
                 f"sample must be at least components ({self.components}) and pca ({self.pca}), got {self.sample}")
 
     @property
-    def label(self) -> str:
-        """The run's name: its model file's, its outcome's, its store row's layer."""
-        return "fisher-pyramid" if self.pyramid else "fisher"
-
-    @property
     def regions(self) -> int:
         grids = PYRAMID_GRIDS if self.pyramid else PYRAMID_GRIDS[:1]
         return sum(columns * rows for columns, rows in grids)
 
     @classmethod
     def from_dict(cls, data: dict) -> FisherConfig:
-        return cls(**{**data, "sift": SiftConfig.from_dict(data["sift"])})
+        """From a model file's settings or a stored row's config (which holds more than the settings)."""
+        settings = {setting.name: data[setting.name] for setting in fields(cls) if setting.name in data}
+        return cls(**{**settings, "sift": SiftConfig.from_dict(data["sift"])})

@@ -238,12 +238,18 @@ class Weights:
     source: WeightsSource
     path: Path | None = None
 
+    @staticmethod
+    def source_of(value: str) -> WeightsSource:
+        """Where a --weights value says the weights come from, without looking for a file."""
+        if value in (WeightsSource.IMAGENET, WeightsSource.RANDOM):
+            return WeightsSource(value)
+        return WeightsSource.IMAGENET if value == PRETRAINED else WeightsSource.FILE
+
     @classmethod
     def parse(cls, value: str) -> Weights:
-        if value in (WeightsSource.IMAGENET, WeightsSource.RANDOM):
-            return cls(WeightsSource(value))
-        if value == PRETRAINED:
-            return cls(WeightsSource.IMAGENET)
+        source = cls.source_of(value)
+        if source != WeightsSource.FILE:
+            return cls(source)
         path = Path(value)
         require(path.is_file(), "weights", f"weights {value!r}: expected imagenet (or pretrained), random or an "
                                            f"existing state_dict file (.pth, .pt or .safetensors)")

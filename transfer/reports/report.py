@@ -18,6 +18,7 @@ from transfer.core.choices import Method
 from transfer.core.errors import UserError
 from transfer.core.files import atomic_path, atomic_write_text
 from transfer.features.backbones import shown_pooling
+from transfer.runs.labels import run_label
 from transfer.runs.store import RunRecord
 
 
@@ -159,64 +160,7 @@ class Row:
 
     @property
     def classifier(self) -> str:
-        config = self.run.config or {}
-        if self.run.method == "svm":
-            return f"LinearSVC ({config.get('norm', 'l2')})"
-        if self.run.method == "bow":
-            if config.get("encoding") == "fisher":
-                return "LinearSVC (power, L2)"
-            return "intersection-kernel SVM" if config.get("kernel") == "intersection" else "χ² LinearSVC"
-        if self.run.method == "scratch":
-            return "CNN from scratch"
-        return config.get("head", self.run.method)
-
-
-def _label(run: RunRecord) -> str:
-    config = run.config or {}
-    if run.method == "bow":
-        sift, vocabulary = config.get("sift", {}), config.get("vocabulary", {})
-        sampling = f"step {sift.get('step')}, sizes {'/'.join(f'{s:g}' for s in sift.get('sizes', []))}"
-        pyramid = config.get("pyramid", 0)
-        if config.get("encoding") == "fisher":
-            details = f"{sampling}, {config.get('components')} Gaussians, PCA {config.get('pca')}"
-            label = f"Fisher vectors + pyramid 1×1+2×2+3×1 ({details})" if pyramid else f"Fisher vectors ({details})"
-        else:
-            details = f"{sampling}, {vocabulary.get('words')} words"
-            regions = f" + pyramid L{pyramid}" * bool(pyramid) + " + 3 bands" * bool(config.get("bands"))
-            label = f"BoW{regions} ({details}{', square root' * bool(config.get('sqrt'))})"
-    elif run.method == "scratch":
-        train = config.get("train", {})
-        what = config.get("step") or ", ".join(
-            [f"lr {train.get('lr', 0):g}", f"batch {train.get('batch_size')}"] + (["normalize"] if config.get("normalize") else [])
-            + [f"augment {'+'.join(config.get('augment', []))}"] * bool(config.get("augment"))
-            + [f"dropout {config.get('dropout'):g}"] * bool(config.get("dropout")) + ["batchnorm"] * bool(config.get("batchnorm")))
-        label = f"from scratch: {run.backbone} {run.layer} {config.get('series', '')} {what}".replace("single ", "")
-    else:
-        weights = "" if (run.weights or "").startswith("imagenet") else f" ({(run.weights or '').split(':')[0]} weights)"
-        pooling = f" {run.pooling}-pool" if run.pooling and run.pooling != "max" else ""
-        if run.method == "svm":
-            what = f"{run.layer} SVM"
-        else:
-            train = config.get("train", {})
-            unfrozen = f", unfreeze {config['unfreeze']}" if config.get("unfreeze") else ""
-            what = (f"{config.get('head', '')} head ({train.get('optimizer')}, lr {train.get('lr', 0):g}, "
-                    f"≤{train.get('epochs')} epochs, patience {train.get('patience')}{unfrozen})")
-        if config.get("parts"):  # several extractions side by side
-            parts = [f"{part['backbone']} {'+'.join(part['layers'])}" + (f" ({_variant(part)[2:]})" if _variant(part) else "")
-                     for part in config["parts"]]
-            label = f"{' + '.join(parts)}{weights}{pooling}: SVM side by side"
-        else:
-            label = f"{run.backbone}{weights}{pooling} {what}{_variant(config.get('features') or {})}"
-    return label + (f", {run.splits} splits" if run.splits > 1 else "")
-
-
-def _variant(features: dict) -> str:
-    """What sets an extraction apart from the backbone's plain one: ", mean of flip views, 288 px"."""
-    from transfer.features.spec import distinguishing
-
-    shown = {"views": lambda views: f"mean of {views} views", "image_size": lambda size: f"{size} px",
-             "color": lambda _: "colour"}
-    return "".join(f", {shown[name](value)}" for name, value in distinguishing(features).items())
+        return run_label(self.run).classifier
 
 
 def _configuration(run: RunRecord) -> str:
@@ -238,7 +182,7 @@ def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[R
     latest: dict[str, RunRecord] = {}
     for run in runs:  # runs come in insertion order: later ones replace earlier ones
         latest[_configuration(run)] = run
-    rows = [Row(run, _label(run)) for run in latest.values()]
+    rows = [Row(run, run_label(run).title) for run in latest.values()]
     if len({row.run.dataset_fingerprint for row in rows}) > 1:  # rows of several data sets: say which is which
         for row in rows:
             row.label += f" · {row.data_label}"

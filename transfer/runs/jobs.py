@@ -38,6 +38,7 @@ from transfer.descriptors.settings import BowConfig, FisherConfig
 from transfer.features.cache import extraction_timing
 from transfer.features.extract import extract, load_layer, resolve
 from transfer.features.spec import FeatureSpec, RunOptions, check_combination, check_parts
+from transfer.runs.labels import BowLabel, FisherLabel
 from transfer.runs.models import (
     BowModel,
     Extraction,
@@ -166,7 +167,7 @@ def _fit_and_record(
         redrawn = split_accuracies(models, x, y, redraw_splits(y, per_class, grid.splits, grid.seed), grid)
     several = len(models) > 1
     model = build(finalize(result.model), result.chosen_c)
-    path = save_model(model_path(cache_dir, key, model.label()), model)
+    path = save_model(model_path(cache_dir, key, model.label().file_stem), model)
     outcome = GridOutcome(name, result, 0, path, redrawn, record.timings,
                           candidates_cv=candidates_cv if several else None, chosen_candidate=chosen if several else None)
     mean, std = outcome.mean_std
@@ -294,7 +295,7 @@ def run_bow(
     """Dense SIFT → vocabulary → (pyramid) histograms → χ² or intersection kernel map → linear SVM."""
     features = bow_features(dataset, config, cache_dir, grid.jobs)
     store = store_or_default(store, cache_dir)
-    name = config.label
+    name = BowLabel(config=config).file_stem
     key = bow_key(dataset.fingerprint, config, grid)
     record = _record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
 
@@ -316,7 +317,7 @@ def run_fisher(
     Stored as a `bow`-method run (a local-descriptor encoding) whose config says ``encoding: fisher``."""
     features = fisher_features(dataset, config, cache_dir, grid.jobs)
     store = store_or_default(store, cache_dir)
-    name = config.label
+    name = FisherLabel(config=config).file_stem
     key = fisher_key(dataset.fingerprint, config, grid)
     record = _record(Method.BOW, dataset, {"encoding": "fisher", **asdict(config), "key": key}, layer=name,
                      timings=features.timings)
@@ -390,7 +391,7 @@ def run_head(
                       in_features=int(train.features.shape[1]),
                       extraction=Extraction(features=asdict(feature_spec), layer_key=layer,
                                             extraction_key=resolved.key.as_dict()))
-    path = save_model(model_path(cache_dir, key, model.label()), model)
+    path = save_model(model_path(cache_dir, key, model.label().file_stem), model)
     record = _record(
         Method.HEAD, dataset,
         {"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
@@ -425,7 +426,7 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
                               resolved.device, setup, config, checkpoint, progress)
     saved = NetworkModel(classes=dataset.classes, head=spec, state=state_arrays(result.head.state_dict()),
                          features=asdict(features), extraction_key=resolved.key.as_dict(), unfreeze=setup.unfreeze)
-    path = save_model(model_path(cache_dir, run_key, saved.label()), saved)
+    path = save_model(model_path(cache_dir, run_key, saved.label().file_stem), saved)
     record = _record(
         Method.HEAD, dataset,
         {"head": spec.name, "dropout": spec.dropout, "train": asdict(config), "unfreeze": setup.unfreeze,

@@ -1,5 +1,5 @@
 """Model files (`transfer predict` input): one typed class per `ModelKind`, each with its payload, its
-label (the file's name) and its scores on new images; stored as skops archives (`core/archive.py`) that
+label (`runs/labels.py`: the file's name is its stem) and its scores on new images; stored as skops archives (`core/archive.py`) that
 load without running code, every field checked on load."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from transfer.descriptors.settings import BowConfig, FisherConfig
 from transfer.features.backbones import Preprocessing, Weights, build_extractor, build_model, weights_id
 from transfer.features.forward import Reduction, make_loader, network_batches
 from transfer.features.registry import get_backbone
+from transfer.runs.labels import BowLabel, FeaturesLabel, FisherLabel, HeadLabel, ModelLabel, SvmLabel
 
 MODEL_FORMAT = 2  # 1: joblib pickles (refused: loading them could run code)
 Fields = dict[str, tuple[str, ...]]  # a payload's fields, each with the keys it must hold when it is a dict
@@ -88,6 +89,10 @@ class Extraction:
     @property
     def backbone(self) -> str:
         return self.extraction_key["backbone"]
+
+    @property
+    def label(self) -> FeaturesLabel:
+        return FeaturesLabel.of({**self.features, "backbone": self.backbone})
 
     def blocks(self, paths: list[Path], device: str, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
         """Its layers of the images, each a block (readable images only), and the readable mask; the weights
@@ -155,8 +160,8 @@ class ModelFile(ABC):
         """What the file holds besides its format and kind."""
 
     @abstractmethod
-    def label(self) -> str:
-        """A short name of the model: the start of its file's name."""
+    def label(self) -> ModelLabel:
+        """What the run that made it is called: its file's name starts with the label's stem."""
 
     @abstractmethod
     def scores(self, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,10 +203,9 @@ class SvmModel(ModelFile):
                 else {"parts": [extraction.payload() for extraction in self.extractions]})
         return {**read, "model": self.model, "classes": self.classes, "chosen_c": self.chosen_c, "norm": self.norm}
 
-    def label(self) -> str:
-        backbones = COMBINED.join(dict.fromkeys(extraction.backbone for extraction in self.extractions))
-        layers = COMBINED.join(extraction.layer_key for extraction in self.extractions)
-        return f"svm-{backbones}-{layers}-{self.norm}"
+    def label(self) -> SvmLabel:
+        return SvmLabel(parts=tuple(extraction.label for extraction in self.extractions),
+                        layer_keys=COMBINED.join(extraction.layer_key for extraction in self.extractions), norm=self.norm)
 
     def scores(self, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         features, ok = _cnn_features(self.extractions, paths, device, batch_size)
@@ -240,9 +244,6 @@ class _EncodingModel(ModelFile):
         return {self.ENCODER: self.encoder, self.SETTINGS: as_plain(self.config), "model": self.model,
                 "classes": self.classes, "chosen_c": self.chosen_c}
 
-    def label(self) -> str:
-        return self.config.label
-
     def scores(self, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         encodings, ok = self.encode(paths)
         return _margins(self.model, encodings) if ok.any() else np.zeros((0, len(self.classes))), ok
@@ -270,6 +271,9 @@ class BowModel(_EncodingModel):
 
         return image_histograms(paths, self.config, self.encoder)
 
+    def label(self) -> BowLabel:
+        return BowLabel(config=self.config)
+
 
 @dataclass(frozen=True, kw_only=True)
 class FisherModel(_EncodingModel):
@@ -289,6 +293,9 @@ class FisherModel(_EncodingModel):
         from transfer.descriptors.fisher import image_vectors
 
         return image_vectors(paths, self.config, self.encoder)
+
+    def label(self) -> FisherLabel:
+        return FisherLabel(config=self.config)
 
 
 def _head_spec(fields: dict) -> HeadSpec:
@@ -324,8 +331,8 @@ class HeadModel(ModelFile):
         return {"head": asdict(self.head), "head_state": self.head_state, "in_features": self.in_features,
                 "classes": self.classes, **self.extraction.payload()}
 
-    def label(self) -> str:
-        return f"head-{self.extraction.backbone}-{self.head.name}"
+    def label(self) -> HeadLabel:
+        return HeadLabel(features=self.extraction.label, head=self.head.name)
 
     def scores(self, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -362,8 +369,9 @@ class NetworkModel(ModelFile):
         return {"head": asdict(self.head), "state": self.state, "classes": self.classes, "features": self.features,
                 "extraction_key": self.extraction_key, "unfreeze": self.unfreeze}
 
-    def label(self) -> str:
-        return f"network-{self.extraction_key['backbone']}-{self.head.name}-{self.unfreeze}"
+    def label(self) -> HeadLabel:
+        features = FeaturesLabel.of({**self.features, "backbone": self.extraction_key["backbone"]})
+        return HeadLabel(features=features, head=self.head.name, unfreeze=self.unfreeze)
 
     def scores(self, paths: list[Path], device: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         import torch

@@ -13,7 +13,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from transfer.classifiers.settings import COMBINED
 from transfer.classifiers.training import Compute, epoch_lines
@@ -24,6 +23,7 @@ from transfer.core.files import atomic_write_text
 from transfer.core.paths import DATA_ENV, REPORTS_DIR, CacheFolder, default_data_dir
 from transfer.data.datasets import ImageDataset, load_dataset
 from transfer.features.spec import FeatureSpec
+from transfer.runs.labels import BowLabel, FeaturesLabel, FisherLabel, HeadLabel, ScratchLabel, SvmLabel
 from transfer.runs.store import ResultsStore
 from transfer.study.schema import (
     CombineSection,
@@ -139,8 +139,7 @@ class _Extraction:
     """An extraction stage and what the classifier stages on its features need to know of it."""
 
     stage: Stage
-    where: str  # "vgg16/avg·32px": backbone, pooling and what sets the features apart
-    variant: str  # "·32px": what sets the features apart from the backbone's plain ones
+    label: FeaturesLabel  # backbone, pooling and what sets the features apart, for the stage names
     features: FeatureSpec  # the entry's own layers
     head_layers: tuple[str, ...]  # the layers the heads sit on (empty: no heads on this pooling)
 
@@ -190,10 +189,8 @@ CLASSIFIER_KINDS = (StageKind.SVM, StageKind.BOW, StageKind.FISHER, StageKind.HE
 
 
 def _extraction(context: PlanContext, entry: FeaturesSection, pooling: str) -> _Extraction:
-    from transfer.features.backbones import shown_pooling
     from transfer.features.cache import complete_layers, describe_file
     from transfer.features.extract import extract, key_device, resolve
-    from transfer.features.spec import distinguishing
 
     heads = context.study.heads
     head_layers: tuple[str, ...] = ()
@@ -204,11 +201,8 @@ def _extraction(context: PlanContext, entry: FeaturesSection, pooling: str) -> _
         specs.append(context.feature_spec(entry, pooling, head_layers, plain=True))
     elif head_layers:
         specs[0] = replace(specs[0], layers=tuple(dict.fromkeys(entry.layers + list(head_layers))))
-    # What tells this entry's features from another's of the same backbone, in every stage name.
-    shown: dict[str, Callable[[Any], str]] = {"views": str, "image_size": lambda size: f"{size}px", "color": lambda _: "colour"}
-    variant = "".join(f"·{shown[name](value)}" for name, value in distinguishing(asdict(specs[0])).items())
-    where = "/".join(filter(None, (entry.backbone, shown_pooling(entry.backbone, pooling)))) + variant
-    name = f"extract {where}"
+    label = FeaturesLabel.of(asdict(specs[0]))
+    name = f"extract {label.where}"
     weights = context.overrides.weights or entry.weights
     if context.overrides.weights or weights != "imagenet":
         name += f" ({weights} weights)"
@@ -236,7 +230,7 @@ def _extraction(context: PlanContext, entry: FeaturesSection, pooling: str) -> _
                 if seconds else "cached")
 
     stage = Stage(name, StageKind.EXTRACT, [], check, run, backbone=entry.backbone if weights == "imagenet" else None)
-    return _Extraction(stage, where, variant, specs[0], head_layers)
+    return _Extraction(stage, label, specs[0], head_layers)
 
 
 def _accuracy_result(outcome) -> str:
@@ -266,7 +260,8 @@ def _svm(context: PlanContext, extraction: _Extraction, layers: tuple[str, ...])
         (outcome,) = run_svm(context.dataset, these, context.cache_dir, grid, norms, context.store, combine=len(layers) > 1)
         return _accuracy_result(outcome)
 
-    return Stage(f"svm {extraction.where}/{COMBINED.join(layers)}", StageKind.SVM, [extraction.stage.name], check, run)
+    name = SvmLabel(parts=(replace(extraction.label, layers=layers),)).stage_name
+    return Stage(name, StageKind.SVM, [extraction.stage.name], check, run)
 
 
 def _combined_svm(context: PlanContext, section: CombineSection, extract_stages: dict[str, str]) -> Stage:
@@ -290,7 +285,8 @@ def _combined_svm(context: PlanContext, section: CombineSection, extract_stages:
         return _accuracy_result(run_svm_side_by_side(context.dataset, parts, context.cache_dir, grid, norms, context.store))
 
     needs = list(dict.fromkeys(extract_stages[n] for n in section.features))
-    return Stage(f"svm {COMBINED.join(dict.fromkeys(section.features))}", StageKind.SVM, needs, check, run)
+    name = SvmLabel(parts=tuple(FeaturesLabel.of(asdict(part)) for part in parts), entries=tuple(section.features)).stage_name
+    return Stage(name, StageKind.SVM, needs, check, run)
 
 
 def _head(context: PlanContext, entry: FeaturesSection, pooling: str, head: str, extraction: _Extraction) -> Stage:
@@ -302,7 +298,7 @@ def _head(context: PlanContext, entry: FeaturesSection, pooling: str, head: str,
     configs = train_configs(context.study)
     layer = spec.input_layer(entry.backbone)
     features = context.feature_spec(entry, pooling, (layer,), plain=True)
-    name = f"head {entry.backbone}{extraction.variant}/{spec.name}"
+    name = HeadLabel(features=extraction.label, head=spec.name).stage_name
 
     def check() -> State:
         resolved = context.cached(features)
@@ -325,7 +321,7 @@ def _bow(context: PlanContext, pyramid: int, kernel: str, needs: list[str]) -> S
     config = bow_config(context.study, pyramid, kernel)
     grid = grid_config(context.study, context.study.bow)
     key = bow_key(context.dataset.fingerprint, config, grid)
-    return Stage(" ".join([f"bow L{pyramid}", *config.variant]), StageKind.BOW, needs,
+    return Stage(BowLabel(config=config).stage_name, StageKind.BOW, needs,
                  lambda: context.stored(key, _accuracy_detail),
                  lambda: _accuracy_result(run_bow(context.dataset, config, context.cache_dir, grid, context.store)))
 
@@ -338,7 +334,7 @@ def _fisher(context: PlanContext) -> Stage:
     config = fisher_config(context.study)
     grid = grid_config(context.study, context.study.fisher)
     key = fisher_key(context.dataset.fingerprint, config, grid)
-    return Stage("fisher pyramid" if config.pyramid else "fisher", StageKind.FISHER, [],
+    return Stage(FisherLabel(config=config).stage_name, StageKind.FISHER, [],
                  lambda: context.stored(key, _accuracy_detail),
                  lambda: _accuracy_result(run_fisher(context.dataset, config, context.cache_dir, grid, context.store)))
 
@@ -366,8 +362,7 @@ def _scratch(context: PlanContext, arch: str) -> Stage:
                                progress=epoch_lines, compute=compute)
         return ", ".join(f"{o.step or arch} {100 * o.trained.result.test_accuracy:.1f}%" for o in outcomes)
 
-    name = f"scratch {arch} {section.size}px" + (" ladder" if section.ladder else "")
-    return Stage(name, StageKind.SCRATCH, [], check, run)
+    return Stage(ScratchLabel.of_config(config, series).stage_name, StageKind.SCRATCH, [], check, run)
 
 
 def _report(context: PlanContext, classifiers: list[Stage]) -> Stage:
