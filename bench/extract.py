@@ -24,6 +24,13 @@ loop over already-decoded tensors (inference mode, the same batch size, memory o
 
     python bench/extract.py --data ../shared/datasets/15scene --backbone timm:resnet50
 
+``--runtime eager|compiled|all`` (default all) says which runtimes of the forward pass to measure, each
+both ways: the pipeline with ``--runtime`` as a user gives it, and the bare loop eager or through the same
+``torch.compile`` options (its compile excluded, timed on full batches only, as the pipeline pads the last).
+The bare loop runs with the pipeline's memory settings (`core.memory.keep_freed_memory`). A table per
+backbone follows: runtime × images/s × fraction of the multiply-add peak of the precision in use, and the
+pipeline against the fastest bare forward.
+
 Run by hand, not in CI. Random weights: speed does not depend on the weight values.
 """
 
@@ -84,11 +91,13 @@ def matmul_peak_gflops(dtype: torch.dtype, n: int = 4096, windows: int = 5) -> f
 
 
 def instruction_peak_gflops(threads: int) -> dict[str, float]:
-    """The CPU's multiply-add peak per precision (bench/fma_peak.c); {} where it cannot be built."""
+    """The CPU's multiply-add peak per precision (bench/fma_peak.c); {} where it cannot be built. With torch held
+    to AVX2 (ATEN_CPU_CAPABILITY=avx2), the AVX2 peak: what an AVX2-only CPU of this clock would have."""
+    avx2_only = ["-mno-avx512f"] if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" else []
     with tempfile.TemporaryDirectory() as tmp:
         binary = Path(tmp) / "fma_peak"
         try:
-            subprocess.run(["cc", "-O2", "-march=native", "-fopenmp", str(Path(__file__).with_name("fma_peak.c")),
+            subprocess.run(["cc", "-O2", "-march=native", *avx2_only, "-fopenmp", str(Path(__file__).with_name("fma_peak.c")),
                             "-o", str(binary)], check=True, capture_output=True, text=True)
             printed = subprocess.run([str(binary)], check=True, capture_output=True, text=True,
                                      env={**os.environ, "OMP_NUM_THREADS": str(threads)}).stdout
@@ -206,29 +215,42 @@ def _backbone_images(backbone: str, paths: list[Path]) -> torch.Tensor:
     return torch.cat([images[i][0] for i in range(len(images))])
 
 
-def bare_images_per_s(backbone: str, paths: list[Path], precision: str, batch_size: int) -> float:
-    """A bare ``model(x)`` loop over decoded tensors: the network's speed alone (after one warm-up batch)."""
+def bare_images_per_s(backbone: str, paths: list[Path], precision: str, batch_size: int,
+                      runtime: str = "eager", weights: str = "random") -> tuple[float, float]:
+    """A bare ``model(x)`` loop over decoded tensors, eager or compiled: the network's speed alone, after one
+    warm-up batch (which compiles); (images/s over the full batches, compile seconds or 0)."""
+    from transfer.core.memory import keep_freed_memory
     from transfer.features.backbones import Weights, build_model
     from transfer.features.registry import get_backbone
+    from transfer.features.runtime import COMPILE_OPTIONS
 
+    keep_freed_memory()
     images = _backbone_images(backbone, paths).contiguous(memory_format=torch.channels_last)
-    model = build_model(get_backbone(backbone), Weights("random")).to(memory_format=torch.channels_last)
+    model = build_model(get_backbone(backbone), Weights.parse(weights)).eval().to(memory_format=torch.channels_last)
+    forward = torch.compile(model, options=COMPILE_OPTIONS) if runtime == "compiled" else model
+    full = len(images) // batch_size * batch_size
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        model(images[:batch_size])
         begun = time.perf_counter()
-        for i in range(0, len(images), batch_size):
-            model(images[i : i + batch_size])
-    return len(images) / (time.perf_counter() - begun)
+        forward(images[:batch_size])
+        compile_seconds = time.perf_counter() - begun if runtime == "compiled" else 0.0
+        begun = time.perf_counter()
+        for i in range(0, full, batch_size):
+            forward(images[i : i + batch_size])
+    return full / (time.perf_counter() - begun), compile_seconds
 
 
-def pipeline_images_per_s(dataset: ImageDataset, backbone: str, cache: Path, batch_size: int) -> tuple[float, str, float]:
-    """`transfer extract` of the backbone's default layer into an empty cache: (images/s, precision, loader wait share)."""
-    features = FeatureSpec(backbone=backbone, weights="random")
-    outcome = extract(dataset, features, cache, RunOptions(batch_size=batch_size, progress=False))
-    return outcome.images_per_s, resolve(features, cache).key.precision, outcome.loader_wait_seconds / outcome.seconds
+def pipeline_images_per_s(dataset: ImageDataset, backbone: str, cache: Path, batch_size: int,
+                          runtime: str = "auto", weights: str = "random") -> tuple[float, str, float, str]:
+    """`transfer extract` of the backbone's default layer into an empty cache: (images/s, precision, loader
+    wait share, what ran the forward pass)."""
+    features = FeatureSpec(backbone=backbone, weights=weights)
+    outcome = extract(dataset, features, cache, RunOptions(batch_size=batch_size, progress=False, runtime=runtime))
+    ran = outcome.runtime.describe() if outcome.runtime else ""
+    return outcome.images_per_s, resolve(features, cache).key.precision, outcome.loader_wait_seconds / outcome.seconds, ran
 
 
-def parity_cosines(dataset: ImageDataset, backbone: str, cache: Path, batch_size: int) -> dict[str, float]:
+def parity_cosines(dataset: ImageDataset, backbone: str, cache: Path, batch_size: int,
+                   weights: str = "random") -> dict[str, float]:
     """The pipeline's fp32 features of the default layer against the library's own forward with its classifier
     replaced by an identity (its pooled features) on the same preprocessed tensors; and bf16's against fp32's."""
     from transfer.features.backbones import Weights, build_model
@@ -237,11 +259,11 @@ def parity_cosines(dataset: ImageDataset, backbone: str, cache: Path, batch_size
     spec = get_backbone(backbone)
     cached = {}
     for precision in ("fp32", "bf16"):
-        features = FeatureSpec(backbone=backbone, weights="random", precision=precision)
+        features = FeatureSpec(backbone=backbone, weights=weights, precision=precision)
         outcome = extract(dataset, features, cache, RunOptions(batch_size=batch_size, progress=False))
         (key,) = features.layer_nodes()
         cached[precision] = np.concatenate([read_features(outcome.path, key, dataset).splits[s].features for s in SPLITS])
-    model = build_model(spec, Weights("random"))
+    model = build_model(spec, Weights.parse(weights))
     parent, _, child = spec.architecture.fc_head_module.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, torch.nn.Identity())
     images = _backbone_images(backbone, [dataset.path(s) for split in SPLITS for s in dataset.samples(split)])
@@ -275,35 +297,70 @@ def compare_with_bare_loop(args, dataset: ImageDataset) -> None:
     cpu_peak = instruction_peak_gflops(torch.get_num_threads())
     print(f"{args.backbone}: {len(paths)} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"{gflop:.2f} GFLOP per image (FlopCounterMode), torch {torch.__version__}")
-    rounds = []
+    runtimes = ["eager", "compiled"] if args.runtime == "all" else [args.runtime]
+    rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for number in range(args.rounds):
-            (pipeline, precision, waited), rss = in_child(pipeline_images_per_s, dataset, args.backbone,
-                                                          Path(tmp) / f"round{number}", args.batch_size)
-            bare, _ = in_child(bare_images_per_s, args.backbone, paths, precision, args.batch_size)
-            rounds.append({"pipeline": pipeline, "bare": bare, "ratio": pipeline / bare, "precision": precision,
-                           "loader_wait_share": waited, "peak_rss_mb": rss})
-            print(f"round {number + 1} ({precision}): pipeline {pipeline:.1f} images/s, bare model(x) {bare:.1f} "
-                  f"images/s, ratio {pipeline / bare:.3f}, loader wait {100 * waited:.1f}%", flush=True)
-        parity, _ = in_child(parity_cosines, dataset.limited(4), args.backbone, Path(tmp) / "parity", args.batch_size)
+            for runtime in runtimes:  # in turns, so that a drift of the machine's speed moves them together
+                (pipeline, precision, waited, ran), rss = in_child(
+                    pipeline_images_per_s, dataset, args.backbone, Path(tmp) / f"round{number}-{runtime}", args.batch_size,
+                    runtime, args.weights)
+                (bare, compile_seconds), _ = in_child(bare_images_per_s, args.backbone, paths, precision, args.batch_size,
+                                                      runtime, args.weights)
+                rounds.append({"round": number, "runtime": runtime, "pipeline": pipeline, "bare": bare,
+                               "ratio": pipeline / bare, "precision": precision, "loader_wait_share": waited,
+                               "peak_rss_mb": rss, "bare_compile_seconds": compile_seconds, "pipeline_ran": ran})
+                print(f"round {number + 1}, {runtime} ({precision}): pipeline {pipeline:.1f} images/s ({ran or 'eager'}), "
+                      f"bare model(x) {bare:.1f} images/s" + (f" (compile {compile_seconds:.1f} s)" if compile_seconds else "")
+                      + f", ratio {pipeline / bare:.3f}, loader wait {100 * waited:.1f}%", flush=True)
+        parity, _ = in_child(parity_cosines, dataset.limited(4), args.backbone, Path(tmp) / "parity", args.batch_size,
+                             args.weights)
     precision = rounds[0]["precision"]
-    figures = {"parity": parity, "backbone": args.backbone, "images": len(paths), "precision": precision, "gflop_per_image": gflop,
-               "rounds": rounds, **{name: median(r[name] for r in rounds) for name in ("pipeline", "bare", "ratio")}}
     peak = cpu_peak.get(precision)
-    if peak:
-        figures["fraction_of_instruction_peak"] = {name: figures[name] * gflop / peak for name in ("pipeline", "bare")}
-    print(f"median: pipeline {figures['pipeline']:.1f} images/s, bare {figures['bare']:.1f} images/s, "
-          f"ratio {figures['ratio']:.3f} (medians of each round's own ratio)")
-    if peak:
-        shares = figures["fraction_of_instruction_peak"]
-        print(f"of the CPU's {precision} multiply-add peak ({peak:.0f} GFLOP/s, fma_peak.c): pipeline "
-              f"{100 * shares['pipeline']:.1f}%, bare {100 * shares['bare']:.1f}%")
+    table = {}
+    for runtime in runtimes:
+        mine = [r for r in rounds if r["runtime"] == runtime]
+        table[runtime] = {name: median(r[name] for r in mine) for name in ("pipeline", "bare", "ratio")}
+    fastest = max(table, key=lambda runtime: table[runtime]["bare"])
+    for runtime, row in table.items():
+        # Each round's pipeline against that round's fastest bare forward, then the median.
+        row["vs_fastest_bare"] = median(r["pipeline"] / max(o["bare"] for o in rounds if o["round"] == r["round"])
+                                        for r in rounds if r["runtime"] == runtime)
+        if peak:
+            row["fraction_of_instruction_peak"] = {name: row[name] * gflop / peak for name in ("pipeline", "bare")}
+    figures = {"parity": parity, "backbone": args.backbone, "images": len(paths), "precision": precision,
+               "gflop_per_image": gflop, "instruction_peak_gflops": cpu_peak, "cpu": _cpu(), "rounds": rounds,
+               "runtimes": table, "fastest_bare": fastest}
+    print(f"\n{args.backbone}, {precision}, batch {args.batch_size}, {len(paths)} images, on {_cpu()}; medians of "
+          f"{args.rounds} rounds" + (f"; % of the {precision} multiply-add peak ({peak:.0f} GFLOP/s, fma_peak.c)" if peak else ""))
+    print(f"| runtime | pipeline images/s | bare images/s | pipeline % peak | bare % peak | pipeline / its bare "
+          f"| pipeline / fastest bare ({fastest}) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for runtime, row in table.items():
+        shares = row.get("fraction_of_instruction_peak", {})
+        print(f"| {runtime} | {row['pipeline']:.1f} | {row['bare']:.1f} | "
+              + " | ".join(f"{100 * shares[n]:.1f}%" if shares else "" for n in ("pipeline", "bare"))
+              + f" | {row['ratio']:.3f} | {row['vs_fastest_bare']:.3f} |")
     print(f"parity on {parity['images']} images, cosine per image: the pipeline's fp32 against the library's own "
           f"forward {parity['fp32_vs_library_min']:.6f} (min); bf16 against fp32 {parity['bf16_vs_fp32_min']:.5f} (min), "
           f"{parity['bf16_vs_fp32_mean']:.5f} (mean)")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
         print(f"figures written to {args.json}")
+
+
+def _cpu() -> str:
+    """The processor's model, its core count and whether it has AVX-512 and native bf16 (as /proc/cpuinfo says)."""
+    from transfer.features.runtime import machine
+
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        flags = []
+    capability = os.environ.get("ATEN_CPU_CAPABILITY")
+    limited = f", held to {capability} (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA)" if capability else ""
+    return (f"{machine()}, {os.cpu_count()} CPUs, avx512f {'avx512f' in flags}, avx512_bf16 {'avx512_bf16' in flags}"
+            f"{limited}")
 
 
 def main() -> None:
@@ -315,6 +372,11 @@ def main() -> None:
     parser.add_argument("--no-lite0", action="store_true", help="skip the Lite0 + LinearSVC parity (all images)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--backbone", help="instead: this backbone's pipeline against a bare model(x) loop")
+    parser.add_argument("--runtime", choices=["eager", "compiled", "all"], default="all",
+                        help="with --backbone: the runtimes of the forward pass to measure")
+    parser.add_argument("--weights", default="random",
+                        help="with --backbone: the weights (speed does not depend on them; the parity check does where "
+                             "random features vanish, as EfficientNet-Lite's do: give imagenet there)")
     args = parser.parse_args()
 
     full = load_dataset(args.data)

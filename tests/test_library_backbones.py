@@ -162,7 +162,7 @@ def test_a_head_trains_on_a_library_model_and_predict_reads_its_file(small_data,
     (model_file,) = (cache_dir / "models").glob("head-*.skops")
     predicted = runner.invoke(app, ["predict", str(model_file), str(small_data / "test"), "--format", "csv"])
     assert predicted.exit_code == 0, predicted.output
-    assert len(predicted.output.strip().splitlines()) == 1 + 9  # a header and one line per test image
+    assert len(predicted.stdout.strip().splitlines()) == 1 + 9  # a header and one line per test image; notes go to stderr
 
 
 @pytest.mark.parametrize("backbone", ["timm:resnet18", VIT, "torchvision:resnet18"])

@@ -32,9 +32,11 @@ def _cosines(a, b):
 
 @pytest.mark.parametrize("precision, at_least", [("fp32", 0.99999), ("bf16", 0.999)])
 def test_compiled_features_equal_eager_ones(small_data, tmp_path, precision, at_least):
-    """21 images in batches of 8: the last batch is padded to the compiled size and cut back."""
+    """21 images in batches of 8: the last batch is padded to the compiled size and cut back; the graph
+    compiled once is the one every batch runs (a recompile, e.g. for another kind of tensor, fails)."""
     eager, eager_values = _features(small_data, tmp_path / "eager", precision, "eager")
-    compiled, compiled_values = _features(small_data, tmp_path / "compiled", precision, "compiled")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled, compiled_values = _features(small_data, tmp_path / "compiled", precision, "compiled")
     assert (eager.runtime.runtime, compiled.runtime.runtime) == ("eager", "compiled")
     assert compiled_values.shape == eager_values.shape == (21, 512)
     assert _cosines(compiled_values, eager_values).min() >= at_least
@@ -80,3 +82,28 @@ def test_the_payback_rule():
     assert runtime._pays_back(images=1000, eager=10.0, compiled=20.0, compile_seconds=30.0)  # 100 s → 50 + 30 s
     assert not runtime._pays_back(images=100, eager=10.0, compiled=20.0, compile_seconds=30.0)  # 10 s → 5 + 30 s
     assert not runtime._pays_back(images=10**6, eager=20.0, compiled=10.0, compile_seconds=0.0)  # slower
+
+
+def test_predict_runs_the_same_forward_pass_and_the_report_says_which_ran(small_data, cache_dir, tmp_path, monkeypatch):
+    from transfer.classifiers.settings import GridConfig
+    from transfer.reports.report import write_report
+    from transfer.runs.jobs import run_svm
+    from transfer.runs.predict import predict
+    from transfer.runs.store import ResultsStore
+
+    dataset = load_dataset(small_data)
+    features = FeatureSpec(backbone="timm:resnet18", weights="random", image_size=64, precision="fp32")
+    extract(dataset, features, cache_dir, RunOptions(device="cpu", batch_size=8, workers=0, progress=False, runtime="eager"))
+    (svm,) = run_svm(dataset, features, cache_dir, GridConfig(c_grid=(1.0,), cv=2, jobs=1))
+    (run,) = ResultsStore(cache_dir / "results.sqlite").runs()
+    assert run.timings["extract_runtimes"] == ["runtime eager: asked for"]
+    page = write_report([run], tmp_path / "report").markdown.read_text()
+    assert "forward pass: runtime eager: asked for" in page
+
+    images = [small_data / "test"]
+    eager = predict(svm.model_path, images, top=3, device="cpu", batch_size=4, runtime="eager")
+    compiled = predict(svm.model_path, images, top=3, device="cpu", batch_size=4, runtime="compiled")
+    assert len(eager) == 9 and [p.classes for p in compiled] == [p.classes for p in eager]
+    np.testing.assert_allclose([p.scores for p in compiled], [p.scores for p in eager], rtol=1e-3, atol=1e-4)
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled a 9-image predict"))
+    assert [p.classes for p in predict(svm.model_path, images, top=3, device="cpu", batch_size=4)] == [p.classes for p in eager]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer.core.choices import Pooling
+from transfer.core.choices import Pooling, Runtime
 from transfer.core.errors import UserError
 from transfer.core.files import atomic_path, safe_name
 from transfer.core.paths import INSPECT_DIR
@@ -20,6 +20,7 @@ from transfer.features.backbones import (
     build_extractor,
 )
 from transfer.features.registry import get_backbone
+from transfer.features.runtime import ForwardSetting, forward_for
 from transfer.runs.predict import Prediction
 
 MAP_ORDERS = ("index", "activation")
@@ -50,7 +51,8 @@ def _check(spec: BackboneSpec, maps: str, top: int, order: str, count: int) -> N
 
 def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "imagenet", top: int = 5,
                    maps: str | None = None, out: Path | None = INSPECT_DIR, color: bool = False,
-                   order: str = "index", device: str = "auto", count: int = DEFAULT_MAP_COUNT) -> list[Inspection]:
+                   order: str = "index", device: str = "auto", count: int = DEFAULT_MAP_COUNT,
+                   runtime: Runtime = Runtime.AUTO) -> list[Inspection]:
     """The backbone's top-``top`` classes per image; with ``out``, a PNG per image of layer ``maps``' ``count``
     most activated maps."""
     import torch
@@ -65,6 +67,10 @@ def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "
     preprocessing = replace(spec.pretrained.preprocessing, color=color)
     nodes = {"maps": spec.layer(maps).node, "logits": spec.taps.layers[spec.taps.logits].node}
     extractor = build_extractor(spec, Weights.parse(weights), Pooling.MAX, list(nodes.values()), device)
+    # One image at a time (each is drawn as soon as it is read), in fp32 as the figures were always drawn.
+    setting = ForwardSetting(backbone=spec.name, nodes=tuple(nodes.values()), preprocessing=preprocessing, precision="fp32",
+                             device=device, batch_size=1, memo_folder=None)
+    forward, _ = forward_for(extractor, setting, runtime, len(paths))
     names = spec.pretrained.class_names()
     transform = preprocessing.transform()
     found = []
@@ -75,7 +81,7 @@ def inspect_images(inputs: list[Path], backbone: str = "vgg16", weights: str = "
             found.append(Inspection(path=str(path), classes=[], scores=[], error=str(error)))
             continue
         with torch.inference_mode():
-            outputs = extractor(image[None].to(device))
+            outputs = forward(image[None].to(device).contiguous(memory_format=torch.channels_last))
         probabilities = torch.softmax(outputs[nodes["logits"]][0].float(), dim=0).cpu()
         best = probabilities.topk(min(top, len(names)))
         drawn = None

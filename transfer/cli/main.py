@@ -95,6 +95,7 @@ TokensOpt = Annotated[Tokens | None, typer.Option(help="How a transformer's toke
                       "token, the mean of the patch tokens, or both side by side [default: cls, mean without a class token].")]
 PoolingOpt = Annotated[Pooling, typer.Option(help="VGG16 pooling variant: sum is LP pooling with p=1, l2 with p=2.")]
 PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where the hardware computes it natively.")]
+RuntimeOpt = Annotated[Runtime, typer.Option(help="What runs the network: eager PyTorch, or torch.compile with inductor's freezing; auto measures both on a configuration's first large run (extraction: remembered in the cache folder) and compiles where it pays back. The features are the same.")]
 ColorOpt = Annotated[bool, typer.Option("--color", help="Keep colour (default: read grayscale, replicate to 3 channels).")]
 ImageSizeOpt = Annotated[int | None, typer.Option(help="Centre-crop size fed to the network [default: the backbone's, 224].")]
 ViewsOpt = Annotated[View, typer.Option(help="Test-time augmentation: the features are the mean over these views of each image (the centre crop; and its mirror image; the 4 corner and centre crops; and their mirror images).")]
@@ -157,7 +158,7 @@ def extract(
     workers: Annotated[int | None, typer.Option(help="Image-loading processes [default: 1 on a small CPU].")] = RunOptions.workers,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = RunOptions.strict,
     engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (a local cluster, or --address).")] = RunOptions.engine,
-    runtime: Annotated[Runtime, typer.Option(help="What runs the network: eager PyTorch, or torch.compile with inductor's freezing; auto measures both on a configuration's first large extraction, remembers the speeds in the cache folder and compiles where it pays back. The features are the same.")] = RunOptions.runtime,
+    runtime: RuntimeOpt = RunOptions.runtime,
     address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster to join, e.g. auto [default: $RAY_ADDRESS, else a local cluster].")] = RunOptions.address,
     actors: Annotated[int | None, typer.Option(help="With --engine ray: network actors [default: one per CPU of the cluster].")] = RunOptions.actors,
     gpus_per_actor: Annotated[float, typer.Option(help="With --engine ray: GPUs per actor (0: CPU actors).")] = RunOptions.gpus_per_actor,
@@ -589,6 +590,7 @@ def predict(
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
     batch_size: Annotated[int, typer.Option(help="Network inputs per forward pass (each view of an image is one).")] = 32,
+    runtime: RuntimeOpt = RunOptions.runtime,
 ) -> None:
     """Classify new images with a saved model, using the model's own layer and preprocessing."""
     from transfer.cli.display import print_predictions
@@ -596,7 +598,7 @@ def predict(
 
     if output not in ("table", "csv", "json"):
         raise UserError(f"--format must be table, csv or json, got {output!r}")
-    print_predictions(run_predict(model, images, top, device, batch_size), output)
+    print_predictions(run_predict(model, images, top, device, batch_size, runtime), output)
 
 
 @app.command()
@@ -613,6 +615,7 @@ def inspect(
     color: ColorOpt = False,
     output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
+    runtime: RuntimeOpt = RunOptions.runtime,
 ) -> None:
     """What the pretrained network sees: its own top ImageNet classes, and a layer's feature maps beside the input."""
     from transfer.cli.display import print_inspections
@@ -620,7 +623,8 @@ def inspect(
 
     if output not in ("table", "json"):
         raise UserError(f"--format must be table or json, got {output!r}")
-    found = inspect_images(images, backbone, weights, top, maps, None if no_maps else out, color, order, device, count)
+    found = inspect_images(images, backbone, weights, top, maps, None if no_maps else out, color, order, device, count,
+                           runtime)
     print_inspections(found, output, weights == "random")
 
 

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -292,14 +293,17 @@ def read_features(path: Path, layer: str, dataset: ImageDataset) -> LayerFeature
         return LayerFeatures(layer, list(dataset.classes), splits, path)
 
 
-def extraction_timing(path: Path) -> dict[str, float]:
-    """Seconds and images/s of the network passes that filled this file (all passes, all data sets)."""
+def extraction_timing(path: Path) -> dict[str, Any]:
+    """Seconds and images/s of the network passes that filled this file (all passes, all data sets), the
+    devices and what ran the forward pass (each choice of runtime, with its measured speeds)."""
     with reading(path) as h5:
         images, seconds, wait = (float(h5.attrs.get(name, 0)) for name in TIMING_ATTRS)
         devices = json.loads(h5.attrs.get("devices", "[]"))
+        runtimes = json.loads(h5.attrs.get("runtimes", "[]"))
     return {"extract_seconds": seconds, "extract_images": int(images),
             "extract_images_per_s": images / seconds if seconds else 0.0, "loader_wait_seconds": wait,
-            "extract_devices": devices}
+            "extract_devices": devices,
+            "extract_runtimes": list(dict.fromkeys(RuntimeChoice.from_dict(r).describe() for r in runtimes))}
 
 
 def complete_layers(path: Path, dataset: ImageDataset) -> list[str]:

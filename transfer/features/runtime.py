@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transfer.core.choices import Runtime, View
-from transfer.core.console import console, warn
+from transfer.core.console import err_console, warn
 from transfer.core.files import atomic_write_text
 from transfer.features.backbones import Preprocessing
 
@@ -51,6 +51,10 @@ class RuntimeChoice:
     def as_dict(self) -> dict:
         return {**asdict(self), "runtime": str(self.runtime)}
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> RuntimeChoice:
+        return cls(**{**fields, "runtime": Runtime(fields["runtime"])})
+
 
 def machine() -> str:
     """What the speeds of a runtime depend on besides the configuration: the processor and torch."""
@@ -77,6 +81,9 @@ class _Padded:
     def __call__(self, images):
         import torch
 
+        if not images.is_inference():  # the compiled graph's guards expect an inference tensor, as the loaders'
+            with torch.inference_mode():  # batches are; another kind of tensor would compile it again
+                images = images.clone()
         count = len(images)
         self.size = self.size or count
         if count >= self.size:
@@ -179,15 +186,16 @@ def forward_for(extractor: torch.nn.Module, setting: ForwardSetting, runtime: Ru
     import torch
 
     preprocessing = setting.preprocessing
-    batch = torch.randn(setting.inputs(images), 3, preprocessing.crop, preprocessing.crop, device=setting.device)
+    with torch.inference_mode():  # as the batches of an extraction are made: the compiled graph's guards see the same
+        batch = torch.randn(setting.inputs(images), 3, preprocessing.crop, preprocessing.crop, device=setting.device)
     forward, chosen = choose_forward(
         extractor, runtime=runtime, batch=batch.contiguous(memory_format=torch.channels_last), device=setting.device,
         precision=setting.precision, images=images * View(preprocessing.views).images, memo=RuntimeMemo(setting.memo_folder),
         configuration=setting.configuration(images),
-        on_compile=lambda: console.print(f"compiling {setting.backbone}'s forward pass (torch.compile; the compiled "
+        on_compile=lambda: err_console.print(f"compiling {setting.backbone}'s forward pass (torch.compile; the compiled "
                                          f"graph is cached for later runs)"))
     if runtime != Runtime.EAGER:
-        console.print(chosen.describe())
+        err_console.print(chosen.describe())
     return forward, chosen
 
 

@@ -541,9 +541,11 @@ def header_lines(rows: list[Row]) -> list[str]:
     total = sum(extraction.values()) + sum(row.fit_seconds or 0.0 for row in rows)
     devices = sorted({d for row in rows for d in (row.run.timings or {}).get("extract_devices", [])})
     trained_on = sorted({row.run.timings["train_device"] for row in rows if (row.run.timings or {}).get("train_device")})
+    runtimes = list(dict.fromkeys(r for row in rows for r in (row.run.timings or {}).get("extract_runtimes", [])))
     lines.append(f"Compute: {total:,.0f} s for the runs shown (extractions once each, every training stage)"
                  + (f"; precision {', '.join(precisions)}" if precisions else "")
                  + (f"; extracted on {', '.join(devices)}" if devices else "")
+                 + (f"; forward pass: {'; '.join(runtimes)}" if runtimes else "")
                  + (f"; heads and networks trained on {', '.join(trained_on)}" if trained_on else "") + ".")
     return lines
 

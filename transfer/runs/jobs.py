@@ -272,7 +272,8 @@ def _summed(timings: list[dict]) -> dict:
     return {"extract_seconds": seconds, "extract_images": images,
             "extract_images_per_s": images / seconds if seconds else 0.0,
             "loader_wait_seconds": sum(t["loader_wait_seconds"] for t in timings),
-            "extract_devices": sorted({d for t in timings for d in t["extract_devices"]})}
+            "extract_devices": sorted({d for t in timings for d in t["extract_devices"]}),
+            "extract_runtimes": list(dict.fromkeys(r for t in timings for r in t.get("extract_runtimes", [])))}
 
 
 def _side_by_side(layers: list):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from transfer.core.choices import Runtime
 from transfer.core.errors import UserError
 from transfer.data.images import image_paths
-from transfer.runs.models import load_model
+from transfer.runs.models import Run, load_model
 
 
 @dataclass
@@ -20,13 +21,14 @@ class Prediction:
     error: str | None = None
 
 
-def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "auto", batch_size: int = 32) -> list[Prediction]:
+def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "auto", batch_size: int = 32,
+            runtime: Runtime = Runtime.AUTO) -> list[Prediction]:
     """The ``top`` classes of every image under ``inputs``, by the model file's own scores."""
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
     model = load_model(model_path)
     paths = image_paths(inputs)
-    scores, ok = model.scores(paths, device, batch_size)
+    scores, ok = model.scores(paths, Run(device=device, batch_size=batch_size, runtime=runtime))
     rows = iter(scores)
     predictions = []
     for path, readable in zip(paths, ok):
