@@ -69,8 +69,13 @@ def software_bf16_slowdown() -> float:
 
 def default_workers(device: str) -> int:
     cores = os.cpu_count() or 1
-    # On a CPU the network wants every core; one loader process keeps JPEG decoding overlapped.
-    return min(8, cores) if device == "cuda" else (1 if cores <= 4 else 2)
+    # On a CPU the network wants every core. With two or fewer, a loader process beside torch's threads
+    # oversubscribes them (a preempted thread stalls every parallel region), which cost more than decoding
+    # between batches saves, for slow and fast networks alike (docs/measured-notes.md); with more, one
+    # loader process keeps JPEG decoding overlapped.
+    if device == "cuda":
+        return min(8, cores)
+    return 0 if cores <= 2 else (1 if cores <= 4 else 2)
 
 
 def fp32_means_fp32(device: str, precision: str) -> None:
