@@ -15,7 +15,7 @@ import numpy as np
 from transfer.classifiers.heads import HeadSpec, attach_head
 from transfer.classifiers.settings import COMBINED
 from transfer.core.archive import SKOPS_SUFFIX, load_estimator, save_estimator, state_tensors
-from transfer.core.choices import MODEL_COMMANDS, ModelKind, Runtime, WeightsSource
+from transfer.core.choices import MODEL_COMMANDS, ModelKind, WeightsSource
 from transfer.core.config import as_plain
 from transfer.core.device import resolve_device
 from transfer.core.errors import UserError
@@ -24,6 +24,7 @@ from transfer.features.backbones import Preprocessing, Weights, build_extractor,
 from transfer.features.forward import Reduction, make_loader, network_batches
 from transfer.features.registry import get_backbone
 from transfer.features.runtime import ForwardSetting, forward_for
+from transfer.features.spec import RunOptions
 from transfer.runs.labels import BowLabel, FeaturesLabel, FisherLabel, HeadLabel, ModelLabel, SvmLabel
 
 MODEL_FORMAT = 2  # 1: joblib pickles (refused: loading them could run code)
@@ -55,35 +56,23 @@ def _preprocessing(key: dict):
     return replace(Preprocessing(**prep), mean=tuple(prep["mean"]), std=tuple(prep["std"]))
 
 
-def _forward(network, nodes: dict[str, str], reduce: Reduction, key: dict, paths: list[Path], run: Run
-             ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Images through ``network`` (a module returning a dict of node outputs, on ``run.device``) in the runtime
+def _forward(network, nodes: dict[str, str], reduce: Reduction, key: dict, paths: list[Path], run: RunOptions,
+             device: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Images through ``network`` (a module returning a dict of node outputs, on ``device``) in the runtime
     ``run`` asks for, with the preprocessing of extraction ``key``: each node's output for the readable images,
     in the order of ``nodes``; the readable mask."""
     preprocessing = _preprocessing(key)
     setting = ForwardSetting(backbone=key["backbone"], nodes=tuple(nodes.values()), preprocessing=preprocessing,
-                             precision=key["precision"], device=run.device, batch_size=run.batch_size, memo_folder=None)
+                             precision=key["precision"], device=device, batch_size=run.batch_size, memo_folder=None)
     forward, _ = forward_for(network, setting, run.runtime, len(paths))
-    loader = make_loader(paths, preprocessing, run.device, run.batch_size, workers=0)
+    loader = make_loader(paths, preprocessing, device, run.batch_size, workers=0)
     parts: list[list[np.ndarray]] = [[] for _ in nodes]
     oks = []
-    for arrays, ok, _ in network_batches(forward, loader, run.device, key["precision"], nodes, reduce):
+    for arrays, ok, _ in network_batches(forward, loader, device, key["precision"], nodes, reduce):
         for part, name in zip(parts, nodes):
             part.append(arrays[name][ok])
         oks.append(ok)
     return [np.concatenate(part) for part in parts], np.concatenate(oks)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Run:
-    """How a model file's network runs on new images; none of it changes the scores."""
-
-    device: str = "auto"
-    batch_size: int = 32
-    runtime: Runtime = Runtime.AUTO
-
-    def resolved(self) -> Run:
-        return replace(self, device=resolve_device(self.device))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +101,7 @@ class Extraction:
     def label(self) -> FeaturesLabel:
         return FeaturesLabel.of({**self.features, "backbone": self.backbone})
 
-    def blocks(self, paths: list[Path], run: Run) -> tuple[list[np.ndarray], np.ndarray]:
+    def blocks(self, paths: list[Path], run: RunOptions) -> tuple[list[np.ndarray], np.ndarray]:
         """Its layers of the images, each a block (readable images only), and the readable mask; the weights
         must be the ones the model was trained on."""
         key = self.extraction_key
@@ -121,15 +110,15 @@ class Extraction:
         if weights_id(spec, weights) != key["weights"]:
             raise UserError(f"the weights this model was trained on ({key['weights']}) are not the ones found now "
                             f"({weights_id(spec, weights)}); the features would not match")
-        run = run.resolved()
+        device = resolve_device(run.device)
         nodes = {layer_key: spec.layer(layer).node
                  for layer_key, layer in zip(self.layer_key.split(COMBINED), self.features["layers"])}
-        extractor = build_extractor(spec, weights, key["pooling"], list(nodes.values()), run.device)
+        extractor = build_extractor(spec, weights, key["pooling"], list(nodes.values()), device)
         reduce = Reduction(self.features["spatial"], self.features.get("tokens"), spec.architecture.prefix_tokens)
-        return _forward(extractor, nodes, reduce, key, paths, run)
+        return _forward(extractor, nodes, reduce, key, paths, run, device)
 
 
-def _cnn_features(extractions: tuple[Extraction, ...], paths: list[Path], run: Run) -> tuple[np.ndarray, np.ndarray]:
+def _cnn_features(extractions: tuple[Extraction, ...], paths: list[Path], run: RunOptions) -> tuple[np.ndarray, np.ndarray]:
     """The features a model saw: the layers of its extractions side by side (each run in turn on the same
     images), as it was trained on them."""
     from transfer.classifiers.svm import side_by_side
@@ -181,7 +170,7 @@ class ModelFile(ABC):
         """What the run that made it is called: its file's name starts with the label's stem."""
 
     @abstractmethod
-    def scores(self, paths: list[Path], run: Run) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, paths: list[Path], run: RunOptions) -> tuple[np.ndarray, np.ndarray]:
         """A row of class scores per readable image (higher is likelier), and the readable mask over ``paths``."""
 
     @abstractmethod
@@ -224,7 +213,7 @@ class SvmModel(ModelFile):
         return SvmLabel(parts=tuple(extraction.label for extraction in self.extractions),
                         layer_keys=COMBINED.join(extraction.layer_key for extraction in self.extractions), norm=self.norm)
 
-    def scores(self, paths: list[Path], run: Run) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, paths: list[Path], run: RunOptions) -> tuple[np.ndarray, np.ndarray]:
         features, ok = _cnn_features(self.extractions, paths, run)
         return _margins(self.model, features) if len(features) else np.zeros((0, len(self.classes))), ok
 
@@ -261,7 +250,7 @@ class _EncodingModel(ModelFile):
         return {self.ENCODER: self.encoder, self.SETTINGS: as_plain(self.config), "model": self.model,
                 "classes": self.classes, "chosen_c": self.chosen_c}
 
-    def scores(self, paths: list[Path], run: Run) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, paths: list[Path], run: RunOptions) -> tuple[np.ndarray, np.ndarray]:
         encodings, ok = self.encode(paths)
         return _margins(self.model, encodings) if ok.any() else np.zeros((0, len(self.classes))), ok
 
@@ -351,7 +340,7 @@ class HeadModel(ModelFile):
     def label(self) -> HeadLabel:
         return HeadLabel(features=self.extraction.label, head=self.head.name)
 
-    def scores(self, paths: list[Path], run: Run) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, paths: list[Path], run: RunOptions) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         features, ok = _cnn_features((self.extraction,), paths, run)
@@ -390,7 +379,7 @@ class NetworkModel(ModelFile):
         features = FeaturesLabel.of({**self.features, "backbone": self.extraction_key["backbone"]})
         return HeadLabel(features=features, head=self.head.name, unfreeze=self.unfreeze)
 
-    def scores(self, paths: list[Path], run: Run) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, paths: list[Path], run: RunOptions) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
 
@@ -399,9 +388,9 @@ class NetworkModel(ModelFile):
         model = build_model(spec, Weights(WeightsSource.RANDOM), key["pooling"])
         attach_head(model, spec.name, self.head, len(self.classes))
         model.load_state_dict(state_tensors(self.state))
-        run = run.resolved()
-        model = model.eval().to(run.device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
-        (logits,), ok = _forward(_logits_module(model), {"logits": "logits"}, Reduction(), key, paths, run)
+        device = resolve_device(run.device)
+        model = model.eval().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
+        (logits,), ok = _forward(_logits_module(model), {"logits": "logits"}, Reduction(), key, paths, run, device)
         return torch.softmax(torch.as_tensor(logits), dim=1).numpy(), ok
 
     def outputs(self) -> int | None:

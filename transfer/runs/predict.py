@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer.core.choices import Runtime
+from transfer.core.choices import Device, Runtime
 from transfer.core.errors import UserError
 from transfer.data.images import image_paths
-from transfer.runs.models import Run, load_model
+from transfer.features.spec import RunOptions
+from transfer.runs.models import load_model
 
 
 @dataclass
@@ -28,7 +29,7 @@ def predict(model_path: Path, inputs: list[Path], top: int = 1, device: str = "a
         raise UserError(f"--top must be at least 1, got {top}")
     model = load_model(model_path)
     paths = image_paths(inputs)
-    scores, ok = model.scores(paths, Run(device=device, batch_size=batch_size, runtime=runtime))
+    scores, ok = model.scores(paths, RunOptions(device=Device(device), batch_size=batch_size, runtime=runtime))
     rows = iter(scores)
     predictions = []
     for path, readable in zip(paths, ok):
