@@ -15,7 +15,7 @@ import numpy as np
 from transfer.classifiers.heads import HeadSpec, attach_head
 from transfer.classifiers.settings import COMBINED
 from transfer.core.archive import SKOPS_SUFFIX, load_estimator, save_estimator, state_tensors
-from transfer.core.choices import MODEL_COMMANDS, ModelKind, WeightsSource
+from transfer.core.choices import MODEL_COMMANDS, Device, ModelKind, WeightsSource
 from transfer.core.config import as_plain
 from transfer.core.device import resolve_device
 from transfer.core.errors import UserError
@@ -56,11 +56,17 @@ def _preprocessing(key: dict):
     return replace(Preprocessing(**prep), mean=tuple(prep["mean"]), std=tuple(prep["std"]))
 
 
-def _forward(network, nodes: dict[str, str], reduce: Reduction, key: dict, paths: list[Path], run: RunOptions,
-             device: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """Images through ``network`` (a module returning a dict of node outputs, on ``device``) in the runtime
-    ``run`` asks for, with the preprocessing of extraction ``key``: each node's output for the readable images,
-    in the order of ``nodes``; the readable mask."""
+def _on_device(run: RunOptions) -> RunOptions:
+    """``run`` with its device resolved (auto: CUDA where there is one): where a model file's network is built."""
+    return replace(run, device=Device(resolve_device(run.device)))
+
+
+def _forward(network, nodes: dict[str, str], reduce: Reduction, key: dict, paths: list[Path], run: RunOptions
+             ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Images through ``network`` (a module returning a dict of node outputs, on the resolved ``run.device``) in
+    the runtime ``run`` asks for, with the preprocessing of extraction ``key``: each node's output for the
+    readable images, in the order of ``nodes``; the readable mask."""
+    device = str(run.device)
     preprocessing = _preprocessing(key)
     setting = ForwardSetting(backbone=key["backbone"], nodes=tuple(nodes.values()), preprocessing=preprocessing,
                              precision=key["precision"], device=device, batch_size=run.batch_size, memo_folder=None)
@@ -110,12 +116,12 @@ class Extraction:
         if weights_id(spec, weights) != key["weights"]:
             raise UserError(f"the weights this model was trained on ({key['weights']}) are not the ones found now "
                             f"({weights_id(spec, weights)}); the features would not match")
-        device = resolve_device(run.device)
+        run = _on_device(run)
         nodes = {layer_key: spec.layer(layer).node
                  for layer_key, layer in zip(self.layer_key.split(COMBINED), self.features["layers"])}
-        extractor = build_extractor(spec, weights, key["pooling"], list(nodes.values()), device)
+        extractor = build_extractor(spec, weights, key["pooling"], list(nodes.values()), str(run.device))
         reduce = Reduction(self.features["spatial"], self.features.get("tokens"), spec.architecture.prefix_tokens)
-        return _forward(extractor, nodes, reduce, key, paths, run, device)
+        return _forward(extractor, nodes, reduce, key, paths, run)
 
 
 def _cnn_features(extractions: tuple[Extraction, ...], paths: list[Path], run: RunOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -388,9 +394,9 @@ class NetworkModel(ModelFile):
         model = build_model(spec, Weights(WeightsSource.RANDOM), key["pooling"])
         attach_head(model, spec.name, self.head, len(self.classes))
         model.load_state_dict(state_tensors(self.state))
-        device = resolve_device(run.device)
-        model = model.eval().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
-        (logits,), ok = _forward(_logits_module(model), {"logits": "logits"}, Reduction(), key, paths, run, device)
+        run = _on_device(run)
+        model = model.eval().to(str(run.device), memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack (device, memory_format)
+        (logits,), ok = _forward(_logits_module(model), {"logits": "logits"}, Reduction(), key, paths, run)
         return torch.softmax(torch.as_tensor(logits), dim=1).numpy(), ok
 
     def outputs(self) -> int | None:
