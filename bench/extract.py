@@ -211,8 +211,9 @@ def _backbone_images(backbone: str, paths: list[Path]) -> torch.Tensor:
     from transfer.features.forward import ImageFiles
     from transfer.features.registry import get_backbone
 
-    images = ImageFiles(paths, get_backbone(backbone).pretrained.preprocessing)
-    return torch.cat([images[i][0] for i in range(len(images))])
+    preprocessing = get_backbone(backbone).pretrained.preprocessing
+    images = ImageFiles(paths, preprocessing)
+    return preprocessing.normalise(torch.cat([images[i][0] for i in range(len(images))]))
 
 
 def bare_images_per_s(backbone: str, paths: list[Path], precision: str, batch_size: int,

@@ -185,16 +185,26 @@ def test_lite1_and_lite2_are_registry_entries_that_every_command_uses(small_data
     assert [run_label(runs[str(path)]).file_stem for path in paths] == labels  # the stored rows say the same
 
 
-@pytest.mark.parametrize("views", ["5crops", "10crops"])
-def test_crop_views_equal_torchvisions_crops_of_the_image(views):
+@pytest.mark.parametrize("views", ["centre", "flip", "5crops", "10crops"])
+@pytest.mark.parametrize("color", [False, True])
+def test_views_equal_torchvisions_transforms_of_each_view(views, color, tmp_path):
+    """The uint8 views, normalised a batch at once (a grayscale band spread to three), are bit for bit what
+    torchvision's per-image resize, crop, ToTensor and Normalize give for the RGB image."""
     from PIL import Image
     from torchvision import transforms
 
+    from transfer.data.images import read_bands, read_image
     from transfer.features.backbones import Preprocessing
 
     pixels = torch.randint(0, 256, (75, 90, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy()
-    image = Image.fromarray(pixels)
-    preprocessing = Preprocessing(resize=41, crop=32, views=views)  # odd margins: crops of the mirror image are not mirrored crops
-    crops = {"5crops": transforms.FiveCrop, "10crops": transforms.TenCrop}[views](32)(preprocessing._resize()(image))
+    Image.fromarray(pixels).save(tmp_path / "image.png")
+    preprocessing = Preprocessing(resize=41, crop=32, views=views, color=color)  # odd margins: crops of the mirror image are not mirrored crops
+    image = read_image(tmp_path / "image.png", color)
+    resized = preprocessing._resize()(image)
+    crops = {"centre": lambda x: [transforms.CenterCrop(32)(x)],
+             "flip": lambda x: [transforms.CenterCrop(32)(x), transforms.functional.hflip(transforms.CenterCrop(32)(x))],
+             "5crops": transforms.FiveCrop(32), "10crops": transforms.TenCrop(32)}[views](resized)
     expected = torch.stack([preprocessing._tensor()(crop) for crop in crops])
-    assert torch.equal(preprocessing.views_transform()(image), expected)
+    views_pixels = preprocessing.views_pixels()(read_bands(tmp_path / "image.png", color))
+    assert views_pixels.dtype == torch.uint8 and views_pixels.shape[1] == (3 if color else 1)
+    assert torch.equal(preprocessing.normalise(views_pixels), expected)

@@ -36,7 +36,7 @@ def _cached(small_data: Path, cache_dir: Path, features: FeatureSpec) -> tuple[n
     split = read_features(outcome.path, key, dataset).splits["train"]
     spec = get_backbone(features.backbone)
     images = ImageFiles([small_data / path for path in split.paths], spec.pretrained.preprocessing)
-    return split.features, torch.cat([images[i][0] for i in range(len(images))])
+    return split.features, spec.pretrained.preprocessing.normalise(torch.cat([images[i][0] for i in range(len(images))]))
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -58,7 +58,7 @@ def test_a_compile_that_fails_runs_eager_and_says_why(small_data, cache_dir, mon
 def test_auto_does_not_compile_for_a_short_extraction(small_data, cache_dir, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled a 21-image extraction"))
     outcome, _ = _features(small_data, cache_dir, "fp32", "auto")
-    assert outcome.runtime.runtime == "eager" and outcome.runtime.reason.startswith("too few images (21)")
+    assert outcome.runtime.runtime == "eager" and outcome.runtime.reason.startswith("21 images (about 0 s eager) are too few to try compiling: tried from 60 s")
     assert not (cache_dir / runtime.MEMO_FILE).exists()  # nothing measured of the compiled runtime
 
 

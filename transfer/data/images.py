@@ -57,10 +57,15 @@ def _decode(path: Path) -> Image.Image:
         return _eight_bit(ImageOps.exif_transpose(image))
 
 
+def read_bands(path: Path, color: bool = False) -> Image.Image:
+    """The image in RGB, or without ``color`` in grayscale (one band: an extraction's preprocessing spreads
+    it to three channels after resizing, a third of the work of resizing it replicated)."""
+    return _decode(path).convert("RGB" if color else "L")
+
+
 def read_image(path: Path, color: bool = False) -> Image.Image:
     """RGB image; without ``color``, read as grayscale and replicated to three channels."""
-    image = _decode(path)
-    return image.convert("RGB") if color else image.convert("L").convert("RGB")
+    return read_bands(path, color).convert("RGB")
 
 
 def read_gray(path: Path) -> np.ndarray:

@@ -61,9 +61,20 @@ class Preprocessing:
         same size with views as without (a 10-crop pass over 32 images ran slower per crop)."""
         return max(1, batch_size // View(self.views).images)
 
-    def views_transform(self) -> Callable:
-        """One image → its views, V×C×H×W (what an extraction averages over)."""
+    def views_pixels(self) -> Callable:
+        """One image (as `read_bands` gives it) → its views, uint8 V×B×H×W with the image's bands B (one for
+        grayscale): what an extraction averages over, before `normalise`."""
         return _Views(self)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (…×B×H×W) → the network's float input (…×3×H×W), a grayscale band spread to three:
+        torchvision's ToTensor and Normalize, one elementwise operation after the other as they run them, so
+        the values are theirs, done for a whole batch at once (on its device) rather than per image."""
+        import torch
+
+        mean, std = (torch.tensor(values, dtype=torch.float32, device=pixels.device)[:, None, None]
+                     for values in (self.mean, self.std))
+        return pixels.float().div(255).sub(mean).div(std)
 
     def _resize(self):
         from torchvision import transforms
@@ -77,25 +88,27 @@ class Preprocessing:
 
 
 class _Views:
-    """A preprocessing's views of one image, stacked; a class, not a closure, so that data-loader
-    workers started by spawning can unpickle it."""
+    """A preprocessing's views of one image, stacked, in uint8; a class, not a closure, so that data-loader
+    workers started by spawning can unpickle it. The resize and the crops are the same whether the image has
+    one band or three, and the same before the normalisation as after it, which is elementwise."""
 
     def __init__(self, preprocessing: Preprocessing) -> None:
         from torchvision import transforms
 
         self.views = View(preprocessing.views)
-        self.resize, self.tensor, self.centre = preprocessing._resize(), preprocessing._tensor(), preprocessing.transform()
+        self.resize = preprocessing._resize()
         crops = {View.FIVE_CROPS: transforms.FiveCrop, View.TEN_CROPS: transforms.TenCrop}.get(self.views)
-        self.crops = crops(preprocessing.crop) if crops else None
+        self.crops = crops(preprocessing.crop) if crops else transforms.CenterCrop(preprocessing.crop)
 
     def __call__(self, image):
+        import numpy as np
         import torch
 
-        if self.crops is not None:
-            # Crops of the converted, normalised image (torchvision's crops work on tensors too): the
-            # same values as converting each PIL crop, with one conversion instead of one per view.
-            return torch.stack(self.crops(self.tensor(self.resize(image))))
-        centre = self.centre(image)
+        pixels = np.array(self.resize(image), dtype=np.uint8, copy=True)  # H×W or H×W×3: writable, for torch
+        resized = torch.from_numpy(pixels.reshape(*pixels.shape[:2], -1)).permute(2, 0, 1)
+        if self.views in (View.FIVE_CROPS, View.TEN_CROPS):
+            return torch.stack(self.crops(resized))
+        centre = self.crops(resized)
         return torch.stack([centre, centre.flip(-1)]) if self.views == View.FLIP else centre[None]
 
 

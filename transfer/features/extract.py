@@ -162,7 +162,7 @@ def _batch_source(resolved: Resolved, features: FeatureSpec, options: RunOptions
         # for as long as they live: hand them back first.
         release_freed_memory()
         loader = make_loader(paths, resolved.key.preprocessing, resolved.device, options.batch_size, options.workers)
-        yield from network_batches(forward, loader, resolved.device, resolved.key.precision, nodes, features.reduction())
+        yield from network_batches(forward, loader, resolved.key.preprocessing, resolved.device, resolved.key.precision, nodes, features.reduction())
 
     def source(segments):
         forward, choice = _forward_for(extractor, resolved, options, sum(len(paths) for paths, _ in segments))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transfer.core.choices import Spatial, Tokens, View
 from transfer.core.device import default_workers, fp32_means_fp32
-from transfer.data.images import UnreadableImage, read_image
+from transfer.data.images import UnreadableImage, read_bands
 from transfer.features.backbones import Preprocessing
 
 
@@ -41,12 +41,13 @@ class Reduction:
 
 
 class ImageFiles:
-    """Map-style dataset over image paths; an unreadable image yields zeros and ok=False."""
+    """Map-style dataset over image paths: each item the image's views in uint8 (`Preprocessing.views_pixels`)
+    and whether it was readable (an unreadable image yields zeros and False)."""
 
     def __init__(self, paths: list[Path], preprocessing: Preprocessing) -> None:
         self.paths = paths
         self.preprocessing = preprocessing
-        self.transform = preprocessing.views_transform()
+        self.views = preprocessing.views_pixels()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -55,10 +56,10 @@ class ImageFiles:
         import torch
 
         try:
-            return self.transform(read_image(self.paths[index], self.preprocessing.color)), True
+            return self.views(read_bands(self.paths[index], self.preprocessing.color)), True
         except UnreadableImage:
-            size = self.preprocessing.crop
-            return torch.zeros(View(self.preprocessing.views).images, 3, size, size), False
+            size, bands = self.preprocessing.crop, 3 if self.preprocessing.color else 1
+            return torch.zeros(View(self.preprocessing.views).images, bands, size, size, dtype=torch.uint8), False
 
 
 def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, batch_size: int, workers: int | None):
@@ -72,8 +73,10 @@ def make_loader(paths: list[Path], preprocessing: Preprocessing, device: str, ba
     )
 
 
-def network_batches(extractor, loader, device: str, precision: str, nodes: dict[str, str], reduce: Reduction):
-    """Yields ({layer key: float32 array}, readable mask, seconds spent waiting for the loader) per batch."""
+def network_batches(extractor, loader, preprocessing: Preprocessing, device: str, precision: str, nodes: dict[str, str],
+                    reduce: Reduction):
+    """Yields ({layer key: float32 array}, readable mask, seconds spent waiting for the loader) per batch of
+    ``loader`` (`ImageFiles` batches, normalised here by ``preprocessing`` on the device)."""
     import torch
 
     fp32_means_fp32(device, precision)
@@ -88,7 +91,8 @@ def network_batches(extractor, loader, device: str, precision: str, nodes: dict[
         count, views = images.shape[:2]
         # The modes are entered per batch, never held across a yield: the caller may train on the output.
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            outputs = extractor(images.flatten(0, 1).to(device, non_blocking=True, memory_format=torch.channels_last))
+            inputs = preprocessing.normalise(images.flatten(0, 1).to(device, non_blocking=True))
+            outputs = extractor(inputs.contiguous(memory_format=torch.channels_last))
             arrays = {lk: reduce(outputs[node]).float().unflatten(0, (count, views)).mean(1).cpu().numpy()
                       for lk, node in nodes.items()}
         yield arrays, ok.numpy().astype(bool), waited

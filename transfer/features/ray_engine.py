@@ -77,7 +77,7 @@ def _actor_class(features: FeatureSpec, key: ExtractionKey, nodes: dict[str, str
 
             files = ImageFiles([Path(p) for p in json.loads(batch["paths"][0])], key.preprocessing)
             images = default_collate([files[i] for i in range(len(files))])  # as the local DataLoader does
-            ((arrays, ok, _),) = network_batches(self.forward, [images], setting.device, key.precision, nodes,
+            ((arrays, ok, _),) = network_batches(self.forward, [images], key.preprocessing, setting.device, key.precision, nodes,
                                                  features.reduction())
             return {"ok": ok[None], **{f"layer{i}": arrays[layer][None] for i, layer in enumerate(nodes)}}
 

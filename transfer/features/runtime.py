@@ -223,7 +223,9 @@ def choose_forward(extractor: torch.nn.Module, *, runtime: Runtime | str, batch,
             # short one is not worth three more passes, let alone a compile.
             first_pass = len(batch) / _run(extractor, batch, device, precision, 1) if images > len(batch) else 0.0
             if images <= len(batch) or images / first_pass < MIN_EAGER_SECONDS_TO_TRY:
-                return extractor, RuntimeChoice(runtime=Runtime.EAGER, reason=f"too few images ({images}) to try compiling")
+                about = f"about {images / first_pass:.0f} s eager" if first_pass else "one batch"
+                return extractor, RuntimeChoice(runtime=Runtime.EAGER, reason=(
+                    f"{images} images ({about}) are too few to try compiling: tried from {MIN_EAGER_SECONDS_TO_TRY:.0f} s"))
             measured["eager"] = _images_per_s(extractor, batch, device, precision)
     if on_compile is not None:
         on_compile()

@@ -74,7 +74,7 @@ def _forward(network, nodes: dict[str, str], reduce: Reduction, key: dict, paths
     loader = make_loader(paths, preprocessing, device, run.batch_size, workers=0)
     parts: list[list[np.ndarray]] = [[] for _ in nodes]
     oks = []
-    for arrays, ok, _ in network_batches(forward, loader, device, key["precision"], nodes, reduce):
+    for arrays, ok, _ in network_batches(forward, loader, preprocessing, device, key["precision"], nodes, reduce):
         for part, name in zip(parts, nodes):
             part.append(arrays[name][ok])
         oks.append(ok)
