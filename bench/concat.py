@@ -61,11 +61,11 @@ def main() -> None:
     grid = GridConfig(c_grid=tuple(float(c) for c in args.c_grid.split(",")), cv=5)
     result = grid_search(linear_svm("l2"), (x["train"], labels["train"]), (x["test"], labels["test"]), grid,
                          len(dataset.classes))
-    figures = {"parts": args.parts, "features": x["train"].shape[1], "c_grid": result.c_grid, "cv": result.cv_mean,
-               "test": result.test_accuracy_per_c, "chosen_c": result.chosen_c, "test_accuracy": result.test_accuracy}
+    figures = {"parts": args.parts, "features": x["train"].shape[1], "c_grid": result.grid, "cv": result.cv_mean,
+               "test": result.test_per_setting, "chosen_c": result.chosen, "test_accuracy": result.test_accuracy}
     print(f"{' + '.join(args.parts)} ({figures['features']} features)")
-    for c, cv, test in zip(result.c_grid, result.cv_mean, result.test_accuracy_per_c):
-        print(f"  C={c:<6g} CV {100 * cv:.2f}%  test {100 * test:.2f}%" + ("  ← chosen by CV" if c == result.chosen_c else ""))
+    for c, cv, test in zip(result.grid, result.cv_mean, result.test_per_setting):
+        print(f"  C={c:<6g} CV {100 * cv:.2f}%  test {100 * test:.2f}%" + ("  ← chosen by CV" if c == result.chosen else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

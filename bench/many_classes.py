@@ -67,7 +67,7 @@ def main() -> None:
             begun = time.perf_counter()
             result = grid_search(plain_svm, splits["train"], splits["test"], grid, classes, in_span=in_span)
             run = {"classes": classes, "path": path, "train": list(splits["train"][0].shape),
-                   "seconds": time.perf_counter() - begun, "chosen_c": result.chosen_c, "cv_mean": result.cv_mean,
+                   "seconds": time.perf_counter() - begun, "chosen_c": result.chosen, "cv_mean": result.cv_mean,
                    "test_accuracy": result.test_accuracy}
             figures["runs"].append(run)
             print(json.dumps(run), flush=True)

@@ -43,9 +43,9 @@ def main() -> None:
         result = grid_search(linear_svm("l2"), (train.features, train.labels), (test.features, test.labels), grid,
                              len(data.classes), in_span=in_span)
         results[name] = result
-        figures[name] = {"seconds": time.perf_counter() - begun, "chosen_c": result.chosen_c,
+        figures[name] = {"seconds": time.perf_counter() - begun, "chosen_c": result.chosen,
                          "test_accuracy": result.test_accuracy, "cv_mean": result.cv_mean,
-                         "test_accuracy_per_c": result.test_accuracy_per_c}
+                         "test_accuracy_per_c": result.test_per_setting}
         print(name, json.dumps(figures[name]), flush=True)
     difference = (results["baseline"].model.decision_function(test.features)
                   - results["fast"].model.decision_function(test.features))

@@ -52,7 +52,7 @@ def test_a_bit_flip_in_cached_features_is_detected_and_recomputed(small_data, ca
     recomputed = _svm(dataset, cache_dir, (0.1, 1.0))
     assert "is damaged" in capsys.readouterr().err
     assert recomputed.result.cv_mean == clean.result.cv_mean
-    assert recomputed.result.test_accuracy_per_c == clean.result.test_accuracy_per_c
+    assert recomputed.result.test_per_setting == clean.result.test_per_setting
 
 
 def test_a_file_locked_by_another_process_is_waited_for_not_moved(small_data, cache_dir):

@@ -26,10 +26,10 @@ def test_the_test_split_never_influences_the_chosen_c():
     rng = np.random.default_rng(5)
     for tampered in (rng.permutation(y_test), np.zeros_like(y_test), (y_test + 1) % 3):
         other = grid_search(linear_svm("l2"), train, (x_test, tampered), config, 3)
-        assert other.chosen_c == honest.chosen_c
+        assert other.chosen == honest.chosen
         assert other.cv_mean == honest.cv_mean
-    assert honest.test_accuracy == honest.test_accuracy_per_c[honest.c_grid.index(honest.chosen_c)]
-    assert honest.chosen_c == honest.c_grid[int(np.argmax(honest.cv_mean))]
+    assert honest.test_accuracy == honest.test_per_setting[honest.grid.index(honest.chosen)]
+    assert honest.chosen == honest.grid[int(np.argmax(honest.cv_mean))]
     assert np.array(honest.confusion).sum() == len(y_test)
 
 
@@ -44,7 +44,7 @@ def test_each_c_gets_its_own_cv_scores_and_test_accuracy():
     by_hand = [cross_val_score(linear_svm("l2")(c), *train, cv=folds).mean() for c in config.c_grid]
     np.testing.assert_allclose(result.cv_mean, by_hand)
     assert len(set(result.cv_mean)) == 3  # distinct per C: a mix-up would show
-    assert result.test_accuracy_per_c == [linear_svm("l2")(c).fit(*train).score(x_test, y_test) for c in config.c_grid]
+    assert result.test_per_setting == [linear_svm("l2")(c).fit(*train).score(x_test, y_test) for c in config.c_grid]
 
 
 def test_c_grid_and_training_data_errors_are_clear():
@@ -118,9 +118,9 @@ def test_the_grid_in_the_training_rows_span_gives_the_same_models(make_model, di
     direct = grid_search(make_model, train, (x_test, y_test), config, 3, in_span=False)
     spanned = grid_search(make_model, train, (x_test, y_test), config, 3)
     assert span_fit(make_model, train[0].shape, fewest_fit_rows=len(train[1]) * 2 // 3) is not None
-    assert spanned.chosen_c == direct.chosen_c
+    assert spanned.chosen == direct.chosen
     np.testing.assert_allclose(spanned.cv_mean, direct.cv_mean)
-    np.testing.assert_allclose(spanned.test_accuracy_per_c, direct.test_accuracy_per_c)
+    np.testing.assert_allclose(spanned.test_per_setting, direct.test_per_setting)
     np.testing.assert_allclose(spanned.model.decision_function(x_test), direct.model.decision_function(x_test),
                                atol=1e-3)
     assert spanned.model.predict(x_test).tolist() == direct.model.predict(x_test).tolist()

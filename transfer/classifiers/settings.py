@@ -1,4 +1,4 @@
-"""The settings of an SVM's C search, apart from the fitting code: light to import, so that the CLI's
+"""The settings of the probes' searches (an SVM's C, k-NN's k and T), apart from the fitting code: light to import, so that the CLI's
 options and the study sections take their defaults from here (`--help` stays fast)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transfer.core.choices import Norm
+from transfer.core.choices import Norm, Probe
 from transfer.core.config import ConfigError, choice, require
 
 DEFAULT_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
@@ -32,15 +32,51 @@ class GridConfig:
         check_jobs(self.jobs)
 
 
+DEFAULT_PROBES = (Probe.SVM,)
+DEFAULT_K_GRID = (10, 20, 50, 100, 200)  # neighbours; DINO's k-NN evaluation reports k=20
+DEFAULT_TEMPERATURES = (0.02, 0.07, 0.2)  # DINO's T is 0.07
+
+
+@dataclass(frozen=True, kw_only=True)
+class KnnGrid:
+    """The k-NN settings CV chooses among: every k with every temperature T (votes weigh exp(similarity / T))."""
+
+    k_grid: tuple[int, ...] = DEFAULT_K_GRID  # kept sorted and deduplicated
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.k_grid if isinstance(k, bool) or not isinstance(k, int) or k < 1]
+        require(bool(self.k_grid) and not bad, "k_grid", f"k must be a whole number of neighbours, 1 or more, got "
+                                                         f"{', '.join(map(repr, bad)) or 'none'}")
+        bad_t = [t for t in self.temperatures if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0]
+        require(bool(self.temperatures) and not bad_t, "temperatures",
+                f"a temperature must be a positive number, got {', '.join(map(repr, bad_t)) or 'none'}")
+        object.__setattr__(self, "k_grid", tuple(sorted(set(self.k_grid))))
+        object.__setattr__(self, "temperatures", tuple(sorted({float(t) for t in self.temperatures})))
+
+
+def parse_probes(text: str) -> tuple[Probe, ...]:
+    """"svm,knn" → (Probe.SVM, Probe.KNN), in the order given."""
+    probes = tuple(dict.fromkeys(choice(Probe, name.strip(), "probe") for name in text.split(",") if name.strip()))
+    require(bool(probes), "probe", f"no probe given: name at least one of {', '.join(Probe)}")
+    return probes
+
+
+def parse_numbers(text: str, field: str, what: str, example: str, kind: type = float) -> tuple:
+    """"10,20" → (10, 20) of ``kind``; anything else says what was expected (``what``, e.g. "C grid")."""
+    try:
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        whole = " whole" if kind is int else ""
+        raise ConfigError(field, f"{what} {text!r}: expected comma-separated{whole} numbers, e.g. {example}") from None
+
+
 def check_jobs(jobs: int) -> None:
     require(jobs != 0, "jobs", "jobs must be a number of processes (1, 2, …) or -1 for all cores (-2: all but one), not 0")
 
 
 def parse_c_grid(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError("c_grid", f"C grid {text!r}: expected comma-separated numbers, e.g. 0.001,0.01,0.1") from None
+    return parse_numbers(text, "c_grid", "C grid", "0.001,0.01,0.1")
 
 
 def check_c_grid(values) -> tuple[float, ...]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
@@ -42,7 +43,7 @@ def side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
     return np.hstack([block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12) for block in blocks])
 
 
-def _norm_steps(norm: Norm) -> list:
+def norm_steps(norm: Norm) -> list:
     if norm == Norm.POWER:
         return [("power", FunctionTransformer(signed_sqrt)), ("norm", Normalizer())]
     return [("norm", {Norm.L2: Normalizer(), Norm.STANDARD: StandardScaler(), Norm.NONE: "passthrough"}[norm])]
@@ -53,7 +54,7 @@ def linear_svm(norm: Norm = Norm.L2) -> Callable[[float], Pipeline]:
     norm = choice(Norm, norm, "norm")
 
     def make(c: float) -> Pipeline:
-        return Pipeline([*_norm_steps(norm), ("svm", plain_svm(c))])
+        return Pipeline([*norm_steps(norm), ("svm", plain_svm(c))])
 
     return make
 
@@ -76,11 +77,14 @@ def plain_svm(c: float) -> LinearSVC:
 
 @dataclass
 class GridResult:
-    c_grid: list[float]
+    """A probe's search: per setting of its grid (C values, or `probes.KnnSetting`s) the CV accuracy on the
+    training split and the test accuracy; the CV-chosen setting and its fitted model on all the training rows."""
+
+    grid: list[Any]
     cv_mean: list[float]
     cv_std: list[float]
-    test_accuracy_per_c: list[float]
-    chosen_c: float
+    test_per_setting: list[float]
+    chosen: Any
     test_accuracy: float
     per_class_accuracy: list[float]
     confusion: list[list[int]]
@@ -216,14 +220,15 @@ class SpanProjection:
             weights[:, columns] = (block.T @ on_rows).T
         return weights
 
-    def raw_model(self, fitted: LinearSVC) -> LinearSVC:
-        """The same classifier on the original features, from one fitted on all the training rows."""
+    def raw_model(self, fitted):
+        """The same classifier on the original features, from one fitted on all the training rows: its
+        intercept is the solver's own (zero where it is penalised as an appended column) plus that column's part."""
         on_rows = self.whole.on_rows(fitted.coef_)  # n × classes: w = Aᵀ·on_rows
-        return with_weights(fitted, self._weights(on_rows), self.intercept_scaling**2 * on_rows.sum(axis=0))
+        return with_weights(fitted, self._weights(on_rows), fitted.intercept_ + self.intercept_scaling**2 * on_rows.sum(axis=0))
 
 
-def with_weights(fitted: LinearSVC, coef: np.ndarray, intercept: np.ndarray) -> LinearSVC:
-    """A copy of a fitted LinearSVC that computes the same decisions on other features, through the
+def with_weights(fitted, coef: np.ndarray, intercept: np.ndarray):
+    """A copy of a fitted linear classifier (LinearSVC, LogisticRegression) that computes the same decisions on other features, through the
     weights ``coef`` (classes × features) and ``intercept`` found for them."""
     model = clone(fitted).set_params(fit_intercept=True)
     for name, value in vars(fitted).items():
@@ -237,12 +242,27 @@ def with_weights(fitted: LinearSVC, coef: np.ndarray, intercept: np.ndarray) -> 
 
 @dataclass
 class SpanFit:
-    """How a grid is fitted in the training rows' span: the row-wise steps before the SVM, the SVM, and
-    whether the model is a Pipeline (the models returned have the same form as ``make_model``'s)."""
+    """How a grid is fitted in the training rows' span: the row-wise steps before the linear classifier (a
+    LinearSVC or a LogisticRegression), the classifier, and whether the model is a Pipeline (the models
+    returned have the same form as ``make_model``'s)."""
 
     before: list
-    svm: LinearSVC
+    svm: LinearSVC | LogisticRegression
     pipeline: bool
+
+    @property
+    def penalised_intercept(self) -> float:
+        """The scale of the intercept column liblinear appends to the rows and penalises like a weight (it
+        joins the Gram matrix); 0 for logistic regression, whose solver fits an unpenalised intercept itself."""
+        return self.svm.intercept_scaling if isinstance(self.svm, LinearSVC) else 0.0
+
+    def make_fit(self, c: float):
+        """The classifier of ``c`` as it is fitted on span coordinates."""
+        if isinstance(self.svm, LinearSVC):
+            # The primal solver (trust-region Newton) takes a handful of iterations at any C; the dual one,
+            # sklearn's choice for fewer rows than columns, slows down as C grows (bench/svm.py).
+            return clone(self.svm).set_params(C=c, fit_intercept=False, dual=False)
+        return clone(self.svm).set_params(C=c)
 
     def prepare(self, x):
         """The row-wise steps (stateless: nothing is fitted, so train and test rows go through alike)."""
@@ -268,8 +288,9 @@ class SpanFit:
 
 def span_fit(make_model: Callable, shape: tuple[int, int], fewest_fit_rows: int) -> SpanFit | None:
     """How to fit the grid in the training rows' span, when that gives the same models and is faster: an
-    L2-penalised LinearSVC after row-wise steps only (a fold-fitted scaler would change the span per
-    fold), and either fewer training rows n than features d (the span has fewer dimensions) or at least
+    L2-penalised linear classifier after row-wise steps only (a fold-fitted scaler would change the span per
+    fold). A LogisticRegression when there are fewer training rows n than features d. A LinearSVC then
+    too (the span has fewer dimensions), or with at least
     d rows in every fit and at most 2d in all: sklearn then fits the features with liblinear's primal
     solver anyway, which in the span visits at most 3/4 as many values (d²/2 + (n − d)·d instead of
     n·d) and runs on threads; with more rows the saving fades while the n × n Gram matrix grows. In
@@ -281,9 +302,15 @@ def span_fit(make_model: Callable, shape: tuple[int, int], fewest_fit_rows: int)
     steps = list(model.steps) if pipeline else [("svm", model)]
     (_, svm), before = steps[-1], steps[:-1]
     stateless = all(step == "passthrough" or isinstance(step, (Normalizer, FunctionTransformer)) for _, step in before)
-    fits = isinstance(svm, LinearSVC) and svm.penalty == "l2" and svm.fit_intercept
     rows, columns = shape
-    if not (stateless and fits and (rows < columns or fewest_fit_rows >= columns >= rows / 2)):
+    if isinstance(svm, LogisticRegression):
+        # An L2 penalty and an unpenalised intercept: the optimum lies in the rows' span too. Its solver
+        # (L-BFGS) works on dense rows, so only fewer dimensions save anything, not the coordinates' zeros.
+        fits = svm.l1_ratio in (0, 0.0, None) and svm.fit_intercept and svm.solver == "lbfgs" and rows < columns
+    else:
+        fits = (isinstance(svm, LinearSVC) and svm.penalty == "l2" and svm.fit_intercept
+                and (rows < columns or fewest_fit_rows >= columns >= rows / 2))
+    if not (stateless and fits):
         return None
     return SpanFit(before, svm, pipeline)
 
@@ -298,7 +325,7 @@ def _fit(model, part: _Part):
     return model if part.held_out is None else model.score(part.rows[part.held_out], part.labels[part.held_out])
 
 
-def _folds(config: GridConfig, labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def cv_folds(config: GridConfig, labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """The CV folds of the training rows with these labels: (fit rows, held-out rows) each."""
     check_training_labels(labels, config.cv)
     return list(StratifiedKFold(config.cv, shuffle=True, random_state=config.seed).split(labels, labels))
@@ -319,13 +346,10 @@ class _Setup:
         span = span_fit(make_model, train[0].shape, _fewest_fit_rows(folds)) if in_span else None
         if span is None:
             return cls(train, make_model)
-        projection = SpanProjection(span.prepare(train[0]), span.svm.intercept_scaling)
-        # The primal solver (trust-region Newton) takes a handful of iterations at any C; the dual one,
-        # sklearn's choice for fewer rows than columns, slows down as C grows (bench/svm.py). No fit in
-        # the span draws random numbers, so they can run on threads (`_Fits`).
+        projection = SpanProjection(span.prepare(train[0]), span.penalised_intercept)
+        # No fit in the span draws random numbers, so they can run on threads (`_Fits`).
         # Only the prepared rows are kept (the projection's): the fits and the models need no others.
-        return cls((projection.rows, train[1]), lambda c: clone(span.svm).set_params(C=c, fit_intercept=False, dual=False),
-                   span, projection)
+        return cls((projection.rows, train[1]), span.make_fit, span, projection)
 
     def part(self, fit: np.ndarray | None = None, held_out: np.ndarray | None = None) -> _Part:
         """A fold's fit and held-out rows, or all the training rows (``fit`` None)."""
@@ -426,7 +450,7 @@ def grid_search(
     x_test, y_test = test
     check_training_data(x_train, y_train, config.cv)
     begun = time.perf_counter()
-    folds = _folds(config, y_train)
+    folds = cv_folds(config, y_train)
     setup = _Setup.of(make_model, train, folds, in_span)
     parts = [setup.part(fit, held_out) for fit, held_out in folds]
     whole = setup.part()
@@ -445,11 +469,11 @@ def grid_search(
     test_per_c = [float(np.mean(predicted == y_test)) for predicted in test_predictions]
     per_class, confusion = per_class_summary(y_test, test_predictions[chosen], n_classes)
     return GridResult(
-        c_grid=list(config.c_grid),
+        grid=list(config.c_grid),
         cv_mean=cv_mean,
         cv_std=[float(s.std()) for s in cv_scores],
-        test_accuracy_per_c=test_per_c,
-        chosen_c=config.c_grid[chosen],
+        test_per_setting=test_per_c,
+        chosen=config.c_grid[chosen],
         test_accuracy=test_per_c[chosen],
         per_class_accuracy=per_class,
         confusion=confusion,
@@ -468,7 +492,7 @@ def split_accuracies(models: dict[str, Callable], x, y: np.ndarray, splits: list
     The splits overlap (`_Fits`): while one split's fits run, the next split's Gram matrix and fold
     coordinates are computed and its CV fits queued; a split's final fit and test predictions are queued
     once its CV scores are in, so no core waits for one split's last fit."""
-    folds = [_folds(config, y[train_rows]) for train_rows, _ in splits]
+    folds = [cv_folds(config, y[train_rows]) for train_rows, _ in splits]
     threads = in_span and all(span_fit(make, (len(rows), x.shape[1]), _fewest_fit_rows(split_folds))
                               for make in models.values() for (rows, _), split_folds in zip(splits, folds))
     with _Fits(config.jobs, threads=threads) as fits:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from transfer.classifiers.metrics import class_mean_accuracy, unequal_classes
-from transfer.core.choices import StageStatus
+from transfer.core.choices import Probe, StageStatus
 from transfer.core.console import console, err_console, note, styled
 from transfer.data.datasets import SPLITS, UNSPLIT, DatasetSummary, ImageDataset
 from transfer.features.backbones import BackboneSpec, LayerInfo, shown_pooling
@@ -213,19 +213,24 @@ def _class_mean(per_class: list[float], confusion: list[list[int]]) -> tuple:
 
 
 def print_grid(outcome: GridOutcome) -> None:
+    from transfer.classifiers.probes import setting_text
+
     result = outcome.result
-    table = Table(title=f"{outcome.name}: SVM, C chosen by cross-validation on the training split", title_justify="left")
-    for column in ("C", "CV accuracy %", "test accuracy %", ""):
+    searched = "C" if outcome.probe in (Probe.SVM, Probe.LOGREG) else "k and T" if outcome.probe == Probe.KNN else ""
+    how = f", {searched} chosen by cross-validation on the training split" if searched else ", no setting to choose"
+    table = Table(title=f"{outcome.name}: {outcome.probe.shown}{how}", title_justify="left")
+    for column in ("setting", "CV accuracy %", "test accuracy %", ""):
         table.add_column(column, justify="right")
-    for c, mean, std, test in zip(result.c_grid, result.cv_mean, result.cv_std, result.test_accuracy_per_c):
-        chosen = c == result.chosen_c
-        table.add_row(f"{c:g}", f"{100 * mean:.2f} ± {100 * std:.2f}", _pct(test), "← chosen by CV" if chosen else "",
-                      style="bold" if chosen else None)
+    for setting, mean, std, test in zip(result.grid, result.cv_mean, result.cv_std, result.test_per_setting):
+        chosen = setting == result.chosen
+        table.add_row(setting_text(setting), f"{100 * mean:.2f} ± {100 * std:.2f}", _pct(test),
+                      "← chosen by CV" if chosen and searched else "", style="bold" if chosen else None)
     console.print(table)
     if outcome.candidates_cv:
         console.print(f"normalisation chosen by CV: {outcome.chosen_candidate} (best CV accuracy "
                       + ", ".join(f"{name} {_pct(cv)}%" for name, cv in outcome.candidates_cv.items()) + "); its grid above")
-    console.print(styled(f"test accuracy at the CV-chosen C={result.chosen_c:g}: ", (f"{_pct(result.test_accuracy)}%", "bold"),
+    at = f"the CV-chosen {setting_text(result.chosen)}" if searched else "its only setting"
+    console.print(styled(f"test accuracy at {at}: ", (f"{_pct(result.test_accuracy)}%", "bold"),
                          *_class_mean(result.per_class_accuracy, result.confusion), f"  (fit {result.fit_seconds:.1f} s)"))
     if outcome.split_accuracies:
         over_splits, spread = outcome.mean_std

@@ -10,7 +10,7 @@ import typer
 
 from transfer.classifiers.heads import DEFAULT_HEAD, EndToEnd, HeadSpec
 from transfer.classifiers.scratch import SCRATCH_TRAIN, ScratchConfig
-from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
+from transfer.classifiers.settings import DEFAULT_NORMS, DEFAULT_PROBES, GridConfig, KnnGrid
 from transfer.classifiers.training import TrainConfig
 from transfer.cli.inspect import DEFAULT_MAP_COUNT, MAX_MAP_COUNT
 from transfer.core.choices import (
@@ -200,6 +200,9 @@ def svm(
     jobs: JobsOpt = GridConfig.jobs,
     seed: Annotated[int, typer.Option(help="Seed of the CV folds and re-drawn splits.")] = GridConfig.seed,
     combine: Annotated[bool, typer.Option("--combine", help="One SVM on all the --layer layers side by side (each L2-normalised per image), instead of one per layer.")] = False,
+    probe: Annotated[str, typer.Option(help="The probes, comma-separated: svm (LinearSVC), logreg (logistic regression, C by CV like the SVM), knn (cosine k-NN, votes weighted by exp(similarity/T), k and T by CV), ncm (nearest class mean; no setting). Each is its own result.")] = _listed(DEFAULT_PROBES),
+    k_grid: Annotated[str, typer.Option(help="k-NN: the numbers of neighbours CV chooses among.")] = _listed(KnnGrid.k_grid),
+    temperatures: Annotated[str, typer.Option(help="k-NN: the vote temperatures T CV chooses among.")] = _listed(KnnGrid.temperatures),
     backbone: BackboneOpt = FeatureSpec.backbone,
     weights: WeightsOpt = FeatureSpec.weights,
     spatial: SpatialOpt = FeatureSpec.spatial,
@@ -214,12 +217,12 @@ def svm(
     test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = SplitPolicy.seed,
 ) -> None:
-    """Linear SVM on cached features: C chosen by CV on the training split, test accuracy per C.
+    """Linear SVM (or other --probe) on cached features: its setting chosen by CV on the training split, test accuracy per setting.
 
-    Each layer is its own result in the results store (with --combine, the layers together are one);
-    the fitted model is saved (a skops file).
+    Each layer and probe is its own result in the results store (with --combine, the layers together are
+    one); the fitted model is saved (a skops file that `transfer predict` reads).
     """
-    from transfer.classifiers.settings import parse_c_grid, parse_norms
+    from transfer.classifiers.settings import parse_c_grid, parse_norms, parse_numbers, parse_probes
     from transfer.cli.display import print_grid
     from transfer.runs.jobs import run_svm
 
@@ -227,8 +230,12 @@ def svm(
                            pooling=pooling, precision=precision, color=color, image_size=image_size, views=views)
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     norms = parse_norms(norm)
+    probes = parse_probes(probe)
+    knn = KnnGrid(k_grid=parse_numbers(k_grid, "k_grid", "k grid", "10,20,50", int),
+                  temperatures=parse_numbers(temperatures, "temperatures", "temperatures", "0.02,0.07"))
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
-    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norms, combine=combine):
+    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norms, combine=combine,
+                           probes=probes, knn=knn):
         print_grid(outcome)
 
 

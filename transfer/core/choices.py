@@ -128,10 +128,25 @@ class StageStatus(enum.StrEnum):
     INTERRUPTED = "interrupted"
 
 
+class Probe(enum.StrEnum):
+    """What classifies cached features (`transfer svm --probe`, a study's ``probes``)."""
+
+    SVM = "svm"  # linear SVM (LinearSVC), C by CV
+    LOGREG = "logreg"  # multinomial logistic regression, L2, C by CV
+    KNN = "knn"  # cosine k-NN, votes weighted by exp(similarity / T), k and T by CV
+    NCM = "ncm"  # nearest class mean of L2-normalised features: no setting
+
+    @property
+    def shown(self) -> str:
+        return {Probe.SVM: "SVM", Probe.LOGREG: "logistic regression", Probe.KNN: "k-NN",
+                Probe.NCM: "nearest class mean"}[self]
+
+
 class Method(enum.StrEnum):
     """How a stored run classified (the results store's `method` column)."""
 
     SVM = "svm"  # linear SVM on network features
+    PROBE = "probe"  # another probe on network features (`Probe`: logistic regression, k-NN, class means)
     BOW = "bow"  # local SIFT descriptors encoded per image: bag of words or Fisher vectors
     HEAD = "head"  # a new head, on cached features or trained end to end
     SCRATCH = "scratch"  # a small CNN trained from scratch
@@ -140,17 +155,18 @@ class Method(enum.StrEnum):
     def cross_validated(self) -> bool:
         """Whether its training-side score is a k-fold CV mean over the whole training split (SVM, BoW),
         rather than the best epoch's accuracy on a hold-out part of it (heads, from scratch)."""
-        return self in (Method.SVM, Method.BOW)
+        return self in (Method.SVM, Method.PROBE, Method.BOW)
 
 
 class ModelKind(enum.StrEnum):
     """What a model file holds (its payload's `kind`)."""
 
     SVM = "svm"
+    PROBE = "probe"  # another probe on CNN features (`Probe`)
     BOW = "bow"
     FISHER = "fisher"  # Fisher vectors on SIFT (a `bow`-method run)
     HEAD = "head"  # a head for cached features
     NETWORK = "network"  # a whole fine-tuned network
 
 
-MODEL_COMMANDS = "`transfer svm`, `bow`, `fisher`, `finetune` or a study's stages (`transfer run`)"  # what writes them
+MODEL_COMMANDS = "`transfer svm` (any `--probe`), `bow`, `fisher`, `finetune` or a study's stages (`transfer run`)"  # what writes them

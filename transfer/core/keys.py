@@ -25,6 +25,7 @@ class KeyKind(str, enum.Enum):  # noqa: UP042 -- not StrEnum: keys hash its memb
     WORDS = "words"
     FISHER_ENCODER = "fisher-encoder"  # PCA + Gaussian mixture of Fisher vectors
     SVM = "svm"  # stored runs and their model files
+    PROBE = "probe"
     BOW = "bow"
     FISHER = "fisher"
     HEAD = "head"
@@ -41,6 +42,7 @@ VERSIONS: dict[KeyKind, int] = {
     KeyKind.WORDS: 3,  # 3: the descriptors' positions inside (no SIFT file)
     KeyKind.FISHER_ENCODER: 2,  # 2: from the dataset and SIFT settings (no SIFT file)
     KeyKind.SVM: 1,
+    KeyKind.PROBE: 1,
     KeyKind.BOW: 1,
     KeyKind.FISHER: 1,
     KeyKind.HEAD: 1,

@@ -12,20 +12,12 @@ import numpy as np
 from scipy import sparse
 
 from transfer.classifiers.heads import EndToEnd, HeadSpec, attach_head, train_end_to_end, train_head
-from transfer.classifiers.settings import COMBINED, DEFAULT_NORMS, GridConfig
-from transfer.classifiers.svm import (
-    GridResult,
-    check_training_labels,
-    choose_by_cv,
-    linear_svm,
-    plain_svm,
-    redraw_splits,
-    side_by_side,
-    split_accuracies,
-)
+from transfer.classifiers.probes import KnnModel, LinearSearch, Search, search_of
+from transfer.classifiers.settings import COMBINED, DEFAULT_NORMS, DEFAULT_PROBES, GridConfig, KnnGrid
+from transfer.classifiers.svm import GridResult, check_training_labels, plain_svm, redraw_splits, side_by_side
 from transfer.classifiers.training import Compute, TrainConfig, TrainingResult, check_validation_split
 from transfer.core.archive import SKOPS_SUFFIX, state_arrays
-from transfer.core.choices import Method, Norm
+from transfer.core.choices import Method, Norm, Probe
 from transfer.core.device import resolve_device
 from transfer.core.errors import UserError
 from transfer.core.files import safe_name
@@ -46,6 +38,7 @@ from transfer.runs.models import (
     HeadModel,
     ModelFile,
     NetworkModel,
+    ProbeModel,
     SvmModel,
     save_model,
 )
@@ -65,6 +58,7 @@ class GridOutcome:
     timings: dict | None = None
     candidates_cv: dict[str, float] | None = None  # with several normalisations: each one's best CV accuracy
     chosen_candidate: str | None = None  # and the one CV chose
+    probe: Probe = Probe.SVM  # what classified (BoW and Fisher vectors: their SVM)
 
     @property
     def mean_std(self) -> tuple[float, float | None]:
@@ -139,7 +133,7 @@ def model_path(cache_dir: Path, key: str, label: str) -> Path:
 
 
 def _fit_and_record(
-    models: dict[str, Callable],
+    search: Search,
     splits: dict[str, tuple[Any, np.ndarray]],  # features: arrays, or BoW's sparse histograms
     classes: list[str],
     grid: GridConfig,
@@ -150,39 +144,41 @@ def _fit_and_record(
     store: ResultsStore,
     name: str,
     finalize: Callable = lambda model: model,
+    probe: Probe = Probe.SVM,
 ) -> GridOutcome:
-    """Grid search on the dataset's split (per candidate in ``models``, the best CV wins), optional
+    """The probe's ``search`` on the dataset's split (with several candidates, the best CV wins), optional
     re-drawn splits (each choosing again), model file, one store row. With several candidates the
     record's ``norm`` is the chosen one and ``candidates_cv`` holds each one's best CV accuracy. ``build(fitted
-    model, chosen C)`` makes the model file's content, named by its label and the run's ``key``."""
+    model, chosen setting)`` makes the model file's content, named by its label and the run's ``key``."""
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     check_training_labels(y_train, grid.cv, classes)  # here, where the labels' class names are known
     begun = time.perf_counter()
-    chosen, result, candidates_cv = choose_by_cv(models, (x_train, y_train), (x_test, y_test), grid, len(classes))
+    chosen, result, candidates_cv = search.grid((x_train, y_train), (x_test, y_test), grid, len(classes))
     redrawn = None
     if grid.splits > 1:
         x = sparse.vstack([x_train, x_test]).tocsr() if sparse.issparse(x_train) else np.concatenate([x_train, x_test])
         y = np.concatenate([y_train, y_test])
         per_class = int(np.bincount(y_train).max())
-        redrawn = split_accuracies(models, x, y, redraw_splits(y, per_class, grid.splits, grid.seed), grid)
-    several = len(models) > 1
-    model = build(finalize(result.model), result.chosen_c)
+        redrawn = search.redrawn(x, y, redraw_splits(y, per_class, grid.splits, grid.seed), grid)
+    model = build(finalize(result.model), result.chosen)
     path = save_model(model_path(cache_dir, key, model.label().file_stem), model)
-    outcome = GridOutcome(name, result, 0, path, redrawn, record.timings,
-                          candidates_cv=candidates_cv if several else None, chosen_candidate=chosen if several else None)
+    outcome = GridOutcome(name, result, 0, path, redrawn, record.timings, candidates_cv=candidates_cv, chosen_candidate=chosen,
+                          probe=probe)
     mean, std = outcome.mean_std
+    c_values = all(isinstance(setting, (int, float)) for setting in result.grid)  # a C grid, else k-NN's or none
     record = replace(
         record,
         config={**record.config, "cv": grid.cv, "seed": grid.seed, "split_accuracies": redrawn,
-                "test_correct": result.test_correct, **({"norm": chosen, "candidates_cv": candidates_cv} if several else {})},
+                **({} if c_values else {"settings": [str(setting) for setting in result.grid if setting is not None]}),
+                "test_correct": result.test_correct, **({"norm": chosen, "candidates_cv": candidates_cv} if chosen is not None else {})},
         test_accuracy=mean,
         test_std=std,
         splits=grid.splits,
         classes=classes,
-        c_grid=result.c_grid,
+        c_grid=result.grid if c_values else None,
         cv_accuracy=result.cv_mean,
-        test_accuracy_per_c=result.test_accuracy_per_c,
-        chosen=result.chosen_c,
+        test_accuracy_per_c=result.test_per_setting,
+        chosen=result.chosen if c_values or result.chosen is None else str(result.chosen),
         cv_best=max(result.cv_mean),
         per_class_accuracy=result.per_class_accuracy,
         confusion=result.confusion,
@@ -202,14 +198,18 @@ def run_svm(
     norms: tuple[Norm, ...] = DEFAULT_NORMS,
     store: ResultsStore | None = None,
     combine: bool = False,
+    probes: tuple[Probe, ...] = DEFAULT_PROBES,
+    knn: KnnGrid = KnnGrid(),
 ) -> list[GridOutcome]:
-    """One linear-SVM grid search per cached layer; with several ``norms``, CV also chooses among them.
-    With ``combine``, one grid search on all the layers side by side (each L2-normalised per image)."""
+    """Per cached layer, one search of each of ``probes`` (the linear SVM by default); with several ``norms``,
+    CV also chooses among them for the linear probes. With ``combine``, all the layers side by side (each
+    L2-normalised per image) instead."""
     layer_keys = list(resolve(features, cache_dir).layer_keys)
     if combine:
         check_combination(features.layers)
     groups = [layer_keys] if combine else [[layer] for layer in layer_keys]
-    return [_svm_on_parts(dataset, [(features, layers)], cache_dir, grid, norms, store) for layers in groups]
+    return [_probe_on_parts(dataset, [(features, layers)], cache_dir, grid, norms, store, ProbeSetup(probe=probe, knn=knn))
+            for layers in groups for probe in probes]
 
 
 def run_svm_side_by_side(dataset: ImageDataset, parts: list[FeatureSpec], cache_dir: Path, grid: GridConfig,
@@ -217,18 +217,44 @@ def run_svm_side_by_side(dataset: ImageDataset, parts: list[FeatureSpec], cache_
     """One linear SVM on several extractions side by side (e.g. three networks' pooled features): every
     layer of every part L2-normalised per image, then concatenated, as `combine` does within one network."""
     check_parts(parts)
-    return _svm_on_parts(dataset, [(part, list(resolve(part, cache_dir).layer_keys)) for part in parts],
-                         cache_dir, grid, norms, store)
+    return _probe_on_parts(dataset, [(part, list(resolve(part, cache_dir).layer_keys)) for part in parts],
+                           cache_dir, grid, norms, store, ProbeSetup())
 
 
-def _svm_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str]]], cache_dir: Path,
-                  grid: GridConfig, norms: tuple[Norm, ...], store: ResultsStore | None) -> GridOutcome:
-    """The grid search, model file and store row of an SVM on some layers (keys) of some extractions.
+@dataclass(frozen=True, kw_only=True)
+class ProbeSetup:
+    """Which probe classifies the features, and k-NN's grid (read by k-NN only)."""
+
+    probe: Probe = Probe.SVM
+    knn: KnnGrid = KnnGrid()
+
+    def norms(self, asked: tuple[Norm, ...]) -> tuple[Norm, ...]:
+        """The normalisations CV chooses among: the ones asked for, for a linear probe; k-NN and the class
+        means are defined on L2-normalised rows."""
+        return asked if self.probe in (Probe.SVM, Probe.LOGREG) else (Norm.L2,)
+
+    def key(self, dataset_fingerprint: str, extractions: list[tuple[str, list[str]]], norms: tuple[Norm, ...],
+            grid: GridConfig) -> str:
+        """The run's content key: an SVM's as it always was; another probe's names the probe and its own grid."""
+        if self.probe == Probe.SVM:
+            return parts_svm_key(dataset_fingerprint, extractions, norms, grid)
+        searched = ({"c_grid": list(grid.c_grid)} if self.probe == Probe.LOGREG
+                    else {"k_grid": list(self.knn.k_grid), "temperatures": list(self.knn.temperatures)}
+                    if self.probe == Probe.KNN else {})
+        return content_key(KeyKind.PROBE, probe=str(self.probe), dataset=dataset_fingerprint,
+                           features=COMBINED.join(digest for digest, _ in extractions),
+                           layer=COMBINED.join(layer for _, layers in extractions for layer in layers), norm=",".join(norms),
+                           cv=grid.cv, seed=grid.seed, splits=grid.splits, **searched)
+
+
+def _probe_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str]]], cache_dir: Path,
+                    grid: GridConfig, norms: tuple[Norm, ...], store: ResultsStore | None, setup: ProbeSetup) -> GridOutcome:
+    """The search, model file and store row of a probe (``setup``) on some layers (keys) of some extractions.
     One part keeps the single-extraction model file (``features``, ``layer_key``, ``extraction_key``);
     several go under ``parts``, one such entry each, which `transfer predict` runs one after the other."""
     store = store_or_default(store, cache_dir)
-    models = {str(norm): linear_svm(norm) for norm in norms}
-    norm = ",".join(models)  # what the record and the model file name say until CV has chosen
+    norms = setup.norms(norms)
+    norm = ",".join(norms)  # what the record and the model file name say until CV has chosen
     entries, blocks = [], []
     for features, layers in parts:
         loaded = [load_layer(dataset, features, cache_dir, layer) for layer in layers]
@@ -244,23 +270,30 @@ def _svm_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str
     def joined(values) -> str:
         return COMBINED.join(dict.fromkeys(values))
 
-    key = parts_svm_key(dataset.fingerprint, [(r.key.digest, layers) for (r, _, _), (_, layers) in zip(entries, parts)],
-                        norms, grid)
+    key = setup.key(dataset.fingerprint, [(r.key.digest, layers) for (r, _, _), (_, layers) in zip(entries, parts)],
+                    norms, grid)
+    search = search_of(setup.probe, norms, setup.knn, len(data.classes))
     described = ({"features": asdict(one)} if len(entries) == 1
                  else {"parts": [asdict(part) for _, part, _ in entries]})
+    probe = {} if setup.probe == Probe.SVM else {"probe": str(setup.probe)}
     record = _record(
-        Method.SVM, dataset, {"norm": norm, **described, "key": key},
+        Method.SVM if setup.probe == Probe.SVM else Method.PROBE, dataset, {"norm": norm, **described, "key": key, **probe},
         backbone=joined(r.key.backbone for r, _, _ in entries), weights=joined(r.key.weights for r, _, _ in entries),
         pooling=first.key.pooling, layer=layer, precision=joined(r.key.precision for r, _, _ in entries),
         timings=_summed([extraction_timing(r.path) for r, _, _ in entries]),
     )
     extractions = tuple(extraction for _, _, extraction in entries)
 
-    def build(fitted, chosen_c: float) -> SvmModel:
-        return SvmModel(classes=data.classes, model=fitted, extractions=extractions, chosen_c=chosen_c, norm=norm)
+    def build(fitted, chosen) -> SvmModel:
+        if setup.probe == Probe.SVM:
+            return SvmModel(classes=data.classes, model=fitted, extractions=extractions, chosen_c=chosen, norm=norm)
+        return ProbeModel(classes=data.classes, model=fitted.as_payload() if isinstance(fitted, KnnModel) else fitted,
+                          extractions=extractions, chosen_c=chosen if isinstance(chosen, float) else 0.0, norm=norm,
+                          probe=setup.probe, setting="" if chosen is None else str(chosen))
 
     splits = {name: (s.features, s.labels) for name, s in data.splits.items()}
-    return _fit_and_record(models, splits, data.classes, grid, build, cache_dir, key, record, store, layer)
+    return _fit_and_record(search, splits, data.classes, grid, build, cache_dir, key, record, store, layer,
+                           probe=setup.probe)
 
 
 def _summed(timings: list[dict]) -> dict:
@@ -303,7 +336,7 @@ def run_bow(
     def build(fitted, chosen_c: float) -> BowModel:
         return BowModel(classes=dataset.classes, model=fitted, encoder=features.kmeans, config=config, chosen_c=chosen_c)
 
-    return _fit_and_record({config.kernel.value: plain_svm}, features.splits, dataset.classes, grid, build,
+    return _fit_and_record(LinearSearch({config.kernel.value: plain_svm}), features.splits, dataset.classes, grid, build,
                            cache_dir, key, record, store, name, finalize=features.model)
 
 
@@ -326,7 +359,7 @@ def run_fisher(
     def build(fitted, chosen_c: float) -> FisherModel:
         return FisherModel(classes=dataset.classes, model=fitted, encoder=features.encoder, config=config, chosen_c=chosen_c)
 
-    return _fit_and_record({"power, L2": plain_svm}, features.splits, dataset.classes, grid, build, cache_dir, key,
+    return _fit_and_record(LinearSearch({"power, L2": plain_svm}), features.splits, dataset.classes, grid, build, cache_dir, key,
                            record, store, name)
 
 

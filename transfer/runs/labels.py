@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from transfer.classifiers.settings import COMBINED
 from transfer.classifiers.training import TrainConfig
-from transfer.core.choices import Kernel, Method, WeightsSource
+from transfer.core.choices import Kernel, Method, Probe, WeightsSource
 from transfer.descriptors.settings import BowConfig, FisherConfig
 from transfer.features.backbones import Weights, shown_pooling
 from transfer.features.spec import distinguishing
@@ -81,45 +81,50 @@ def _record_features(run: RunRecord) -> FeaturesLabel:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SvmLabel:
-    """A linear SVM on the layers of one extraction, or of several side by side."""
+class ProbeLabel:
+    """A probe (the linear SVM unless named) on the layers of one extraction, or of several side by side."""
 
     parts: tuple[FeaturesLabel, ...]
     layer_keys: str = ""  # the layer keys read, joined; "" while the features are not resolved
     norm: str = ""  # the normalisation(s) CV chooses among, or the one it chose
     splits: int = 1
     entries: tuple[str, ...] = ()  # the study's [[features]] names of the parts side by side, if any
+    probe: Probe = Probe.SVM
 
     @property
     def stage_name(self) -> str:
         if self.entries:
-            return f"svm {COMBINED.join(dict.fromkeys(self.entries))}"
+            return f"{self.probe} {COMBINED.join(dict.fromkeys(self.entries))}"
         (part,) = self.parts
-        return f"svm {part.where}/{COMBINED.join(part.layers)}"
+        return f"{self.probe} {part.where}/{COMBINED.join(part.layers)}"
 
     @property
     def file_stem(self) -> str:
-        return f"svm-{COMBINED.join(dict.fromkeys(part.backbone for part in self.parts))}-{self.layer_keys}-{self.norm}"
+        backbones = COMBINED.join(dict.fromkeys(part.backbone for part in self.parts))
+        return f"{self.probe}-{backbones}-{self.layer_keys}-{self.norm}"
 
     @property
     def title(self) -> str:
         if len(self.parts) == 1:
             (part,) = self.parts
-            return f"{part.backbone}{part.source_text} {self.layer_keys} SVM{part.variant_text}{_splits_text(self.splits)}"
+            return (f"{part.backbone}{part.source_text} {self.layer_keys} {self.probe.shown}{part.variant_text}"
+                    f"{_splits_text(self.splits)}")
         shown = [f"{part.backbone} {'+'.join(part.layers)}" + (f" ({part.variant_text[2:]})" if part.variant else "")
                  for part in self.parts]
-        return f"{' + '.join(shown)}{self.parts[0].source_text}: SVM side by side{_splits_text(self.splits)}"
+        return f"{' + '.join(shown)}{self.parts[0].source_text}: {self.probe.shown} side by side{_splits_text(self.splits)}"
 
     @property
     def classifier(self) -> str:
-        return f"LinearSVC ({self.norm or 'l2'})"
+        return {Probe.SVM: f"LinearSVC ({self.norm or 'l2'})", Probe.LOGREG: f"logistic regression ({self.norm or 'l2'})",
+                Probe.KNN: "k-NN (cosine, exp(s/T) votes)", Probe.NCM: "nearest class mean (l2)"}[self.probe]
 
     @classmethod
-    def of_run(cls, run: RunRecord) -> SvmLabel:
+    def of_run(cls, run: RunRecord) -> ProbeLabel:
         config = run.config or {}
         parts = (tuple(FeaturesLabel.of(part) for part in config["parts"]) if config.get("parts")
                  else (_record_features(run),))
-        return cls(parts=parts, layer_keys=run.layer or "", norm=str(config.get("norm", "")), splits=run.splits)
+        return cls(parts=parts, layer_keys=run.layer or "", norm=str(config.get("norm", "")), splits=run.splits,
+                   probe=Probe(config.get("probe", Probe.SVM)))
 
 
 def _train_text(train: TrainConfig, unfreeze: str | None) -> str:
@@ -280,7 +285,7 @@ class ScratchLabel:
                    step=str(config.get("step") or ""))
 
 
-ModelLabel = SvmLabel | HeadLabel | BowLabel | FisherLabel  # the runs that leave a model file
+ModelLabel = ProbeLabel | HeadLabel | BowLabel | FisherLabel  # the runs that leave a model file
 RunLabel = ModelLabel | ScratchLabel
 
 
@@ -293,7 +298,7 @@ def run_label(run: RunRecord) -> RunLabel:
         return BowLabel(config=BowConfig.from_dict(config), splits=run.splits)
     if run.method == Method.SCRATCH:
         return ScratchLabel.of_run(run)
-    if run.method == Method.SVM:
-        return SvmLabel.of_run(run)
+    if run.method in (Method.SVM, Method.PROBE):
+        return ProbeLabel.of_run(run)
     return HeadLabel.of_run(run)
 

@@ -15,8 +15,8 @@ import numpy as np
 from transfer.classifiers.heads import HeadSpec, attach_head
 from transfer.classifiers.settings import COMBINED
 from transfer.core.archive import SKOPS_SUFFIX, load_estimator, save_estimator, state_tensors
-from transfer.core.choices import MODEL_COMMANDS, Device, ModelKind, WeightsSource
-from transfer.core.config import as_plain
+from transfer.core.choices import MODEL_COMMANDS, Device, ModelKind, Probe, WeightsSource
+from transfer.core.config import as_plain, choice
 from transfer.core.device import resolve_device
 from transfer.core.errors import UserError
 from transfer.descriptors.settings import BowConfig, FisherConfig
@@ -25,7 +25,7 @@ from transfer.features.forward import Reduction, make_loader, network_batches
 from transfer.features.registry import get_backbone
 from transfer.features.runtime import ForwardSetting, forward_for
 from transfer.features.spec import RunOptions
-from transfer.runs.labels import BowLabel, FeaturesLabel, FisherLabel, HeadLabel, ModelLabel, SvmLabel
+from transfer.runs.labels import BowLabel, FeaturesLabel, FisherLabel, HeadLabel, ModelLabel, ProbeLabel
 
 MODEL_FORMAT = 2  # 1: joblib pickles (refused: loading them could run code)
 Fields = dict[str, tuple[str, ...]]  # a payload's fields, each with the keys it must hold when it is a dict
@@ -215,8 +215,8 @@ class SvmModel(ModelFile):
                 else {"parts": [extraction.payload() for extraction in self.extractions]})
         return {**read, "model": self.model, "classes": self.classes, "chosen_c": self.chosen_c, "norm": self.norm}
 
-    def label(self) -> SvmLabel:
-        return SvmLabel(parts=tuple(extraction.label for extraction in self.extractions),
+    def label(self) -> ProbeLabel:
+        return ProbeLabel(parts=tuple(extraction.label for extraction in self.extractions),
                         layer_keys=COMBINED.join(extraction.layer_key for extraction in self.extractions), norm=self.norm)
 
     def scores(self, paths: list[Path], run: RunOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -225,6 +225,45 @@ class SvmModel(ModelFile):
 
     def outputs(self) -> int | None:
         return _estimator_outputs(self.model)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeModel(SvmModel):
+    """Another probe on CNN features: logistic regression and the class means as their scikit-learn pipelines,
+    k-NN as its arrays (`probes.KnnModel`), which vote per class."""
+
+    KIND: ClassVar = ModelKind.PROBE
+    FIELDS: ClassVar = {"model": (), "classes": (), "probe": (), "setting": ()}
+    probe: Probe
+    setting: str  # the CV-chosen setting, as people read it ("" for the class means)
+
+    @classmethod
+    def read(cls, payload: dict) -> ProbeModel:
+        probe = choice(Probe, payload["probe"], "probe")
+        if probe == Probe.KNN and (not isinstance(payload["model"], dict)
+                                   or set(payload["model"]) != {"rows", "labels", "classes", "k", "temperature"}):
+            raise UserError("a k-NN model file whose model is not the rows, labels, classes, k and temperature: "
+                            "re-run the command that made it")
+        svm = SvmModel.read(payload)
+        return cls(classes=svm.classes, model=svm.model, extractions=svm.extractions, chosen_c=svm.chosen_c,
+                   norm=svm.norm, probe=probe, setting=str(payload["setting"]))
+
+    def payload(self) -> dict:
+        return {**super().payload(), "probe": str(self.probe), "setting": self.setting}
+
+    def label(self) -> ProbeLabel:
+        return replace(super().label(), probe=self.probe)
+
+    def scores(self, paths: list[Path], run: RunOptions) -> tuple[np.ndarray, np.ndarray]:
+        if self.probe != Probe.KNN:
+            return super().scores(paths, run)
+        from transfer.classifiers.probes import KnnModel
+
+        features, ok = _cnn_features(self.extractions, paths, run)
+        return KnnModel.of_payload(self.model).scores(features) if len(features) else np.zeros((0, len(self.classes))), ok
+
+    def outputs(self) -> int | None:
+        return int(self.model["classes"]) if self.probe == Probe.KNN else super().outputs()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -418,7 +457,7 @@ def _logits_module(model):
     return Logits()
 
 
-MODEL_TYPES: dict[ModelKind, type[ModelFile]] = {cls.KIND: cls for cls in (SvmModel, BowModel, FisherModel, HeadModel, NetworkModel)}
+MODEL_TYPES: dict[ModelKind, type[ModelFile]] = {cls.KIND: cls for cls in (SvmModel, ProbeModel, BowModel, FisherModel, HeadModel, NetworkModel)}
 
 
 def read_model(path: Path, payload: dict) -> ModelFile:

@@ -23,7 +23,7 @@ from transfer.core.files import atomic_write_text
 from transfer.core.paths import DATA_ENV, REPORTS_DIR, CacheFolder, default_data_dir
 from transfer.data.datasets import ImageDataset, load_dataset
 from transfer.features.spec import FeatureSpec
-from transfer.runs.labels import BowLabel, FeaturesLabel, FisherLabel, HeadLabel, ScratchLabel, SvmLabel
+from transfer.runs.labels import BowLabel, FeaturesLabel, FisherLabel, HeadLabel, ProbeLabel, ScratchLabel
 from transfer.runs.store import ResultsStore
 from transfer.study.schema import (
     CombineSection,
@@ -236,7 +236,9 @@ def _extraction(context: PlanContext, entry: FeaturesSection, pooling: str) -> _
 def _accuracy_result(outcome) -> str:
     """A grid outcome's one-line result."""
     mean, _ = outcome.mean_std
-    return f"{100 * mean:.2f}% (C={outcome.result.chosen_c:g}), run #{outcome.run_id}"
+    from transfer.classifiers.probes import setting_text
+
+    return f"{100 * mean:.2f}% ({setting_text(outcome.result.chosen)}), run #{outcome.run_id}"
 
 
 def _svm(context: PlanContext, extraction: _Extraction, layers: tuple[str, ...]) -> Stage:
@@ -260,7 +262,7 @@ def _svm(context: PlanContext, extraction: _Extraction, layers: tuple[str, ...])
         (outcome,) = run_svm(context.dataset, these, context.cache_dir, grid, norms, context.store, combine=len(layers) > 1)
         return _accuracy_result(outcome)
 
-    name = SvmLabel(parts=(replace(extraction.label, layers=layers),)).stage_name
+    name = ProbeLabel(parts=(replace(extraction.label, layers=layers),)).stage_name
     return Stage(name, StageKind.SVM, [extraction.stage.name], check, run)
 
 
@@ -285,7 +287,7 @@ def _combined_svm(context: PlanContext, section: CombineSection, extract_stages:
         return _accuracy_result(run_svm_side_by_side(context.dataset, parts, context.cache_dir, grid, norms, context.store))
 
     needs = list(dict.fromkeys(extract_stages[n] for n in section.features))
-    name = SvmLabel(parts=tuple(FeaturesLabel.of(asdict(part)) for part in parts), entries=tuple(section.features)).stage_name
+    name = ProbeLabel(parts=tuple(FeaturesLabel.of(asdict(part)) for part in parts), entries=tuple(section.features)).stage_name
     return Stage(name, StageKind.SVM, needs, check, run)
 
 
