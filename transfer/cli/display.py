@@ -250,7 +250,7 @@ def print_results(runs: list[RunRecord], wide: bool = False, models: bool = Fals
     rows = []
     for run in runs:
         test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)}" if run.test_std is not None else "")
-        rows.append([str(run.id), run.created or "", run.method, run.backbone or "", run.weights or "", shown_pooling(run.backbone, run.pooling),
+        rows.append([str(run.id), run.created or "", str((run.config or {}).get("probe", run.method)), run.backbone or "", run.weights or "", shown_pooling(run.backbone, run.pooling),
                      run.layer or "", run.chosen_text, *training_score_cells(run), test, str(run.splits),
                      _pct(class_mean_accuracy(run.per_class_accuracy, run.confusion)),
                      Path(run.dataset).name or run.dataset])  # the folder's name: `--wide` does not lengthen it
