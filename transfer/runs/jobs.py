@@ -238,9 +238,10 @@ class ProbeSetup:
         """The run's content key: an SVM's as it always was; another probe's names the probe and its own grid."""
         if self.probe == Probe.SVM:
             return parts_svm_key(dataset_fingerprint, extractions, norms, grid)
-        searched = ({"c_grid": list(grid.c_grid)} if self.probe == Probe.LOGREG
-                    else {"k_grid": list(self.knn.k_grid), "temperatures": list(self.knn.temperatures)}
-                    if self.probe == Probe.KNN else {})
+        grids: dict[Probe, dict[str, list]] = {
+            Probe.LOGREG: {"c_grid": list(grid.c_grid)},
+            Probe.KNN: {"k_grid": list(self.knn.k_grid), "temperatures": list(self.knn.temperatures)}}
+        searched = grids.get(self.probe, {})  # the class means search nothing
         return content_key(KeyKind.PROBE, probe=str(self.probe), dataset=dataset_fingerprint,
                            features=COMBINED.join(digest for digest, _ in extractions),
                            layer=COMBINED.join(layer for _, layers in extractions for layer in layers), norm=",".join(norms),
@@ -284,7 +285,7 @@ def _probe_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[s
     )
     extractions = tuple(extraction for _, _, extraction in entries)
 
-    def build(fitted, chosen) -> SvmModel:
+    def build(fitted, chosen) -> SvmModel:  # a ProbeModel is one
         if setup.probe == Probe.SVM:
             return SvmModel(classes=data.classes, model=fitted, extractions=extractions, chosen_c=chosen, norm=norm)
         return ProbeModel(classes=data.classes, model=fitted.as_payload() if isinstance(fitted, KnnModel) else fitted,
