@@ -27,6 +27,8 @@ from transfer.classifiers.svm import (
     check_training_data,
     choose_by_cv,
     cv_folds,
+    fewest_fit_rows,
+    fold_mean,
     linear_svm,
     norm_steps,
     split_accuracies,
@@ -142,7 +144,7 @@ def _knn_scorer(grid: KnnGrid, classes: int, training_rows: int) -> _Scorer:
     clipped = sorted({s.k for s in settings if s.k > training_rows})
     if clipped:
         warn(f"k-NN: k={', '.join(map(str, clipped))} is more than the {training_rows} training rows of the smallest "
-             f"fit; clipped to {training_rows}")
+             f"fit; clipped to {training_rows}", once=True)
         settings = list(dict.fromkeys(KnnSetting(min(s.k, training_rows), s.temperature) for s in settings))
 
     def predictions(x_fit, y_fit, x_eval) -> list[np.ndarray]:
@@ -196,19 +198,19 @@ class ScorerSearch(Search):
     make: Callable[[int], _Scorer]  # from the rows of the smallest fit
 
     def _choose(self, x, y, config) -> tuple[_Scorer, np.ndarray]:
-        """The scorer and its CV accuracies (folds × settings) on training rows ``x``."""
-        check_training_data(x, y, config.cv)
+        """The scorer and its CV accuracies (folds × settings; no folds without CV) on training rows ``x``."""
+        check_training_data(x, y)
         folds = cv_folds(config, y)
-        scorer = self.make(min(len(fit) for fit, _ in folds))
+        scorer = self.make(fewest_fit_rows(folds, len(y)))
         scores = np.array([[np.mean(predicted == y[held]) for predicted in scorer.predictions(x[fit], y[fit], x[held])]
-                           for fit, held in folds])
+                           for fit, held in folds]).reshape(len(folds), len(scorer.settings))
         return scorer, scores
 
     def grid(self, train, test, config, n_classes):
         (x_train, y_train), (x_test, y_test) = train, test
         begun = time.perf_counter()
         scorer, scores = self._choose(x_train, y_train, config)
-        cv_mean = scores.mean(axis=0)
+        cv_mean = [fold_mean(column) for column in scores.T]
         chosen = int(np.argmax(cv_mean))  # the first among ties: the smallest k, then the lowest T
         model = scorer.model(x_train, y_train, scorer.settings[chosen])
         fit_seconds = time.perf_counter() - begun
@@ -216,7 +218,7 @@ class ScorerSearch(Search):
         per_class, confusion = per_class_summary(y_test, test_predictions[chosen], n_classes)
         test_per_setting = [float(np.mean(predicted == y_test)) for predicted in test_predictions]
         return None, GridResult(
-            grid=list(scorer.settings), cv_mean=[float(v) for v in cv_mean], cv_std=[float(v) for v in scores.std(axis=0)],
+            grid=list(scorer.settings), cv_mean=cv_mean, cv_std=[fold_mean(column, np.std) for column in scores.T],
             test_per_setting=test_per_setting, chosen=scorer.settings[chosen], test_accuracy=test_per_setting[chosen],
             per_class_accuracy=per_class, confusion=confusion, model=model, fit_seconds=fit_seconds, test_correct=correctness(y_test, test_predictions[chosen])), None
 

@@ -23,7 +23,7 @@ from sklearn.svm import LinearSVC
 
 from transfer.classifiers.metrics import correctness, per_class_summary
 from transfer.classifiers.settings import GridConfig
-from transfer.core.choices import Norm
+from transfer.core.choices import Folds, Norm
 from transfer.core.config import choice
 from transfer.core.errors import UserError
 
@@ -93,10 +93,11 @@ class GridResult:
     test_correct: str  # the chosen model's test images right ("1") or wrong ("0"), in order
 
 
-def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> None:
+def check_training_data(features: np.ndarray, labels: np.ndarray) -> None:
+    """Rows that match their labels, of two classes or more, finite (how many a class needs: `cv_folds`)."""
     if features.ndim != 2 or features.shape[0] != len(labels):
         raise UserError(f"features {features.shape} and labels {labels.shape} do not match")
-    check_training_labels(labels, cv)
+    check_classes(labels)
     values = features.data if sparse.issparse(features) else features
     if not np.isfinite(values).all():
         raise UserError("the features contain NaN or infinite values")
@@ -105,18 +106,24 @@ def check_training_data(features: np.ndarray, labels: np.ndarray, cv: int) -> No
 def check_training_labels(labels: np.ndarray, cv: int, names: list[str] | None = None) -> None:
     """Two classes or more, each with at least ``cv`` images; ``names`` (the class of each label) name them."""
     classes, counts = np.unique(labels, return_counts=True)
-
-    def named(label) -> str:
-        return repr(names[label]) if names is not None else f"number {label}"
-
-    if len(classes) < 2:
-        only = f" ({named(classes[0])})" if len(classes) else ""
-        raise UserError(f"the training split has only one class{only}; a classifier needs two or more")
+    check_classes(labels, names)
     if cv < 2:
         raise UserError(f"--cv must be at least 2, got {cv}")
     if counts.min() < cv:
-        raise UserError(f"--cv {cv}: the smallest class, {named(classes[counts.argmin()])}, has only {counts.min()} "
-                        f"training images; lower --cv")
+        raise UserError(f"--cv {cv}: the smallest class, {_named(classes[counts.argmin()], names)}, has only "
+                        f"{counts.min()} training images; lower --cv")
+
+
+def _named(label, names: list[str] | None) -> str:
+    return repr(names[label]) if names is not None else f"number {label}"
+
+
+def check_classes(labels: np.ndarray, names: list[str] | None = None) -> None:
+    """Two classes or more; ``names`` (the class of each label) name the only one."""
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        only = f" ({_named(classes[0], names)})" if len(classes) else ""
+        raise UserError(f"the training split has only one class{only}; a classifier needs two or more")
 
 
 class TriangularCoordinates:
@@ -315,8 +322,9 @@ def span_fit(make_model: Callable, shape: tuple[int, int], fewest_fit_rows: int)
     return SpanFit(before, svm, pipeline)
 
 
-def _fewest_fit_rows(folds: list[tuple[np.ndarray, np.ndarray]]) -> int:
-    return min(len(fit) for fit, _ in folds)
+def fewest_fit_rows(folds: list[tuple[np.ndarray, np.ndarray]], rows: int) -> int:
+    """The rows of the smallest fit: a CV fold's, or all ``rows`` without CV."""
+    return min((len(fit) for fit, _ in folds), default=rows)
 
 
 def _fit(model, part: _Part):
@@ -326,7 +334,12 @@ def _fit(model, part: _Part):
 
 
 def cv_folds(config: GridConfig, labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The CV folds of the training rows with these labels: (fit rows, held-out rows) each."""
+    """The CV folds of the training rows with these labels: (fit rows, held-out rows) each; none without CV."""
+    if config.folds == Folds.NONE:
+        return []
+    if config.folds == Folds.LEAVE_ONE_OUT:
+        every = np.arange(len(labels))
+        return [(np.delete(every, row), every[row:row + 1]) for row in every]
     check_training_labels(labels, config.cv)
     return list(StratifiedKFold(config.cv, shuffle=True, random_state=config.seed).split(labels, labels))
 
@@ -343,7 +356,7 @@ class _Setup:
 
     @classmethod
     def of(cls, make_model: Callable, train, folds: list, in_span: bool) -> _Setup:
-        span = span_fit(make_model, train[0].shape, _fewest_fit_rows(folds)) if in_span else None
+        span = span_fit(make_model, train[0].shape, fewest_fit_rows(folds, len(train[1]))) if in_span else None
         if span is None:
             return cls(train, make_model)
         projection = SpanProjection(span.prepare(train[0]), span.penalised_intercept)
@@ -433,6 +446,11 @@ class _Fits:
         return future
 
 
+def fold_mean(scores: np.ndarray, statistic: Callable = np.mean) -> float:
+    """The mean (or another ``statistic``) of a setting's CV scores; NaN without CV (`Folds.NONE`)."""
+    return float(statistic(scores)) if len(scores) else float("nan")
+
+
 def grid_search(
     make_model: Callable[[float], Pipeline],
     train: tuple[np.ndarray, np.ndarray],
@@ -448,7 +466,7 @@ def grid_search(
     """
     x_train, y_train = train
     x_test, y_test = test
-    check_training_data(x_train, y_train, config.cv)
+    check_training_data(x_train, y_train)
     begun = time.perf_counter()
     folds = cv_folds(config, y_train)
     setup = _Setup.of(make_model, train, folds, in_span)
@@ -458,9 +476,9 @@ def grid_search(
     with _Fits(config.jobs, threads=setup.span is not None) as fits:
         fitted = [f.result() for f in fits.submit([(setup.make_fit, c, part) for c in config.c_grid for part in parts]
                                                   + [(setup.make_fit, c, whole) for c in config.c_grid])]
-    n_cv = len(config.c_grid) * config.cv
-    cv_scores = [np.array(fitted[i * config.cv : (i + 1) * config.cv]) for i in range(len(config.c_grid))]
-    cv_mean = [float(s.mean()) for s in cv_scores]
+    n_cv = len(config.c_grid) * len(folds)
+    cv_scores = [np.array(fitted[i * len(folds) : (i + 1) * len(folds)]) for i in range(len(config.c_grid))]
+    cv_mean = [fold_mean(s) for s in cv_scores]
     chosen = int(np.argmax(cv_mean))  # first maximum: the smallest C among ties
     on_rows = setup.on_rows(fitted[n_cv:])
     fit_seconds = time.perf_counter() - begun
@@ -471,7 +489,7 @@ def grid_search(
     return GridResult(
         grid=list(config.c_grid),
         cv_mean=cv_mean,
-        cv_std=[float(s.std()) for s in cv_scores],
+        cv_std=[fold_mean(s, np.std) for s in cv_scores],
         test_per_setting=test_per_c,
         chosen=config.c_grid[chosen],
         test_accuracy=test_per_c[chosen],
@@ -493,7 +511,7 @@ def split_accuracies(models: dict[str, Callable], x, y: np.ndarray, splits: list
     coordinates are computed and its CV fits queued; a split's final fit and test predictions are queued
     once its CV scores are in, so no core waits for one split's last fit."""
     folds = [cv_folds(config, y[train_rows]) for train_rows, _ in splits]
-    threads = in_span and all(span_fit(make, (len(rows), x.shape[1]), _fewest_fit_rows(split_folds))
+    threads = in_span and all(span_fit(make, (len(rows), x.shape[1]), fewest_fit_rows(split_folds, len(rows)))
                               for make in models.values() for (rows, _), split_folds in zip(splits, folds))
     with _Fits(config.jobs, threads=threads) as fits:
         finals: list[Future] = []
@@ -522,7 +540,7 @@ class _RedrawnSplit:
     def start(cls, fits: _Fits, models: dict[str, Callable], x, y, config: GridConfig, in_span: bool, *,
               train_rows: np.ndarray, test_rows: np.ndarray, folds: list) -> _RedrawnSplit:
         train = (x[train_rows], y[train_rows])
-        check_training_data(*train, config.cv)
+        check_training_data(*train)
         setups = [_Setup.of(make, train, folds, in_span) for make in models.values()]
         scores = fits.submit([(setup.make_fit, c, setup.part(fit, held_out)) for setup in setups
                               for c in config.c_grid for fit, held_out in folds])
@@ -531,8 +549,8 @@ class _RedrawnSplit:
     def final(self, fits: _Fits) -> Future:
         """Once the CV scores are in: the chosen candidate and C fitted on the whole training part and
         scored on the test part, queued."""
-        c_grid, cv = self.config.c_grid, self.config.cv
-        cv_mean = np.array([f.result() for f in self.scores]).reshape(len(self.setups), len(c_grid), cv).mean(axis=2)
+        c_grid = self.config.c_grid
+        cv_mean = np.array([f.result() for f in self.scores]).reshape(len(self.setups), len(c_grid), -1).mean(axis=2)
         best = int(np.argmax(cv_mean.max(axis=1)))  # the first candidate among ties, as `choose_by_cv`
         setup, c = self.setups[best], c_grid[int(np.argmax(cv_mean[best]))]
 

@@ -9,19 +9,22 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from transfer.classifiers.metrics import class_mean_accuracy, unequal_classes
-from transfer.core.choices import Probe, StageStatus
+from transfer.core.choices import Method, Probe, StageStatus
 from transfer.core.console import console, err_console, note, styled
 from transfer.data.datasets import SPLITS, UNSPLIT, DatasetSummary, ImageDataset
 from transfer.features.backbones import BackboneSpec, LayerInfo, shown_pooling
 from transfer.features.cache import CacheEntry
 from transfer.features.extract import ExtractionOutcome
 from transfer.reports.report import (
+    FEWSHOT_RULE,
     HEADERS,
     HEADLINE_RULE,
     NUMERIC_HEADERS,
+    FewShotSeries,
     ReportFiles,
     Row,
     data_notes,
+    fewshot_table,
     header_lines,
     published_for,
     published_lines,
@@ -36,7 +39,9 @@ if TYPE_CHECKING:  # these pull in scikit-learn; only their types are needed her
     from rich.console import JustifyMethod
 
     from transfer.classifiers.scratch import LayerSummary
+    from transfer.classifiers.settings import FewShotConfig
     from transfer.cli.inspect import Inspection
+    from transfer.runs.fewshot import FewShotCurve
     from transfer.runs.jobs import GridOutcome, HeadOutcome, ScratchOutcome
     from transfer.runs.predict import Prediction
     from transfer.study.plan import Stage, StageReport, State
@@ -203,6 +208,10 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.2f}"
 
 
+def _mean_std(figures: tuple[float, float]) -> str:
+    return f"{_pct(figures[0])} ± {_pct(figures[1])}"
+
+
 def _class_mean(per_class: list[float], confusion: list[list[int]]) -> tuple:
     """", mean of per-class accuracies X%" where the test classes differ in size (so the two figures differ)."""
     if not unequal_classes(confusion):
@@ -239,8 +248,41 @@ def print_grid(outcome: GridOutcome) -> None:
     console.print(f"model: {outcome.model_path}   results store run #{outcome.run_id}")
 
 
+def print_fewshot(curves: list[FewShotCurve], config: FewShotConfig) -> None:
+    """Per layer, the test accuracy (mean ± std over the seeds) at each shot count for each probe, with the
+    settings the subsets' CV chose; then each probe's search time."""
+    from transfer.classifiers.metrics import over_seeds, tally
+
+    for layer in dict.fromkeys(curve.layer for curve in curves):
+        these = [curve for curve in curves if curve.layer == layer]
+        table = Table(title=f"{layer}: test accuracy %, mean ± std over {config.seeds} subsets per shot count; "
+                            "settings chosen by CV inside each subset", title_justify="left")
+        table.add_column("shots/class", justify="right")
+        table.add_column("CV", justify="left")
+        for curve in these:
+            table.add_column(curve.probe.shown, justify="right")
+        for shots in config.shots:
+            cells = [curve.at(shots) for curve in these]
+            table.add_row(str(shots), str(cells[0][0].folds), *(
+                _mean_std(over_seeds([cell.accuracy for cell in at])) + "\n" + tally([cell.chosen for cell in at])
+                for at in cells))
+        console.print(table)
+        console.print("search seconds: " + ", ".join(f"{curve.probe} {curve.seconds:.1f} s" for curve in these)
+                      + (" (subsets already in the store not counted)" if any(c.cached for curve in these for c in curve.cells) else ""))
+    ids = [cell.run_id for curve in curves for cell in curve.cells]
+    console.print(f"results store runs #{min(ids)}–#{max(ids)}; `transfer report` draws the curves")
+
+
 RESULT_COLUMNS = [("#", 0), ("date", 5), ("method", 1), ("backbone", 2), ("weights", 4), ("pooling", 4), ("layer", 3),
                   ("chosen", 3), ("CV %", 1), ("val %", 2), ("test %", 0), ("splits", 3), ("class mean %", 1), ("data", 2)]
+
+
+def _method_text(run: RunRecord) -> str:
+    """The method column: the probe where there is one ("knn"), a few-shot subset's with it ("fewshot knn")."""
+    probe = (run.config or {}).get("probe")
+    if probe is None:
+        return str(run.method)
+    return f"{run.method} {probe}" if run.method == Method.FEWSHOT else str(probe)
 
 
 def print_results(runs: list[RunRecord], wide: bool = False, models: bool = False) -> None:
@@ -250,7 +292,7 @@ def print_results(runs: list[RunRecord], wide: bool = False, models: bool = Fals
     rows = []
     for run in runs:
         test = _pct(run.test_accuracy) + (f" ± {_pct(run.test_std)}" if run.test_std is not None else "")
-        rows.append([str(run.id), run.created or "", str((run.config or {}).get("probe", run.method)), run.backbone or "", run.weights or "", shown_pooling(run.backbone, run.pooling),
+        rows.append([str(run.id), run.created or "", _method_text(run), run.backbone or "", run.weights or "", shown_pooling(run.backbone, run.pooling),
                      run.layer or "", run.chosen_text, *training_score_cells(run), test, str(run.splits),
                      _pct(class_mean_accuracy(run.per_class_accuracy, run.confusion)),
                      Path(run.dataset).name or run.dataset])  # the folder's name: `--wide` does not lengthen it
@@ -274,18 +316,27 @@ REPORT_RANKS = {"configuration": 0, "data": 2, "test %": 0, "test 95% CI": 1, "C
 REPORT_SHORT = {"test 95% CI": "95% CI", "class mean %": "class %"}
 
 
-def print_report(rows: list[Row], files: ReportFiles, published: bool, wide: bool = False) -> None:
+def print_report(rows: list[Row], subsets: list[Row], curves: list[FewShotSeries], files: ReportFiles, published: bool,
+                 wide: bool = False) -> None:
+    """The report's tables: the configurations on whole training splits, then the few-shot curves (of the
+    ``subsets``' rows)."""
     references = published_for(rows) if published else ()
     cells = [table_cells(row) for row in rows] + [reference_cells(r.name, r.accuracy) for r in references]
     styles = ["bold" if row.best else None for row in rows] + ["dim italic"] * len(references)
     right = tuple(h for h in NUMERIC_HEADERS if h != "chosen")
-    for line in header_lines(rows):
+    for line in header_lines(rows + subsets):
         console.print(line, soft_wrap=True)
-    # Configuration names fold onto several lines, so that the figures beside them fit 80 columns.
-    print_fitted(*fitted_table("accuracy per configuration (★ headline: chosen on training data, see below)",
-                               [(h, REPORT_RANKS[h]) for h in HEADERS], cells, wide, right, styles, max_cell=19,
-                               short=REPORT_SHORT))
-    console.print(HEADLINE_RULE, soft_wrap=True)
+    if rows:
+        # Configuration names fold onto several lines, so that the figures beside them fit 80 columns.
+        print_fitted(*fitted_table("accuracy per configuration (★ headline: chosen on training data, see below)",
+                                   [(h, REPORT_RANKS[h]) for h in HEADERS], cells, wide, right, styles, max_cell=19,
+                                   short=REPORT_SHORT))
+        console.print(HEADLINE_RULE, soft_wrap=True)
+    if curves:
+        headers, fewshot = fewshot_table(curves)
+        print_fitted(*fitted_table("few-shot curves: test accuracy %, mean ± std over seeds (settings chosen)",
+                                   [(h, 0) for h in headers], fewshot, wide, tuple(headers[1:]), max_cell=24))
+        console.print(FEWSHOT_RULE, soft_wrap=True)
     if published:
         for line in published_lines(rows):
             console.print(f"published, not measured here: {line}", soft_wrap=True)

@@ -10,7 +10,14 @@ import typer
 
 from transfer.classifiers.heads import DEFAULT_HEAD, EndToEnd, HeadSpec
 from transfer.classifiers.scratch import SCRATCH_TRAIN, ScratchConfig
-from transfer.classifiers.settings import DEFAULT_NORMS, DEFAULT_PROBES, GridConfig, KnnGrid
+from transfer.classifiers.settings import (
+    DEFAULT_NORMS,
+    DEFAULT_PROBES,
+    FewShotConfig,
+    GridConfig,
+    KnnGrid,
+    parse_knn_grid,
+)
 from transfer.classifiers.training import TrainConfig
 from transfer.cli.inspect import DEFAULT_MAP_COUNT, MAX_MAP_COUNT
 from transfer.core.choices import (
@@ -102,6 +109,9 @@ ViewsOpt = Annotated[View, typer.Option(help="Test-time augmentation: the featur
 CacheDirOpt = Annotated[
     Path | None, typer.Option("--cache-dir", help="Feature cache folder. [default: $TRANSFER_CACHE or cache/]")
 ]
+ProbeOpt = Annotated[str, typer.Option(help="The probes, comma-separated: svm (LinearSVC), logreg (logistic regression, C by CV like the SVM), knn (cosine k-NN, votes weighted by exp(similarity/T), k and T by CV), ncm (nearest class mean; no setting). Each is its own result.")]
+KGridOpt = Annotated[str, typer.Option(help="k-NN: the numbers of neighbours CV chooses among.")]
+TemperaturesOpt = Annotated[str, typer.Option(help="k-NN: the vote temperatures T CV chooses among.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="List ignored non-image files.")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column, however wide the table (default: fit the terminal).")]
 
@@ -200,9 +210,9 @@ def svm(
     jobs: JobsOpt = GridConfig.jobs,
     seed: Annotated[int, typer.Option(help="Seed of the CV folds and re-drawn splits.")] = GridConfig.seed,
     combine: Annotated[bool, typer.Option("--combine", help="One SVM on all the --layer layers side by side (each L2-normalised per image), instead of one per layer.")] = False,
-    probe: Annotated[str, typer.Option(help="The probes, comma-separated: svm (LinearSVC), logreg (logistic regression, C by CV like the SVM), knn (cosine k-NN, votes weighted by exp(similarity/T), k and T by CV), ncm (nearest class mean; no setting). Each is its own result.")] = _listed(DEFAULT_PROBES),
-    k_grid: Annotated[str, typer.Option(help="k-NN: the numbers of neighbours CV chooses among.")] = _listed(KnnGrid.k_grid),
-    temperatures: Annotated[str, typer.Option(help="k-NN: the vote temperatures T CV chooses among.")] = _listed(KnnGrid.temperatures),
+    probe: ProbeOpt = _listed(DEFAULT_PROBES),
+    k_grid: KGridOpt = _listed(KnnGrid.k_grid),
+    temperatures: TemperaturesOpt = _listed(KnnGrid.temperatures),
     backbone: BackboneOpt = FeatureSpec.backbone,
     weights: WeightsOpt = FeatureSpec.weights,
     spatial: SpatialOpt = FeatureSpec.spatial,
@@ -222,7 +232,7 @@ def svm(
     Each layer and probe is its own result in the results store (with --combine, the layers together are
     one); the fitted model is saved (a skops file that `transfer predict` reads).
     """
-    from transfer.classifiers.settings import parse_c_grid, parse_norms, parse_numbers, parse_probes
+    from transfer.classifiers.settings import parse_c_grid, parse_norms, parse_probes
     from transfer.cli.display import print_grid
     from transfer.runs.jobs import run_svm
 
@@ -231,12 +241,64 @@ def svm(
     grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed, splits=splits)
     norms = parse_norms(norm)
     probes = parse_probes(probe)
-    knn = KnnGrid(k_grid=parse_numbers(k_grid, "k_grid", "k grid", "10,20,50", int),
-                  temperatures=parse_numbers(temperatures, "temperatures", "temperatures", "0.02,0.07"))
+    knn = parse_knn_grid(k_grid, temperatures)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
     for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norms, combine=combine,
                            probes=probes, knn=knn):
         print_grid(outcome)
+
+
+@app.command()
+def fewshot(
+    data: DataOpt = None,
+    layer: LayerOpt = None,
+    shots: Annotated[str, typer.Option(help="Training images per class, comma-separated: one point of the curve each.")] = _listed(FewShotConfig.shots),
+    seeds: Annotated[int, typer.Option(help="Subsets drawn per shot count (seeds 0, 1, ...): the curve shows their mean ± std.")] = FewShotConfig.seeds,
+    probe: ProbeOpt = _listed(DEFAULT_PROBES),
+    c_grid: CGridOpt = _listed(GridConfig.c_grid),
+    k_grid: KGridOpt = _listed(KnnGrid.k_grid),
+    temperatures: TemperaturesOpt = _listed(KnnGrid.temperatures),
+    cv: Annotated[int, typer.Option(help="Stratified folds inside a subset whose classes have this many images or more; fewer: leave-one-out; one image per class: the fixed settings (C=1, k=1).")] = GridConfig.cv,
+    jobs: JobsOpt = GridConfig.jobs,
+    seed: Annotated[int, typer.Option(help="Seed of the CV folds inside each subset.")] = GridConfig.seed,
+    backbone: BackboneOpt = FeatureSpec.backbone,
+    weights: WeightsOpt = FeatureSpec.weights,
+    spatial: SpatialOpt = FeatureSpec.spatial,
+    tokens: TokensOpt = FeatureSpec.tokens,
+    pooling: PoolingOpt = FeatureSpec.pooling,
+    precision: PrecisionOpt = FeatureSpec.precision,
+    color: ColorOpt = False,
+    image_size: ImageSizeOpt = None,
+    views: ViewsOpt = FeatureSpec.views,
+    cache_dir: CacheDirOpt = None,
+    train_per_class: TrainPerClassOpt = DEFAULT_TRAIN_PER_CLASS,
+    test_per_class: TestPerClassOpt = None,
+    split_seed: SplitSeedOpt = SplitPolicy.seed,
+) -> None:
+    """Few-shot curves on cached features: each probe trained on --shots images per class, --seeds subsets each.
+
+    A subset's settings (C, k and T) are chosen by CV inside that subset only; the whole test split scores
+    each. Every subset is a row in the results store (the seed is part of its key: a stopped curve resumes);
+    `transfer report` draws the curves.
+    """
+    from transfer.classifiers.settings import parse_c_grid, parse_numbers, parse_probes
+    from transfer.cli.display import print_fewshot
+    from transfer.core.console import progress_bar
+    from transfer.features.extract import resolve
+    from transfer.runs.fewshot import run_fewshot
+
+    features = FeatureSpec(backbone=backbone, weights=weights, layers=_split_list(layer or ""), spatial=spatial, tokens=tokens,
+                           pooling=pooling, precision=precision, color=color, image_size=image_size, views=views)
+    grid = GridConfig(c_grid=parse_c_grid(c_grid), cv=cv, jobs=jobs, seed=seed)
+    curve = FewShotConfig(shots=parse_numbers(shots, "shots", "--shots", "1,5,10", int), seeds=seeds)
+    probes = parse_probes(probe)
+    knn = parse_knn_grid(k_grid, temperatures)
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
+    cache = cache_dir or default_cache_dir()
+    cells = len(resolve(features, cache).layer_keys) * len(probes) * len(curve.shots) * curve.seeds
+    with progress_bar(cells, "few-shot subsets", unit="subset") as advance:
+        curves = run_fewshot(dataset, features, cache, grid, curve, probes, knn, progress=lambda _cell: advance(1))
+    print_fewshot(curves, curve)
 
 
 @app.command()
@@ -353,7 +415,7 @@ def report(
     """Accuracy per configuration, side by side, from the results store; writes report.md/.html, results.csv, figures."""
     from transfer.cli.display import print_report
     from transfer.core.files import confined
-    from transfer.reports.report import configuration_rows, write_report
+    from transfer.reports.report import configuration_rows, fewshot_curves, write_report
     from transfer.runs.store import ResultsStore
 
     path = _results_path(cache_dir)
@@ -361,8 +423,9 @@ def report(
     if not runs:
         raise UserError("no runs match these filters; `transfer results` lists what the store holds")
     rows = configuration_rows(runs, best_only)
-    files = write_report([r.run for r in rows], out or confined(REPORTS_DIR, name, "--name"), published)
-    print_report(rows, files, published, wide)
+    subsets, curves = ([], []) if best_only else fewshot_curves(runs)
+    files = write_report([r.run for r in rows + subsets], out or confined(REPORTS_DIR, name, "--name"), published)
+    print_report(rows, subsets, curves, files, published, wide)
 
 
 @app.command()

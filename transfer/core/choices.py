@@ -117,6 +117,7 @@ class StageKind(enum.StrEnum):
     FISHER = "fisher"
     HEAD = "head"
     SCRATCH = "scratch"
+    FEWSHOT = "fewshot"
     REPORT = "report"
 
 
@@ -142,6 +143,14 @@ class Probe(enum.StrEnum):
                 Probe.NCM: "nearest class mean"}[self]
 
 
+class Folds(enum.StrEnum):
+    """How cross-validation splits the training rows."""
+
+    KFOLD = "k-fold"  # stratified, `GridConfig.cv` folds
+    LEAVE_ONE_OUT = "leave-one-out"  # one row held out at a time: few-shot subsets with fewer images per class than cv
+    NONE = "none"  # no CV (one image per class): the grid's only setting, a fixed default
+
+
 class Method(enum.StrEnum):
     """How a stored run classified (the results store's `method` column)."""
 
@@ -150,6 +159,7 @@ class Method(enum.StrEnum):
     BOW = "bow"  # local SIFT descriptors encoded per image: bag of words or Fisher vectors
     HEAD = "head"  # a new head, on cached features or trained end to end
     SCRATCH = "scratch"  # a small CNN trained from scratch
+    FEWSHOT = "fewshot"  # a probe on a few training images per class (one shot count and seed per run)
 
     @property
     def cross_validated(self) -> bool:

@@ -54,7 +54,15 @@ def styled(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*parts)
 
 
-def warn(message: str) -> None:
+_WARNED: set[str] = set()  # the warnings said ``once`` in this process
+
+
+def warn(message: str, once: bool = False) -> None:
+    """A warning on stderr; with ``once``, not again when this process has said the same words (e.g. the
+    same k-NN clip in every subset of a few-shot curve)."""
+    if once and message in _WARNED:
+        return
+    _WARNED.add(message)
     err_console.print(styled(("warning:", "yellow"), " ", message), soft_wrap=True)  # one line per warning in logs
 
 

@@ -26,6 +26,7 @@ class KeyKind(str, enum.Enum):  # noqa: UP042 -- not StrEnum: keys hash its memb
     FISHER_ENCODER = "fisher-encoder"  # PCA + Gaussian mixture of Fisher vectors
     SVM = "svm"  # stored runs and their model files
     PROBE = "probe"
+    FEWSHOT = "fewshot"  # one probe on one few-shot subset (shot count, seed)
     BOW = "bow"
     FISHER = "fisher"
     HEAD = "head"
@@ -43,6 +44,7 @@ VERSIONS: dict[KeyKind, int] = {
     KeyKind.FISHER_ENCODER: 2,  # 2: from the dataset and SIFT settings (no SIFT file)
     KeyKind.SVM: 1,
     KeyKind.PROBE: 1,
+    KeyKind.FEWSHOT: 1,
     KeyKind.BOW: 1,
     KeyKind.FISHER: 1,
     KeyKind.HEAD: 1,

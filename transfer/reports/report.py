@@ -10,15 +10,15 @@ import csv
 import html
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from transfer.classifiers.metrics import class_mean_accuracy
+from transfer.classifiers.metrics import class_mean_accuracy, over_seeds, tally
 from transfer.core.choices import Method
 from transfer.core.errors import UserError
 from transfer.core.files import atomic_path, atomic_write_text
 from transfer.features.backbones import shown_pooling
-from transfer.runs.labels import run_label
+from transfer.runs.labels import ProbeLabel, run_label
 from transfer.runs.store import RunRecord
 
 
@@ -74,7 +74,8 @@ def published_withheld(rows: list[Row]) -> str | None:
     return (f"published 15-Scene figures not shown: they are for {PUBLISHED_TRAIN_PER_CLASS} training images per "
             f"class, and not every row here is (see the data column); a study's own report holds only its runs")
 
-FIGURES = ("accuracy_vs_c", "best_by_method", "scratch_vs_transfer", "confusion", "per_class", "training_curves", "throughput")
+FIGURES = ("accuracy_vs_c", "best_by_method", "scratch_vs_transfer", "confusion", "per_class", "training_curves", "throughput",
+           "fewshot")
 TRANSFER_METHODS = ("svm", "head")
 
 
@@ -143,7 +144,11 @@ class Row:
 
     @property
     def fit_seconds(self) -> float | None:
-        return self.run.timings.get("fit_seconds") if self.run.timings else None
+        """The training stage's seconds; None where it reused another run's search (a few-shot subset every
+        seed draws alike)."""
+        if not self.run.timings or self.run.timings.get("searched") is False:
+            return None
+        return self.run.timings.get("fit_seconds")
 
     @property
     def extract_seconds(self) -> float | None:
@@ -177,8 +182,8 @@ def _by_training_score(row: Row) -> tuple[bool, float]:
     return Method(row.run.method).cross_validated, score
 
 
-def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[Row]:
-    """The latest run of each configuration; the headline (best training-side score) marked."""
+def _latest_rows(runs: list[RunRecord]) -> list[Row]:
+    """The latest run of each configuration, labelled (with its data where the runs span several data sets)."""
     latest: dict[str, RunRecord] = {}
     for run in runs:  # runs come in insertion order: later ones replace earlier ones
         latest[_configuration(run)] = run
@@ -186,6 +191,13 @@ def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[R
     if len({row.run.dataset_fingerprint for row in rows}) > 1:  # rows of several data sets: say which is which
         for row in rows:
             row.label += f" · {row.data_label}"
+    return rows
+
+
+def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[Row]:
+    """The latest run of each configuration on a whole training split (few-shot subsets: `fewshot_curves`);
+    the headline (best training-side score) marked."""
+    rows = _latest_rows([run for run in runs if run.method != Method.FEWSHOT])
     scored = [row for row in rows if row.run.cv_best is not None]
     if not scored:
         return [] if best_only else rows
@@ -195,6 +207,33 @@ def configuration_rows(runs: list[RunRecord], best_only: bool = False) -> list[R
         if row is not best and row.run.dataset_fingerprint == best.run.dataset_fingerprint:
             row.vs_headline = mcnemar_p(best.test_correct, row.test_correct)
     return [best] if best_only else rows
+
+
+@dataclass(frozen=True)
+class FewShotSeries:
+    """One few-shot curve (a probe on one layer of one data set): per shot count, its seeds' rows."""
+
+    label: str
+    points: dict[int, list[Row]]  # shots per class -> one row per seed, in shot order
+
+    def over_seeds(self, shots: int) -> tuple[float, float]:
+        return over_seeds([row.run.test_accuracy for row in self.points[shots]])
+
+    def chosen(self, shots: int) -> str:
+        """The settings the seeds' CV chose ("" for a probe without settings)."""
+        return tally([row.chosen for row in self.points[shots] if row.chosen])
+
+
+def fewshot_curves(runs: list[RunRecord]) -> tuple[list[Row], list[FewShotSeries]]:
+    """The few-shot runs' latest rows (one per subset) and the curves they make."""
+    rows = _latest_rows([run for run in runs if run.method == Method.FEWSHOT])
+    series: dict[str, dict[int, list[Row]]] = {}
+    for row in rows:
+        label = run_label(row.run)
+        assert isinstance(label, ProbeLabel)  # few-shot runs are probes'
+        data = f" · {Path(row.run.dataset).name}" if len({r.run.dataset_fingerprint for r in rows}) > 1 else ""
+        series.setdefault(replace(label, shots=0).title + data, {}).setdefault(label.shots, []).append(row)
+    return rows, [FewShotSeries(name, dict(sorted(points.items()))) for name, points in series.items()]
 
 
 def mcnemar_p(first: str, second: str) -> float | None:
@@ -268,7 +307,6 @@ HEADLINE_RULE = ("★ marks the headline, chosen on training data only: the best
 
 def _figure_accuracy_vs_c(rows: list[Row], path: Path) -> bool:
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     curves = [r for r in rows if r.run.c_grid and r.run.test_accuracy_per_c]
     if not curves:
@@ -285,13 +323,24 @@ def _figure_accuracy_vs_c(rows: list[Row], path: Path) -> bool:
             if row.chosen_at_grid_edge:
                 ax.annotate("chosen at the grid's edge", (row.run.chosen, 100 * tests[chosen]),
                             textcoords="offset points", xytext=(-10, 10), ha="right", fontsize=7, color=line.get_color())
+    return _save_log_x(fig, ax, path, "C (log scale); circle = C chosen by CV on the training split", "accuracy (%)",
+                       "Accuracy against C: test (solid) and cross-validation (dashed)")
+
+
+def _save_log_x(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, ticks: list | None = None) -> bool:
+    """A figure of curves against a log x axis (at ``ticks`` where given), labelled, its legend outside."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
     ax.set_xscale("log")
+    if ticks is not None:  # only these, no minor ticks between them
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
     # Plain tick labels: the log axis writes mathtext ("$10^{-3}$"), which stays off for user-written labels.
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("C (log scale); circle = C chosen by CV on the training split")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy against C: test (solid) and cross-validation (dashed)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
@@ -325,6 +374,8 @@ def _bar_chart(path: Path, labels: list[str], values: list[float], title: str, x
 
 
 def _figure_best_by_method(rows: list[Row], path: Path, published: bool) -> bool:
+    if not rows:  # few-shot curves only
+        return False
     best: dict[str, Row] = {}
     for row in rows:  # a label shared by several rows (other data sets): the one chosen on training data
         if row.label not in best or _by_training_score(row) > _by_training_score(best[row.label]):
@@ -415,6 +466,27 @@ def _figure_training_curves(rows: list[Row], path: Path) -> bool:
     return _save(fig, path)
 
 
+def _figure_fewshot(curves: list[FewShotSeries], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        return False
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    shown: set[int] = set()
+    for curve in curves:
+        shots = list(curve.points)
+        means, spreads = zip(*(curve.over_seeds(n) for n in shots))
+        low, high = ([100 * (m + sign * s) for m, s in zip(means, spreads)] for sign in (-1, 1))
+        seeds = max(len(rows) for rows in curve.points.values())
+        line, = ax.plot(shots, [100 * m for m in means], marker="o", label=f"{curve.label} ({seeds} seeds)")
+        ax.fill_between(shots, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        shown.update(shots)
+    return _save_log_x(fig, ax, path, "training images per class (log scale); settings chosen by CV inside each subset",
+                       "test accuracy (%)",
+                       "Few-shot: test accuracy against training images per class (mean over seeds; band: ± std)",
+                       ticks=sorted(shown))  # the shot counts measured
+
+
 def _figure_throughput(rows: list[Row], path: Path) -> bool:
     speeds: dict[str, float] = {}
     for row in rows:
@@ -447,7 +519,8 @@ def write_report(runs: list[RunRecord], directory: Path, published: bool = True)
 
     matplotlib.use("Agg")
     rows = configuration_rows(runs)
-    if not rows:
+    subsets, curves = fewshot_curves(runs)
+    if not rows and not subsets:
         raise UserError("no runs to report: the results store is empty or the filters match nothing")
     directory.mkdir(parents=True, exist_ok=True)
     best = next((r for r in rows if r.best), None)  # None: no row has a CV / validation score
@@ -459,6 +532,7 @@ def write_report(runs: list[RunRecord], directory: Path, published: bool = True)
         "per_class": lambda p: best is not None and _figure_per_class(best, p),
         "training_curves": lambda p: _figure_training_curves(rows, p),
         "throughput": lambda p: _figure_throughput(rows, p),
+        "fewshot": lambda p: _figure_fewshot(curves, p),
     }
     figures = {}
     # Labels are class and run names as users wrote them: "$x^$" is text, not mathtext to parse.
@@ -473,12 +547,12 @@ def write_report(runs: list[RunRecord], directory: Path, published: bool = True)
     with atomic_path(csv_path) as partial, open(partial, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run_id", "created", "dataset", "headline", *HEADERS])
-        for row in rows:
+        for row in rows + subsets:  # every few-shot subset: a row of its own, with its interval
             writer.writerow([row.run.id, row.run.created, row.run.dataset, int(row.best), *table_cells(row, mark=False)])
     markdown = directory / "report.md"
-    atomic_write_text(markdown, _markdown(rows, figures, published))
+    atomic_write_text(markdown, _markdown(rows, curves, figures, published))
     page = directory / "report.html"
-    atomic_write_text(page, _html(rows, figures, published))
+    atomic_write_text(page, _html(rows, curves, figures, published))
     return ReportFiles(directory, markdown, page, csv_path, figures)
 
 
@@ -490,7 +564,26 @@ CAPTIONS = {
     "scratch_vs_transfer": "From scratch vs transfer on the same data",
     "training_curves": "Training curves of the heads and from-scratch networks",
     "throughput": "Extraction throughput",
+    "fewshot": "Few-shot curves: test accuracy against training images per class",
 }
+
+
+def fewshot_table(curves: list[FewShotSeries]) -> tuple[list[str], list[list[str]]]:
+    """The few-shot curves as a table: a row per curve, a column per shot count; "mean ± std (settings)"."""
+    shots = sorted({n for curve in curves for n in curve.points})
+    def cell(curve: FewShotSeries, n: int) -> str:
+        mean, std = curve.over_seeds(n)
+        return f"{_pct(mean)} ± {_pct(std)}" + (f" ({curve.chosen(n)})" if curve.chosen(n) else "")
+
+    cells = [[curve.label, *(cell(curve, n) if n in curve.points else "" for n in shots)] for curve in curves]
+    return ["curve", *(f"{n}/class %" for n in shots)], cells
+
+
+FEWSHOT_RULE = ("Few-shot curves: for each shot count, that many training images per class drawn per seed; each "
+                "subset's settings chosen inside it (k-fold CV where every class has enough images, else "
+                "leave-one-out, else with one image per class the fixed C=1 or k=1), the whole test split scored "
+                "once. Cells: mean ± std of the test accuracy over the seeds, and the settings chosen; results.csv "
+                "has every subset with its 95% interval.")
 
 
 def _present(values) -> list:
@@ -561,15 +654,20 @@ def data_notes(rows: list[Row]) -> list[str]:
             f"slightly optimistic (`transfer data info {dataset}` lists them)." for dataset, count in shared.items()]
 
 
-def _markdown(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
-    lines = ["# transfer report", "", *[f"- {line}" for line in header_lines(rows)], "",
+def _markdown_table(headers: list[str], cells: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells)]
+
+
+def _markdown(rows: list[Row], curves: list[FewShotSeries], figures: dict[str, Path], published: bool) -> str:
+    every = rows + [row for curve in curves for seeds in curve.points.values() for row in seeds]
+    lines = ["# transfer report", "", *[f"- {line}" for line in header_lines(every)], "",
              f"{len(rows)} configuration(s). {HEADLINE_RULE}", ""]
-    notes = data_notes(rows)
+    notes = data_notes(every)
     lines += [f"Note: {text}" for text in notes] + ([""] if notes else [])
-    lines.append("| " + " | ".join(HEADERS) + " |")
-    lines.append("|" + "---|" * len(HEADERS))
-    for row in rows:
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in table_cells(row)) + " |")
+    lines += _markdown_table(HEADERS, [table_cells(row) for row in rows])
+    if curves:
+        lines += ["", "## Few-shot curves", "", FEWSHOT_RULE, "", *_markdown_table(*fewshot_table(curves))]
     references = published_lines(rows) if published else []
     if references:
         lines += ["", "Published reference points (not measured here):", *[f"- {line}" for line in references]]
@@ -589,10 +687,18 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
-def _html(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
+def _html(rows: list[Row], curves: list[FewShotSeries], figures: dict[str, Path], published: bool) -> str:
     def cell(text: str, tag: str = "td", header: str = "") -> str:
         figure = header in NUMERIC_HEADERS  # figures never break inside; names may, anywhere
         return f"<{tag}{' class=n' if figure else ''}>{_inline(text)}</{tag}>"
+
+    every = rows + [row for curve in curves for seeds in curve.points.values() for row in seeds]
+    fewshot = ""
+    if curves:
+        headers, cells = fewshot_table(curves)
+        fewshot = (f"<h2>Few-shot curves</h2><p>{_inline(FEWSHOT_RULE)}</p><table><tr>"
+                   + "".join(cell(h, "th") for h in headers) + "</tr>\n"
+                   + "\n".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in cells) + "</table>")
 
     header = "<tr>" + "".join(cell(h, "th") for h in HEADERS) + "</tr>"
     body = "\n".join(
@@ -610,7 +716,7 @@ def _html(rows: list[Row], figures: dict[str, Path], published: bool) -> str:
     withheld = published_withheld(rows) if published else None
     if withheld:
         references = f"<p class='note'>Note: {_inline(withheld)}.</p>"
-    header_items = "".join(f"<li>{_inline(line)}</li>" for line in header_lines(rows))
+    header_items = "".join(f"<li>{_inline(line)}</li>" for line in header_lines(every))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>transfer report</title>
 <style>
@@ -629,9 +735,10 @@ figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
 <h1>transfer report</h1>
 <ul>{header_items}</ul>
 <p>{len(rows)} configuration(s). {_inline(HEADLINE_RULE)}</p>
-{"".join(f"<p class='note'>Note: {_inline(text)}</p>" for text in data_notes(rows))}
+{"".join(f"<p class='note'>Note: {_inline(text)}</p>" for text in data_notes(every))}
 <table>{header}
 {body}</table>
+{fewshot}
 {references}
 {images}
 </body></html>

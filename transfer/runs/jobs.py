@@ -108,7 +108,7 @@ def _data_notes(dataset: ImageDataset) -> dict:
             "train_per_class": [min(per_class), max(per_class)]}
 
 
-def _record(method: Method, dataset: ImageDataset, config: dict, **fields) -> RunRecord:
+def base_record(method: Method, dataset: ImageDataset, config: dict, **fields) -> RunRecord:
     """A store row for a run on ``dataset``: what every run records (the data, its classes, notes on it,
     the library versions), plus the method's own ``fields``."""
     return RunRecord(method=method, dataset=str(dataset.root), dataset_fingerprint=dataset.fingerprint,
@@ -165,29 +165,35 @@ def _fit_and_record(
     outcome = GridOutcome(name, result, 0, path, redrawn, record.timings, candidates_cv=candidates_cv, chosen_candidate=chosen,
                           probe=probe)
     mean, std = outcome.mean_std
-    c_values = all(isinstance(setting, (int, float)) for setting in result.grid)  # a C grid, else k-NN's or none
-    record = replace(
-        record,
-        config={**record.config, "cv": grid.cv, "seed": grid.seed, "split_accuracies": redrawn,
-                **({} if c_values else {"settings": [str(setting) for setting in result.grid if setting is not None]}),
-                "test_correct": result.test_correct, **({"norm": chosen, "candidates_cv": candidates_cv} if chosen is not None else {})},
-        test_accuracy=mean,
-        test_std=std,
-        splits=grid.splits,
-        classes=classes,
-        c_grid=result.grid if c_values else None,
-        cv_accuracy=result.cv_mean,
-        test_accuracy_per_c=result.test_per_setting,
-        chosen=result.chosen if c_values or result.chosen is None else str(result.chosen),
-        cv_best=max(result.cv_mean),
-        per_class_accuracy=result.per_class_accuracy,
-        confusion=result.confusion,
+    record = searched_record(
+        record, result, {"cv": grid.cv, "seed": grid.seed, "split_accuracies": redrawn,
+                         **({"norm": chosen, "candidates_cv": candidates_cv} if chosen is not None else {})},
+        test_accuracy=mean, test_std=std, splits=grid.splits, classes=classes,
         timings={**record.timings, "fit_seconds": time.perf_counter() - begun},  # the whole stage: every split
-        model_path=str(path),
-        versions=library_versions(),
-    )
+        model_path=str(path))
     outcome.run_id = store.add(record)
     return outcome
+
+
+def searched_record(record: RunRecord, result: GridResult, config: dict, **fields) -> RunRecord:
+    """``record`` with a probe's search: its grid (a C grid, else its settings as text), CV accuracies (none
+    without CV), chosen setting and test scores, plus ``config`` and ``fields`` of the caller's own."""
+    c_values = all(isinstance(setting, (int, float)) for setting in result.grid)  # a C grid, else k-NN's or none
+    cross_validated = not any(np.isnan(result.cv_mean))
+    return replace(
+        record,
+        config={**record.config, **config, "test_correct": result.test_correct,
+                **({} if c_values else {"settings": [str(setting) for setting in result.grid if setting is not None]})},
+        c_grid=result.grid if c_values else None,
+        cv_accuracy=result.cv_mean if cross_validated else None,
+        test_accuracy_per_c=result.test_per_setting,
+        chosen=result.chosen if c_values or result.chosen is None else str(result.chosen),
+        cv_best=max(result.cv_mean) if cross_validated else None,
+        per_class_accuracy=result.per_class_accuracy,
+        confusion=result.confusion,
+        versions=library_versions(),
+        **{"test_accuracy": result.test_accuracy, **fields},
+    )
 
 
 def run_svm(
@@ -213,12 +219,14 @@ def run_svm(
 
 
 def run_svm_side_by_side(dataset: ImageDataset, parts: list[FeatureSpec], cache_dir: Path, grid: GridConfig,
-                         norms: tuple[Norm, ...] = DEFAULT_NORMS, store: ResultsStore | None = None) -> GridOutcome:
-    """One linear SVM on several extractions side by side (e.g. three networks' pooled features): every
-    layer of every part L2-normalised per image, then concatenated, as `combine` does within one network."""
+                         norms: tuple[Norm, ...] = DEFAULT_NORMS, store: ResultsStore | None = None,
+                         setup: ProbeSetup | None = None) -> GridOutcome:
+    """One linear SVM (or ``setup``'s probe) on several extractions side by side (e.g. three networks' pooled
+    features): every layer of every part L2-normalised per image, then concatenated, as `combine` does within
+    one network."""
     check_parts(parts)
     return _probe_on_parts(dataset, [(part, list(resolve(part, cache_dir).layer_keys)) for part in parts],
-                           cache_dir, grid, norms, store, ProbeSetup())
+                           cache_dir, grid, norms, store, setup or ProbeSetup())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,19 +241,22 @@ class ProbeSetup:
         means are defined on L2-normalised rows."""
         return asked if self.probe in (Probe.SVM, Probe.LOGREG) else (Norm.L2,)
 
+    def searched(self, grid: GridConfig) -> dict[str, list]:
+        """The settings the probe's CV chooses among, as its keys name them (the class means: none)."""
+        grids: dict[Probe, dict[str, list]] = {
+            Probe.SVM: {"c_grid": list(grid.c_grid)}, Probe.LOGREG: {"c_grid": list(grid.c_grid)},
+            Probe.KNN: {"k_grid": list(self.knn.k_grid), "temperatures": list(self.knn.temperatures)}}
+        return grids.get(self.probe, {})
+
     def key(self, dataset_fingerprint: str, extractions: list[tuple[str, list[str]]], norms: tuple[Norm, ...],
             grid: GridConfig) -> str:
         """The run's content key: an SVM's as it always was; another probe's names the probe and its own grid."""
         if self.probe == Probe.SVM:
             return parts_svm_key(dataset_fingerprint, extractions, norms, grid)
-        grids: dict[Probe, dict[str, list]] = {
-            Probe.LOGREG: {"c_grid": list(grid.c_grid)},
-            Probe.KNN: {"k_grid": list(self.knn.k_grid), "temperatures": list(self.knn.temperatures)}}
-        searched = grids.get(self.probe, {})  # the class means search nothing
         return content_key(KeyKind.PROBE, probe=str(self.probe), dataset=dataset_fingerprint,
                            features=COMBINED.join(digest for digest, _ in extractions),
                            layer=COMBINED.join(layer for _, layers in extractions for layer in layers), norm=",".join(norms),
-                           cv=grid.cv, seed=grid.seed, splits=grid.splits, **searched)
+                           cv=grid.cv, seed=grid.seed, splits=grid.splits, **self.searched(grid))
 
 
 def _probe_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[str]]], cache_dir: Path,
@@ -277,7 +288,7 @@ def _probe_on_parts(dataset: ImageDataset, parts: list[tuple[FeatureSpec, list[s
     described = ({"features": asdict(one)} if len(entries) == 1
                  else {"parts": [asdict(part) for _, part, _ in entries]})
     probe = {} if setup.probe == Probe.SVM else {"probe": str(setup.probe)}
-    record = _record(
+    record = base_record(
         Method.SVM if setup.probe == Probe.SVM else Method.PROBE, dataset, {"norm": norm, **described, "key": key, **probe},
         backbone=joined(r.key.backbone for r, _, _ in entries), weights=joined(r.key.weights for r, _, _ in entries),
         pooling=first.key.pooling, layer=layer, precision=joined(r.key.precision for r, _, _ in entries),
@@ -332,7 +343,7 @@ def run_bow(
     store = store_or_default(store, cache_dir)
     name = BowLabel(config=config).file_stem
     key = bow_key(dataset.fingerprint, config, grid)
-    record = _record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
+    record = base_record(Method.BOW, dataset, {**asdict(config), "key": key}, layer=f"sift-L{config.pyramid}", timings=features.timings)
 
     def build(fitted, chosen_c: float) -> BowModel:
         return BowModel(classes=dataset.classes, model=fitted, encoder=features.kmeans, config=config, chosen_c=chosen_c)
@@ -354,7 +365,7 @@ def run_fisher(
     store = store_or_default(store, cache_dir)
     name = FisherLabel(config=config).file_stem
     key = fisher_key(dataset.fingerprint, config, grid)
-    record = _record(Method.BOW, dataset, {"encoding": "fisher", **asdict(config), "key": key}, layer=name,
+    record = base_record(Method.BOW, dataset, {"encoding": "fisher", **asdict(config), "key": key}, layer=name,
                      timings=features.timings)
 
     def build(fitted, chosen_c: float) -> FisherModel:
@@ -427,7 +438,7 @@ def run_head(
                       extraction=Extraction(features=asdict(feature_spec), layer_key=layer,
                                             extraction_key=resolved.key.as_dict()))
     path = save_model(model_path(cache_dir, key, model.label().file_stem), model)
-    record = _record(
+    record = base_record(
         Method.HEAD, dataset,
         {"head": spec.name, "dropout": dropout, "train": asdict(config), "features": asdict(feature_spec),
          "candidates": [{"optimizer": c.optimizer, "lr": c.lr, "val_accuracy": v} for c, v in tried], "key": key,
@@ -462,7 +473,7 @@ def _run_end_to_end(dataset, features, spec, config, cache_dir, options, setup: 
     saved = NetworkModel(classes=dataset.classes, head=spec, state=state_arrays(result.head.state_dict()),
                          features=asdict(features), extraction_key=resolved.key.as_dict(), unfreeze=setup.unfreeze)
     path = save_model(model_path(cache_dir, run_key, saved.label().file_stem), saved)
-    record = _record(
+    record = base_record(
         Method.HEAD, dataset,
         {"head": spec.name, "dropout": spec.dropout, "train": asdict(config), "unfreeze": setup.unfreeze,
          "backbone_lr_scale": setup.backbone_lr_scale, "features": asdict(features), "key": run_key,

@@ -90,6 +90,8 @@ class ProbeLabel:
     splits: int = 1
     entries: tuple[str, ...] = ()  # the study's [[features]] names of the parts side by side, if any
     probe: Probe = Probe.SVM
+    shots: int = 0  # a few-shot subset's training images per class; 0: the whole training split
+    subset_seed: int = 0  # and the seed that drew it
 
     @property
     def stage_name(self) -> str:
@@ -105,10 +107,11 @@ class ProbeLabel:
 
     @property
     def title(self) -> str:
+        subset = f", {self.shots}/class, seed {self.subset_seed}" if self.shots else ""
         if len(self.parts) == 1:
             (part,) = self.parts
             return (f"{part.backbone}{part.source_text} {self.layer_keys} {self.probe.shown}{part.variant_text}"
-                    f"{_splits_text(self.splits)}")
+                    f"{_splits_text(self.splits)}{subset}")
         shown = [f"{part.backbone} {'+'.join(part.layers)}" + (f" ({part.variant_text[2:]})" if part.variant else "")
                  for part in self.parts]
         return f"{' + '.join(shown)}{self.parts[0].source_text}: {self.probe.shown} side by side{_splits_text(self.splits)}"
@@ -124,7 +127,8 @@ class ProbeLabel:
         parts = (tuple(FeaturesLabel.of(part) for part in config["parts"]) if config.get("parts")
                  else (_record_features(run),))
         return cls(parts=parts, layer_keys=run.layer or "", norm=str(config.get("norm", "")), splits=run.splits,
-                   probe=Probe(config.get("probe", Probe.SVM)))
+                   probe=Probe(config.get("probe", Probe.SVM)), shots=int(config.get("shots", 0)),
+                   subset_seed=int(config.get("subset_seed", 0)))
 
 
 def _train_text(train: TrainConfig, unfreeze: str | None) -> str:
@@ -298,7 +302,7 @@ def run_label(run: RunRecord) -> RunLabel:
         return BowLabel(config=BowConfig.from_dict(config), splits=run.splits)
     if run.method == Method.SCRATCH:
         return ScratchLabel.of_run(run)
-    if run.method in (Method.SVM, Method.PROBE):
+    if run.method in (Method.SVM, Method.PROBE, Method.FEWSHOT):
         return ProbeLabel.of_run(run)
     return HeadLabel.of_run(run)
 

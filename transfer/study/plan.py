@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from transfer.classifiers.settings import COMBINED
 from transfer.classifiers.training import Compute, epoch_lines
-from transfer.core.choices import StageKind, StageStatus
+from transfer.core.choices import Probe, StageKind, StageStatus
 from transfer.core.console import console, err_console
 from transfer.core.errors import DamagedFile, UserError
 from transfer.core.files import atomic_write_text
@@ -32,9 +31,11 @@ from transfer.study.schema import (
     bow_config,
     combined_parts,
     feature_spec,
+    fewshot_config,
     fisher_config,
     grid_config,
     head_spec,
+    probe_settings,
     report_directory,
     run_options,
     scratch_config,
@@ -158,12 +159,18 @@ def plan_stages(study: Study, dataset: ImageDataset, cache_dir: Path, overrides:
             if entry.name:
                 extract_stages[entry.name] = extraction.stage.name
             if study.svm is not None:
-                stages += [_svm(context, extraction, (layer,)) for layer in entry.layers]
+                probes, _ = probe_settings(study.svm)
+                stages += [_svm(context, extraction, (layer,), probe) for layer in entry.layers for probe in probes]
                 if entry.combine:
-                    stages.append(_svm(context, extraction, tuple(entry.layers)))
+                    stages += [_svm(context, extraction, tuple(entry.layers), probe) for probe in probes]
+            if study.fewshot is not None:
+                probes, _ = probe_settings(study.fewshot)
+                stages += [_fewshot(context, extraction, layer, probe) for layer in entry.layers for probe in probes]
             if extraction.head_layers and study.heads is not None:
                 stages += [_head(context, entry, pooling, head, extraction) for head in study.heads.names]
-    stages += [_combined_svm(context, section, extract_stages) for section in study.combine]
+    if study.svm is not None:
+        probes, _ = probe_settings(study.svm)
+        stages += [_combined_svm(context, section, extract_stages, probe) for section in study.combine for probe in probes]
     if study.bow is not None:
         first_bow: list[str] = []  # BoW stages share the first's vocabulary and words file: they wait for it
         for pyramid in study.bow.pyramids:
@@ -185,7 +192,7 @@ def plan_stages(study: Study, dataset: ImageDataset, cache_dir: Path, overrides:
 
 
 # The stage kinds whose results are runs in the store: what a report shows.
-CLASSIFIER_KINDS = (StageKind.SVM, StageKind.BOW, StageKind.FISHER, StageKind.HEAD, StageKind.SCRATCH)
+CLASSIFIER_KINDS = (StageKind.SVM, StageKind.FEWSHOT, StageKind.BOW, StageKind.FISHER, StageKind.HEAD, StageKind.SCRATCH)
 
 
 def _extraction(context: PlanContext, entry: FeaturesSection, pooling: str) -> _Extraction:
@@ -241,54 +248,97 @@ def _accuracy_result(outcome) -> str:
     return f"{100 * mean:.2f}% ({setting_text(outcome.result.chosen)}), run #{outcome.run_id}"
 
 
-def _svm(context: PlanContext, extraction: _Extraction, layers: tuple[str, ...]) -> Stage:
-    """One SVM on one layer of an extraction, or on several side by side."""
-    from transfer.runs.jobs import run_svm, svm_key
+def _probe_setup(context: PlanContext, probe: Probe):
+    """The [svm] section's grid, normalisations and ``probe`` with its settings."""
+    from transfer.runs.jobs import ProbeSetup
 
     svm = context.study.svm
     assert svm is not None
+    _, knn = probe_settings(svm)
+    return grid_config(context.study, svm), svm_norm(svm), ProbeSetup(probe=probe, knn=knn)
+
+
+def _svm(context: PlanContext, extraction: _Extraction, layers: tuple[str, ...], probe: Probe) -> Stage:
+    """One probe (the SVM, or another of [svm]'s probes) on one layer of an extraction, or on several side by side."""
+    from transfer.runs.jobs import run_svm
+
     these = extraction.features.for_layers(layers)
-    grid = grid_config(context.study, svm)
-    norms = svm_norm(svm)
+    grid, norms, setup = _probe_setup(context, probe)
 
     def check() -> State:
         resolved = context.cached(these)
         if resolved is None:
             return State(False)
-        key = svm_key(context.dataset.fingerprint, resolved.key.digest, COMBINED.join(resolved.layer_keys), norms, grid)
+        key = setup.key(context.dataset.fingerprint, [(resolved.key.digest, list(resolved.layer_keys))],
+                        setup.norms(norms), grid)
         return context.stored(key, _accuracy_detail)
 
     def run() -> str:
-        (outcome,) = run_svm(context.dataset, these, context.cache_dir, grid, norms, context.store, combine=len(layers) > 1)
+        (outcome,) = run_svm(context.dataset, these, context.cache_dir, grid, norms, context.store, combine=len(layers) > 1,
+                             probes=(probe,), knn=setup.knn)
         return _accuracy_result(outcome)
 
-    name = ProbeLabel(parts=(replace(extraction.label, layers=layers),)).stage_name
+    name = ProbeLabel(parts=(replace(extraction.label, layers=layers),), probe=probe).stage_name
     return Stage(name, StageKind.SVM, [extraction.stage.name], check, run)
 
 
-def _combined_svm(context: PlanContext, section: CombineSection, extract_stages: dict[str, str]) -> Stage:
-    """One SVM on several named [[features]] entries side by side."""
-    from transfer.runs.jobs import parts_svm_key, run_svm_side_by_side
+def _combined_svm(context: PlanContext, section: CombineSection, extract_stages: dict[str, str], probe: Probe) -> Stage:
+    """One probe on several named [[features]] entries side by side."""
+    from transfer.runs.jobs import run_svm_side_by_side
 
-    svm = context.study.svm
-    assert svm is not None
     parts = combined_parts(context.study, section, context.overrides.weights)
-    grid = grid_config(context.study, svm)
-    norms = svm_norm(svm)
+    grid, norms, setup = _probe_setup(context, probe)
 
     def check() -> State:
         resolved = [context.cached(part) for part in parts]
         if any(r is None for r in resolved):
             return State(False)
-        key = parts_svm_key(context.dataset.fingerprint, [(r.key.digest, list(r.layer_keys)) for r in resolved], norms, grid)
+        key = setup.key(context.dataset.fingerprint, [(r.key.digest, list(r.layer_keys)) for r in resolved],
+                        setup.norms(norms), grid)
         return context.stored(key, _accuracy_detail)
 
     def run() -> str:
-        return _accuracy_result(run_svm_side_by_side(context.dataset, parts, context.cache_dir, grid, norms, context.store))
+        return _accuracy_result(run_svm_side_by_side(context.dataset, parts, context.cache_dir, grid, norms, context.store,
+                                                     setup))
 
     needs = list(dict.fromkeys(extract_stages[n] for n in section.features))
-    name = ProbeLabel(parts=tuple(FeaturesLabel.of(asdict(part)) for part in parts), entries=tuple(section.features)).stage_name
+    name = ProbeLabel(parts=tuple(FeaturesLabel.of(asdict(part)) for part in parts), entries=tuple(section.features),
+                      probe=probe).stage_name
     return Stage(name, StageKind.SVM, needs, check, run)
+
+
+def _fewshot(context: PlanContext, extraction: _Extraction, layer: str, probe: Probe) -> Stage:
+    """One probe's few-shot curve on one layer of an extraction: every shot count and seed of [fewshot]."""
+    from transfer.runs.fewshot import fewshot_key, run_fewshot
+    from transfer.runs.jobs import ProbeSetup
+
+    section = context.study.fewshot
+    assert section is not None
+    these = extraction.features.for_layers((layer,))
+    grid = grid_config(context.study, section)
+    curve = fewshot_config(section)
+    _, knn = probe_settings(section)
+    setup = ProbeSetup(probe=probe, knn=knn)
+
+    def check() -> State:
+        resolved = context.cached(these)
+        if resolved is None:
+            return State(False)
+        (layer_key,) = resolved.layer_keys
+        runs = [context.store.find(fewshot_key(context.dataset.fingerprint, resolved.key.digest, layer_key, setup, grid,
+                                               shots, seed)) for shots in curve.shots for seed in range(curve.seeds)]
+        ids = [run.id for run in runs if run is not None and run.id is not None]
+        done = len(ids) == len(runs)
+        return State(done, f"{len(ids)} of {len(runs)} subsets, runs #{min(ids)}–#{max(ids)}" if ids else "", ids)
+
+    def run() -> str:
+        (done,) = run_fewshot(context.dataset, these, context.cache_dir, grid, curve, (probe,), knn, context.store)
+        ends = [done.at(shots) for shots in (curve.shots[0], curve.shots[-1])]
+        return (" … ".join(f"{cells[0].shots}/class {100 * sum(c.accuracy for c in cells) / len(cells):.2f}%" for cells in ends)
+                + f" (mean of {curve.seeds} seeds), {done.seconds:.1f} s")
+
+    name = f"{StageKind.FEWSHOT} {ProbeLabel(parts=(replace(extraction.label, layers=(layer,)),), probe=probe).stage_name}"
+    return Stage(name, StageKind.FEWSHOT, [extraction.stage.name], check, run)
 
 
 def _head(context: PlanContext, entry: FeaturesSection, pooling: str, head: str, extraction: _Extraction) -> Stage:
@@ -407,7 +457,7 @@ def _report(context: PlanContext, classifiers: list[Stage]) -> Stage:
 
 def _accuracy_detail(run) -> str:
     std = f" ± {100 * run.test_std:.2f}" if run.test_std is not None else ""
-    return f"{100 * run.test_accuracy:.2f}%{std} ({run.chosen_text})"
+    return f"{100 * run.test_accuracy:.2f}%{std}" + (f" ({run.chosen_text})" if run.chosen_text else "")
 
 
 def select(stages: list[Stage], only: Sequence[str]) -> list[Stage]:

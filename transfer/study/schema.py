@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transfer.classifiers.heads import DEFAULT_HEAD, HeadSpec
 from transfer.classifiers.scratch import SCRATCH_TRAIN, ScratchConfig
-from transfer.classifiers.settings import DEFAULT_NORMS, GridConfig
+from transfer.classifiers.settings import DEFAULT_NORMS, DEFAULT_PROBES, FewShotConfig, GridConfig, KnnGrid
 from transfer.classifiers.training import TrainConfig
 from transfer.core.choices import (
     Device,
@@ -95,6 +95,23 @@ class SvmSection:
     norm: str = ",".join(DEFAULT_NORMS)  # or a comma list ("l2,power,standard"): CV chooses among them, like C
     cv: int = GridConfig.cv
     splits: int = GridConfig.splits
+    probes: list[str] = field(default_factory=_listed(DEFAULT_PROBES))  # svm, logreg, knn, ncm: a result each
+    k_grid: list[int] = field(default_factory=_listed(KnnGrid.k_grid))  # k-NN's settings, chosen by CV
+    temperatures: list[float] = field(default_factory=_listed(KnnGrid.temperatures))
+
+
+@dataclass
+class FewShotSection:
+    """Few-shot curves of every [[features]] entry's layers: each probe on `shots` images per class, `seeds`
+    subsets each, settings chosen by CV inside each subset."""
+
+    shots: list[int] = field(default_factory=_listed(FewShotConfig.shots))
+    seeds: int = FewShotConfig.seeds
+    probes: list[str] = field(default_factory=_listed(DEFAULT_PROBES))
+    c_grid: list[float] = field(default_factory=_listed(GridConfig.c_grid))
+    k_grid: list[int] = field(default_factory=_listed(KnnGrid.k_grid))
+    temperatures: list[float] = field(default_factory=_listed(KnnGrid.temperatures))
+    cv: int = GridConfig.cv
 
 
 @dataclass
@@ -171,6 +188,7 @@ class Study:
     features: list[FeaturesSection]
     combine: list[CombineSection]
     svm: SvmSection | None
+    fewshot: FewShotSection | None
     bow: BowSection | None
     fisher: FisherSection | None
     heads: HeadsSection | None
@@ -185,6 +203,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "features": (FeaturesSection, True),
     "combine": (CombineSection, True),
     "svm": (SvmSection, False),
+    "fewshot": (FewShotSection, False),
     "bow": (BowSection, False),
     "fisher": (FisherSection, False),
     "heads": (HeadsSection, False),
@@ -328,7 +347,7 @@ def run_options(entry: FeaturesSection):
                       address=entry.address or None, actors=entry.actors or None, gpus_per_actor=entry.gpus_per_actor)
 
 
-def grid_config(study: Study, section: SvmSection | BowSection | FisherSection):
+def grid_config(study: Study, section: SvmSection | FewShotSection | BowSection | FisherSection):
     splits = section.splits if isinstance(section, SvmSection) else 1
     return GridConfig(c_grid=tuple(section.c_grid), cv=section.cv, jobs=study.study.jobs, seed=study.study.seed,
                       splits=splits)
@@ -339,6 +358,17 @@ def svm_norm(section: SvmSection):
     from transfer.classifiers.settings import parse_norms
 
     return parse_norms(section.norm)
+
+
+def probe_settings(section: SvmSection | FewShotSection):
+    """The probes a section asks for, and k-NN's grid."""
+    from transfer.classifiers.settings import parse_probes
+
+    return parse_probes(",".join(section.probes)), KnnGrid(k_grid=tuple(section.k_grid), temperatures=tuple(section.temperatures))
+
+
+def fewshot_config(section: FewShotSection):
+    return FewShotConfig(shots=tuple(section.shots), seeds=section.seeds)
 
 
 def bow_config(study: Study, pyramid: int, kernel: str):
@@ -385,7 +415,8 @@ def scratch_config(study: Study, arch: str):
 # A configuration field → the study key it comes from, where the names differ.
 _KEYS_OF_FIELDS: dict[str, dict[str, tuple]] = {
     "features": {"pooling": ("poolings",)},
-    "svm": {"jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
+    "svm": {"jobs": ("study", None, "jobs"), "seed": ("study", None, "seed"), "probe": ("probes",)},
+    "fewshot": {"jobs": ("study", None, "jobs"), "seed": ("study", None, "seed"), "probe": ("probes",)},
     "bow": {"pyramid": ("pyramids",), "kernel": ("kernels",), "jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
     "fisher": {"jobs": ("study", None, "jobs"), "seed": ("study", None, "seed")},
     "heads": {"optimizer": ("optimizers",), "lr": ("lrs",), "head": ("names",)},
@@ -433,8 +464,9 @@ def _check(study: Study, problems: _Problems) -> None:
         problems.add(("data", None, "per_class"), "per_class must be 0 (all images) or positive")
     if not study.features and study.heads is not None:
         problems.add(("heads", None), "[heads] needs a [[features]] entry to sit on")
-    if study.svm is not None and not study.features:
-        problems.add(("svm", None), "[svm] needs at least one [[features]] entry")
+    for name in ("svm", "fewshot"):
+        if getattr(study, name) is not None and not study.features:
+            problems.add((name, None), f"[{name}] needs at least one [[features]] entry")
     for index, entry in enumerate(study.features):
         where = ("features", index)
         if not entry.poolings:
@@ -462,6 +494,11 @@ def _check(study: Study, problems: _Problems) -> None:
     if study.svm is not None:
         _built(problems, ("svm", None), grid_config, study, study.svm)
         _built(problems, ("svm", None), svm_norm, study.svm)
+        _built(problems, ("svm", None), probe_settings, study.svm)
+    if study.fewshot is not None:
+        _built(problems, ("fewshot", None), grid_config, study, study.fewshot)
+        _built(problems, ("fewshot", None), probe_settings, study.fewshot)
+        _built(problems, ("fewshot", None), fewshot_config, study.fewshot)
     if study.bow is not None:
         _built(problems, ("bow", None), grid_config, study, study.bow)
         for name, example in (("pyramids", "[0, 2]"), ("kernels", '["chi2", "intersection"]')):
