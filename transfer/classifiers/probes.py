@@ -20,7 +20,6 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
-from transfer.classifiers.metrics import correctness, per_class_summary
 from transfer.classifiers.settings import GridConfig, KnnGrid
 from transfer.classifiers.svm import (
     GridResult,
@@ -31,6 +30,7 @@ from transfer.classifiers.svm import (
     fold_mean,
     linear_svm,
     norm_steps,
+    scored_on_test,
     split_accuracies,
 )
 from transfer.core.choices import Norm, Probe
@@ -207,20 +207,17 @@ class ScorerSearch(Search):
         return scorer, scores
 
     def grid(self, train, test, config, n_classes):
-        (x_train, y_train), (x_test, y_test) = train, test
+        x_train, y_train = train
         begun = time.perf_counter()
         scorer, scores = self._choose(x_train, y_train, config)
         cv_mean = [fold_mean(column) for column in scores.T]
         chosen = int(np.argmax(cv_mean))  # the first among ties: the smallest k, then the lowest T
         model = scorer.model(x_train, y_train, scorer.settings[chosen])
         fit_seconds = time.perf_counter() - begun
-        test_predictions = scorer.predictions(x_train, y_train, x_test)
-        per_class, confusion = per_class_summary(y_test, test_predictions[chosen], n_classes)
-        test_per_setting = [float(np.mean(predicted == y_test)) for predicted in test_predictions]
         return None, GridResult(
             grid=list(scorer.settings), cv_mean=cv_mean, cv_std=[fold_mean(column, np.std) for column in scores.T],
-            test_per_setting=test_per_setting, chosen=scorer.settings[chosen], test_accuracy=test_per_setting[chosen],
-            per_class_accuracy=per_class, confusion=confusion, model=model, fit_seconds=fit_seconds, test_correct=correctness(y_test, test_predictions[chosen])), None
+            chosen=scorer.settings[chosen], model=model, fit_seconds=fit_seconds,
+            **scored_on_test(test, lambda x_test: scorer.predictions(x_train, y_train, x_test), chosen, n_classes)), None
 
     def redrawn(self, x, y, splits, config):
         accuracies = []

@@ -78,7 +78,8 @@ def plain_svm(c: float) -> LinearSVC:
 @dataclass
 class GridResult:
     """A probe's search: per setting of its grid (C values, or `probes.KnnSetting`s) the CV accuracy on the
-    training split and the test accuracy; the CV-chosen setting and its fitted model on all the training rows."""
+    training split and the test accuracy (empty, NaN, without a test split); the CV-chosen setting and its fitted
+    model on all the training rows."""
 
     grid: list[Any]
     cv_mean: list[float]
@@ -459,13 +460,13 @@ def grid_search(
     n_classes: int,
     in_span: bool = True,
 ) -> GridResult:
-    """Choose C by stratified k-fold CV on `train`; then fit every C on all of `train` and score `test`.
+    """Choose C by stratified k-fold CV on `train`; then fit every C on all of `train` and score `test` (None:
+    no test split, as in `estimator.LinearProbe.fit`).
 
     With ``in_span`` (and a model that allows it, `span_fit`) every fit runs in the span of the
     training rows (`SpanProjection`); the models returned work on the original features either way.
     """
     x_train, y_train = train
-    x_test, y_test = test
     check_training_data(x_train, y_train)
     begun = time.perf_counter()
     folds = cv_folds(config, y_train)
@@ -482,23 +483,31 @@ def grid_search(
     chosen = int(np.argmax(cv_mean))  # first maximum: the smallest C among ties
     on_rows = setup.on_rows(fitted[n_cv:])
     fit_seconds = time.perf_counter() - begun
-    test_predictions = setup.test_predictions(on_rows, x_test)
     models = setup.original_models(on_rows)
-    test_per_c = [float(np.mean(predicted == y_test)) for predicted in test_predictions]
-    per_class, confusion = per_class_summary(y_test, test_predictions[chosen], n_classes)
     return GridResult(
         grid=list(config.c_grid),
         cv_mean=cv_mean,
         cv_std=[fold_mean(s, np.std) for s in cv_scores],
-        test_per_setting=test_per_c,
         chosen=config.c_grid[chosen],
-        test_accuracy=test_per_c[chosen],
-        per_class_accuracy=per_class,
-        confusion=confusion,
         model=models[chosen],
         fit_seconds=fit_seconds,
-        test_correct=correctness(y_test, test_predictions[chosen]),
+        **scored_on_test(test, lambda x_test: setup.test_predictions(on_rows, x_test), chosen, n_classes),
     )
+
+
+def scored_on_test(test: tuple[Any, np.ndarray] | None, predict: Callable[[Any], list[np.ndarray]], chosen: int,
+                n_classes: int) -> dict[str, Any]:
+    """A search's `GridResult` fields on the test split: each setting's accuracy (``predict``: every setting's
+    predictions), the chosen one's per-class scores, confusion and right/wrong per image; empty without one."""
+    if test is None:
+        return {"test_per_setting": [], "test_accuracy": float("nan"), "per_class_accuracy": [], "confusion": [],
+                "test_correct": ""}
+    x_test, y_test = test
+    predictions = predict(x_test)
+    per_class, confusion = per_class_summary(y_test, predictions[chosen], n_classes)
+    accuracies = [float(np.mean(predicted == y_test)) for predicted in predictions]
+    return {"test_per_setting": accuracies, "test_accuracy": accuracies[chosen], "per_class_accuracy": per_class,
+            "confusion": confusion, "test_correct": correctness(y_test, predictions[chosen])}
 
 
 def split_accuracies(models: dict[str, Callable], x, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],

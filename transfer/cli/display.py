@@ -274,7 +274,8 @@ def print_fewshot(curves: list[FewShotCurve], config: FewShotConfig) -> None:
 
 
 RESULT_COLUMNS = [("#", 0), ("date", 5), ("method", 1), ("backbone", 2), ("weights", 4), ("pooling", 4), ("layer", 3),
-                  ("chosen", 3), ("CV %", 1), ("val %", 2), ("test %", 0), ("splits", 3), ("class mean %", 1), ("data", 2)]
+                  ("chosen", 3), ("CV %", 1), ("val %", 2), ("test %", 0), ("splits", 3), ("class mean %", 1), ("data", 2),
+                  ("model file", 4)]
 
 
 def _method_text(run: RunRecord) -> str:
@@ -295,7 +296,8 @@ def print_results(runs: list[RunRecord], wide: bool = False, models: bool = Fals
         rows.append([str(run.id), run.created or "", _method_text(run), run.backbone or "", run.weights or "", shown_pooling(run.backbone, run.pooling),
                      run.layer or "", run.chosen_text, *training_score_cells(run), test, str(run.splits),
                      _pct(class_mean_accuracy(run.per_class_accuracy, run.confusion)),
-                     Path(run.dataset).name or run.dataset])  # the folder's name: `--wide` does not lengthen it
+                     Path(run.dataset).name or run.dataset,  # the folder's name: `--wide` does not lengthen it
+                     Path(run.model_path).name if run.model_path else ""])
     print_fitted(*fitted_table("results", RESULT_COLUMNS, rows, wide, right=("#", "CV %", "val %", "test %", "splits", "class mean %"),
                                short=REPORT_SHORT))
     if models:  # whole paths, one a line, to copy into `transfer predict` (a table cell would fold them)

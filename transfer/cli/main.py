@@ -33,6 +33,7 @@ from transfer.core.choices import (
     Spatial,
     StageKind,
     StageStatus,
+    TableFormat,
     Tokens,
     View,
 )
@@ -389,15 +390,23 @@ def results(
     backbone: Annotated[str | None, typer.Option(help="Only this backbone.")] = None,
     layer: Annotated[str | None, typer.Option(help="Only this layer.")] = None,
     models: Annotated[bool, typer.Option("--models", help="Also list each run's model file (for `transfer predict`).")] = False,
+    form: Annotated[TableFormat, typer.Option("--format", help="table (this terminal), or every run as a row of plain values: csv, jsonl (one JSON object a line), parquet (needs --out).")] = TableFormat.TABLE,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the csv, jsonl or parquet rows to this file [default: standard output].")] = None,
     cache_dir: CacheDirOpt = None,
     wide: WideOpt = False,
 ) -> None:
-    """List the runs in the results store (cache/results.sqlite)."""
-    from transfer.cli.display import print_results
+    """List the runs in the results store (cache/results.sqlite), or export them (--format csv|jsonl|parquet)."""
     from transfer.runs.store import ResultsStore
 
-    path = _results_path(cache_dir)
-    print_results(ResultsStore(path).runs(dataset=data, method=method, backbone=backbone, layer=layer), wide, models)
+    runs = ResultsStore(_results_path(cache_dir)).runs(dataset=data, method=method, backbone=backbone, layer=layer)
+    if form != TableFormat.TABLE:
+        from transfer.reports.runs_table import write_runs
+
+        write_runs(runs, form, out)
+        return
+    from transfer.cli.display import print_results
+
+    print_results(runs, wide, models)
 
 
 @app.command()

@@ -15,6 +15,15 @@ class Pooling(enum.StrEnum):
     L2 = "l2"  # LP pooling, p=2
 
 
+class TableFormat(enum.StrEnum):
+    """How `transfer results` writes the runs."""
+
+    TABLE = "table"  # on the terminal
+    CSV = "csv"
+    JSONL = "jsonl"  # one JSON object per run and line
+    PARQUET = "parquet"  # needs --out: a binary file
+
+
 class Spatial(enum.StrEnum):
     """How a spatial output becomes a vector."""
 

@@ -88,7 +88,7 @@ def _versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    from transfer import __version__
+    from transfer.core.version import __version__
 
     return {
         "transfer": __version__,
