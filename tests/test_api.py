@@ -59,3 +59,21 @@ def test_the_package_names_its_library_lazily():
     assert transfer.LinearProbe is transfer.api.LinearProbe
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         _ = transfer.Nothing
+
+
+def test_a_cached_layer_exports_with_paths_digests_labels_and_splits(small_data, cache_dir, tmp_path):
+    dataset = load_dataset(small_data)
+    outcome = extract(dataset, FeatureSpec(**{**LITE0_SPEC, "layers": ("avgpool",)}), cache_dir)
+    for name in ("features.parquet", "features.npz"):
+        done = CliRunner().invoke(app, ["cache", "export", str(outcome.path), "--data", str(small_data),
+                                        "--out", str(tmp_path / name)])
+        assert done.exit_code == 0, done.output
+    table = pq.read_table(tmp_path / "features.parquet").to_pydict()
+    arrays = np.load(tmp_path / "features.npz")
+    assert len(table["path"]) == arrays["features"].shape[0] == 21  # 12 training and 9 test images
+    assert table["split"].count("test") == 9 and set(table["class"]) == {"alpha", "beta", "gamma"}
+    assert table["digest"][0] == dataset.file_digests[table["path"][0]]
+    np.testing.assert_array_equal(np.array(table["features"], dtype=np.float32), arrays["features"])
+    bad = CliRunner().invoke(app, ["cache", "export", str(outcome.path), "--data", str(small_data),
+                                   "--layer", "logits", "--out", str(tmp_path / "x.npz")])
+    assert isinstance(bad.exception, UserError) and "has no layer 'logits'" in str(bad.exception)

@@ -71,7 +71,7 @@ app = _App(
     rich_markup_mode=None,
 )
 data_app = typer.Typer(help="Inspect or fetch datasets.", no_args_is_help=True)
-cache_app = typer.Typer(help="List or remove cached features.", no_args_is_help=True)
+cache_app = typer.Typer(help="List, export or remove cached features.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(cache_app, name="cache")
 
@@ -113,6 +113,7 @@ CacheDirOpt = Annotated[
 ProbeOpt = Annotated[str, typer.Option(help="The probes, comma-separated: svm (LinearSVC), logreg (logistic regression, C by CV like the SVM), knn (cosine k-NN, votes weighted by exp(similarity/T), k and T by CV), ncm (nearest class mean; no setting). Each is its own result.")]
 KGridOpt = Annotated[str, typer.Option(help="k-NN: the numbers of neighbours CV chooses among.")]
 TemperaturesOpt = Annotated[str, typer.Option(help="k-NN: the vote temperatures T CV chooses among.")]
+MlflowOpt = Annotated[str | None, typer.Option("--mlflow", help="Also send the runs to MLflow (the mlflow extra): a tracking URI (http://…, sqlite:///…), or a folder for a local file store, e.g. mlruns. A run already sent is not sent again.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="List ignored non-image files.")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column, however wide the table (default: fit the terminal).")]
 
@@ -142,6 +143,18 @@ def _load_dataset(data: Path | None, train_per_class: int | None, split_seed: in
             for relpath in dataset.ignored_files:
                 console.print(f"  {relpath}")
     return dataset
+
+
+def _track(where: str | None, run_ids: list[int], cache_dir: Path | None, experiment: str) -> None:
+    """The stored runs ``run_ids`` sent to MLflow at ``where`` (nothing when None)."""
+    if where is None:
+        return
+    from transfer.reports.tracking import log_runs, summary
+    from transfer.runs.store import ResultsStore
+
+    wanted = set(run_ids)
+    runs = [run for run in ResultsStore(_results_path(cache_dir)).runs() if run.id in wanted]
+    console.print(summary(log_runs(runs, where, experiment), where, experiment))
 
 
 def _results_path(cache_dir: Path | None) -> Path:
@@ -227,6 +240,7 @@ def svm(
     train_per_class: TrainPerClassOpt = DEFAULT_TRAIN_PER_CLASS,
     test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = SplitPolicy.seed,
+    mlflow: MlflowOpt = None,
 ) -> None:
     """Linear SVM (or other --probe) on cached features: its setting chosen by CV on the training split, test accuracy per setting.
 
@@ -244,9 +258,10 @@ def svm(
     probes = parse_probes(probe)
     knn = parse_knn_grid(k_grid, temperatures)
     dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
-    for outcome in run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norms, combine=combine,
-                           probes=probes, knn=knn):
+    outcomes = run_svm(dataset, features, cache_dir or default_cache_dir(), grid, norms, combine=combine, probes=probes, knn=knn)
+    for outcome in outcomes:
         print_grid(outcome)
+    _track(mlflow, [outcome.run_id for outcome in outcomes], cache_dir, "transfer")
 
 
 @app.command()
@@ -275,6 +290,7 @@ def fewshot(
     train_per_class: TrainPerClassOpt = DEFAULT_TRAIN_PER_CLASS,
     test_per_class: TestPerClassOpt = None,
     split_seed: SplitSeedOpt = SplitPolicy.seed,
+    mlflow: MlflowOpt = None,
 ) -> None:
     """Few-shot curves on cached features: each probe trained on --shots images per class, --seeds subsets each.
 
@@ -300,6 +316,7 @@ def fewshot(
     with progress_bar(cells, "few-shot subsets", unit="subset") as advance:
         curves = run_fewshot(dataset, features, cache, grid, curve, probes, knn, progress=lambda _cell: advance(1))
     print_fewshot(curves, curve)
+    _track(mlflow, [cell.run_id for done in curves for cell in done.cells], cache, "transfer")
 
 
 @app.command()
@@ -507,6 +524,7 @@ def run_study(
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Run even when a backbone's ImageNet weights cannot be loaded: its stages fail, the others run.")] = False,
     cache_dir: CacheDirOpt = None,
     wide: WideOpt = False,
+    mlflow: MlflowOpt = None,
 ) -> None:
     """Run a whole study: stages in dependency order, each skipped when its result is already cached.
 
@@ -515,6 +533,7 @@ def run_study(
     """
     from transfer.cli.display import print_plan, print_run_summary, print_stage_end
     from transfer.study.plan import (
+        CLASSIFIER_KINDS,
         Overrides,
         dataset_location,
         missing_data,
@@ -557,10 +576,30 @@ def run_study(
     begun = time.perf_counter()
     reports = run_stages(stages, on_start=lambda stage: console.print(styled((f"▶ {stage.name}", "bold"))), on_end=print_stage_end)
     print_run_summary(reports, time.perf_counter() - begun, wide)
+    if mlflow is not None:  # what the study holds now, the report with it (its experiment: the study's name)
+        _track(mlflow, sorted({i for stage in stages if stage.kind in CLASSIFIER_KINDS for i in stage.check().run_ids}),
+               cache, study.study.name)
+        _track_report(mlflow, study)
     if any(r.status == "interrupted" for r in reports):
         raise SystemExit(130)
     if any(r.status in (StageStatus.FAILED, StageStatus.BLOCKED) for r in reports):
         raise SystemExit(1)
+
+
+def _track_report(where: str, study) -> None:
+    """A study's report folder sent to MLflow as one run, once per report content (its inputs.json key)."""
+    import json
+
+    from transfer.reports.tracking import log_report, summary
+    from transfer.study.schema import report_directory
+
+    if study.report is None:
+        return
+    directory = report_directory(REPORTS_DIR, study)
+    inputs = directory / "inputs.json"
+    if inputs.exists():
+        key = json.loads(inputs.read_text())["key"]
+        console.print(summary([log_report(directory, key, where, study.study.name)], where, study.study.name))
 
 
 def _inputs_message(data: str | None, weights: dict[str, str], study_path: Path) -> str:
@@ -760,6 +799,24 @@ def cache_ls(cache_dir: CacheDirOpt = None) -> None:
     root = cache_dir or default_cache_dir()
     cache = FeatureCache(root)
     print_cache(root, cache.entries(), cache.artifacts())
+
+
+@cache_app.command("export")
+def cache_export(
+    cache_file: Annotated[Path, typer.Argument(help="A cached extraction (.h5; `transfer cache ls` lists them).")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write: .parquet or .npz.")],
+    data: DataOpt = None,
+    layer: Annotated[str | None, typer.Option("--layer", help="Which of the file's layer keys [default: its only one].")] = None,
+    train_per_class: TrainPerClassOpt = DEFAULT_TRAIN_PER_CLASS,
+    test_per_class: TestPerClassOpt = None,
+    split_seed: SplitSeedOpt = SplitPolicy.seed,
+) -> None:
+    """Write one cached layer of a data set's images as Parquet or .npz: path, digest, split, label, class, features."""
+    from transfer.features.export import export_layer
+
+    dataset = _load_dataset(data, train_per_class, split_seed, test_per_class=test_per_class)
+    rows = export_layer(cache_file, dataset, out, layer)
+    console.print(f"{rows:,} images → {out}")
 
 
 @cache_app.command("rm")
