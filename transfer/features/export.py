@@ -30,19 +30,20 @@ def export_layer(cache_file: Path, dataset: ImageDataset, out: Path, layer: str 
     features = read_features(cache_file, layer or layers[0], dataset)
     digests = dataset.file_digests
     splits = [features.splits[split] for split in SPLITS]
-    columns = {
+    labels = np.concatenate([part.labels for part in splits]).astype(np.int64)
+    columns: dict[str, list] = {
         "path": [path for part in splits for path in part.paths],
         "digest": [digests[path] for part in splits for path in part.paths],
         "split": [split for split, part in zip(SPLITS, splits) for _ in part.paths],
-        "label": np.concatenate([part.labels for part in splits]).astype(np.int64),
+        "label": labels.tolist(),
+        "class": [features.classes[label] for label in labels],
     }
-    columns["class"] = [features.classes[label] for label in columns["label"]]
     vectors = np.concatenate([part.features for part in splits]).astype(np.float32)
     with atomic_path(out) as partial:
         if out.suffix == ".npz":
             with open(partial, "wb") as f:  # np.savez adds ".npz" to a name without it
-                np.savez(f, features=vectors, classes=np.array(features.classes),
-                         **{name: np.asarray(values) for name, values in columns.items()})
+                arrays: dict[str, np.ndarray] = {name: np.asarray(values) for name, values in columns.items()}
+                np.savez(f, features=vectors, classes=np.array(features.classes), **arrays)  # type: ignore[arg-type]
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
